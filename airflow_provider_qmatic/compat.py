@@ -1,0 +1,66 @@
+"""The one place that knows which Airflow is installed.
+
+Airflow 3 exposes its authoring interface as ``airflow.sdk``; Airflow 2.11 has the older module
+paths. Everything else in the package imports Airflow names from here, so a future move is one
+edit. Nothing heavy is imported: this module is loaded whenever a DAG file imports an operator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+try:  # Airflow 3.x
+    from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath, get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    AIRFLOW_V3 = True
+except ImportError:  # Airflow 2.11
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
+    from airflow.models import BaseOperator  # type: ignore[no-redef]
+    from airflow.operators.python import get_current_context  # type: ignore[no-redef]
+
+    AIRFLOW_V3 = False
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def _load_mask_secret() -> Callable[..., None]:
+    try:
+        from airflow.sdk.log import mask_secret as sdk_mask_secret
+
+        return sdk_mask_secret  # type: ignore[no-any-return]
+    except ImportError:
+        from airflow.utils.log.secrets_masker import mask_secret as legacy_mask_secret
+
+        return legacy_mask_secret  # type: ignore[no-any-return]
+
+
+_mask_secret = _load_mask_secret()
+
+
+def mask_secret(value: Any, name: str | None = None) -> None:
+    """Register a secret with Airflow's masker so that logs and rendered fields show ``***``."""
+    if value:
+        _mask_secret(value, name)
+
+
+def airflow_version() -> str:
+    """The installed Airflow version, for the User-Agent."""
+    from airflow import __version__
+
+    return str(__version__)
+
+
+__all__ = [
+    "AIRFLOW_V3",
+    "AirflowFailException",
+    "BaseHook",
+    "BaseOperator",
+    "ObjectStoragePath",
+    "airflow_version",
+    "get_current_context",
+    "mask_secret",
+]

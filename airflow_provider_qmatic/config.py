@@ -1,0 +1,274 @@
+"""ClientConfig: everything the client needs, validated once, before any request.
+
+The hook turns an Airflow Connection into the plain values below; this module decides whether they
+are usable. Each refusal is a :class:`QmaticConfigError` that names the field, says what is wrong
+with it and how to fix it, and never quotes a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+
+REGIONS: tuple[str, ...] = ("eu-west-1", "us-east-1")
+LANGUAGES: tuple[str, ...] = ("en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es")
+TOKEN_CACHES: tuple[str, ...] = ("file", "memory")
+DEFAULT_LANGUAGE = "en_US"
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_REQUESTS_PER_MINUTE = 100.0
+MAX_TIMEOUT_S = 350.0  # Qmatic ends operations after 350 s with 504/408 anyway.
+
+_TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_SYSTEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Validated settings of one Qmatic client. Build it with :meth:`from_values`.
+
+    The secret is excluded from ``repr`` and comparisons print nothing of it; ``secret_fingerprint``
+    identifies it (for cache keys) without revealing it.
+    """
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    tenant: str
+    base_url: str
+    region: str | None = None
+    system_id: str | None = None
+    language: str = DEFAULT_LANGUAGE
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout: float = DEFAULT_TIMEOUT_S
+    requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
+    token_cache: str = "file"
+    token_cache_dir: str | None = None
+    user_agent: str = "airflow-provider-qmatic"
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` as requests wants it."""
+        return (self.connect_timeout, self.read_timeout)
+
+    @property
+    def secret_fingerprint(self) -> str:
+        """A short one-way hash of the client secret, so a rotated secret gets a new token."""
+        return hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()[:16]
+
+    @classmethod
+    def from_values(
+        cls,
+        *,
+        client_id: str | None,
+        client_secret: str | None,
+        tenant: str | None,
+        region: str | None = None,
+        base_url: str | None = None,
+        system_id: str | None = None,
+        language: str | None = None,
+        timeout: Any = None,
+        requests_per_minute: Any = None,
+        token_cache: str | None = None,
+        token_cache_dir: str | None = None,
+        user_agent: str | None = None,
+    ) -> ClientConfig:
+        """Validate raw values (strings as a Connection holds them) and build the config."""
+        cid = _required_text("client_id", client_id, "the Connection's Login (Client ID)")
+        secret = _required_secret(client_secret)
+        norm_tenant = normalise_tenant(_required_text("tenant", tenant, "the `tenant` extra"))
+        checked_region = _check_region(region)
+        if base_url is not None and str(base_url).strip():
+            url = check_base_url(str(base_url))
+        elif checked_region is not None:
+            url = f"https://api.{checked_region}.qmatic.io"
+        else:
+            raise QmaticConfigError(
+                "region is missing: set the `region` extra to one of "
+                f"{', '.join(REGIONS)}, or set `base_url` for a custom Qmatic host",
+                field="region",
+            )
+        read_timeout = _positive_number("timeout", timeout, DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S)
+        rpm = _positive_number(
+            "requests_per_minute", requests_per_minute, DEFAULT_REQUESTS_PER_MINUTE, maximum=1_000_000
+        )
+        return cls(
+            client_id=cid,
+            client_secret=secret,
+            tenant=norm_tenant,
+            base_url=url,
+            region=checked_region,
+            system_id=_check_system_id(system_id),
+            language=_check_language(language),
+            connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
+            read_timeout=read_timeout,
+            requests_per_minute=rpm,
+            token_cache=_check_choice("token_cache", token_cache, TOKEN_CACHES, "file"),
+            token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
+            user_agent=user_agent or "airflow-provider-qmatic",
+        )
+
+
+def normalise_tenant(value: str) -> str:
+    """The account name as Qmatic documents it for X-ACCOUNT: lowercase, spaces stripped."""
+    tenant = "".join(value.split()).lower()
+    if not _TENANT_PATTERN.fullmatch(tenant):
+        raise QmaticConfigError(
+            "tenant must be the Qmatic account name (letters, digits, '.', '_' or '-'); "
+            "fix the `tenant` extra of the connection",
+            field="tenant",
+        )
+    return tenant
+
+
+def check_base_url(value: str) -> str:
+    """Refuse URLs that would leak credentials or go somewhere unintended.
+
+    https only, except plain http to a loopback host (the local sandbox); no user info, query,
+    fragment or path (API paths are appended to it); a port, if any, within 1-65535.
+    """
+    text = value.strip()
+    fix = "fix the `base_url` extra (for example https://mytenant.qmatic.cloud or http://127.0.0.1:8080)"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise QmaticConfigError(f"base_url has an invalid port or host; {fix}", field="base_url") from None
+    if parts.scheme not in ("https", "http"):
+        raise QmaticConfigError(f"base_url must start with https://; {fix}", field="base_url")
+    host = parts.hostname or ""
+    if not host:
+        raise QmaticConfigError(f"base_url has no host; {fix}", field="base_url")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise QmaticConfigError(
+            "base_url must not carry a user name or password; credentials belong in the "
+            "connection's Client ID and Client Secret",
+            field="base_url",
+        )
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise QmaticConfigError(
+            f"base_url must be scheme and host only, without a path or query; {fix}", field="base_url"
+        )
+    if port == 0:
+        raise QmaticConfigError(f"base_url has port 0; {fix}", field="base_url")
+    if parts.scheme == "http" and not is_loopback(host):
+        raise QmaticConfigError(
+            "base_url uses plain http to a host that is not this machine; use https:// "
+            "(http is allowed only for loopback hosts such as the local sandbox)",
+            field="base_url",
+        )
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and addresses in 127.0.0.0/8 or ::1."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _required_text(name: str, value: Any, where: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise QmaticConfigError(f"{name} is missing: set {where}", field=name)
+    if not isinstance(value, str):
+        raise QmaticConfigError(f"{name} must be text, got {type(value).__name__}: fix {where}", field=name)
+    text = value.strip()
+    if any(ch in text for ch in "\r\n\t") or not text.isprintable():
+        raise QmaticConfigError(f"{name} contains control characters: fix {where}", field=name)
+    return text
+
+
+def _required_secret(value: Any) -> str:
+    # The secret is never quoted, and its only check is that Basic auth can carry it.
+    where = "the Connection's Password (Client Secret)"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise QmaticConfigError(f"client_secret is missing: set {where}", field="client_secret")
+    if not isinstance(value, str):
+        raise QmaticConfigError(f"client_secret must be text: fix {where}", field="client_secret")
+    if not value.isprintable():
+        raise QmaticConfigError(
+            f"client_secret contains a line break or control character (often a copy-paste slip): "
+            f"fix {where}",
+            field="client_secret",
+        )
+    return value.strip()
+
+
+def _check_region(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or value.strip() not in REGIONS:
+        raise QmaticConfigError(
+            f"region must be one of {', '.join(REGIONS)}: fix the `region` extra "
+            "(for another host use `base_url`)",
+            field="region",
+        )
+    return value.strip()
+
+
+def _check_system_id(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    if not _SYSTEM_ID_PATTERN.fullmatch(text):
+        raise QmaticConfigError(
+            "system_id must be the tenant's system id as Qmatic gave it (letters, digits, '.', '_', "
+            "'-'): fix the `system_id` extra",
+            field="system_id",
+        )
+    return text
+
+
+def _check_language(value: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_LANGUAGE
+    text = str(value).strip()
+    if text not in LANGUAGES:
+        raise QmaticConfigError(
+            f"language must be one of {', '.join(LANGUAGES)}: fix the `language` extra", field="language"
+        )
+    return text
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], default: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise QmaticConfigError(
+            f"{name} must be one of {', '.join(choices)}: fix the `{name}` extra", field=name
+        )
+    return text
+
+
+def _positive_number(name: str, value: Any, default: float, *, maximum: float) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        raise QmaticConfigError(
+            f"{name} must be a number, not true/false: fix the `{name}` extra", field=name
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise QmaticConfigError(
+            f"{name} must be a number (got {type(value).__name__} that is not numeric): "
+            f"fix the `{name}` extra",
+            field=name,
+        ) from None
+    if not (0 < number <= maximum):
+        raise QmaticConfigError(
+            f"{name} must be greater than 0 and at most {maximum:g}: fix the `{name}` extra", field=name
+        )
+    return number

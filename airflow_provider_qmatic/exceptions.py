@@ -1,0 +1,129 @@
+"""The provider's errors: one small hierarchy, so callers can catch by meaning, not by HTTP status.
+
+Every error carries what a human needs to act (the HTTP status, Qmatic's error code and message,
+the field at fault) and nothing that must stay secret: messages are built from values the
+provider chose or the server returned, never from credentials or tokens.
+
+``retryable`` says whether repeating the same request later can succeed. Operators turn a
+non-retryable error into a failed task without Airflow retries; a retryable one propagates so
+that Airflow's own ``retries`` apply.
+"""
+
+from __future__ import annotations
+
+
+class QmaticError(Exception):
+    """Base of every error raised by this provider."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.field = field
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        detail = ", ".join(
+            f"{name}={value}"
+            for name, value in (("status", self.status), ("code", self.code))
+            if value is not None
+        )
+        if detail:
+            parts.append(f"({detail})")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status!r}, code={self.code!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructor arguments do not survive the default pickling that Airflow and
+        # multiprocessing use to move exceptions between processes.
+        return (_rebuild, (type(self), self.message, self.status, self.code, self.field))
+
+
+def _rebuild(
+    cls: type[QmaticError], message: str, status: int | None, code: str | None, field: str | None
+) -> QmaticError:
+    return cls(message, status=status, code=code, field=field)
+
+
+class QmaticConfigError(QmaticError, ValueError):
+    """The connection or an operator argument is missing or wrong; raised before any request."""
+
+
+class QmaticValidationError(QmaticError, ValueError):
+    """A request would break Qmatic's field rules (found locally), or Qmatic answered 400."""
+
+
+class QmaticAuthError(QmaticError):
+    """401: credentials rejected, or a fresh token was refused too."""
+
+
+class QmaticForbiddenError(QmaticError):
+    """403: the token lacks the scope, or the system id is not this client's tenant."""
+
+
+class QmaticNotFoundError(QmaticError):
+    """404: the branch, service or appointment does not exist for this tenant."""
+
+
+class QmaticConflictError(QmaticError):
+    """409: slot full, reservation expired or used, or the appointment's state forbids the change."""
+
+
+class QmaticRateLimitError(QmaticError):
+    """429 after the client's own waiting ran out; trying later is safe."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class QmaticServerError(QmaticError):
+    """5xx, a gateway fault, or the connection failed; the request may be repeated later."""
+
+    retryable = True
+
+
+class QmaticUnknownOutcomeError(QmaticServerError):
+    """A write (POST) failed in a way that leaves its outcome unknown: it may have happened.
+
+    Never repeat the write blindly: read first (get or search) to learn whether it took effect.
+    """
+
+
+class QmaticPayloadTooLargeError(QmaticError):
+    """413: the request body is over Qmatic's 2 MB limit."""
+
+
+# The status each class stands for; the client maps responses through this table alone.
+ERROR_BY_STATUS: dict[int, type[QmaticError]] = {
+    400: QmaticValidationError,
+    401: QmaticAuthError,
+    403: QmaticForbiddenError,
+    404: QmaticNotFoundError,
+    409: QmaticConflictError,
+    413: QmaticPayloadTooLargeError,
+    429: QmaticRateLimitError,
+}
+
+
+def error_for_status(status: int) -> type[QmaticError]:
+    """The error class for an HTTP status: the table above, server errors for 5xx, else the base."""
+    if status in ERROR_BY_STATUS:
+        return ERROR_BY_STATUS[status]
+    if status >= 500 or status == 408:
+        return QmaticServerError
+    return QmaticError
