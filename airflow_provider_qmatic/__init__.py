@@ -19,7 +19,6 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-qmatic",
         "name": "Qmatic",
         "description": "Book, reschedule and cancel appointments through the Qmatic Cloud Appointments API.",
-        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Qmatic Cloud Appointments",

@@ -58,12 +58,13 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
-HIDDEN_FIELDS: list[str] = ["schema", "port", "extra"]
-RELABELING: dict[str, str] = {"login": "Client ID", "password": "Client Secret", "host": "Host"}
+# Host and port are hidden because Base URL says the same thing with its scheme; a Host given in a
+# connection URI or JSON is still honoured. Extra stays visible for rarely used keys.
+HIDDEN_FIELDS: list[str] = ["schema", "port", "host"]
+RELABELING: dict[str, str] = {"login": "Client ID", "password": "Client Secret"}
 PLACEHOLDERS: dict[str, str] = {
     "login": "client id from your Qmatic representative",
     "password": "client secret",
-    "host": "optional: same as Base URL",
     "region": REGIONS[0],
     "tenant": "account name, e.g. isb",
     "system_id": "tenant system id",

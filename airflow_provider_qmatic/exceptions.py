@@ -24,12 +24,14 @@ class QmaticError(Exception):
         status: int | None = None,
         code: str | None = None,
         field: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.field = field
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -48,13 +50,18 @@ class QmaticError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only constructor arguments do not survive the default pickling that Airflow and
         # multiprocessing use to move exceptions between processes.
-        return (_rebuild, (type(self), self.message, self.status, self.code, self.field))
+        return (_rebuild, (type(self), self.message, self.status, self.code, self.field, self.retry_after))
 
 
 def _rebuild(
-    cls: type[QmaticError], message: str, status: int | None, code: str | None, field: str | None
+    cls: type[QmaticError],
+    message: str,
+    status: int | None,
+    code: str | None,
+    field: str | None,
+    retry_after: float | None,
 ) -> QmaticError:
-    return cls(message, status=status, code=code, field=field)
+    return cls(message, status=status, code=code, field=field, retry_after=retry_after)
 
 
 class QmaticConfigError(QmaticError, ValueError):
@@ -86,10 +93,6 @@ class QmaticRateLimitError(QmaticError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.retry_after = retry_after
-
 
 class QmaticServerError(QmaticError):
     """5xx, a gateway fault, or the connection failed; the request may be repeated later."""
@@ -101,6 +104,13 @@ class QmaticUnknownOutcomeError(QmaticServerError):
     """A write (POST) failed in a way that leaves its outcome unknown: it may have happened.
 
     Never repeat the write blindly: read first (get or search) to learn whether it took effect.
+    """
+
+
+class QmaticNotSentError(QmaticServerError):
+    """The request never reached Qmatic (connection refused, name lookup, connect timeout).
+
+    Nothing can have happened, so even a write may be repeated.
     """
 
 

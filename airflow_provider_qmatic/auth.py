@@ -1,0 +1,225 @@
+"""OAuth2 client-credentials tokens, requested exactly as Qmatic documents and cached per scope set.
+
+The documented request (``seeds/qmatic-oauth2.txt``): ``POST {base}/oauth2/token`` with
+``Authorization: Basic base64(client_id:client_secret)`` on one line, ``X-ACCOUNT: <tenant>``, and
+the form ``grant_type=client_credentials&scope=<scopes joined by single spaces>``. There is no
+refresh token: a new token is requested shortly before the old one runs out.
+
+Tokens are kept in two layers: a dict in this object (no I/O on the hot path) in front of a
+:class:`~airflow_provider_qmatic.token_cache.TokenCache`, which may be shared by every task
+process on the host so that they make one token request between them.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import requests
+
+from airflow_provider_qmatic import paths
+from airflow_provider_qmatic.exceptions import QmaticAuthError, QmaticError, QmaticServerError
+from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
+from airflow_provider_qmatic.retry import delay_before_retry, is_retryable
+from airflow_provider_qmatic.scopes import Scope, scope_string
+from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_cache_key
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.ratelimit import RateLimiter
+
+SecretSink = Callable[[str], None]
+
+# Reuse a token until this long before it runs out (5 minutes, or half its life if it is short,
+# as the sandbox's test tokens are).
+REFRESH_MARGIN_S = 300.0
+# Qmatic allows one token request per second per client.
+TOKEN_ENDPOINT_INTERVAL_S = 1.0
+TOKEN_ATTEMPTS = 6
+
+
+def basic_credentials(client_id: str, client_secret: str) -> str:
+    """``base64(id:secret)`` as one line: Qmatic's page warns about the newline ``base64`` inserts."""
+    raw = f"{client_id}:{client_secret}".encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def usable_until(issued_at: float, expires_in: float) -> float:
+    """When to stop using a token: 5 minutes before expiry, or half-way for short-lived tokens."""
+    return issued_at + expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
+
+
+class TokenProvider:
+    """Hands out a valid bearer token for a set of scopes, fetching one only when needed."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        session: requests.Session,
+        *,
+        cache: TokenCache,
+        limiter: RateLimiter | None = None,
+        on_secret: SecretSink | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._config = config
+        self._session = session
+        self._cache = cache
+        self._limiter = limiter
+        self._on_secret = on_secret or (lambda _value: None)
+        self._clock = clock
+        self._sleep = sleep
+        self._local: dict[frozenset[Scope], CachedToken] = {}
+        self._endpoint_lock = threading.Lock()
+        self._last_request_at = 0.0
+        self.token_requests = 0
+        self.last_expires_in: float | None = None
+        self._basic = basic_credentials(config.client_id, config.client_secret)
+        # Masked where they are born: the secret and the header value that encodes it.
+        self._on_secret(config.client_secret)
+        self._on_secret(self._basic)
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(tenant={self._config.tenant!r}, base_url={self._config.base_url!r})"
+
+    def token(self, scopes: frozenset[Scope]) -> str:
+        """A bearer token carrying exactly ``scopes``."""
+        cached = self._local.get(scopes)
+        if cached is not None and cached.expires_at > self._clock():
+            return cached.access_token
+        key = self._cache_key(scopes)
+        fresh, _fetched = self._cache.get_or_fetch(key, lambda: self._fetch(scopes), min_ttl=0.0)
+        self._on_secret(fresh.access_token)
+        self._local[scopes] = fresh
+        return fresh.access_token
+
+    def probe(self, scopes: frozenset[Scope]) -> float:
+        """Request a new token now, bypassing every cache; its lifetime in seconds.
+
+        For connection tests, which must prove the credentials work today, not an hour ago.
+        """
+        fresh = self._fetch(scopes)
+        self._local[scopes] = fresh
+        return self.last_expires_in or 0.0
+
+    def invalidate(self, scopes: frozenset[Scope], access_token: str) -> None:
+        """Forget a token the API refused (401), here and in the shared cache."""
+        cached = self._local.get(scopes)
+        if cached is not None and cached.access_token == access_token:
+            del self._local[scopes]
+        self._cache.invalidate(self._cache_key(scopes), access_token)
+
+    def _cache_key(self, scopes: frozenset[Scope]) -> str:
+        return make_cache_key(
+            base_url=self._config.base_url,
+            tenant=self._config.tenant,
+            client_id=self._config.client_id,
+            scopes=scope_string(scopes),
+            secret_fingerprint=self._config.secret_fingerprint,
+        )
+
+    def _fetch(self, scopes: frozenset[Scope]) -> CachedToken:
+        """POST the token request, waiting and repeating on 429 and transient faults (bounded).
+
+        Asking for a token twice is harmless, so every failure that may pass is retried here.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._request_token(scopes)
+            except QmaticError as exc:
+                if attempt >= TOKEN_ATTEMPTS or not is_retryable(exc, idempotent=True):
+                    raise
+                # Even without Retry-After, the token endpoint's limit is one request a second.
+                self._sleep(delay_before_retry(exc, attempt, minimum=TOKEN_ENDPOINT_INTERVAL_S))
+
+    def _request_token(self, scopes: frozenset[Scope]) -> CachedToken:
+        self._pace_token_endpoint()
+        if self._limiter is not None:
+            self._limiter.acquire()
+        config = self._config
+        url = config.base_url + paths.TOKEN
+        try:
+            response = self._session.post(
+                url,
+                headers={
+                    "Authorization": f"Basic {self._basic}",
+                    "X-ACCOUNT": config.tenant,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                },
+                data={"grant_type": "client_credentials", "scope": scope_string(scopes)},
+                timeout=config.timeout,
+            )
+        except requests.RequestException as exc:
+            raise QmaticServerError(
+                f"could not reach the Qmatic token endpoint at {url}: {type(exc).__name__}"
+            ) from None
+        finally:
+            self.token_requests += 1
+        if response.status_code != 200:
+            if response.status_code == 429 and self._limiter is not None:
+                self._limiter.on_rate_limited(None)
+            error = error_from_response(response, operation="the token request", idempotent=True)
+            if response.status_code == 401:
+                raise QmaticAuthError(
+                    f"{error.message}. Check the Client ID, Client Secret and tenant "
+                    f"(tenant {config.tenant!r}, {self._where()})",
+                    status=401,
+                    code=error.code,
+                )
+            raise error
+        return self._parse(response)
+
+    def _parse(self, response: requests.Response) -> CachedToken:
+        payload = json_body(response, operation="the token request")
+        if not isinstance(payload, dict):
+            raise QmaticAuthError(
+                f"the token endpoint answered with {describe_body(response)} that is not a JSON object"
+            )
+        token = payload.get("access_token")
+        keys = ", ".join(sorted(str(k) for k in payload)) or "none"
+        if not isinstance(token, str) or not token:
+            raise QmaticAuthError(f"the token response has no access_token (fields present: {keys})")
+        self._on_secret(token)
+        token_type = payload.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise QmaticAuthError(
+                f"the token response has token_type {str(token_type)[:20]!r}, expected 'Bearer' "
+                f"(fields present: {keys})"
+            )
+        try:
+            expires_in = float(payload.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            raise QmaticAuthError("the token response has a non-numeric expires_in") from None
+        if expires_in <= 0:
+            raise QmaticAuthError(f"the token response has expires_in={expires_in:g}, which is not positive")
+        self.last_expires_in = expires_in
+        return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
+
+    def _pace_token_endpoint(self) -> None:
+        with self._endpoint_lock:
+            wait = self._last_request_at + TOKEN_ENDPOINT_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                self._sleep(wait)
+            self._last_request_at = time.monotonic()
+
+    def _where(self) -> str:
+        if self._config.region:
+            return f"region {self._config.region}"
+        return f"base URL {self._config.base_url}"
+
+    def auth_failure(self, scopes: frozenset[Scope]) -> QmaticAuthError:
+        """The error for an API call refused twice with 401, naming tenant and region, no secret."""
+        return QmaticAuthError(
+            f"Qmatic refused a freshly issued token for scopes {scope_string(scopes)!r} "
+            f"(tenant {self._config.tenant!r}, {self._where()}); check that the client is enabled "
+            "for this tenant",
+            status=401,
+            code="invalid_token",
+        )

@@ -1,0 +1,500 @@
+"""QmaticClient: the Qmatic Cloud Appointments API as plain Python methods.
+
+No Airflow import lives here, so the client serves the hook, the bulk runner's threads, the
+benchmarks and users' own scripts alike. One ``requests.Session`` carries every call (connection
+pooling, TLS verification always on); tokens come from a :class:`TokenProvider`; an optional
+:class:`RateLimiter` paces every request, token requests included; every retry decision is
+:func:`airflow_provider_qmatic.retry.is_retryable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_qmatic import __version__, paths
+from airflow_provider_qmatic.auth import SecretSink, TokenProvider
+from airflow_provider_qmatic.exceptions import (
+    QmaticConfigError,
+    QmaticConflictError,
+    QmaticError,
+    QmaticNotSentError,
+    QmaticRateLimitError,
+    QmaticServerError,
+    QmaticUnknownOutcomeError,
+)
+from airflow_provider_qmatic.responses import error_from_response, json_body
+from airflow_provider_qmatic.retry import delay_before_retry, is_retryable
+from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache, TokenCache
+
+if TYPE_CHECKING:
+    from datetime import date, datetime
+
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.models import Appointment, BookingRequest, Branch, Service, Slot
+    from airflow_provider_qmatic.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+BOOK = frozenset({Scope.BOOK})
+RESCHEDULE = frozenset({Scope.RESCHEDULE})
+CANCEL = frozenset({Scope.CANCEL})
+DEFAULT_ATTEMPTS = 6
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One API operation: how it is called and whether repeating it is safe."""
+
+    name: str
+    method: str
+    path: str
+    idempotent: bool
+    localised: bool = False
+
+
+# The operation table: every call the client makes, in one place (paths from ``paths``).
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("list_branches", "GET", paths.BRANCHES, idempotent=True, localised=True),
+        Operation("list_services", "GET", paths.SERVICES, idempotent=True, localised=True),
+        Operation("find_timeslots", "GET", paths.TIMESLOTS, idempotent=True, localised=True),
+        Operation("reserve", "POST", paths.RESERVATIONS, idempotent=False),
+        Operation("release_reservation", "DELETE", paths.RESERVATION, idempotent=True),
+        # A second confirm of one reservation is answered 409, never a second booking.
+        Operation("confirm", "POST", paths.CONFIRM, idempotent=True),
+        Operation("get_appointment", "GET", paths.APPOINTMENT, idempotent=True),
+        # A search changes nothing, whatever its method.
+        Operation("search_appointments", "POST", paths.SEARCH, idempotent=True, localised=True),
+        Operation("reschedule", "PUT", paths.RESCHEDULE, idempotent=True),
+        Operation("cancel", "DELETE", paths.APPOINTMENT, idempotent=True),
+    )
+}
+
+
+def default_user_agent() -> str:
+    return f"airflow-provider-qmatic/{__version__} python/{platform.python_version()}"
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the server (connection refused, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        text = repr(exc.args[0]) if exc.args else ""
+        return "NewConnectionError" in text or "NameResolutionError" in text
+    return False
+
+
+class QmaticClient:
+    """Typed access to every operation of the contract, plus the two composed flows users want.
+
+    :param config: validated settings (see :class:`~airflow_provider_qmatic.config.ClientConfig`).
+    :param limiter: paces requests; the bulk runner shares one between its threads.
+    :param on_secret: called with every secret the moment it exists (the hook passes Airflow's
+        ``mask_secret``), so logs never show it.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        session: requests.Session | None = None,
+        token_cache: TokenCache | None = None,
+        limiter: RateLimiter | None = None,
+        on_secret: SecretSink | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+        pool_size: int = 16,
+    ) -> None:
+        self.config = config
+        self.limiter = limiter
+        self._sleep = sleep
+        self._max_attempts = max(1, max_attempts)
+        self.session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = config.user_agent or default_user_agent()
+        if token_cache is None:
+            token_cache = (
+                FileTokenCache(config.token_cache_dir) if config.token_cache == "file" else MemoryTokenCache()
+            )
+        self.tokens = TokenProvider(
+            config, self.session, cache=token_cache, limiter=limiter, on_secret=on_secret, sleep=sleep
+        )
+        self._counts_lock = threading.Lock()
+        self.request_counts: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"QmaticClient(tenant={self.config.tenant!r}, base_url={self.config.base_url!r})"
+
+    # -- counters ------------------------------------------------------------------------------
+
+    @property
+    def api_requests(self) -> int:
+        """API requests sent by this client (every attempt counts; token requests do not)."""
+        return sum(self.request_counts.values())
+
+    @property
+    def token_requests(self) -> int:
+        """Token requests this client sent itself (tokens found in a shared cache cost none)."""
+        return self.tokens.token_requests
+
+    # -- the request core ----------------------------------------------------------------------
+
+    def call(
+        self,
+        operation: str,
+        scopes: frozenset[Scope],
+        *,
+        path_params: Mapping[str, str] | None = None,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        expected: tuple[int, ...] = (200, 201, 204),
+    ) -> Any:
+        """Send one operation with retries; the decoded JSON body, or None for 204."""
+        op = OPERATIONS[operation]
+        if not self.config.system_id:
+            raise QmaticConfigError(
+                "system_id is missing: API calls send it as X-TENANT-ID; set the `system_id` extra "
+                "of the connection to the tenant's system id",
+                field="system_id",
+            )
+        path = op.path.format(**{k: _path_segment(k, v) for k, v in (path_params or {}).items()})
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._send_authorised(op, scopes, path, json=json, params=params)
+                if response.status_code in expected:
+                    if self.limiter is not None:
+                        self.limiter.on_success()
+                    return None if response.status_code == 204 else json_body(response, operation=op.name)
+                raise error_from_response(response, operation=op.name, idempotent=op.idempotent)
+            except QmaticError as exc:
+                if isinstance(exc, QmaticRateLimitError) and self.limiter is not None:
+                    self.limiter.on_rate_limited(exc.retry_after)
+                if attempt >= self._max_attempts or not is_retryable(exc, idempotent=op.idempotent):
+                    raise
+                delay = delay_before_retry(exc, attempt)
+                log.info(
+                    "Qmatic %s: %s; retrying in %.1f s (attempt %d of %d)",
+                    op.name,
+                    exc.message,
+                    delay,
+                    attempt + 1,
+                    self._max_attempts,
+                )
+                self._sleep(delay)
+            except _TokenFailure as failure:
+                # The token provider has already waited and retried as the token endpoint allows;
+                # repeating that here would multiply the attempts.
+                raise failure.error from None
+
+    def _send_authorised(
+        self,
+        op: Operation,
+        scopes: frozenset[Scope],
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+    ) -> requests.Response:
+        """Send with a bearer token; on 401 drop the token, get one new token, and repeat once."""
+        token = self._token(scopes)
+        response = self._send(op, path, token, json=json, params=params)
+        if response.status_code != 401:
+            return response
+        self.tokens.invalidate(scopes, token)
+        token = self._token(scopes)
+        response = self._send(op, path, token, json=json, params=params)
+        if response.status_code == 401:
+            raise self.tokens.auth_failure(scopes)
+        return response
+
+    def _token(self, scopes: frozenset[Scope]) -> str:
+        try:
+            return self.tokens.token(scopes)
+        except QmaticError as exc:
+            raise _TokenFailure(exc) from None
+
+    def _send(
+        self, op: Operation, path: str, token: str, *, json: Any, params: Mapping[str, str] | None
+    ) -> requests.Response:
+        if self.limiter is not None:
+            self.limiter.acquire()
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-TENANT-ID": str(self.config.system_id),
+            "Accept": "application/json",
+        }
+        if op.localised:
+            headers["Accept-Language"] = self.config.language
+        url = self.config.base_url + path
+        try:
+            response = self.session.request(
+                op.method, url, headers=headers, json=json, params=params, timeout=self.config.timeout
+            )
+        except requests.RequestException as exc:
+            kind = type(exc).__name__
+            if _never_sent(exc):
+                raise QmaticNotSentError(f"Qmatic {op.name} could not be sent: {kind}") from None
+            if op.idempotent:
+                raise QmaticServerError(f"Qmatic {op.name} failed before an answer came: {kind}") from None
+            raise QmaticUnknownOutcomeError(
+                f"Qmatic {op.name} got no answer ({kind}); the request may or may not have taken effect"
+            ) from None
+        finally:
+            with self._counts_lock:
+                self.request_counts[op.name] += 1
+        return response
+
+    # -- one method per operation --------------------------------------------------------------
+
+    def list_branches(self, *, scopes: frozenset[Scope] = BOOK) -> list[Branch]:
+        """Every branch of the tenant."""
+        from airflow_provider_qmatic.models import Branch
+
+        return Branch.parse_list(self.call("list_branches", scopes))
+
+    def list_services(self, branch_id: str, *, scopes: frozenset[Scope] = BOOK) -> list[Service]:
+        """The services a branch offers, with their durations."""
+        from airflow_provider_qmatic.models import Service
+
+        data = self.call("list_services", scopes, path_params={"branch_id": branch_id})
+        return Service.parse_list(data)
+
+    def find_timeslots(
+        self,
+        branch_id: str,
+        service_id: str,
+        date_from: date,
+        date_to: date,
+        *,
+        scopes: frozenset[Scope] = BOOK,
+    ) -> list[Slot]:
+        """Time slots of a service at a branch between two dates (inclusive)."""
+        from airflow_provider_qmatic.models import Slot
+
+        data = self.call(
+            "find_timeslots",
+            scopes,
+            path_params={"branch_id": branch_id, "service_id": service_id},
+            params={"from": date_from.isoformat(), "to": date_to.isoformat()},
+        )
+        return Slot.parse_list(data)
+
+    def reserve(self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK) -> Appointment:
+        """Hold a slot for 15 minutes (``body`` as :meth:`BookingRequest.reservation_body`).
+
+        Not idempotent: a lost answer raises QmaticUnknownOutcomeError and is never repeated here.
+        """
+        from airflow_provider_qmatic.models import Appointment
+
+        return Appointment.parse(self.call("reserve", scopes, json=dict(body)))
+
+    def release_reservation(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> None:
+        """Free a reservation that will not be confirmed."""
+        self.call("release_reservation", scopes, path_params={"appointment_id": appointment_id})
+
+    def confirm(
+        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
+    ) -> Appointment:
+        """Confirm a reservation with the customer (``body`` as :meth:`BookingRequest.confirmation_body`)."""
+        from airflow_provider_qmatic.models import Appointment
+
+        data = self.call("confirm", scopes, path_params={"appointment_id": appointment_id}, json=dict(body))
+        return Appointment.parse(data)
+
+    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> Appointment:
+        """One appointment (or reservation) by id."""
+        from airflow_provider_qmatic.models import Appointment
+
+        data = self.call("get_appointment", scopes, path_params={"appointment_id": appointment_id})
+        return Appointment.parse(data)
+
+    def search_appointments(
+        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK
+    ) -> list[Appointment]:
+        """A customer's appointments, found by their personal identifier."""
+        from airflow_provider_qmatic.models import Appointment
+
+        data = self.call(
+            "search_appointments", scopes, json={"customer": {"personalIdentifier": personal_identifier}}
+        )
+        return Appointment.parse_list(data)
+
+    def reschedule(
+        self, appointment_id: str, reservation_id: str, *, scopes: frozenset[Scope] = RESCHEDULE
+    ) -> Appointment:
+        """Move a confirmed appointment onto a reservation's slot (the reservation is consumed)."""
+        from airflow_provider_qmatic.models import Appointment
+
+        data = self.call(
+            "reschedule",
+            scopes,
+            path_params={"appointment_id": appointment_id},
+            json={"reservationId": reservation_id},
+        )
+        return Appointment.parse(data)
+
+    def cancel(self, appointment_id: str, *, scopes: frozenset[Scope] = CANCEL) -> None:
+        """Cancel a confirmed appointment (raises QmaticConflictError if it is not cancellable)."""
+        self.call("cancel", scopes, path_params={"appointment_id": appointment_id})
+
+    # -- composed flows ------------------------------------------------------------------------
+
+    def book(self, request: BookingRequest) -> Appointment:
+        """Reserve, then confirm; never leaves a reservation held by a failed booking.
+
+        If confirming fails for any reason the reservation is released before the error is raised.
+        A lost answer to the confirm is resolved by reading the appointment, not by guessing.
+        """
+        reservation = self.reserve(request.reservation_body(), scopes=BOOK)
+        try:
+            return self.confirm_reservation(reservation.appointment_id, request.confirmation_body())
+        except BaseException:
+            self._release_quietly(reservation.appointment_id, BOOK)
+            raise
+
+    def confirm_reservation(
+        self, reservation_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
+    ) -> Appointment:
+        """Confirm, resolving an unknown outcome or a 409 after our own retry by reading."""
+        try:
+            return self.confirm(reservation_id, body, scopes=scopes)
+        except (QmaticUnknownOutcomeError, QmaticServerError, QmaticConflictError) as exc:
+            if isinstance(exc, QmaticConflictError) and exc.code != "invalid_state":
+                raise
+            current = self.get_appointment(reservation_id, scopes=scopes)
+            if current.status == "CONFIRMED":
+                log.info("Confirm of %s had an unclear answer; the appointment is confirmed", reservation_id)
+                return current
+            raise
+
+    def reschedule_to(
+        self,
+        appointment_id: str,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        *,
+        notes: str | None = None,
+    ) -> Appointment:
+        """Move an appointment to a new slot of the same service and branch.
+
+        On any failure the new reservation is released and the original appointment is untouched.
+        Already at that slot: returned as it is, with nothing sent.
+        """
+        from airflow_provider_qmatic.models import format_wire_datetime
+
+        current = self.get_appointment(appointment_id, scopes=RESCHEDULE)
+        if current.branch is None or current.service is None:
+            raise QmaticConflictError(
+                f"appointment {appointment_id} has no branch or service to reschedule within",
+                code="invalid_state",
+            )
+        if current.time_slot is not None and current.time_slot.start_time == start_time:
+            return current
+        slot: dict[str, str] = {"startTime": format_wire_datetime(start_time)}
+        if end_time is not None:
+            slot["endTime"] = format_wire_datetime(end_time)
+        elif (
+            current.time_slot is not None
+            and current.time_slot.start_time is not None
+            and current.time_slot.end_time is not None
+        ):
+            # Same service, so the same length as the slot it had.
+            slot["endTime"] = format_wire_datetime(
+                start_time + (current.time_slot.end_time - current.time_slot.start_time)
+            )
+        body: dict[str, Any] = {
+            "branchId": current.branch.id,
+            "serviceId": current.service.id,
+            "timeSlot": slot,
+            "numberOfReservations": current.number_of_reservations or 1,
+        }
+        if notes is not None:
+            body["notes"] = notes
+        reservation = self.reserve(body, scopes=RESCHEDULE)
+        try:
+            return self.reschedule(appointment_id, reservation.appointment_id, scopes=RESCHEDULE)
+        except QmaticError:
+            moved = self._read_quietly(appointment_id, RESCHEDULE)
+            if moved is not None and moved.time_slot is not None and moved.time_slot.start_time == start_time:
+                return moved
+            self._release_quietly(reservation.appointment_id, RESCHEDULE)
+            raise
+        except BaseException:
+            self._release_quietly(reservation.appointment_id, RESCHEDULE)
+            raise
+
+    def cancel_appointment(self, appointment_id: str) -> tuple[Appointment | None, bool]:
+        """Cancel; an appointment already cancelled counts as done.
+
+        Returns the appointment as read after a refusal (or None when the cancel went through) and
+        whether it was already cancelled, so a retried task succeeds instead of failing.
+        """
+        try:
+            self.cancel(appointment_id, scopes=CANCEL)
+            return None, False
+        except QmaticConflictError:
+            current = self.get_appointment(appointment_id, scopes=CANCEL)
+            if current.status == "CANCELLED":
+                return current, True
+            raise
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _release_quietly(self, reservation_id: str, scopes: frozenset[Scope]) -> None:
+        try:
+            self.release_reservation(reservation_id, scopes=scopes)
+        except QmaticError as exc:
+            log.warning("Could not release reservation %s: %s", reservation_id, exc)
+
+    def _read_quietly(self, appointment_id: str, scopes: frozenset[Scope]) -> Appointment | None:
+        try:
+            return self.get_appointment(appointment_id, scopes=scopes)
+        except QmaticError:
+            return None
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> QmaticClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _TokenFailure(Exception):
+    """Carries a token error past the API retry loop, which must not repeat it."""
+
+    def __init__(self, error: QmaticError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _path_segment(name: str, value: str) -> str:
+    """Ids go into paths; refuse anything that would change the path instead of naming a resource."""
+    text = str(value).strip()
+    if not text or any(ch in text for ch in "/?#%\\") or text in (".", "..") or not text.isprintable():
+        raise QmaticConfigError(
+            f"{name} {text[:60]!r} is not a valid id: ids are GUIDs such as "
+            "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            field=name,
+        )
+    return text

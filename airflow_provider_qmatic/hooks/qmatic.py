@@ -1,0 +1,263 @@
+"""QmaticHook: the only code that reads an Airflow Connection.
+
+It turns the Connection into a validated :class:`~airflow_provider_qmatic.config.ClientConfig`
+(every problem reported before any request, naming the field and the fix), builds one
+:class:`~airflow_provider_qmatic.client.QmaticClient` on first use, and registers every secret with
+Airflow's masker where it is born.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qmatic import __version__
+from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
+
+if TYPE_CHECKING:
+    from datetime import date, datetime
+
+    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.models import Appointment, BookingRequest, Branch, Service, Slot
+    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.scopes import Scope
+
+EXTRA_NAMES = (
+    "region",
+    "tenant",
+    "system_id",
+    "base_url",
+    "language",
+    "timeout",
+    "requests_per_minute",
+    "token_cache",
+    "token_cache_dir",
+)
+
+
+class QmaticHook(BaseHook):  # type: ignore[misc]
+    """Talks to Qmatic Cloud Appointments with a connection's client credentials.
+
+    Connection fields: Login = client ID, Password = client secret; extras ``region``
+    (``eu-west-1`` | ``us-east-1``), ``tenant`` (account name, sent as X-ACCOUNT), ``system_id``
+    (sent as X-TENANT-ID), and optionally ``base_url`` (or Host), ``language``, ``timeout``,
+    ``requests_per_minute``, ``token_cache`` (``file`` | ``memory``).
+
+    :param qmatic_conn_id: the Airflow connection id.
+    :param limiter: a rate limiter to share (the bulk runner passes one); none by default.
+    """
+
+    conn_name_attr = "qmatic_conn_id"
+    default_conn_name = "qmatic_default"
+    conn_type = "qmatic"
+    hook_name = "Qmatic Cloud"
+
+    def __init__(
+        self,
+        qmatic_conn_id: str = default_conn_name,
+        *,
+        limiter: RateLimiter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.qmatic_conn_id = qmatic_conn_id
+        self._limiter = limiter
+
+    def __repr__(self) -> str:
+        return f"QmaticHook(qmatic_conn_id={self.qmatic_conn_id!r})"
+
+    # -- connection -> config ------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> ClientConfig:
+        """The connection, validated. Raises QmaticConfigError naming the field at fault."""
+        from airflow_provider_qmatic.config import ClientConfig, normalise_tenant
+
+        conn = self.get_connection(self.qmatic_conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        extras = _extras(conn.extra_dejson if conn.extra else {})
+        base_url = extras.get("base_url") or _base_url_from_host(conn.host, conn.port)
+        config = ClientConfig.from_values(
+            client_id=conn.login,
+            client_secret=conn.password,
+            tenant=extras.get("tenant"),
+            region=extras.get("region"),
+            base_url=base_url,
+            system_id=extras.get("system_id"),
+            language=extras.get("language"),
+            timeout=extras.get("timeout"),
+            requests_per_minute=extras.get("requests_per_minute"),
+            token_cache=extras.get("token_cache"),
+            token_cache_dir=extras.get("token_cache_dir"),
+            user_agent=user_agent(),
+        )
+        raw_tenant = str(extras.get("tenant", ""))
+        if raw_tenant.strip() != config.tenant and normalise_tenant(raw_tenant) == config.tenant:
+            self.log.info(
+                "Tenant %r normalised to %r (lowercase, spaces stripped) as Qmatic expects for X-ACCOUNT",
+                raw_tenant,
+                config.tenant,
+            )
+        return config
+
+    @cached_property
+    def client(self) -> QmaticClient:
+        """The client, built on first use and kept for the hook's life."""
+        from airflow_provider_qmatic.client import QmaticClient
+
+        return QmaticClient(self.config, limiter=self._limiter, on_secret=mask_secret)
+
+    def get_conn(self) -> QmaticClient:
+        """Airflow's conventional accessor for the underlying client."""
+        return self.client
+
+    # -- connection test -----------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Fetch a token with the connection's credentials; ``(ok, message)`` for the UI and CLI."""
+        from airflow_provider_qmatic.scopes import Scope
+
+        try:
+            client = self.client
+            granted: list[str] = []
+            lifetime = 0.0
+            for scope in Scope:
+                try:
+                    lifetime = client.tokens.probe(frozenset({scope}))
+                    granted.append(scope.name.lower())
+                except QmaticError as exc:
+                    if exc.code not in ("invalid_scope", "insufficient_scope"):
+                        raise
+            if not granted:
+                return False, "Qmatic issued no token: the client is granted none of book, reschedule, cancel"
+            config = self.config
+            where = f"region {config.region}" if config.region else f"base URL {config.base_url}"
+            return True, (
+                f"Connected to Qmatic Cloud ({where}, tenant {config.tenant}): token valid for "
+                f"{lifetime:.0f} s; scopes granted: {', '.join(granted)}"
+            )
+        except QmaticError as exc:
+            return False, str(exc)
+
+    # -- the connection form (Airflow 2.11, 3.0, 3.1; 3.2+ reads provider info) -----------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields on the connection form; generated from ``connection_fields``."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+        from wtforms.validators import AnyOf, Optional
+
+        from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, (label, description, schema) in EXTRA_FIELDS.items():
+            validators: list[Any] = [Optional()]
+            if "enum" in schema:
+                validators.append(AnyOf(schema["enum"]))
+            widgets[name] = StringField(
+                lazy_gettext(label),
+                widget=BS3TextFieldWidget(),
+                description=description,
+                validators=validators,
+                default=schema.get("default"),
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel login/password, hide what Qmatic does not use."""
+        from airflow_provider_qmatic.connection_fields import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+
+        return {
+            "hidden_fields": list(HIDDEN_FIELDS),
+            "relabeling": dict(RELABELING),
+            "placeholders": dict(PLACEHOLDERS),
+        }
+
+    # -- API, one method per operation (see QmaticClient for the details) ----------------------
+
+    def list_branches(self) -> list[Branch]:
+        return self.client.list_branches()
+
+    def list_services(self, branch_id: str) -> list[Service]:
+        return self.client.list_services(branch_id)
+
+    def find_timeslots(self, branch_id: str, service_id: str, date_from: date, date_to: date) -> list[Slot]:
+        return self.client.find_timeslots(branch_id, service_id, date_from, date_to)
+
+    def reserve(self, body: dict[str, Any], *, scopes: frozenset[Scope] | None = None) -> Appointment:
+        return self.client.reserve(body) if scopes is None else self.client.reserve(body, scopes=scopes)
+
+    def release_reservation(self, appointment_id: str) -> None:
+        self.client.release_reservation(appointment_id)
+
+    def confirm(self, appointment_id: str, body: dict[str, Any]) -> Appointment:
+        return self.client.confirm_reservation(appointment_id, body)
+
+    def get_appointment(self, appointment_id: str) -> Appointment:
+        return self.client.get_appointment(appointment_id)
+
+    def search_appointments(self, personal_identifier: str) -> list[Appointment]:
+        return self.client.search_appointments(personal_identifier)
+
+    def reschedule(self, appointment_id: str, reservation_id: str) -> Appointment:
+        return self.client.reschedule(appointment_id, reservation_id)
+
+    def cancel(self, appointment_id: str) -> None:
+        self.client.cancel(appointment_id)
+
+    def book(self, request: BookingRequest) -> Appointment:
+        return self.client.book(request)
+
+    def reschedule_to(
+        self, appointment_id: str, start_time: datetime, end_time: datetime | None = None
+    ) -> Appointment:
+        return self.client.reschedule_to(appointment_id, start_time, end_time)
+
+
+def user_agent() -> str:
+    """Names the provider, Airflow and Python versions, so Qmatic support can tell callers apart."""
+    return (
+        f"airflow-provider-qmatic/{__version__} apache-airflow/{airflow_version()} "
+        f"python/{platform.python_version()}"
+    )
+
+
+def _extras(raw: Any) -> dict[str, Any]:
+    """Extras by plain name, also accepting the ``extra__qmatic__<name>`` form older UIs write."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise QmaticConfigError(
+                "the connection's Extra is not valid JSON: fix it in the connection form", field="extra"
+            ) from None
+    if not isinstance(raw, dict):
+        raise QmaticConfigError("the connection's Extra must be a JSON object", field="extra")
+    found: dict[str, Any] = {}
+    for name in EXTRA_NAMES:
+        value = raw.get(name)
+        if value is None or value == "":
+            value = raw.get(f"extra__qmatic__{name}")
+        if value is not None and value != "":
+            found[name] = value
+    return found
+
+
+def _base_url_from_host(host: str | None, port: int | None) -> str | None:
+    """The Host field as a base URL: https unless it names its own scheme."""
+    if not host or not host.strip():
+        return None
+    text = host.strip().rstrip("/")
+    if "://" not in text:
+        text = f"https://{text}"
+    if port and text.count(":") < 2:
+        text = f"{text}:{port}"
+    return text

@@ -1,0 +1,47 @@
+"""What every Qmatic operator shares: the hook, built on first use, and how errors end a task.
+
+An error that retrying cannot fix (bad input, 400, 403, 404, a slot taken) fails the task at once,
+without spending Airflow retries on it; a rate limit or server fault propagates unchanged so that
+the task's ``retries`` apply. Kept free of heavy imports: DAG files import operator modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+
+class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
+    """Base of the Qmatic operators.
+
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud (type ``qmatic``).
+    """
+
+    def __init__(self, *, qmatic_conn_id: str = "qmatic_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.qmatic_conn_id = qmatic_conn_id
+
+    @cached_property
+    def hook(self) -> QmaticHook:
+        from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+        return QmaticHook(qmatic_conn_id=self.qmatic_conn_id)
+
+    @contextmanager
+    def failing_fast(self) -> Iterator[None]:
+        """Turn errors that no retry can fix into AirflowFailException; let the rest propagate."""
+        from airflow_provider_qmatic.exceptions import QmaticError
+
+        try:
+            yield
+        except QmaticError as exc:
+            if exc.retryable:
+                raise
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,69 @@
+"""What may be repeated, and how long to wait first: the provider's one retry policy.
+
+The rules come from the API contract. 429 and 503 mean "not processed", so any request may be
+repeated after waiting. Other server faults and broken connections leave a write's outcome
+unknown: only idempotent operations (reads, PUT, DELETE, and a confirm of one reservation) are
+repeated; a POST that creates something is handed back to the caller as
+:class:`~airflow_provider_qmatic.exceptions.QmaticUnknownOutcomeError`, to be resolved by reading.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+
+from airflow_provider_qmatic.exceptions import (
+    QmaticError,
+    QmaticNotSentError,
+    QmaticRateLimitError,
+    QmaticServerError,
+    QmaticUnknownOutcomeError,
+)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0
+NOT_PROCESSED_STATUSES = frozenset({429, 503})
+
+
+def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
+    """The single predicate every retry loop in the provider asks."""
+    if isinstance(exc, QmaticUnknownOutcomeError):
+        return False
+    if isinstance(exc, (QmaticRateLimitError, QmaticNotSentError)):
+        return True
+    if isinstance(exc, QmaticServerError):
+        return exc.status in NOT_PROCESSED_STATUSES or idempotent
+    return False
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+
+
+def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Exponential backoff with full jitter (attempt counts from 1), so parallel clients spread out."""
+    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+
+
+def delay_before_retry(exc: BaseException | None, attempt: int, *, minimum: float = 0.0) -> float:
+    """How long to sleep before the next attempt: the server's Retry-After if it gave one."""
+    retry_after = getattr(exc, "retry_after", None) if isinstance(exc, QmaticError) else None
+    if retry_after is not None:
+        return max(float(retry_after), minimum)
+    return max(backoff_delay(attempt), minimum)
