@@ -9,6 +9,7 @@ pooling, TLS verification always on); tokens come from a :class:`TokenProvider`;
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import threading
@@ -81,6 +82,22 @@ OPERATIONS: dict[str, Operation] = {
         Operation("cancel", "DELETE", paths.APPOINTMENT, idempotent=True),
     )
 }
+
+
+def shared_limiter(config: ClientConfig) -> RateLimiter:
+    """The tenant's request budget at ``requests_per_minute``.
+
+    Qmatic counts requests per tenant, so the key is the host and tenant, not the client. With the
+    file token cache on (the default) every process of this user on the host draws from the same
+    budget, so mapped tasks and parallel bulk jobs together stay under the limit; with
+    ``token_cache: memory`` each process paces itself alone.
+    """
+    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.token_cache import default_cache_dir
+
+    digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
+    shared_dir = (config.token_cache_dir or default_cache_dir()) if config.token_cache == "file" else None
+    return RateLimiter(config.requests_per_minute, shared_dir=shared_dir, key=f"rate-{digest}")
 
 
 def default_user_agent() -> str:

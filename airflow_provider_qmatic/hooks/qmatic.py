@@ -48,7 +48,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     ``requests_per_minute``, ``token_cache`` (``file`` | ``memory``).
 
     :param qmatic_conn_id: the Airflow connection id.
-    :param limiter: a rate limiter to share (the bulk runner passes one); none by default.
+    :param limiter: the request budget to draw from; by default the tenant's budget shared by every
+        task process of this user on the host (see :func:`~airflow_provider_qmatic.client.shared_limiter`).
     """
 
     conn_name_attr = "qmatic_conn_id"
@@ -108,9 +109,10 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @cached_property
     def client(self) -> QmaticClient:
         """The client, built on first use and kept for the hook's life."""
-        from airflow_provider_qmatic.client import QmaticClient
+        from airflow_provider_qmatic.client import QmaticClient, shared_limiter
 
-        return QmaticClient(self.config, limiter=self._limiter, on_secret=mask_secret)
+        limiter = self._limiter if self._limiter is not None else shared_limiter(self.config)
+        return QmaticClient(self.config, limiter=limiter, on_secret=mask_secret)
 
     def get_conn(self) -> QmaticClient:
         """Airflow's conventional accessor for the underlying client."""

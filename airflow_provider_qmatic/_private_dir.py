@@ -1,0 +1,144 @@
+"""A directory that only the current user can touch, and the locked files inside it.
+
+The token cache and the shared rate limiter keep state on the worker's disk. Whoever can write that
+state can hand this provider a token of their choosing or stall every task; whoever can read it
+holds a live bearer token. So the directory and every file in it are checked on *each* use, not
+once: the directory is opened with ``O_NOFOLLOW`` and its owner and mode are read from the open
+descriptor (``fstat``), and files are opened relative to that descriptor, so a directory swapped
+for a symlink between the check and the use is still caught.
+
+Anything unexpected (another owner, a symlink, group or other permission bits) is refused loudly
+with a :class:`QmaticConfigError`: a tampered cache must stop the task, not be silently repaired.
+
+Locking is ``fcntl.flock`` on an open descriptor. It exists only on POSIX systems, so ``fcntl`` is
+imported lazily and :func:`flock_available` lets callers fall back to process-local state.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+_FIELD = "token_cache_dir"
+# What a file-name stem in these directories may be: no separators, no dots, nothing hidden.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def flock_available() -> bool:
+    """True where ``fcntl.flock`` exists (Linux, macOS, BSD), the precondition of on-disk state."""
+    return importlib.util.find_spec("fcntl") is not None
+
+
+def lock_exclusive(fd: int) -> None:
+    """Block until this open file description holds the exclusive ``flock`` on ``fd``.
+
+    The lock is released when the descriptor is closed, so a crashed holder never leaves it stuck.
+    Separate ``os.open`` calls (even by two threads of one process) get separate file descriptions,
+    which ``flock`` treats as competitors: it serialises threads as well as processes.
+    """
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at the descriptor's current offset (``os.write`` may be short)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class PrivateDirectory:
+    """A directory usable only by the effective user, created mode 0700 if missing.
+
+    :param path: the directory; its parents are created with default permissions if missing.
+    :param purpose: what the directory holds, for error messages ("cached OAuth2 tokens").
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, purpose: str) -> None:
+        self.path = Path(path)
+        self.purpose = purpose
+
+    def refuse(self, problem: str) -> QmaticConfigError:
+        """The error for an unusable directory: what is wrong and the three ways to fix it."""
+        return QmaticConfigError(
+            f"refusing to keep {self.purpose} in {self.path}: {problem}. Only the user running the "
+            f"task may own and access it. Fix: if it is yours, run `chmod 700 {self.path}` (and "
+            "`chmod 600` or delete the files in it); "
+            "or choose another directory with the connection's `token_cache_dir` extra; "
+            "or set `token_cache: memory` to keep tokens in the task process only",
+            field=_FIELD,
+        )
+
+    @contextmanager
+    def opened(self) -> Iterator[int]:
+        """Yield a descriptor of the checked directory, creating it (0700) first if it is missing."""
+        self._create_if_missing()
+        try:
+            if stat.S_ISLNK(os.lstat(self.path).st_mode):
+                raise self.refuse("it is a symbolic link")
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise self.refuse(f"it cannot be opened as a directory ({exc.strerror})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISDIR(info.st_mode):
+                raise self.refuse("it is not a directory")
+            self._check_owner_and_mode(info, "the directory")
+            yield fd
+        finally:
+            os.close(fd)
+
+    def open_file(self, dir_fd: int, name: str, flags: int) -> int:
+        """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked.
+
+        Raises :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given.
+        """
+        try:
+            fd = os.open(name, flags | os.O_NOFOLLOW, PRIVATE_FILE_MODE, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self.refuse(f"{name} in it is a symbolic link") from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise self.refuse(f"{name} in it is not a regular file")
+            self._check_owner_and_mode(info, name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _create_if_missing(self) -> None:
+        if os.path.lexists(self.path):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(self.path, PRIVATE_DIR_MODE)
+        except FileExistsError:  # another process created it first; it is checked like any other
+            return
+        # The umask may have removed owner bits; it cannot have added group or other bits.
+        os.chmod(self.path, PRIVATE_DIR_MODE)
+
+    def _check_owner_and_mode(self, info: os.stat_result, what: str) -> None:
+        uid = os.geteuid()
+        if info.st_uid != uid:
+            raise self.refuse(f"{what} is owned by uid {info.st_uid}, not by this user (uid {uid})")
+        loose = stat.S_IMODE(info.st_mode) & 0o077
+        if loose:
+            raise self.refuse(
+                f"{what} has mode {stat.S_IMODE(info.st_mode):04o}, which lets the group or others in "
+                f"(bits {loose:04o})"
+            )
