@@ -1,0 +1,276 @@
+"""The FastAPI app: Part B's endpoints and the ``/_sandbox/`` introspection endpoints.
+
+Handlers are thin: check the bearer token (401/403), parse the body (400), call the store (404,
+409) and shape the answer. Bodies are parsed by :mod:`validation`, not by FastAPI models, so that
+error messages follow the contract. The gateway concerns (413, 429, faults, counting) live in
+:mod:`middleware`, which :class:`SandboxAPI` puts outside every framework layer.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from enum import Enum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+from airflow_provider_qmatic import __version__, paths
+from airflow_provider_qmatic.sandbox import validation
+from airflow_provider_qmatic.sandbox.auth import authenticate_bearer, issue_token
+from airflow_provider_qmatic.sandbox.errors import SandboxError, bad_request
+from airflow_provider_qmatic.sandbox.middleware import SandboxMiddleware
+from airflow_provider_qmatic.sandbox.runtime import Sandbox
+from airflow_provider_qmatic.sandbox.settings import SandboxSettings
+from airflow_provider_qmatic.sandbox.store import STATUSES, Token
+
+# A query without ``to`` lists this many days from ``from``.
+_DEFAULT_SPAN_DAYS = 7
+
+
+class SandboxAPI(FastAPI):
+    """FastAPI with the sandbox's gateway middleware as the OUTERMOST layer.
+
+    ``add_middleware`` would put it inside Starlette's error middleware, whose ``send`` wrapper
+    hides the server's connection, which dropping a connection needs.
+    """
+
+    sandbox: Sandbox
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SandboxMiddleware(super().build_middleware_stack(), self.sandbox)  # type: ignore[arg-type]
+
+
+def create_app(settings: SandboxSettings | None = None, *, sandbox: Sandbox | None = None) -> FastAPI:
+    """A new sandbox app with its own state (from ``settings``, or an existing ``sandbox``)."""
+    sb = sandbox or Sandbox(settings)
+    app = SandboxAPI(
+        title="Qmatic Cloud Appointments sandbox",
+        version=__version__,
+        description="Local emulator of the Qmatic Cloud Appointments API (airflow-provider-qmatic).",
+        docs_url="/_sandbox/docs",
+        redoc_url=None,
+        openapi_url="/_sandbox/openapi.json",
+    )
+    app.sandbox = sb
+    app.state.sandbox = sb
+    _add_error_handlers(app)
+    _add_api_routes(app, sb)
+    _add_admin_routes(app, sb)
+    return app
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def sandbox_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SandboxError)
+        return _json(exc.body(), exc.status, exc.headers or None)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return _json({"error": "not_found", "message": "no such endpoint"}, 404)
+        if exc.status_code == 405:
+            return _json({"error": "method_not_allowed", "message": "method not allowed here"}, 405)
+        return _json({"error": "http_error", "message": str(exc.detail)}, exc.status_code)
+
+    app.add_exception_handler(SandboxError, sandbox_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
+    def auth(request: Request, endpoint: str) -> Token:
+        headers = request.headers
+        return authenticate_bearer(
+            sb.store, sb.clock, headers.get("authorization"), headers.get("x-tenant-id"), endpoint
+        )
+
+    async def body_object(request: Request) -> dict[str, Any]:
+        return validation.json_object(await request.body())
+
+    @app.post(paths.TOKEN, tags=["oauth2"])
+    async def token(request: Request) -> Response:
+        answer = issue_token(sb.settings, sb.store, request.headers, await request.body())
+        return _json(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    @app.get(paths.BRANCHES, tags=["catalogue"])
+    async def branches(request: Request) -> Response:
+        auth(request, "branches")
+        return _json(sb.store.branches())
+
+    @app.get(paths.SERVICES, tags=["catalogue"])
+    async def services(request: Request, branch_id: str) -> Response:
+        auth(request, "services")
+        return _json(sb.store.services(branch_id))
+
+    @app.get(paths.TIMESLOTS, tags=["catalogue"])
+    async def timeslots(request: Request, branch_id: str, service_id: str) -> Response:
+        auth(request, "timeslots")
+        query = request.query_params
+        branch = next((b for b in sb.store.seed.branches if b.id == branch_id), None)
+        today = sb.clock.now().astimezone(ZoneInfo(branch.time_zone)).date() if branch else date.today()
+        first = validation.parse_date("from", query["from"]) if query.get("from") else today
+        last = (
+            validation.parse_date("to", query["to"])
+            if query.get("to")
+            else first + timedelta(days=_DEFAULT_SPAN_DAYS - 1)
+        )
+        if last < first:
+            raise bad_request("to", "must not be before from")
+        return _json(sb.store.timeslots(branch_id, service_id, first, last))
+
+    @app.post(paths.RESERVATIONS, status_code=201, tags=["booking"])
+    async def reserve(request: Request) -> Response:
+        token = auth(request, "reserve")
+        req = validation.parse_reserve(await body_object(request))
+        appointment = sb.store.reserve(
+            tenant=token.tenant,
+            client_id=token.client_id,
+            branch_id=req.branch_id,
+            service_id=req.service_id,
+            start=req.start,
+            end=req.end,
+            number=req.number,
+            notes=req.notes,
+            resource_id=req.resource_id,
+        )
+        return _json(appointment, 201)
+
+    @app.delete(paths.RESERVATION, status_code=204, tags=["booking"])
+    async def release(request: Request, appointment_id: str) -> Response:
+        token = auth(request, "release")
+        sb.store.release(token.tenant, appointment_id)
+        return Response(status_code=204)
+
+    @app.post(paths.SEARCH, tags=["appointments"])
+    async def search(request: Request) -> Response:
+        token = auth(request, "search")
+        personal_identifier = validation.parse_search(await body_object(request))
+        return _json(sb.store.search(token.tenant, personal_identifier))
+
+    @app.post(paths.CONFIRM, status_code=201, tags=["booking"])
+    async def confirm(request: Request, appointment_id: str) -> Response:
+        token = auth(request, "confirm")
+        customer, questions = validation.parse_confirm(await body_object(request))
+        return _json(sb.store.confirm(token.tenant, appointment_id, customer, questions), 201)
+
+    @app.get(paths.APPOINTMENT, tags=["appointments"])
+    async def get_appointment(request: Request, appointment_id: str) -> Response:
+        token = auth(request, "get")
+        return _json(sb.store.get(token.tenant, appointment_id))
+
+    @app.put(paths.RESCHEDULE, tags=["appointments"])
+    async def reschedule(request: Request, appointment_id: str) -> Response:
+        token = auth(request, "reschedule")
+        reservation_id = validation.parse_reschedule(await body_object(request))
+        return _json(sb.store.reschedule(token.tenant, appointment_id, reservation_id))
+
+    @app.delete(paths.APPOINTMENT, status_code=204, tags=["appointments"])
+    async def cancel(request: Request, appointment_id: str) -> Response:
+        token = auth(request, "cancel")
+        sb.store.cancel(token.tenant, appointment_id)
+        return Response(status_code=204)
+
+
+def _int_query(request: Request, name: str, default: int, low: int = 0) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(name, "must be an integer") from None
+    if value < low:
+        raise bad_request(name, f"must be at least {low}")
+    return value
+
+
+def _add_admin_routes(app: FastAPI, sb: Sandbox) -> None:
+    admin: list[str | Enum] = ["sandbox introspection"]
+
+    async def optional_object(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        return validation.json_object(body) if body.strip() else {}
+
+    @app.get("/_sandbox/health", tags=admin)
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/_sandbox/stats", tags=admin)
+    async def stats() -> Response:
+        data = sb.stats.snapshot()
+        data["appointments"] = sb.store.counts()
+        data["tokens_issued"] = len(sb.store.tokens())
+        data["clock_offset"] = sb.clock.offset
+        return _json(data)
+
+    @app.get("/_sandbox/tokens", tags=admin)
+    async def tokens() -> Response:
+        return _json(sb.store.tokens())
+
+    @app.get("/_sandbox/appointments", tags=admin)
+    async def appointments(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise bad_request("status", f"must be one of {', '.join(STATUSES)}")
+        return _json(sb.store.appointments(status=status, tenant=request.query_params.get("tenant") or None))
+
+    @app.get("/_sandbox/seed", tags=admin)
+    async def seed() -> Response:
+        return _json(sb.seed_summary())
+
+    @app.get("/_sandbox/slots", tags=admin)
+    async def slots(request: Request) -> Response:
+        query = request.query_params
+        found = sb.store.free_slots(
+            branch_id=query.get("branchId") or None,
+            service_id=query.get("serviceId") or None,
+            limit=_int_query(request, "limit", 10),
+            min_available=_int_query(request, "minAvailable", 1, low=1),
+        )
+        return _json(found)
+
+    @app.get("/_sandbox/requests", tags=admin)
+    async def recent(request: Request) -> Response:
+        return _json(sb.stats.recent(_int_query(request, "limit", 100)))
+
+    @app.get("/_sandbox/config", tags=admin)
+    async def get_config() -> Response:
+        return _json(sb.settings.to_dict())
+
+    @app.post("/_sandbox/config", tags=admin)
+    async def set_config(request: Request) -> Response:
+        changes = await optional_object(request)
+        try:
+            new = sb.configure(changes)
+        except (ValueError, TypeError) as exc:
+            raise SandboxError(400, "invalid_request", str(exc)) from None
+        return _json(new.to_dict())
+
+    @app.post("/_sandbox/reset", tags=admin)
+    async def reset(request: Request) -> Response:
+        options = await optional_object(request)
+        sb.reset(keep_tokens=bool(options.get("keepTokens", False)))
+        return _json({"status": "reset"})
+
+    @app.get("/_sandbox/clock", tags=admin)
+    async def get_clock() -> Response:
+        return _json({"offset": sb.clock.offset, "now": sb.clock.now().isoformat()})
+
+    @app.post("/_sandbox/clock", tags=admin)
+    async def advance_clock(request: Request) -> Response:
+        data = await optional_object(request)
+        seconds = data.get("advance", 0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise bad_request("advance", "must be a number of seconds")
+        if seconds < 0:
+            raise bad_request("advance", "the clock only moves forward")
+        sb.advance_clock(float(seconds))
+        return _json({"offset": sb.clock.offset, "now": sb.clock.now().isoformat()})

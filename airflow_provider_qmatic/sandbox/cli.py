@@ -1,0 +1,271 @@
+"""``qmatic-sandbox``: run the emulator in the foreground and print how to point Airflow at it.
+
+The server runs in a background thread while the main thread waits for SIGINT or SIGTERM, so
+either stops it cleanly with exit code 0 (uvicorn in the main thread would re-raise the signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import date
+from types import FrameType
+from typing import Any
+
+from airflow_provider_qmatic.config import is_loopback
+from airflow_provider_qmatic.sandbox.connection import connection_json, env_var_name
+from airflow_provider_qmatic.sandbox.settings import (
+    COMMIT_THEN_FAIL_MODES,
+    ENDPOINTS,
+    FAULT_BODIES,
+    MAX_BRANCHES,
+    RATE_LIMIT_ALGORITHMS,
+    SandboxClient,
+    SandboxSettings,
+    parse_scopes,
+)
+
+DEFAULT_PORT = 8765
+
+CLIENT_HELP = """\
+a client the sandbox accepts, as ID:SECRET:TENANT[:SCOPES] (repeatable; the first one is the
+connection qmatic_default). The ID is everything before the first ':' (an ID has no ':'); TENANT
+and SCOPES are read from the right, so the SECRET may contain ':'. SCOPES are short names or full
+scope strings separated by ',' or spaces (default: all three). Because scopes are recognised by
+their names, a tenant literally called book, reschedule or cancel needs explicit scopes."""
+
+
+def parse_client(text: str) -> SandboxClient:
+    """``ID:SECRET:TENANT[:SCOPES]`` -> client; see ``CLIENT_HELP`` for the splitting rule."""
+    client_id, sep, rest = text.partition(":")
+    if not sep or not client_id:
+        raise ValueError("--client must be ID:SECRET:TENANT[:SCOPES]")
+    parts = rest.split(":")
+    scopes_text: str | None = None
+    if len(parts) >= 3 and _looks_like_scopes(parts[-1]):
+        scopes_text = parts.pop()
+    if len(parts) < 2:
+        raise ValueError("--client must be ID:SECRET:TENANT[:SCOPES] (tenant missing)")
+    tenant = parts.pop()
+    secret = ":".join(parts)
+    if scopes_text is None:
+        return SandboxClient(client_id=client_id, client_secret=secret, tenant=tenant)
+    return SandboxClient(
+        client_id=client_id, client_secret=secret, tenant=tenant, scopes=parse_scopes(scopes_text)
+    )
+
+
+def _looks_like_scopes(text: str) -> bool:
+    try:
+        return bool(text.strip()) and bool(parse_scopes(text))
+    except ValueError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qmatic-sandbox",
+        description="Local emulator of the Qmatic Cloud Appointments API, for developing and "
+        "testing Airflow DAGs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (loopback only unless --allow-remote)")
+    add("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (printed)")
+    add(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (the sandbox has no real security)",
+    )
+    add("--seed", type=int, default=0, help="seed of ids, data, the demo client's secret and faults")
+    add("--client", action="append", default=[], metavar="ID:SECRET:TENANT[:SCOPES]", help=CLIENT_HELP)
+    add(
+        "--system-id",
+        action="append",
+        default=[],
+        metavar="[TENANT=]ID",
+        help="a tenant's system id (X-TENANT-ID); without TENANT= it is the first client's tenant. "
+        "Default: a GUID derived from the tenant name",
+    )
+    add("--conn-id", default="qmatic_default", help="Airflow connection id of the first client")
+    data = parser.add_argument_group("seed data")
+    data.add_argument("--branches", type=int, default=3, help=f"number of branches (1-{MAX_BRANCHES})")
+    data.add_argument("--weeks", type=int, default=4, help="weeks of time slots")
+    data.add_argument(
+        "--start-date", type=date.fromisoformat, default=None, help="first day of slots (default tomorrow)"
+    )
+    data.add_argument("--slot-capacity", type=int, default=2, help="people per time slot")
+    limits = parser.add_argument_group("limits and lifetimes")
+    limits.add_argument(
+        "--requests-per-minute",
+        type=float,
+        default=100.0,
+        help="API requests per minute per tenant (0 = off)",
+    )
+    limits.add_argument("--api-burst", type=int, default=10, help="token-bucket size of the API limit")
+    limits.add_argument("--rate-limit-algorithm", choices=RATE_LIMIT_ALGORITHMS, default="token_bucket")
+    limits.add_argument("--token-requests-per-second", type=float, default=1.0, help="per client (0 = off)")
+    limits.add_argument("--token-burst", type=int, default=1)
+    limits.add_argument(
+        "--no-retry-after", action="store_true", help="send 429s without a Retry-After header"
+    )
+    limits.add_argument(
+        "--token-lifetime", type=float, default=3600.0, help="access token lifetime in seconds"
+    )
+    limits.add_argument("--reservation-hold", type=float, default=900.0, help="reservation hold in seconds")
+    faults = parser.add_argument_group("fault injection (seeded)")
+    faults.add_argument("--fail-rate", type=float, default=0.0, help="fraction of API requests answered 500")
+    faults.add_argument("--unavailable-rate", type=float, default=0.0, help="fraction answered 503")
+    faults.add_argument(
+        "--drop-rate", type=float, default=0.0, help="fraction whose connection is closed unanswered"
+    )
+    faults.add_argument(
+        "--commit-then-fail-rate", type=float, default=0.0, help="fraction of writes stored, then failed"
+    )
+    faults.add_argument("--commit-then-fail-mode", choices=COMMIT_THEN_FAIL_MODES, default="both")
+    faults.add_argument("--latency-ms", type=float, default=0.0, help="added latency per API request")
+    faults.add_argument(
+        "--latency-jitter-ms", type=float, default=0.0, help="plus uniform random latency up to this"
+    )
+    faults.add_argument(
+        "--fault-endpoints",
+        default="",
+        help=f"comma-separated endpoints to aim faults at (default all): {', '.join(ENDPOINTS)}",
+    )
+    faults.add_argument(
+        "--faults-on-token", action="store_true", help="apply faults to the token endpoint too"
+    )
+    faults.add_argument(
+        "--fault-body", choices=FAULT_BODIES, default="json", help="body of injected 500/503s"
+    )
+    faults.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the fault generator (default --seed)"
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
+    """Settings from parsed arguments; ValueError names what is wrong."""
+    clients = [parse_client(text) for text in args.client]
+    system_ids = _system_ids(args.system_id, clients)
+    if system_ids:
+        clients = [
+            SandboxClient(c.client_id, c.client_secret, c.tenant, system_ids.get(c.tenant, ""), c.scopes)
+            for c in clients
+        ]
+    knobs: dict[str, Any] = {
+        "seed": args.seed,
+        "branch_count": args.branches,
+        "weeks": args.weeks,
+        "start_date": args.start_date,
+        "slot_capacity": args.slot_capacity,
+        "requests_per_minute": args.requests_per_minute,
+        "api_burst": args.api_burst,
+        "rate_limit_algorithm": args.rate_limit_algorithm,
+        "token_requests_per_second": args.token_requests_per_second,
+        "token_burst": args.token_burst,
+        "retry_after_header": not args.no_retry_after,
+        "token_lifetime": args.token_lifetime,
+        "reservation_hold": args.reservation_hold,
+        "fail_rate": args.fail_rate,
+        "unavailable_rate": args.unavailable_rate,
+        "drop_rate": args.drop_rate,
+        "commit_then_fail_rate": args.commit_then_fail_rate,
+        "commit_then_fail_mode": args.commit_then_fail_mode,
+        "latency_ms": args.latency_ms,
+        "latency_jitter_ms": args.latency_jitter_ms,
+        "fault_endpoints": tuple(args.fault_endpoints.replace(",", " ").split()),
+        "faults_on_token": args.faults_on_token,
+        "fault_body": args.fault_body,
+        "fault_seed": args.fault_seed,
+    }
+    if not clients and system_ids:
+        demo = SandboxSettings(seed=args.seed).client
+        clients = [
+            SandboxClient(demo.client_id, demo.client_secret, demo.tenant, system_ids.get(demo.tenant, ""))
+        ]
+    return SandboxSettings(clients=tuple(clients), **knobs)
+
+
+def _system_ids(values: Sequence[str], clients: Sequence[SandboxClient]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        tenant, sep, system_id = value.rpartition("=")
+        if not sep:
+            tenant = clients[0].tenant if clients else "demo"
+        if not system_id:
+            raise ValueError(f"--system-id {value!r}: the system id is empty")
+        out[tenant.strip().lower()] = system_id.strip()
+    return out
+
+
+def _conn_id_for(index: int, client: SandboxClient, first_conn_id: str) -> str:
+    if index == 0:
+        return first_conn_id
+    return "qmatic_" + re.sub(r"[^a-z0-9]+", "_", client.client_id.lower()).strip("_")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.allow_remote and not is_loopback(args.host):
+        parser.error(
+            f"--host {args.host} is not a loopback address; the sandbox has no real security and "
+            "must not be reachable from other machines. Pass --allow-remote if you really mean it."
+        )
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from airflow_provider_qmatic.sandbox.server import SandboxServer
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = SandboxServer(settings, host=args.host, port=args.port, allow_remote=True)
+    try:
+        try:
+            server.start()
+        except RuntimeError as exc:
+            print(f"qmatic-sandbox: {exc}", file=sys.stderr)
+            return 1
+        _announce(server, args.conn_id)
+        while not stop.wait(0.5):
+            if not server.running:
+                print("qmatic-sandbox: the server stopped unexpectedly", file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("qmatic-sandbox: stopped", flush=True)
+    return 0
+
+
+def _announce(server: Any, first_conn_id: str) -> None:
+    s: SandboxSettings = server.settings
+    out = [
+        f"Qmatic sandbox listening on {server.base_url}",
+        f"  seed {s.seed}, {s.branch_count} branches, {s.weeks} weeks of slots, "
+        f"slot capacity {s.slot_capacity}, "
+        f"{s.requests_per_minute:g} requests/minute, token lifetime {s.token_lifetime:g} s",
+    ]
+    for c in s.clients:
+        scopes = ", ".join(sorted(sc.name.lower() for sc in c.scopes))
+        out.append(f"  client {c.client_id}  tenant {c.tenant}  system id {c.system_id}  scopes {scopes}")
+    out.append("Point Airflow at it (paste into your shell with `export`, or into a .env file):")
+    for index, c in enumerate(s.clients):
+        conn_id = _conn_id_for(index, c, first_conn_id)
+        out.append(f"{env_var_name(conn_id)}={shlex.quote(connection_json(c, server.base_url))}")
+    out.append(f"Introspection: {server.base_url}/_sandbox/stats  API docs: {server.base_url}/_sandbox/docs")
+    out.append("Press Ctrl-C to stop.")
+    print("\n".join(out), flush=True)

@@ -1,0 +1,120 @@
+"""``Sandbox``: one running emulator's parts (settings, clock, store, limits, faults, stats) wired.
+
+The web app and the in-process server both talk to this object; it owns the two operations that
+touch several parts at once: changing settings at run time and resetting to the seed state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_qmatic.sandbox.clock import Clock
+from airflow_provider_qmatic.sandbox.faults import FaultInjector
+from airflow_provider_qmatic.sandbox.limits import RateLimiter
+from airflow_provider_qmatic.sandbox.seed import build_seed
+from airflow_provider_qmatic.sandbox.settings import SEED_KNOBS, SandboxClient, SandboxSettings
+from airflow_provider_qmatic.sandbox.stats import Stats
+from airflow_provider_qmatic.sandbox.store import Store
+
+
+class Sandbox:
+    """The emulator's state. ``settings`` is the current configuration (replaced, never mutated)."""
+
+    def __init__(self, settings: SandboxSettings | None = None) -> None:
+        self.initial_settings = settings or SandboxSettings()
+        self.settings = self.initial_settings
+        self._lock = threading.Lock()
+        self.clock = Clock()
+        self.stats = Stats()
+        self.faults = FaultInjector(self.settings.effective_fault_seed)
+        self.api_limiter = RateLimiter(self.clock, per_second=0.0, burst=1)
+        self.token_limiter = RateLimiter(self.clock, per_second=0.0, burst=1)
+        self._apply_limits(self.settings, None)
+        self.store = Store(
+            build_seed(self.settings, self.clock.now()),
+            self.clock,
+            slot_capacity=self.settings.slot_capacity,
+            reservation_hold=self.settings.reservation_hold,
+        )
+        self._clients = {c.client_id: c for c in self.settings.clients}
+
+    def client(self, client_id: str) -> SandboxClient | None:
+        return self._clients.get(client_id)
+
+    def configure(self, changes: Mapping[str, Any]) -> SandboxSettings:
+        """Apply run-time changes; seed-shaping knobs rebuild the store (tokens are kept).
+
+        :raises ValueError: a knob is unknown or out of range; nothing is changed then.
+        """
+        with self._lock:
+            old = self.settings
+            new = old.with_changes(changes)
+            self.settings = new
+            self.store.slot_capacity = new.slot_capacity
+            self.store.reservation_hold = new.reservation_hold
+            self._apply_limits(new, old)
+            if (new.seed, new.fault_seed) != (old.seed, old.fault_seed):
+                self.faults.reseed(new.effective_fault_seed)
+            if any(getattr(new, k) != getattr(old, k) for k in SEED_KNOBS):
+                self.store.load(build_seed(new, self.clock.now()), keep_tokens=True)
+            return new
+
+    def reset(self, *, keep_tokens: bool = False) -> None:
+        """Back to the start: initial settings, seed data, clock offset 0, counters zero.
+
+        Tokens are cleared too unless ``keep_tokens``: a cached token then gets 401, as after a
+        real token revocation.
+        """
+        with self._lock:
+            self.settings = self.initial_settings
+            self.clock.reset()
+            self.stats.reset()
+            self.faults.reseed(self.settings.effective_fault_seed)
+            self._apply_limits(self.settings, None)
+            self.store.slot_capacity = self.settings.slot_capacity
+            self.store.reservation_hold = self.settings.reservation_hold
+            self.store.load(build_seed(self.settings, self.clock.now()), keep_tokens=keep_tokens)
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the sandbox's time forward; returns the total offset in seconds."""
+        return self.clock.advance(seconds)
+
+    def seed_summary(self) -> dict[str, Any]:
+        """Branches with their services and slot counts: enough for a test to pick what to book."""
+        seed = self.store.seed
+        branches = []
+        for branch in seed.branches:
+            services = [
+                {**s.to_json(), "slots": len(seed.slots.get((branch.id, s.id), ()))} for s in branch.services
+            ]
+            branches.append(
+                {
+                    **branch.to_json(),
+                    "firstDay": seed.first_days[branch.id].isoformat(),
+                    "services": services,
+                }
+            )
+        return {
+            "seed": self.settings.seed,
+            "weeks": self.settings.weeks,
+            "slotCapacity": self.settings.slot_capacity,
+            "slotCount": self.store.slot_count(),
+            "clients": [c.public() for c in self.settings.clients],
+            "branches": branches,
+        }
+
+    def _apply_limits(self, new: SandboxSettings, old: SandboxSettings | None) -> None:
+        api = ("requests_per_minute", "api_burst", "rate_limit_algorithm")
+        if old is None or any(getattr(new, k) != getattr(old, k) for k in api):
+            self.api_limiter.configure(
+                per_second=new.requests_per_minute / 60.0,
+                burst=new.api_burst,
+                algorithm=new.rate_limit_algorithm,
+                window_limit=max(1, int(new.requests_per_minute)),
+                window_seconds=60.0,
+            )
+        token = ("token_requests_per_second", "token_burst")
+        if old is None or any(getattr(new, k) != getattr(old, k) for k in token):
+            self.token_limiter.configure(per_second=new.token_requests_per_second, burst=new.token_burst)

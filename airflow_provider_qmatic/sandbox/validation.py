@@ -1,0 +1,192 @@
+"""Request-body rules of Part A and Part B, checked by hand so every 400 names the failing field.
+
+Hand-written rather than pydantic models because the message format is part of the contract
+(``"<field>: <problem>"``, e.g. ``customer.email: must look like an email address``) and because
+the checks run on every request of a bulk job: plain ``isinstance`` tests are the cheapest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from airflow_provider_qmatic.sandbox.errors import bad_request
+
+MAX_NAME = 255
+MAX_ANSWER = 2048
+_PERSONAL_ID = re.compile(r"[A-Za-z0-9]{10,48}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
+    r"(?P<offset>[Zz]|[+-]\d{2}(?::?\d{2})?)?"
+)
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    branch_id: str
+    service_id: str
+    resource_id: str | None
+    start: datetime
+    end: datetime | None
+    notes: str | None
+    number: int
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or 400 naming ``body``."""
+    if not body.strip():
+        raise bad_request("body", "is empty; send a JSON object")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise bad_request("body", "must be a JSON object")
+    return data
+
+
+def parse_timestamp(field: str, value: Any) -> datetime:
+    """An ISO-8601 date-time WITH a UTC offset; a naive one is refused, since its instant is unknown."""
+    example = "e.g. 2026-12-01T09:00:00+01:00"
+    if not isinstance(value, str):
+        raise bad_request(field, f"must be an ISO-8601 date-time string, {example}")
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        raise bad_request(field, f"is not an ISO-8601 date-time, {example}")
+    offset_text = match.group("offset")
+    if offset_text is None:
+        raise bad_request(field, f"has no UTC offset; a time zone offset is required, {example}")
+    year, month, day, hour, minute, second, fraction = match.groups()[:7]
+    try:
+        if offset_text in ("Z", "z"):
+            tz = timezone.utc
+        else:
+            digits = offset_text[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            tz = timezone(-delta if offset_text[0] == "-" else delta)
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micro, tzinfo=tz
+        )
+    except ValueError:
+        raise bad_request(field, f"is not a valid date-time, {example}") from None
+
+
+def parse_date(field: str, value: Any) -> date:
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise bad_request(field, "must be a date YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise bad_request(field, "is not a valid calendar date (YYYY-MM-DD)") from None
+
+
+def parse_reserve(data: dict[str, Any]) -> ReserveRequest:
+    branch_id = _required_text("branchId", data.get("branchId"))
+    service_id = _required_text("serviceId", data.get("serviceId"))
+    resource_id = _optional_text("resourceId", data.get("resourceId"))
+    slot = data.get("timeSlot")
+    if not isinstance(slot, dict):
+        raise bad_request("timeSlot", "is required: an object with startTime (and endTime)")
+    start = parse_timestamp("timeSlot.startTime", slot.get("startTime"))
+    end = None
+    if slot.get("endTime") is not None:
+        end = parse_timestamp("timeSlot.endTime", slot.get("endTime"))
+        if end <= start:
+            raise bad_request("timeSlot.endTime", "must be after timeSlot.startTime")
+    notes = _optional_text("notes", data.get("notes"))
+    number = data.get("numberOfReservations", 1)
+    if number is None:
+        number = 1
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise bad_request("numberOfReservations", "must be an integer of at least 1")
+    return ReserveRequest(branch_id, service_id, resource_id, start, end, notes, number)
+
+
+def parse_customer(value: Any, prefix: str = "customer") -> dict[str, Any]:
+    """Part A's customer rules; returns the stored customer (known fields only)."""
+    if not isinstance(value, dict):
+        raise bad_request(
+            prefix, "is required: an object with personalIdentifier, firstName, lastName, email"
+        )
+    customer: dict[str, Any] = {
+        "personalIdentifier": _personal_identifier(f"{prefix}.personalIdentifier", value)
+    }
+    for name in ("firstName", "lastName"):
+        customer[name] = _required_text(f"{prefix}.{name}", value.get(name), MAX_NAME)
+    email = _required_text(f"{prefix}.email", value.get("email"), MAX_NAME)
+    if not _EMAIL.fullmatch(email):
+        raise bad_request(f"{prefix}.email", "must look like an email address (name@example.com)")
+    customer["email"] = email
+    customer["phoneNumber"] = _optional_text(f"{prefix}.phoneNumber", value.get("phoneNumber"), MAX_NAME)
+    birth = value.get("dateOfBirth")
+    if birth is not None:
+        parse_date(f"{prefix}.dateOfBirth", birth)
+    customer["dateOfBirth"] = birth
+    return customer
+
+
+def parse_confirm(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    customer = parse_customer(data.get("customer"))
+    raw = data.get("informationQuestions")
+    questions: list[dict[str, str]] = []
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise bad_request("informationQuestions", "must be a list of {questionId, answer}")
+        for i, item in enumerate(raw):
+            where = f"informationQuestions[{i}]"
+            if not isinstance(item, dict):
+                raise bad_request(where, "must be an object {questionId, answer}")
+            question_id = _required_text(f"{where}.questionId", item.get("questionId"))
+            answer = item.get("answer")
+            if not isinstance(answer, str):
+                raise bad_request(f"{where}.answer", "must be text")
+            if len(answer) > MAX_ANSWER:
+                raise bad_request(f"{where}.answer", f"is longer than {MAX_ANSWER} characters")
+            questions.append({"questionId": question_id, "answer": answer})
+    return customer, questions
+
+
+def parse_search(data: dict[str, Any]) -> str:
+    customer = data.get("customer")
+    if not isinstance(customer, dict):
+        raise bad_request("customer", "is required: an object with personalIdentifier")
+    return _personal_identifier("customer.personalIdentifier", customer)
+
+
+def parse_reschedule(data: dict[str, Any]) -> str:
+    return _required_text("reservationId", data.get("reservationId"))
+
+
+def _personal_identifier(field: str, customer: dict[str, Any]) -> str:
+    value = customer.get("personalIdentifier")
+    if value is None or value == "":
+        raise bad_request(field, "is required")
+    if not isinstance(value, str) or not _PERSONAL_ID.fullmatch(value):
+        raise bad_request(field, "must be 10 to 48 characters of A-Z, a-z and 0-9")
+    return value
+
+
+def _required_text(field: str, value: Any, max_len: int | None = None) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise bad_request(field, "is required")
+    if not isinstance(value, str):
+        raise bad_request(field, "must be text")
+    if max_len is not None and len(value) > max_len:
+        raise bad_request(field, f"is longer than {max_len} characters")
+    return value
+
+
+def _optional_text(field: str, value: Any, max_len: int | None = None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request(field, "must be text or null")
+    if max_len is not None and len(value) > max_len:
+        raise bad_request(field, f"is longer than {max_len} characters")
+    return value

@@ -1,0 +1,118 @@
+"""Bearer tokens on API calls: 401 invalid_token, 403 forbidden_tenant and insufficient_scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+from sandbox_helpers import ACME, BOOK_ONLY, CUSTOMER, DEMO, Api, error_of, reserve_body
+
+from airflow_provider_qmatic import paths
+from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.scopes import Scope
+
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def test_missing_token_is_401(sandbox: SandboxServer) -> None:
+    response = requests.get(
+        sandbox.base_url + paths.BRANCHES, headers={"X-TENANT-ID": DEMO.system_id}, timeout=10
+    )
+    assert error_of(response)[:2] == (401, "invalid_token")
+    assert "invalid_token" in response.headers["WWW-Authenticate"]
+
+
+def test_unknown_token_is_401(sandbox: SandboxServer) -> None:
+    headers = {"Authorization": "Bearer made-up", "X-TENANT-ID": DEMO.system_id}
+    response = requests.get(sandbox.base_url + paths.BRANCHES, headers=headers, timeout=10)
+    assert error_of(response)[:2] == (401, "invalid_token")
+
+
+def test_expired_token_is_401(sandbox: SandboxServer, api: Api) -> None:
+    assert api.get(paths.BRANCHES).status_code == 200
+    sandbox.advance_clock(3600)
+    status, code, message = error_of(api.get(paths.BRANCHES))
+    assert (status, code) == (401, "invalid_token")
+    assert "expired" in message
+
+
+def test_short_lived_token_expires(sandbox: SandboxServer) -> None:
+    sandbox.configure(token_lifetime=1)
+    api = Api(sandbox)
+    assert api.get(paths.BRANCHES).status_code == 200
+    sandbox.advance_clock(1.01)
+    assert error_of(api.get(paths.BRANCHES))[:2] == (401, "invalid_token")
+
+
+def test_tokens_do_not_survive_a_reset(sandbox: SandboxServer, api: Api) -> None:
+    sandbox.reset()
+    assert error_of(api.get(paths.BRANCHES))[:2] == (401, "invalid_token")
+
+
+def test_missing_tenant_header_is_403(api: Api) -> None:
+    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": ""})
+    assert error_of(response)[:2] == (403, "forbidden_tenant")
+
+
+def test_other_tenants_system_id_is_403(api: Api) -> None:
+    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": ACME.system_id})
+    assert error_of(response)[:2] == (403, "forbidden_tenant")
+
+
+def test_account_name_instead_of_system_id_is_403(api: Api) -> None:
+    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": "demo"})
+    assert error_of(response)[:2] == (403, "forbidden_tenant")
+
+
+def _call(api: Api, endpoint: str, ids: dict[str, str]) -> requests.Response:
+    """One call of ``endpoint`` with a well-formed body, for the scope table."""
+    slot: dict[str, Any] = ids["slot"]  # type: ignore[assignment]
+    aid = ids["appointment"]
+    calls = {
+        "branches": lambda: api.get(paths.BRANCHES),
+        "services": lambda: api.get(paths.SERVICES.format(branch_id=slot["branchId"])),
+        "timeslots": lambda: api.get(
+            paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+        ),
+        "get": lambda: api.get(paths.APPOINTMENT.format(appointment_id=aid)),
+        "search": lambda: api.post(paths.SEARCH, json={"customer": {"personalIdentifier": "CUST000000001"}}),
+        "reserve": lambda: api.post(paths.RESERVATIONS, json=reserve_body(slot)),
+        "release": lambda: api.delete(paths.RESERVATION.format(appointment_id=aid)),
+        "confirm": lambda: api.post(paths.CONFIRM.format(appointment_id=aid), json={"customer": CUSTOMER}),
+        "reschedule": lambda: api.put(
+            paths.RESCHEDULE.format(appointment_id=aid), json={"reservationId": UNKNOWN_ID}
+        ),
+        "cancel": lambda: api.delete(paths.APPOINTMENT.format(appointment_id=aid)),
+    }
+    return calls[endpoint]()
+
+
+ALLOWED = {
+    Scope.BOOK: {"branches", "services", "timeslots", "get", "search", "reserve", "release", "confirm"},
+    Scope.RESCHEDULE: {"branches", "services", "timeslots", "get", "search", "reserve", "reschedule"},
+    Scope.CANCEL: {"branches", "services", "timeslots", "get", "search", "cancel"},
+}
+ENDPOINTS = sorted(ALLOWED[Scope.BOOK] | ALLOWED[Scope.RESCHEDULE] | ALLOWED[Scope.CANCEL])
+
+
+@pytest.mark.parametrize("scope", list(Scope), ids=lambda s: s.name.lower())
+def test_scope_table(sandbox: SandboxServer, slot: dict[str, Any], scope: Scope) -> None:
+    # An appointment to aim at, made with an all-scopes token; then each endpoint with one scope.
+    appointment = Api(sandbox).reserve(sandbox.free_slots(limit=2)[1])
+    api = Api(sandbox, scopes=[scope])
+    ids: dict[str, Any] = {"slot": slot, "appointment": appointment["appointmentId"]}
+    for endpoint in ENDPOINTS:
+        response = _call(api, endpoint, ids)
+        if endpoint in ALLOWED[scope]:
+            assert response.status_code != 403, (endpoint, response.text)
+        else:
+            status, code, message = error_of(response)
+            assert (status, code) == (403, "insufficient_scope"), endpoint
+            assert "com.qmatic.saas.appointments/" in message
+
+
+def test_book_only_client_cannot_cancel(sandbox: SandboxServer) -> None:
+    api = Api(sandbox, client=BOOK_ONLY)
+    response = api.delete(paths.APPOINTMENT.format(appointment_id=UNKNOWN_ID))
+    assert error_of(response)[:2] == (403, "insufficient_scope")

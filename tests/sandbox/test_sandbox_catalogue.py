@@ -1,0 +1,135 @@
+"""Branches, services and time slots: shapes, seed data, determinism, Accept-Language, 404/400."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sandbox_helpers import SETTINGS, Api, error_of
+
+from airflow_provider_qmatic import paths
+from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
+from airflow_provider_qmatic.sandbox.seed import build_seed
+
+
+def test_branches(api: Api) -> None:
+    response = api.get(paths.BRANCHES, headers={"Accept-Language": "sv_SE"})
+    assert response.status_code == 200
+    branches = response.json()
+    assert len(branches) >= 3
+    assert {b["timeZone"] for b in branches} >= {"Europe/Stockholm", "America/New_York", "Europe/London"}
+    for branch in branches:
+        assert set(branch) == {"id", "name", "timeZone", "address"}
+        assert branch["address"]["city"]
+
+
+@pytest.mark.parametrize("language", ["en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es"])
+def test_accept_language_is_accepted(api: Api, language: str) -> None:
+    assert api.get(paths.BRANCHES, headers={"Accept-Language": language}).status_code == 200
+
+
+def test_services(api: Api) -> None:
+    for branch in api.get(paths.BRANCHES).json():
+        services = api.get(paths.SERVICES.format(branch_id=branch["id"])).json()
+        assert 2 <= len(services) <= 4
+        for service in services:
+            assert set(service) == {"id", "name", "durationMinutes"}
+            assert service["durationMinutes"] > 0
+
+
+def test_timeslots_are_weekday_slots_of_the_service_duration_with_offsets(api: Api) -> None:
+    branch = api.get(paths.BRANCHES).json()[1]  # New York
+    service = api.get(paths.SERVICES.format(branch_id=branch["id"])).json()[0]
+    url = paths.TIMESLOTS.format(branch_id=branch["id"], service_id=service["id"])
+    first = (
+        datetime.fromisoformat(api.get(url).json()[0]["startTime"]).date() if api.get(url).json() else None
+    )
+    start = first or datetime.now().date()
+    response = api.get(
+        url, params={"from": start.isoformat(), "to": (start + timedelta(days=13)).isoformat()}
+    )
+    assert response.status_code == 200
+    slots = response.json()
+    assert slots
+    for item in slots:
+        assert set(item) == {"startTime", "endTime", "available"}
+        begin = datetime.fromisoformat(item["startTime"])
+        end = datetime.fromisoformat(item["endTime"])
+        assert begin.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4))
+        assert end - begin == timedelta(minutes=service["durationMinutes"])
+        assert begin.weekday() < 5
+        assert begin.hour >= 9
+        assert end.hour * 60 + end.minute <= 17 * 60
+        assert item["available"] == 2
+        assert start <= begin.date() <= start + timedelta(days=13)
+
+
+def test_timeslots_default_to_a_week_from_today(api: Api, sandbox: SandboxServer) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    slots = api.get(url).json()
+    days = {datetime.fromisoformat(s["startTime"]).date() for s in slots}
+    assert days
+    assert max(days) - min(days) < timedelta(days=7)
+
+
+def test_full_slots_are_not_listed(api: Api, sandbox: SandboxServer) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    day = slot["startTime"][:10]
+    api.reserve(slot)
+    listed = {s["startTime"]: s["available"] for s in api.get(url, params={"from": day, "to": day}).json()}
+    assert listed[slot["startTime"]] == 1
+    api.reserve(slot)
+    listed = {s["startTime"]: s["available"] for s in api.get(url, params={"from": day, "to": day}).json()}
+    assert slot["startTime"] not in listed
+
+
+def test_unknown_branch_and_service_are_404(api: Api, sandbox: SandboxServer) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert error_of(api.get(paths.SERVICES.format(branch_id=unknown)))[:2] == (404, "not_found")
+    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=unknown)
+    assert error_of(api.get(url))[:2] == (404, "not_found")
+    assert error_of(api.get(paths.SERVICES.format(branch_id="not-a-guid")))[:2] == (404, "not_found")
+
+
+def test_bad_dates_are_400_naming_the_parameter(api: Api, sandbox: SandboxServer) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    status, code, message = error_of(api.get(url, params={"from": "01/12/2026"}))
+    assert (status, code) == (400, "invalid_request")
+    assert message.startswith("from")
+    status, code, message = error_of(api.get(url, params={"from": "2026-12-10", "to": "2026-12-01"}))
+    assert (status, code) == (400, "invalid_request")
+    assert message.startswith("to")
+
+
+def test_same_seed_same_data() -> None:
+    now = datetime.now().astimezone()
+    one, two = build_seed(SETTINGS, now), build_seed(SETTINGS, now)
+    assert one == two
+    other = build_seed(SandboxSettings(seed=1), now)
+    assert {b.id for b in other.branches}.isdisjoint({b.id for b in one.branches})
+
+
+def test_two_servers_with_the_same_seed_serve_the_same_data(sandbox: SandboxServer) -> None:
+    with SandboxServer(SETTINGS) as twin:
+        assert twin.seed()["branches"] == sandbox.seed()["branches"]
+        assert twin.free_slots(limit=50) == sandbox.free_slots(limit=50)
+        mine, theirs = Api(sandbox), Api(twin)
+        branch = mine.get(paths.BRANCHES).json()[2]
+        assert theirs.get(paths.BRANCHES).json()[2] == branch
+        service = mine.get(paths.SERVICES.format(branch_id=branch["id"])).json()[0]
+        url = paths.TIMESLOTS.format(branch_id=branch["id"], service_id=service["id"])
+        assert mine.get(url).json() == theirs.get(url).json()
+
+
+def test_branch_count_weeks_and_capacity_are_settings() -> None:
+    with SandboxServer(branch_count=5, weeks=1, slot_capacity=5000) as server:
+        seed = server.seed()
+        assert len(seed["branches"]) == 5
+        assert seed["slotCapacity"] == 5000
+        assert server.free_slots(limit=1)[0]["available"] == 5000
+        days = {s["startTime"][:10] for s in server.free_slots(limit=100_000)}
+        assert 1 <= len(days) <= 5

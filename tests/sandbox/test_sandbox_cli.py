@@ -1,0 +1,239 @@
+"""The ``qmatic-sandbox`` command: output, a token against it, clean stops, the remote guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from airflow_provider_qmatic import paths
+from airflow_provider_qmatic.sandbox.cli import parse_client
+from airflow_provider_qmatic.sandbox.settings import derive_system_id
+from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
+
+SCRIPT = Path(sys.executable).with_name("qmatic-sandbox")
+
+
+def command() -> list[str]:
+    if SCRIPT.exists():
+        return [str(SCRIPT)]
+    found = shutil.which("qmatic-sandbox")
+    return [found] if found else [sys.executable, "-m", "airflow_provider_qmatic.sandbox"]
+
+
+class Running:
+    def __init__(self, process: subprocess.Popen[str], lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+
+    @property
+    def base_url(self) -> str:
+        match = re.search(r"listening on (http://\S+)", "\n".join(self.lines))
+        assert match, self.lines
+        return match.group(1)
+
+    def conn(self, name: str = "AIRFLOW_CONN_QMATIC_DEFAULT") -> dict[str, object]:
+        line = next(x for x in self.lines if x.startswith(name + "="))
+        value = line.split("=", 1)[1]
+        assert value.startswith("'")
+        assert value.endswith("'")
+        return dict(json.loads(value[1:-1]))
+
+
+def start(*args: str) -> Running:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*command(), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Press Ctrl-C"):
+            return Running(process, lines)
+    process.kill()
+    raise AssertionError(f"no start-up banner: {lines} {process.stderr.read() if process.stderr else ''}")
+
+
+@pytest.fixture
+def cli() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(10)
+
+
+def get_token(base_url: str, conn: dict[str, object]) -> requests.Response:
+    import base64
+
+    extra = conn["extra"]
+    assert isinstance(extra, dict)
+    basic = base64.b64encode(f"{conn['login']}:{conn['password']}".encode()).decode()
+    return requests.post(
+        base_url + paths.TOKEN,
+        headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": str(extra["tenant"])},
+        data={"grant_type": "client_credentials", "scope": Scope.BOOK.value},
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_start_print_token_and_stop(cli: list[Running], sig: signal.Signals) -> None:
+    running = start()
+    cli.append(running)
+    conn = running.conn()
+    assert conn["conn_type"] == "qmatic"
+    assert conn["login"] == "demo-client"
+    extra = conn["extra"]
+    assert isinstance(extra, dict)
+    assert extra["base_url"] == running.base_url
+    assert extra["tenant"] == "demo"
+    assert extra["system_id"] == derive_system_id("demo")
+    response = get_token(running.base_url, conn)
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "X-TENANT-ID": str(extra["system_id"])}
+    assert requests.get(running.base_url + paths.BRANCHES, headers=headers, timeout=10).status_code == 200
+    running.process.send_signal(sig)
+    assert running.process.wait(15) == 0
+    assert running.process.stdout is not None
+    assert "stopped" in running.process.stdout.read()
+
+
+def test_the_demo_secret_is_fixed_by_the_seed(cli: list[Running]) -> None:
+    first = start("--seed", "5")
+    cli.append(first)
+    secret = first.conn()["password"]
+    first.process.send_signal(signal.SIGINT)
+    first.process.wait(15)
+    second = start("--seed", "5")
+    cli.append(second)
+    assert second.conn()["password"] == secret
+    second.process.send_signal(signal.SIGINT)
+    assert second.process.wait(15) == 0
+
+
+def test_clients_system_ids_and_flags(cli: list[Running]) -> None:
+    running = start(
+        "--client",
+        "alpha:se:cr:et:acme:book,cancel",
+        "--client",
+        "beta:s2:other",
+        "--system-id",
+        "acme=ACME-SYSTEM-1",
+        "--requests-per-minute",
+        "6000",
+        "--no-retry-after",
+        "--token-lifetime",
+        "60",
+        "--slot-capacity",
+        "50",
+        "--weeks",
+        "1",
+        "--fail-rate",
+        "0.1",
+    )
+    cli.append(running)
+    conn = running.conn()
+    assert conn["login"] == "alpha"
+    assert conn["password"] == "se:cr:et"
+    assert conn["extra"] == {"tenant": "acme", "system_id": "ACME-SYSTEM-1", "base_url": running.base_url}
+    other = running.conn("AIRFLOW_CONN_QMATIC_BETA")
+    assert other["password"] == "s2"
+    config = requests.get(running.base_url + "/_sandbox/config", timeout=10).json()
+    assert config["requests_per_minute"] == 6000
+    assert config["retry_after_header"] is False
+    assert config["token_lifetime"] == 60
+    assert config["slot_capacity"] == 50
+    assert config["fail_rate"] == 0.1
+    assert config["clients"][0]["scopes"] == sorted([Scope.BOOK.value, Scope.CANCEL.value])
+    assert get_token(running.base_url, conn).json()["expires_in"] == 60
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(15) == 0
+
+
+def test_remote_host_needs_allow_remote() -> None:
+    result = subprocess.run(
+        [*command(), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--allow-remote" in result.stderr
+    assert "loopback" in result.stderr
+
+
+def test_bad_values_exit_2() -> None:
+    result = subprocess.run(
+        [*command(), "--fail-rate", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "fail_rate" in result.stderr
+
+
+def test_python_dash_m_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_qmatic.sandbox", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "--requests-per-minute" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id:secret:demo", ("id", "secret", "demo", ALL_SCOPES)),
+        ("id:sec:ret:demo", ("id", "sec:ret", "demo", ALL_SCOPES)),
+        ("id:secret:demo:book", ("id", "secret", "demo", frozenset({Scope.BOOK}))),
+        ("id:s:e:c:demo:book cancel", ("id", "s:e:c", "demo", frozenset({Scope.BOOK, Scope.CANCEL}))),
+        (f"id:secret:demo:{Scope.RESCHEDULE.value}", ("id", "secret", "demo", frozenset({Scope.RESCHEDULE}))),
+    ],
+)
+def test_parse_client(text: str, expected: tuple[object, ...]) -> None:
+    client = parse_client(text)
+    assert (client.client_id, client.client_secret, client.tenant, client.scopes) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("nocolon", "ID:SECRET:TENANT"),
+        ("id:onlysecret", "tenant missing"),
+        (":secret:demo", "ID:SECRET:TENANT"),
+        ("id::demo", "secret"),
+        ("id:secret:Bad Tenant!", "tenant"),
+    ],
+)
+def test_parse_client_refuses(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_client(text)
