@@ -10,7 +10,9 @@ UV := $(VENV)/bin/uv
 PY := $(VENV)/bin/python
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 
-.PHONY: setup setup-compat test test-compat lint typecheck pytest demo docs bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup setup-compat test test-compat test-ui lint typecheck pytest demo docs bench clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
@@ -44,6 +46,14 @@ test: lint typecheck pytest
 
 test-compat: setup-compat
 	$(COMPAT_PY) -m pytest $(PYTEST_ARGS)
+
+# The connection form in a real browser: tests/ui starts `airflow api-server` (its own AIRFLOW_HOME,
+# SQLite, simple auth manager) and drives Debian's headless Chromium through Playwright. Installing
+# Chromium needs root (CI runs as root).
+test-ui: setup
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(UV) pip install --quiet --python $(PY) -e ".[ui]"
+	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/ui -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache .pytest_cache site

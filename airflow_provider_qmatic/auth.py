@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING
 import requests
 
 from airflow_provider_qmatic import paths
-from airflow_provider_qmatic.exceptions import QmaticAuthError, QmaticError, QmaticServerError
+from airflow_provider_qmatic.exceptions import (
+    QmaticAuthError,
+    QmaticError,
+    QmaticForbiddenError,
+    QmaticServerError,
+)
 from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
 from airflow_provider_qmatic.retry import delay_before_retry, is_retryable
 from airflow_provider_qmatic.scopes import Scope, scope_string
@@ -166,6 +171,13 @@ class TokenProvider:
             if response.status_code == 429 and self._limiter is not None:
                 self._limiter.on_rate_limited(None)
             error = error_from_response(response, operation="the token request", idempotent=True)
+            if error.code == "invalid_scope":
+                raise QmaticForbiddenError(
+                    f"{error.message}. The client is not granted scope {scope_string(scopes)!r} for tenant "
+                    f"{config.tenant!r}: ask Qmatic to grant it, or use a connection whose client has it",
+                    status=response.status_code,
+                    code=error.code,
+                )
             if response.status_code == 401:
                 raise QmaticAuthError(
                     f"{error.message}. Check the Client ID, Client Secret and tenant "

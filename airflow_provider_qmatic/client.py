@@ -97,7 +97,10 @@ def shared_limiter(config: ClientConfig) -> RateLimiter:
 
     digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
     shared_dir = (config.token_cache_dir or default_cache_dir()) if config.token_cache == "file" else None
-    return RateLimiter(config.requests_per_minute, shared_dir=shared_dir, key=f"rate-{digest}")
+    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
+    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
+    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
+    return RateLimiter(config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}")
 
 
 def default_user_agent() -> str:

@@ -51,9 +51,12 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "The tenant's API limit; bulk jobs pace themselves to it.",
         {"type": ["number", "null"], "default": 100},
     ),
-    "token_cache": (
-        "Token cache",
-        "file: share tokens between task processes on a host; memory: per process only.",
+    # Not "token_cache": Airflow hides the value of any extra whose name contains "token", and its
+    # form would then save "***". The hook still accepts token_cache in Extra JSON.
+    "credential_cache": (
+        "Credential cache",
+        "file: share tokens and the request budget between task processes on a host; "
+        "memory: per process only.",
         {"type": ["string", "null"], "enum": ["file", "memory"], "default": "file"},
     ),
 }
@@ -72,7 +75,7 @@ PLACEHOLDERS: dict[str, str] = {
     "language": LANGUAGES[0],
     "timeout": "30",
     "requests_per_minute": "100",
-    "token_cache": "file",
+    "credential_cache": "file",
 }
 
 

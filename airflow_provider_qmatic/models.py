@@ -1088,6 +1088,11 @@ def _checked(rule_fn: Callable[[Any], _V], value: Any, field: str) -> _V:
     raise error
 
 
+def validate_guid(value: Any, *, field: str) -> str:
+    """A GUID argument checked outside a model (e.g. an operator's ``branch_id``), named ``field``."""
+    return _checked(_guid, value, field)
+
+
 # --------------------------------------------------------------------------------------------------
 # Responses (lenient)
 # --------------------------------------------------------------------------------------------------

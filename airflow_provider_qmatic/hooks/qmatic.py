@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_qmatic import __version__
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
+from airflow_provider_qmatic.scopes import Scope
+
+# Reads accept any scope (Part B); book is the default because finding and booking go together.
+BOOK = frozenset({Scope.BOOK})
 
 if TYPE_CHECKING:
     from datetime import date, datetime
@@ -24,7 +28,6 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.models import Appointment, BookingRequest, Branch, Service, Slot
     from airflow_provider_qmatic.ratelimit import RateLimiter
-    from airflow_provider_qmatic.scopes import Scope
 
 EXTRA_NAMES = (
     "region",
@@ -34,9 +37,12 @@ EXTRA_NAMES = (
     "language",
     "timeout",
     "requests_per_minute",
-    "token_cache",
-    "token_cache_dir",
+    "credential_cache",
+    "credential_cache_dir",
 )
+# Older spellings still accepted. Airflow's UI masks extras named like "*token*", so the form uses
+# the credential_* names; Extra JSON written by hand may use either.
+EXTRA_ALIASES = {"token_cache": "credential_cache", "token_cache_dir": "credential_cache_dir"}
 
 
 class QmaticHook(BaseHook):  # type: ignore[misc]
@@ -93,8 +99,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             language=extras.get("language"),
             timeout=extras.get("timeout"),
             requests_per_minute=extras.get("requests_per_minute"),
-            token_cache=extras.get("token_cache"),
-            token_cache_dir=extras.get("token_cache_dir"),
+            token_cache=extras.get("credential_cache"),
+            token_cache_dir=extras.get("credential_cache_dir"),
             user_agent=user_agent(),
         )
         raw_tenant = str(extras.get("tenant", ""))
@@ -122,8 +128,6 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     def test_connection(self) -> tuple[bool, str]:
         """Fetch a token with the connection's credentials; ``(ok, message)`` for the UI and CLI."""
-        from airflow_provider_qmatic.scopes import Scope
-
         try:
             client = self.client
             granted: list[str] = []
@@ -154,7 +158,9 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import StringField
-        from wtforms.validators import AnyOf, Optional
+
+        # any_of, not AnyOf: Airflow 3.0/3.1 stand in for wtforms and only recognise this name.
+        from wtforms.validators import Optional, any_of
 
         from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS
 
@@ -162,7 +168,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         for name, (label, description, schema) in EXTRA_FIELDS.items():
             validators: list[Any] = [Optional()]
             if "enum" in schema:
-                validators.append(AnyOf(schema["enum"]))
+                validators.append(any_of(schema["enum"]))
             widgets[name] = StringField(
                 lazy_gettext(label),
                 widget=BS3TextFieldWidget(),
@@ -185,14 +191,22 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     # -- API, one method per operation (see QmaticClient for the details) ----------------------
 
-    def list_branches(self) -> list[Branch]:
-        return self.client.list_branches()
+    def list_branches(self, *, scopes: frozenset[Scope] = BOOK) -> list[Branch]:
+        return self.client.list_branches(scopes=scopes)
 
-    def list_services(self, branch_id: str) -> list[Service]:
-        return self.client.list_services(branch_id)
+    def list_services(self, branch_id: str, *, scopes: frozenset[Scope] = BOOK) -> list[Service]:
+        return self.client.list_services(branch_id, scopes=scopes)
 
-    def find_timeslots(self, branch_id: str, service_id: str, date_from: date, date_to: date) -> list[Slot]:
-        return self.client.find_timeslots(branch_id, service_id, date_from, date_to)
+    def find_timeslots(
+        self,
+        branch_id: str,
+        service_id: str,
+        date_from: date,
+        date_to: date,
+        *,
+        scopes: frozenset[Scope] = BOOK,
+    ) -> list[Slot]:
+        return self.client.find_timeslots(branch_id, service_id, date_from, date_to, scopes=scopes)
 
     def reserve(self, body: dict[str, Any], *, scopes: frozenset[Scope] | None = None) -> Appointment:
         return self.client.reserve(body) if scopes is None else self.client.reserve(body, scopes=scopes)
@@ -203,11 +217,13 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     def confirm(self, appointment_id: str, body: dict[str, Any]) -> Appointment:
         return self.client.confirm_reservation(appointment_id, body)
 
-    def get_appointment(self, appointment_id: str) -> Appointment:
-        return self.client.get_appointment(appointment_id)
+    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> Appointment:
+        return self.client.get_appointment(appointment_id, scopes=scopes)
 
-    def search_appointments(self, personal_identifier: str) -> list[Appointment]:
-        return self.client.search_appointments(personal_identifier)
+    def search_appointments(
+        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK
+    ) -> list[Appointment]:
+        return self.client.search_appointments(personal_identifier, scopes=scopes)
 
     def reschedule(self, appointment_id: str, reservation_id: str) -> Appointment:
         return self.client.reschedule(appointment_id, reservation_id)
@@ -219,9 +235,14 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         return self.client.book(request)
 
     def reschedule_to(
-        self, appointment_id: str, start_time: datetime, end_time: datetime | None = None
+        self,
+        appointment_id: str,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        *,
+        notes: str | None = None,
     ) -> Appointment:
-        return self.client.reschedule_to(appointment_id, start_time, end_time)
+        return self.client.reschedule_to(appointment_id, start_time, end_time, notes=notes)
 
 
 def user_agent() -> str:
@@ -244,12 +265,12 @@ def _extras(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise QmaticConfigError("the connection's Extra must be a JSON object", field="extra")
     found: dict[str, Any] = {}
-    for name in EXTRA_NAMES:
-        value = raw.get(name)
-        if value is None or value == "":
-            value = raw.get(f"extra__qmatic__{name}")
-        if value is not None and value != "":
-            found[name] = value
+    for name in (*EXTRA_NAMES, *EXTRA_ALIASES):
+        for key in (name, f"extra__qmatic__{name}"):
+            value = raw.get(key)
+            if value is not None and value != "":
+                found.setdefault(EXTRA_ALIASES.get(name, name), value)
+                break
     return found
 
 

@@ -19,6 +19,7 @@ from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticConflictError,
+    QmaticForbiddenError,
     QmaticNotFoundError,
     QmaticNotSentError,
     QmaticRateLimitError,
@@ -205,7 +206,9 @@ def test_bad_token_responses_are_clear_and_leak_nothing(
 ) -> None:
     server.script("/oauth2/token", reply)
     client = make_client(server)
-    with pytest.raises((QmaticAuthError, QmaticServerError, QmaticValidationError)) as info:
+    with pytest.raises(
+        (QmaticAuthError, QmaticForbiddenError, QmaticServerError, QmaticValidationError)
+    ) as info:
         client.list_branches()
     message = str(info.value)
     assert fragment in message
