@@ -1,0 +1,537 @@
+"""Operators for single appointments: book, reschedule, cancel, and find free time slots.
+
+Each operator validates its arguments with the provider's models before any request, asks Qmatic
+for a token with only the scope its operation needs, and returns a JSON-ready dict (or list of
+dicts) for XCom that carries neither a secret nor the customer's personal data.
+
+Errors that no retry can fix (bad arguments, 400, 403, 404, a slot already taken) fail the task at
+once without spending Airflow retries; rate limits and server faults propagate, so the task's own
+``retries`` apply.
+
+DAG files import this module every time the scheduler parses them, so it imports nothing heavy at
+module level: the models (pydantic), the client (requests) and the hook are imported inside
+``execute``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.models import Appointment, BookingRequest, Slot
+
+    Context = Mapping[str, Any]
+
+__all__ = [
+    "QmaticBookAppointmentOperator",
+    "QmaticCancelAppointmentOperator",
+    "QmaticFindTimeslotsOperator",
+    "QmaticRescheduleAppointmentOperator",
+]
+
+
+class QmaticBookAppointmentOperator(QmaticBaseOperator):
+    """Book one appointment: reserve the slot, then confirm it with the customer.
+
+    If confirming fails the reservation is released before the task fails, so a failed task never
+    leaves a slot held for Qmatic's 15 minutes. On a retry (``try_number > 1``) the customer's
+    appointments are searched first: one already CONFIRMED at the same branch, service and start
+    time (booked by an earlier try whose answer was lost) is returned instead of booking twice.
+
+    XCom: the confirmed appointment as a dict (``Appointment.to_xcom()``; customer left out).
+
+    :param branch_id: the branch's id (GUID). Templated.
+    :param service_id: the service's id (GUID). Templated.
+    :param start_time: ISO-8601 text with an offset (``2026-12-01T09:00:00+01:00``) or an aware
+        ``datetime``; a time without offset needs ``timezone``. Templated.
+    :param end_time: like ``start_time``; left out, it is ``start_time`` plus the service's
+        duration (one extra read of the branch's services). Templated.
+    :param customer: ``personal_identifier``, ``first_name``, ``last_name``, ``email`` and
+        optionally ``phone_number``, ``date_of_birth`` (snake_case or camelCase keys): a dict, a
+        :class:`~airflow_provider_qmatic.models.Customer`, an XComArg, or a Jinja string that
+        renders to a JSON object. Templated (rendered as JSON in the UI).
+    :param notes: free text stored with the appointment. Templated.
+    :param resource_id: a specific resource (GUID), if the branch uses them. Templated.
+    :param number_of_reservations: places to hold in the slot (default 1). Templated.
+    :param information_questions: answers to the service's questions, as ``{question_id: answer}``
+        or a list of ``{"question_id", "answer"}``. Templated.
+    :param timezone: IANA zone name (``"Europe/Stockholm"``) in which times without an offset are
+        read; without it such times are refused. Templated.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    """
+
+    template_fields: Sequence[str] = (
+        "branch_id",
+        "service_id",
+        "start_time",
+        "end_time",
+        "customer",
+        "notes",
+        "resource_id",
+        "number_of_reservations",
+        "information_questions",
+        "timezone",
+    )
+    template_fields_renderers = {"customer": "json", "information_questions": "json"}
+    ui_color = "#c9e4f6"
+
+    def __init__(
+        self,
+        *,
+        branch_id: str,
+        service_id: str,
+        start_time: str | datetime,
+        customer: Any,
+        end_time: str | datetime | None = None,
+        notes: str | None = None,
+        resource_id: str | None = None,
+        number_of_reservations: int | str = 1,
+        information_questions: Any = None,
+        timezone: str | None = None,
+        qmatic_conn_id: str = "qmatic_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
+        self.branch_id = branch_id
+        self.service_id = service_id
+        self.start_time = start_time
+        self.end_time = end_time
+        self.customer = customer
+        self.notes = notes
+        self.resource_id = resource_id
+        self.number_of_reservations = number_of_reservations
+        self.information_questions = information_questions
+        self.timezone = timezone
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with self.failing_fast():
+            request = self._request()  # every argument checked before any request
+            client = self.hook.client
+            if _try_number(context) > 1:
+                existing = _existing_booking(client, request)
+                if existing is not None:
+                    self.log.info(
+                        "Try %d: appointment %s for this customer at %s is already CONFIRMED (booked "
+                        "by an earlier try); returning it instead of booking again",
+                        _try_number(context),
+                        existing.appointment_id,
+                        _describe(existing, self.timezone),
+                    )
+                    return existing.to_xcom()
+            if request.end_time is None:
+                request = request.with_end(_service_duration(client, request))
+            appointment = self.hook.book(request)
+        self.log.info(
+            "Booked appointment %s for %s", appointment.appointment_id, _describe(appointment, self.timezone)
+        )
+        return appointment.to_xcom()
+
+    def _request(self) -> BookingRequest:
+        from airflow_provider_qmatic.models import BookingRequest
+
+        data: dict[str, Any] = {
+            "branch_id": self.branch_id,
+            "service_id": self.service_id,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "customer": _as_mapping(self.customer, "customer"),
+            "notes": self.notes,
+            "resource_id": self.resource_id,
+            "number_of_reservations": self.number_of_reservations,
+        }
+        if self.information_questions is not None:
+            data["information_questions"] = _as_structure(self.information_questions, "information_questions")
+        return BookingRequest.parse(data, timezone=self.timezone)
+
+
+class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
+    """Move a confirmed appointment to another time (same branch and service).
+
+    A new slot is reserved and the appointment moved onto it; if moving fails the new reservation
+    is released and the appointment keeps its old time. An appointment already at the target time
+    is left alone and the task succeeds, so a retried task is harmless.
+
+    XCom: the moved appointment as a dict (``Appointment.to_xcom()``).
+
+    :param appointment_id: the appointment's id (GUID). Templated.
+    :param start_time: the new start (ISO-8601 with offset, or an aware ``datetime``). Templated.
+    :param end_time: the new end; left out, the appointment keeps its current length. Templated.
+    :param timezone: IANA zone name for times written without an offset. Templated.
+    :param notes: notes for the new reservation. Templated.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    """
+
+    template_fields: Sequence[str] = ("appointment_id", "start_time", "end_time", "timezone", "notes")
+    ui_color = "#f6e7c9"
+
+    def __init__(
+        self,
+        *,
+        appointment_id: str,
+        start_time: str | datetime,
+        end_time: str | datetime | None = None,
+        timezone: str | None = None,
+        notes: str | None = None,
+        qmatic_conn_id: str = "qmatic_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
+        self.appointment_id = appointment_id
+        self.start_time = start_time
+        self.end_time = end_time
+        self.timezone = timezone
+        self.notes = notes
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_qmatic.models import RescheduleRequest
+
+        with self.failing_fast():
+            request = RescheduleRequest.parse(
+                {
+                    "appointment_id": self.appointment_id,
+                    "start_time": self.start_time,
+                    "end_time": self.end_time,
+                    "notes": self.notes,
+                },
+                timezone=self.timezone,
+            )
+            client = self.hook.client
+            reserves_before = client.request_counts["reserve"]
+            appointment = client.reschedule_to(
+                request.appointment_id, request.start_time, request.end_time, notes=request.notes
+            )
+            moved = client.request_counts["reserve"] != reserves_before
+        if moved:
+            self.log.info(
+                "Rescheduled appointment %s to %s",
+                appointment.appointment_id,
+                _describe(appointment, self.timezone),
+            )
+        else:
+            self.log.info(
+                "Appointment %s is already at %s; nothing to change",
+                appointment.appointment_id,
+                _describe(appointment, self.timezone),
+            )
+        return appointment.to_xcom()
+
+
+class QmaticCancelAppointmentOperator(QmaticBaseOperator):
+    """Cancel a confirmed appointment. An appointment already cancelled counts as done.
+
+    XCom: ``{"appointment_id", "status": "CANCELLED", "already_cancelled", "appointment"}``
+    where ``appointment`` is the appointment as read (a dict) when it was already cancelled,
+    else None (a successful cancel answers 204 with no body).
+
+    :param appointment_id: the appointment's id (GUID). Templated.
+    :param missing_ok: when True, an appointment Qmatic does not know (404) is logged and the task
+        succeeds, returning ``{"appointment_id": ..., "status": "NOT_FOUND"}``.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    """
+
+    template_fields: Sequence[str] = ("appointment_id",)
+    ui_color = "#f6c9c9"
+
+    def __init__(
+        self,
+        *,
+        appointment_id: str,
+        missing_ok: bool = False,
+        qmatic_conn_id: str = "qmatic_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
+        self.appointment_id = appointment_id
+        self.missing_ok = missing_ok
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_qmatic.exceptions import QmaticNotFoundError
+        from airflow_provider_qmatic.models import CancelRequest
+
+        with self.failing_fast():
+            appointment_id = CancelRequest.parse({"appointment_id": self.appointment_id}).appointment_id
+            try:
+                current, already = self.hook.client.cancel_appointment(appointment_id)
+            except QmaticNotFoundError as exc:
+                if not self.missing_ok:
+                    raise
+                self.log.info(
+                    "Appointment %s was not found (%s); missing_ok=True, so there is nothing to cancel",
+                    appointment_id,
+                    exc.message,
+                )
+                return {"appointment_id": appointment_id, "status": "NOT_FOUND"}
+        if already:
+            self.log.info("Appointment %s was already cancelled; nothing to do", appointment_id)
+        else:
+            self.log.info("Cancelled appointment %s", appointment_id)
+        return {
+            "appointment_id": appointment_id,
+            "status": "CANCELLED",
+            "already_cancelled": already,
+            "appointment": current.to_xcom() if current is not None else None,
+        }
+
+
+class QmaticFindTimeslotsOperator(QmaticBaseOperator):
+    """List the time slots of a service at a branch between two dates (both included).
+
+    The result feeds a mapped booking: map each slot into the booking's arguments and expand
+    :class:`QmaticBookAppointmentOperator` over them (see ``docs/operators.md``).
+
+    XCom: a list of ``{"branch_id", "service_id", "start_time", "end_time", "available"}``,
+    times as ISO-8601 text with the branch's offset.
+
+    :param branch_id: the branch's id (GUID). Templated.
+    :param service_id: the service's id (GUID). Templated.
+    :param date_from: first day: a ``date``, a ``datetime`` (its own calendar day) or ISO text
+        such as ``"{{ ds }}"``; None (or blank) means today (UTC). Templated.
+    :param date_to: last day, same forms; None (or blank) means ``date_from`` plus
+        :attr:`DEFAULT_DAYS` days. Templated.
+    :param only_available: leave out slots Qmatic reports as full (default True).
+    :param limit: return at most this many slots (the earliest), or all when None. Templated.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    """
+
+    template_fields: Sequence[str] = ("branch_id", "service_id", "date_from", "date_to", "limit")
+    ui_color = "#d9f6c9"
+    #: Days searched after ``date_from`` when ``date_to`` is not given.
+    DEFAULT_DAYS = 7
+
+    def __init__(
+        self,
+        *,
+        branch_id: str,
+        service_id: str,
+        date_from: str | date | None = None,
+        date_to: str | date | None = None,
+        only_available: bool = True,
+        limit: int | str | None = None,
+        qmatic_conn_id: str = "qmatic_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
+        self.branch_id = branch_id
+        self.service_id = service_id
+        self.date_from = date_from
+        self.date_to = date_to
+        self.only_available = only_available
+        self.limit = limit
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_qmatic.client import BOOK
+        from airflow_provider_qmatic.exceptions import QmaticValidationError
+
+        # The models' GUID rule, applied outside a model (models.py has no public helper for it).
+        from airflow_provider_qmatic.models import validate_guid
+
+        with self.failing_fast():
+            ids = {
+                name: validate_guid(getattr(self, name), field=name) for name in ("branch_id", "service_id")
+            }
+            first = _as_date(self.date_from, "date_from") or datetime.now(dt_timezone.utc).date()
+            last = _as_date(self.date_to, "date_to") or first + timedelta(days=self.DEFAULT_DAYS)
+            if last < first:
+                raise QmaticValidationError(
+                    f"date_to: {last.isoformat()} is before date_from {first.isoformat()}; swap them",
+                    field="date_to",
+                )
+            limit = _as_limit(self.limit)
+            slots = self.hook.client.find_timeslots(
+                ids["branch_id"], ids["service_id"], first, last, scopes=BOOK
+            )
+        found = len(slots)
+        if self.only_available:
+            slots = [s for s in slots if s.is_available]
+        if limit is not None:
+            slots = slots[:limit]
+        self.log.info(
+            "Found %d time slot(s) from %s to %s, returning %d%s",
+            found,
+            first.isoformat(),
+            last.isoformat(),
+            len(slots),
+            " (only available ones)" if self.only_available else "",
+        )
+        return [_slot_xcom(s, ids["branch_id"], ids["service_id"]) for s in slots]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _try_number(context: Context) -> int:
+    ti = context.get("ti") or context.get("task_instance")
+    try:
+        return int(getattr(ti, "try_number", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _existing_booking(client: QmaticClient, request: BookingRequest) -> Appointment | None:
+    """A CONFIRMED appointment of this customer at the request's branch, service and start time."""
+    for appointment in client.search_appointments(request.customer.personal_identifier):
+        slot = appointment.time_slot
+        if (
+            appointment.status == "CONFIRMED"
+            and appointment.branch is not None
+            and appointment.branch.id == request.branch_id
+            and appointment.service is not None
+            and appointment.service.id == request.service_id
+            and slot is not None
+            and slot.start_time is not None
+            and slot.start_time.tzinfo is not None
+            and slot.start_time == request.start_time
+        ):
+            return appointment
+    return None
+
+
+def _service_duration(client: QmaticClient, request: BookingRequest) -> int:
+    """The service's duration at the branch, for a booking given without ``end_time``."""
+    from airflow_provider_qmatic.exceptions import QmaticNotFoundError, QmaticValidationError
+
+    for service in client.list_services(request.branch_id):
+        if service.id == request.service_id:
+            if not service.duration_minutes:
+                raise QmaticValidationError(
+                    f"end_time: Qmatic gives no duration for service {request.service_id}, so the end "
+                    "cannot be worked out; pass end_time",
+                    field="end_time",
+                )
+            return service.duration_minutes
+    raise QmaticNotFoundError(
+        f"service {request.service_id} is not offered at branch {request.branch_id}; check service_id "
+        "(the branch's services are listed by QmaticHook().list_services(branch_id))",
+        status=404,
+        code="not_found",
+    )
+
+
+def _as_mapping(value: Any, field: str) -> Any:
+    """A customer as a mapping: dicts and models pass; JSON or Python-literal text is read."""
+    if isinstance(value, str):
+        return _read_text(value, field)
+    return value
+
+
+def _as_structure(value: Any, field: str) -> Any:
+    return _read_text(value, field) if isinstance(value, str) else value
+
+
+def _read_text(text: str, field: str) -> Any:
+    """A templated dict rendered to text (``render_template_as_native_obj=False``): JSON, or a repr."""
+    from airflow_provider_qmatic.exceptions import QmaticValidationError
+
+    stripped = text.strip()
+    for reader in (json.loads, ast.literal_eval):
+        try:
+            value = reader(stripped)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, (Mapping, list)):
+            return value
+    raise QmaticValidationError(
+        f"{field}: must be an object (a dict, or text holding a JSON object), got text that is not one; "
+        "pass a dict, an XComArg, or a template that renders to JSON such as "
+        "'{{ params.customer | tojson }}'",
+        field=field,
+    )
+
+
+def _as_date(value: Any, field: str) -> date | None:
+    """A calendar day from a date, a datetime (its own day) or ISO text; None when not given."""
+    from airflow_provider_qmatic.exceptions import QmaticValidationError
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).date()
+        except ValueError:
+            pass
+    raise QmaticValidationError(
+        f"{field}: must be a date such as 2026-12-01 (text, a date, a datetime, or a template such as "
+        "'{{ ds }}')",
+        field=field,
+    )
+
+
+def _as_limit(value: Any) -> int | None:
+    """The ``limit`` argument: a whole number (also as rendered text), or None/blank for all."""
+    from airflow_provider_qmatic.exceptions import QmaticValidationError
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    limit: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        limit = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        limit = int(value)
+    if limit is None or limit < 0:
+        raise QmaticValidationError(
+            "limit: must be a whole number (0 or more), or None for all", field="limit"
+        )
+    return limit
+
+
+def _slot_xcom(slot: Slot, branch_id: str, service_id: str) -> dict[str, Any]:
+    data = slot.to_xcom()
+    return {
+        "branch_id": branch_id,
+        "service_id": service_id,
+        "start_time": data.get("start_time"),
+        "end_time": data.get("end_time"),
+        "available": data.get("available"),
+    }
+
+
+def _describe(appointment: Appointment, zone_name: str | None = None) -> str:
+    """``Stockholm City/Passport application at 2026-12-01 09:00 UTC+01:00`` for a log line."""
+    branch = (appointment.branch.name or appointment.branch.id) if appointment.branch else "?"
+    service = (appointment.service.name or appointment.service.id) if appointment.service else "?"
+    start = appointment.time_slot.start_time if appointment.time_slot else None
+    return f"{branch}/{service} at {_when(start, zone_name)}"
+
+
+def _when(value: datetime | None, zone_name: str | None) -> str:
+    """A time as people read it: in the named zone if one was given, else with its own offset."""
+    if value is None:
+        return "an unknown time"
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.strftime("%Y-%m-%d %H:%M")
+    zone = _zone(zone_name)
+    if zone is not None:
+        return f"{value.astimezone(zone):%Y-%m-%d %H:%M} {zone_name}"
+    offset = value.strftime("%z")
+    shown = "UTC" if offset in ("+0000", "-0000") else f"UTC{offset[:3]}:{offset[3:5]}"
+    return f"{value:%Y-%m-%d %H:%M} {shown}"
+
+
+def _zone(name: str | None) -> tzinfo | None:
+    if not name or not isinstance(name, str):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
