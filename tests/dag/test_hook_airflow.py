@@ -1,0 +1,197 @@
+"""QmaticHook through Airflow itself: connections from the environment, the CLI connection test,
+TaskFlow use, and secret masking. The sandbox is the Qmatic on the other end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_qmatic.auth import basic_credentials
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.sandbox import SandboxServer
+from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
+
+pytestmark = pytest.mark.airflow
+
+
+def conn_env(
+    sandbox: SandboxServer, conn_id: str = "qmatic_default", *, replace_extra: bool = False, **changes: Any
+) -> dict[str, str]:
+    """The sandbox connection as an AIRFLOW_CONN_ variable, with fields changed and extras merged
+    (or replaced)."""
+    conn = json.loads(sandbox.conn_json)
+    extra = changes.pop("extra", None)
+    conn.update(changes)
+    if extra is not None:
+        conn["extra"] = extra if replace_extra else {**conn["extra"], **extra}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
+
+
+def api_requests(sandbox: SandboxServer) -> int:
+    return sum(sum(by_status.values()) for by_status in sandbox.stats()["requests"].values())
+
+
+def test_cli_connection_test_succeeds(qmatic_sandbox: SandboxServer, airflow_db: Path) -> None:
+    result = run_airflow("connections", "test", "qmatic_default", env=conn_env(qmatic_sandbox))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Connection success" in output
+    assert qmatic_sandbox.stats()["token_requests"] >= 1
+    assert qmatic_sandbox.client_secret not in output
+
+
+def test_cli_connection_test_fails_clearly_for_wrong_secret(
+    qmatic_sandbox: SandboxServer, airflow_db: Path
+) -> None:
+    wrong = "not-the-secret-0123456789"
+    result = run_airflow(
+        "connections", "test", "qmatic_default", env=conn_env(qmatic_sandbox, password=wrong)
+    )
+    output = result.stdout + result.stderr
+    assert "Connection failed" in output
+    assert "Client Secret" in output
+    assert "tenant 'demo'" in output
+    assert wrong not in output
+    assert basic_credentials(qmatic_sandbox.client_id, wrong) not in output
+
+
+def test_test_connection_reports_tenant_lifetime_and_scopes(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    qmatic_sandbox.configure(token_lifetime=1800)
+    ok, message = QmaticHook().test_connection()
+    assert ok, message
+    assert "tenant demo" in message
+    assert f"base URL {qmatic_sandbox.base_url}" in message
+    assert "token valid for 1800 s" in message
+    assert "scopes granted: book, reschedule, cancel" in message
+
+
+def test_test_connection_false_with_reason(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, extra={"tenant": "demo", "region": "mars-1"}).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert "region" in message
+    assert qmatic_sandbox.stats()["token_requests"] == 0
+
+
+def test_extras_in_legacy_prefixed_form_and_tenant_normalised(
+    qmatic_sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    plain = json.loads(qmatic_sandbox.conn_json)["extra"]
+    legacy = {f"extra__qmatic__{k}": v for k, v in plain.items()}
+    legacy["extra__qmatic__tenant"] = " DEMO "
+    legacy["extra__qmatic__credential_cache"] = "memory"
+    for name, value in conn_env(qmatic_sandbox, extra=legacy, replace_extra=True).items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO)
+    hook = QmaticHook()
+    assert hook.config.tenant == "demo"
+    assert hook.config.base_url == qmatic_sandbox.base_url
+    assert hook.config.token_cache == "memory"
+    # Airflow 3 logs hooks through structlog to stdout; 2.11 through logging.
+    assert "normalised to 'demo'" in caplog.text + capsys.readouterr().out
+    assert len(hook.list_branches()) == 3
+
+
+def test_old_token_cache_key_still_read(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, extra={"token_cache": "memory"}).items():
+        monkeypatch.setenv(name, value)
+    assert QmaticHook().config.token_cache == "memory"
+
+
+def test_host_field_used_when_no_base_url(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    extra = json.loads(qmatic_sandbox.conn_json)["extra"]
+    del extra["base_url"]
+    for name, value in conn_env(
+        qmatic_sandbox, extra=extra, replace_extra=True, host=qmatic_sandbox.base_url
+    ).items():
+        monkeypatch.setenv(name, value)
+    hook = QmaticHook()
+    assert hook.config.base_url == qmatic_sandbox.base_url
+    assert len(hook.list_branches()) == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"login": None}, "client_id"),
+        ({"password": None}, "client_secret"),
+        ({"extra": {"tenant": ""}}, "tenant"),
+        ({"extra": {"base_url": "http://qmatic.example.com"}}, "base_url"),
+        ({"extra": {"timeout": "soon"}}, "timeout"),
+        ({"extra": {"requests_per_minute": "lots"}}, "requests_per_minute"),
+        ({"extra": {"system_id": "", "region": "eu-west-1"}}, "system_id"),
+    ],
+)
+def test_bad_connection_fails_before_any_request(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any], field: str
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, **changes).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(QmaticConfigError) as info:
+        QmaticHook().list_branches()
+    assert info.value.field == field
+    assert qmatic_sandbox.client_secret not in str(info.value)
+    assert api_requests(qmatic_sandbox) == 0
+    assert qmatic_sandbox.stats()["token_requests"] == 0
+
+
+def test_hook_builds_client_once_and_lazily(qmatic_sandbox: SandboxServer) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    hook = QmaticHook()
+    assert "client" not in hook.__dict__  # nothing built, nothing read, in __init__
+    assert hook.get_conn() is hook.client is hook.get_conn()
+    for _ in range(4):
+        hook.list_branches()
+    assert qmatic_sandbox.stats()["token_requests"] == 1
+    assert qmatic_sandbox.client_secret not in repr(hook) + repr(hook.client) + repr(hook.config)
+
+
+def test_taskflow_use_of_the_hook_registers_secrets_and_logs_none(
+    qmatic_sandbox: SandboxServer, airflow_db: Path
+) -> None:
+    env = conn_env(qmatic_sandbox)
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "tests" / "dag" / "dags")
+    result = run_airflow("dags", "test", "qmatic_hook_probe", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "state=success" in output or "success" in output.lower()
+    tokens = [t["access_token"] for t in qmatic_sandbox.tokens()]
+    assert tokens, "the probe must have fetched a token"
+    logs = "".join(
+        p.read_text(errors="ignore") for p in (AIRFLOW_HOME / "logs").rglob("*qmatic_hook_probe*/**/*.log")
+    )
+    secret = qmatic_sandbox.client_secret
+    basic = basic_credentials(qmatic_sandbox.client_id, secret)
+    for value in (secret, basic, *tokens):
+        assert value not in output
+        assert value not in logs
+    assert "probe listed 3 branches for tenant demo" in output + logs
