@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
 import threading
 import time
@@ -84,7 +85,7 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-def shared_limiter(config: ClientConfig) -> RateLimiter:
+def shared_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None) -> RateLimiter:
     """The tenant's request budget at ``requests_per_minute``.
 
     Qmatic counts requests per tenant, so the key is the host and tenant, not the client. With the
@@ -96,7 +97,10 @@ def shared_limiter(config: ClientConfig) -> RateLimiter:
     from airflow_provider_qmatic.token_cache import default_cache_dir
 
     digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
-    shared_dir = (config.token_cache_dir or default_cache_dir()) if config.token_cache == "file" else None
+    if config.token_cache != "file":
+        shared_dir = None
+    elif shared_dir is None:
+        shared_dir = config.token_cache_dir or default_cache_dir()
     # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
     # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
     burst = max(1.0, min(5.0, config.requests_per_minute / 20))

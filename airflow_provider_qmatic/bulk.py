@@ -1,0 +1,1052 @@
+"""The bulk runner: book, reschedule or cancel many appointments, paced, exactly once, with a report.
+
+Plain Python (no Airflow import), so it serves the bulk operators, ``@task`` code and scripts::
+
+    from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client
+
+    client = build_bulk_client(config)             # QmaticClient with a shared RateLimiter
+    result = BulkRunner(client).book("bookings.csv", results_path="results.csv")
+    result.check_policy(max_failed_rows=0)        # raise if rows failed
+    print(result.summary.to_dict())
+
+What a run does, in order:
+
+1. **Read** the rows (a list of dicts, or a CSV / JSON Lines file; see :mod:`.bulk_io` for the
+   column mapping). Missing required columns stop the run before any request.
+2. **Validate** every row with the models the single operators use; invalid rows and duplicates
+   (same customer, branch, service and start; for reschedule and cancel the same appointment) are
+   reported with their row number, field and reason, and never sent.
+3. **Resume**: with a journal (see :mod:`.bulk_journal`), reservations that an earlier, killed
+   attempt left without an outcome are looked up and counted as done, or released.
+4. **Run** the valid rows on ``concurrency`` worker threads (default 4) sharing one client, so one
+   token cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request
+   the job causes: token requests and the runner's own reads (search, get, services) included.
+   On a 429 the client waits (``Retry-After``, else jittered backoff) and the limiter halves its
+   rate, climbing back after a quiet period.
+5. **Report**: a progress line every 5% or 30 s, a summary table at the end, per-row outcomes
+   (``row, status, appointment_id, error``), written to ``results_path`` if given.
+
+Exactly once (see ``docs/bulk.md`` for the whole argument):
+
+* A write whose answer was lost is resolved by reading before anything is sent again: a confirm
+  or reschedule by reading the appointment, a cancel by its 409 and a read.
+* A reserve whose answer was lost cannot be found by any API (a reservation has no customer until
+  it is confirmed). It holds its slot until its hold ends (15 minutes) and can never become an
+  appointment by itself, because only a confirm books; so the row reserves again. The count of such
+  reserves is reported (``possibly_orphaned_reservations``).
+* ``skip_existing``: ``auto`` (default) checks each row against Qmatic before sending it when the
+  task is a retry or a cleared run (``attempt > 1``); ``always`` checks on every attempt; ``never``
+  does not check. Done means: for a booking, a CONFIRMED appointment of the customer at that branch,
+  service and start; for a reschedule, the appointment already at the target start; for a cancel,
+  the appointment already CANCELLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qmatic.bulk_io import PathLike, Source, known_fields, load_rows, write_outcomes
+from airflow_provider_qmatic.bulk_journal import DONE, RELEASED, RESERVED, Journal, JournalState
+from airflow_provider_qmatic.bulk_progress import (
+    EVERY_FRACTION,
+    EVERY_SECONDS,
+    ProgressReporter,
+    achieved_rate,
+    summary_table,
+)
+from airflow_provider_qmatic.exceptions import (
+    QmaticAuthError,
+    QmaticConfigError,
+    QmaticConflictError,
+    QmaticError,
+    QmaticForbiddenError,
+    QmaticNotFoundError,
+    QmaticServerError,
+    QmaticUnknownOutcomeError,
+    QmaticValidationError,
+)
+from airflow_provider_qmatic.retry import backoff_delay
+from airflow_provider_qmatic.scopes import Scope
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.models import Appointment, BookingRequest, CancelRequest, RescheduleRequest
+    from airflow_provider_qmatic.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+ACTIONS: tuple[str, ...] = ("book", "reschedule", "cancel")
+SKIP_EXISTING_MODES: tuple[str, ...] = ("auto", "always", "never")
+SUCCEEDED = "succeeded"
+SKIPPED_EXISTING = "skipped_existing"
+FAILED = "failed"
+INVALID = "invalid"
+STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
+# Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
+XCOM_OUTCOMES_MAX = 1000
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 32
+# How often one row may reserve again after a lost answer or an expired hold.
+ROW_ATTEMPTS = 6
+_SCOPES: dict[str, frozenset[Scope]] = {
+    "book": frozenset({Scope.BOOK}),
+    "reschedule": frozenset({Scope.RESCHEDULE}),
+    "cancel": frozenset({Scope.CANCEL}),
+}
+# Errors that no other row can escape either: stop the run instead of failing every row alike.
+_FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
+# What became of a reservation (BulkRunner._settle).
+_DONE, _RELEASED, _UNKNOWN = "done", "released", "unknown"
+
+
+class QmaticBulkError(QmaticError):
+    """A bulk job broke its failure policy with failures a retry cannot fix (4xx, invalid rows)."""
+
+
+class QmaticBulkRetryableError(QmaticBulkError):
+    """A bulk job broke its failure policy, but only because of failures a retry may fix (5xx,
+    429, timeouts). Retrying the task is safe: ``skip_existing=auto`` skips the rows already done."""
+
+    retryable = True
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What happened to one input row. ``error`` names the step and field, never a value."""
+
+    row: int
+    status: str
+    appointment_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "status": self.status,
+            "appointment_id": self.appointment_id,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class BulkSummary:
+    """Counts and pace of one run: what the operators push to XCom."""
+
+    action: str
+    total: int
+    succeeded: int
+    skipped_existing: int
+    failed: int
+    invalid: int
+    api_requests: int
+    token_requests: int
+    elapsed_s: float
+    requests_per_minute: float
+    limit_per_minute: float | None
+    possibly_orphaned_reservations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BulkResult:
+    """A run's summary and per-row outcomes (sorted by row)."""
+
+    summary: BulkSummary
+    outcomes: list[RowOutcome]
+    results_path: str | None = None
+    stopped_by: str | None = None
+    fatal: bool = False
+    results_error: str | None = None
+
+    def to_xcom(self, max_outcomes: int = XCOM_OUTCOMES_MAX) -> dict[str, Any]:
+        """The summary, plus ``outcomes`` when there are at most ``max_outcomes`` rows."""
+        data = self.summary.to_dict()
+        data["results_path"] = self.results_path
+        if len(self.outcomes) <= max_outcomes:
+            data["outcomes"] = [o.to_dict() for o in self.outcomes]
+        return data
+
+    def failures(self) -> list[RowOutcome]:
+        return [o for o in self.outcomes if o.status in (FAILED, INVALID)]
+
+    def check_policy(self, max_failed_rows: int | None = 0, max_failed_ratio: float | None = None) -> None:
+        """Raise if failed plus invalid rows exceed ``max_failed_rows`` or ``max_failed_ratio``.
+
+        Raises :class:`QmaticBulkRetryableError` when the policy would hold if every retryable
+        failure (5xx, 429, timeouts) succeeded on a retry, else :class:`QmaticBulkError`. A run
+        stopped by an authentication or permission error always raises the latter.
+        """
+        check_policy_values(max_failed_rows, max_failed_ratio)
+        total = self.summary.total
+        bad = self.failures()
+        hard = [o for o in bad if not o.retryable]
+
+        def exceeded(count: int) -> bool:
+            if max_failed_rows is not None and count > max_failed_rows:
+                return True
+            return max_failed_ratio is not None and total > 0 and count / total > max_failed_ratio
+
+        if not self.fatal and not exceeded(len(bad)):
+            if self.results_error:
+                raise QmaticBulkRetryableError(
+                    f"Qmatic bulk {self.summary.action}: every row was processed, but the results file "
+                    f"could not be written ({self.results_error}); a retry skips the rows already done "
+                    "and writes it again"
+                )
+            return
+        message = self.failure_report(max_failed_rows, max_failed_ratio)
+        if self.fatal or exceeded(len(hard)):
+            raise QmaticBulkError(message)
+        raise QmaticBulkRetryableError(message)
+
+    def failure_report(self, max_failed_rows: int | None, max_failed_ratio: float | None) -> str:
+        s = self.summary
+        policy = ", ".join(
+            f"{name}={value}"
+            for name, value in (("max_failed_rows", max_failed_rows), ("max_failed_ratio", max_failed_ratio))
+            if value is not None
+        )
+        head = (
+            f"Qmatic bulk {s.action}: {s.failed} failed and {s.invalid} invalid of {s.total} rows "
+            f"({s.succeeded} succeeded, {s.skipped_existing} already done)"
+        )
+        if self.stopped_by:
+            head += f"; the run stopped early: {self.stopped_by}"
+        else:
+            head += f", over the failure policy ({policy or 'none'})"
+        groups: dict[str, list[int]] = {}
+        for outcome in self.failures():
+            groups.setdefault(f"{outcome.status}: {outcome.error}", []).append(outcome.row)
+        lines = [head]
+        for reason, rows in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            shown = ", ".join(str(r) for r in rows[:10]) + (
+                f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+            )
+            lines.append(f"  {len(rows)} x {reason} (rows {shown})")
+        if self.results_path:
+            lines.append(f"  every row's outcome: {self.results_path}")
+        retryable = sum(1 for o in self.failures() if o.retryable)
+        if retryable:
+            lines.append(
+                f"  {retryable} failure(s) may pass on a retry (server faults, rate limits); a retry skips "
+                "the rows already done"
+            )
+        return "\n".join(lines)
+
+
+def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | None) -> None:
+    """Refuse a negative row count or a ratio outside [0, 1] (before any request)."""
+    if max_failed_rows is not None and (
+        isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, int) or max_failed_rows < 0
+    ):
+        raise QmaticConfigError(
+            "max_failed_rows must be a whole number >= 0, or None", field="max_failed_rows"
+        )
+    if max_failed_ratio is not None and (
+        isinstance(max_failed_ratio, bool)
+        or not isinstance(max_failed_ratio, (int, float))
+        or not 0 <= max_failed_ratio <= 1
+    ):
+        raise QmaticConfigError("max_failed_ratio must be between 0 and 1, or None", field="max_failed_ratio")
+
+
+# -- building blocks -----------------------------------------------------------------------------
+
+
+def build_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None) -> RateLimiter:
+    """The tenant's request budget, the same one the hook and the single operators draw from.
+
+    See :func:`airflow_provider_qmatic.client.shared_limiter`: shared by every process of this user
+    on the host with the file credential cache (the default), per process with ``memory``.
+    """
+    from airflow_provider_qmatic.client import shared_limiter
+
+    return shared_limiter(config, shared_dir=shared_dir)
+
+
+def build_bulk_client(
+    config: ClientConfig,
+    *,
+    limiter: RateLimiter | None = None,
+    on_secret: Callable[[str], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> QmaticClient:
+    """A client for a bulk job: the connection's token cache, a (shared) limiter, a big enough pool."""
+    from airflow_provider_qmatic.client import QmaticClient
+
+    return QmaticClient(
+        config,
+        limiter=limiter if limiter is not None else build_limiter(config),
+        on_secret=on_secret,
+        pool_size=max(16, concurrency * 2),
+    )
+
+
+def resolve_skip_existing(mode: str | bool, attempt: int) -> bool:
+    """``auto`` -> check only on a retry or cleared run (attempt > 1); ``always``; ``never``."""
+    if isinstance(mode, bool):
+        return mode
+    text = str(mode).strip().lower()
+    if text not in SKIP_EXISTING_MODES:
+        raise QmaticConfigError(
+            f"skip_existing must be one of {', '.join(SKIP_EXISTING_MODES)}, got {str(mode)[:20]!r}",
+            field="skip_existing",
+        )
+    if text == "auto":
+        return attempt > 1
+    return text == "always"
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:24]
+
+
+def _instant(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def _same_instant(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return False
+    if a.tzinfo is None or b.tzinfo is None:
+        return a.replace(tzinfo=None) == b.replace(tzinfo=None)
+    return a == b
+
+
+@dataclass(frozen=True)
+class _Item:
+    row: int
+    fingerprint: str
+    request: Any
+    customer: str | None = None  # personal identifier (booking), for the search cache only
+    appointment_id: str | None = None  # the row's appointment (reschedule, cancel)
+
+
+@dataclass
+class _Step:
+    name: str = "validate"
+
+
+def _validation_text(exc: QmaticValidationError) -> str:
+    """The model's message without its "invalid booking request: " prefix: ``field: rule | ...``."""
+    text = exc.message
+    if text.startswith("invalid ") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text
+
+
+def describe_error(step: str, exc: BaseException) -> str:
+    """``<step>: HTTP <status> <code> [at <field>]`` for API errors (Qmatic's own text can quote
+    values, so it is left out); the provider's own messages (which quote no personal data) else."""
+    if isinstance(exc, QmaticError):
+        if exc.status is not None:
+            text = f"{step}: HTTP {exc.status}"
+            if exc.code:
+                text += f" {exc.code}"
+            found = _field_in(exc.message) if exc.status == 400 else None
+            if found:
+                text += f" at {found}"
+            return text
+        if isinstance(exc, QmaticValidationError):
+            return f"{step}: {_validation_text(exc)}"
+        return f"{step}: {exc.message}" + (f" ({exc.code})" if exc.code else "")
+    return f"{step}: unexpected {type(exc).__name__}"
+
+
+def _field_in(message: str) -> str | None:
+    """The field path Qmatic names at the start of a 400 message (``customer.email: ...``)."""
+    _, sep, rest = message.partition(" with HTTP 400: ")
+    if not sep:
+        return None
+    name = rest.split(":", 1)[0].strip()
+    ok = name and len(name) <= 80 and all(ch.isalnum() or ch in "._[]" for ch in name)
+    return name if ok else None
+
+
+class _KeyedCache:
+    """A dict filled at most once per key, even when several threads ask at once."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._values: dict[str, Any] = {}
+
+    def get(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._guard:
+            if key in self._values:
+                return self._values[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._values:
+                    return self._values[key]
+            value = load()
+            with self._guard:
+                self._values[key] = value
+            return value
+
+
+# -- the runner ----------------------------------------------------------------------------------
+
+
+class BulkRunner:
+    """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.QmaticClient`.
+
+    :param client: the client every request goes through (build it with :func:`build_bulk_client`
+        so that it has a limiter); one runner serves one job at a time.
+    :param concurrency: worker threads, 1 to 32 (default 4). The limiter, not this, sets the pace;
+        a few threads keep the budget used while each waits for its answer.
+    :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
+    :param attempt: the task's try number; ``auto`` checks existing state when it is above 1.
+    :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`);
+        one per task instance. None: no journal.
+    :param timezone: IANA zone for row times written without an offset.
+    :param logger: where progress and the summary go (the operator passes its task logger).
+    """
+
+    def __init__(
+        self,
+        client: QmaticClient,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        skip_existing: str | bool = "auto",
+        attempt: int = 1,
+        journal_path: str | os.PathLike[str] | None = None,
+        timezone: str | tzinfo | None = None,
+        logger: logging.Logger | None = None,
+        progress_every_seconds: float = EVERY_SECONDS,
+        progress_every_fraction: float = EVERY_FRACTION,
+        row_attempts: int = ROW_ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):
+            raise QmaticConfigError(
+                f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
+            )
+        self.client = client
+        self.concurrency = concurrency
+        self.skip = resolve_skip_existing(skip_existing, attempt)
+        self.attempt = attempt
+        self.journal_path = journal_path
+        self.timezone = timezone
+        self.log = logger or log
+        self._progress_every_seconds = progress_every_seconds
+        self._progress_every_fraction = progress_every_fraction
+        self._row_attempts = max(1, row_attempts)
+        self._sleep = sleep
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+        self._journal: Journal | None = None
+        self._journal_done: dict[str, str | None] = {}
+        self._unresolved: set[str] = set()
+        self._lost_reserves = 0
+        self._counter_lock = threading.Lock()
+        self._durations = _KeyedCache()
+        self._searches = _KeyedCache()
+        self._multi_row_customers: set[str] = set()
+
+    # -- public --------------------------------------------------------------------------------
+
+    def book(self, rows: Source, **kwargs: Any) -> BulkResult:
+        """Bulk booking; see :meth:`run`."""
+        return self.run("book", rows, **kwargs)
+
+    def reschedule(self, rows: Source, **kwargs: Any) -> BulkResult:
+        """Bulk reschedule; see :meth:`run`."""
+        return self.run("reschedule", rows, **kwargs)
+
+    def cancel(self, rows: Source, **kwargs: Any) -> BulkResult:
+        """Bulk cancel; see :meth:`run`."""
+        return self.run("cancel", rows, **kwargs)
+
+    def stop(self) -> None:
+        """Ask the workers to stop after their current row (the operator's ``on_kill``)."""
+        self._stop.set()
+
+    def run(
+        self,
+        action: str,
+        rows: Source,
+        *,
+        column_map: Mapping[str, str] | None = None,
+        results_path: str | os.PathLike[str] | PathLike | None = None,
+    ) -> BulkResult:
+        """Validate and run every row; never raises for failed rows (see :meth:`BulkResult.check_policy`).
+
+        :param action: ``book``, ``reschedule`` or ``cancel``.
+        :param rows: a list of row dicts, or a path/URI of a ``.csv`` or ``.jsonl`` file.
+        :param column_map: ``{input column: field}`` renames (see :mod:`.bulk_io`).
+        :param results_path: where to write the per-row outcomes (``.csv`` or ``.jsonl``).
+        :raises QmaticConfigError: unreadable input or missing required columns (before any request).
+        """
+        if action not in ACTIONS:
+            raise QmaticConfigError(f"action must be one of {', '.join(ACTIONS)}", field="action")
+        self._fatal, self._lost_reserves = None, 0
+        self._journal_done, self._unresolved = {}, set()
+        started = time.monotonic()
+        api_before, token_before = self.client.api_requests, self.client.token_requests
+        items, outcomes, total = self.prepare(action, rows, column_map=column_map)
+
+        def requests_sent() -> int:
+            return (self.client.api_requests - api_before) + (self.client.token_requests - token_before)
+
+        limiter = self.client.limiter
+        progress = ProgressReporter(
+            action=action,
+            total=total,
+            requests=requests_sent,
+            limit=limiter.limit if limiter is not None else None,
+            current_rate=(lambda: limiter.current_rate) if limiter is not None else None,
+            logger=self.log,
+            every_fraction=self._progress_every_fraction,
+            every_seconds=self._progress_every_seconds,
+        )
+        self.log.info(
+            "Qmatic bulk %s: %d rows, %d valid, %d invalid; %d worker thread(s), pace %s, skip_existing %s "
+            "(attempt %d)%s",
+            action,
+            total,
+            len(items),
+            total - len(items),
+            min(self.concurrency, max(1, len(items))),
+            f"{limiter.limit:g} requests/min" if limiter is not None else "unpaced",
+            "on" if self.skip else "off",
+            self.attempt,
+            f", journal {self.journal_path}" if self.journal_path else "",
+        )
+        counts: Counter[str] = Counter(o.status for o in outcomes)
+        try:
+            if self.journal_path is not None and items:
+                self._journal = Journal(self.journal_path)
+                state = self._journal.open()
+                self._resume(action, state)
+            outcomes.extend(self._execute(action, items, counts, total, progress))
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+        outcomes.sort(key=lambda o: o.row)
+        elapsed = time.monotonic() - started
+        sent = requests_sent()
+        summary = BulkSummary(
+            action=action,
+            total=total,
+            succeeded=counts[SUCCEEDED],
+            skipped_existing=counts[SKIPPED_EXISTING],
+            failed=counts[FAILED],
+            invalid=counts[INVALID],
+            api_requests=self.client.api_requests - api_before,
+            token_requests=self.client.token_requests - token_before,
+            elapsed_s=round(elapsed, 3),
+            requests_per_minute=round(achieved_rate(sent, elapsed), 1),
+            limit_per_minute=limiter.limit if limiter is not None else None,
+            possibly_orphaned_reservations=self._lost_reserves,
+        )
+        result = BulkResult(
+            summary=summary, outcomes=outcomes, stopped_by=self._fatal, fatal=self._fatal is not None
+        )
+        progress.finish(len(outcomes), counts)
+        if results_path is not None:
+            try:
+                result.results_path = write_outcomes(results_path, [o.to_dict() for o in outcomes])
+            except Exception as exc:  # every row is done: report, and let check_policy fail the task
+                result.results_error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"[:300]
+                self.log.error(
+                    "Qmatic bulk %s: could not write the results file: %s", action, result.results_error
+                )
+        table = summary.to_dict()
+        table.pop("action")
+        if result.results_path:
+            table["results_path"] = result.results_path
+        self.log.info("%s", summary_table(f"Qmatic bulk {action}: summary", table))
+        return result
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def prepare(
+        self, action: str, rows: Source, *, column_map: Mapping[str, str] | None = None
+    ) -> tuple[list[_Item], list[RowOutcome], int]:
+        """Read and validate: the valid rows to run, outcomes of invalid ones, and the row count."""
+        from airflow_provider_qmatic.models import (
+            BookingRequest,
+            CancelRequest,
+            RescheduleRequest,
+            resolve_timezone,
+        )
+
+        zone = resolve_timezone(self.timezone)
+        loaded = load_rows(rows, action=action, column_map=column_map)
+        if loaded.ignored:
+            self.log.warning(
+                "Qmatic bulk %s: ignoring column(s) that name no field: %s (fields: %s; rename with "
+                "column_map)",
+                action,
+                ", ".join(loaded.ignored[:20]),
+                ", ".join(known_fields(action)),
+            )
+        items: list[_Item] = []
+        invalid: list[RowOutcome] = []
+        first_seen: dict[str, int] = {}
+        customers: Counter[str] = Counter()
+        for number, flat in loaded.rows:
+            try:
+                if action == "book":
+                    booking = BookingRequest.parse(_nest_booking(flat), timezone=zone)
+                    pid = booking.customer.personal_identifier
+                    key = _fingerprint(
+                        "book", pid, booking.branch_id, booking.service_id, _instant(booking.start_time)
+                    )
+                    item = _Item(number, key, booking, pid)
+                    dedupe = key
+                elif action == "reschedule":
+                    move = RescheduleRequest.parse(flat, timezone=zone)
+                    key = _fingerprint("reschedule", move.appointment_id, _instant(move.start_time))
+                    item = _Item(number, key, move, appointment_id=move.appointment_id)
+                    dedupe = move.appointment_id
+                else:
+                    cancel = CancelRequest.parse(flat)
+                    key = _fingerprint("cancel", cancel.appointment_id)
+                    item = _Item(number, key, cancel, appointment_id=cancel.appointment_id)
+                    dedupe = cancel.appointment_id
+            except QmaticValidationError as exc:
+                invalid.append(RowOutcome(number, INVALID, error=_validation_text(exc)))
+                continue
+            if dedupe in first_seen:
+                what = "customer, branch, service and start" if action == "book" else "appointment"
+                invalid.append(
+                    RowOutcome(number, INVALID, error=f"duplicate of row {first_seen[dedupe]} (same {what})")
+                )
+                continue
+            first_seen[dedupe] = number
+            if item.customer is not None:
+                customers[item.customer] += 1
+            items.append(item)
+        self._multi_row_customers = {c for c, n in customers.items() if n > 1}
+        return items, invalid, len(loaded.rows)
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        action: str,
+        items: Sequence[_Item],
+        counts: Counter[str],
+        total: int,
+        progress: ProgressReporter,
+    ) -> list[RowOutcome]:
+        if not items:
+            return []
+        handler = {"book": self._book, "reschedule": self._reschedule, "cancel": self._cancel}[action]
+        work: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        for item in items:
+            work.put(item)
+        results: queue.SimpleQueue[RowOutcome] = queue.SimpleQueue()
+        threads = [
+            threading.Thread(
+                target=self._worker, args=(handler, work, results), name=f"qmatic-bulk-{i}", daemon=True
+            )
+            for i in range(min(self.concurrency, len(items)))
+        ]
+        for thread in threads:
+            thread.start()
+        out: list[RowOutcome] = []
+        done = total - len(items)  # invalid rows are done already
+        try:
+            while len(out) < len(items):
+                try:
+                    outcome = results.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(t.is_alive() for t in threads):
+                        break  # the run stopped early; outcomes put just before are drained below
+                    progress.update(done, counts)
+                    continue
+                out.append(outcome)
+                counts[outcome.status] += 1
+                done += 1
+                progress.update(done, counts)
+        except BaseException:
+            self._stop.set()  # killed (SIGTERM -> exception here): let in-flight rows finish cleanly
+            for thread in threads:
+                thread.join(timeout=60)
+            raise
+        for thread in threads:
+            thread.join()
+        while True:
+            try:
+                outcome = results.get_nowait()
+            except queue.Empty:
+                break
+            out.append(outcome)
+            counts[outcome.status] += 1
+        # Rows the workers never reached (the run stopped): failed, and said why.
+        seen = {o.row for o in out}
+        reason = f"not attempted: {self._fatal}" if self._fatal else "not attempted: the run was stopped"
+        for item in items:
+            if item.row not in seen:
+                outcome = RowOutcome(item.row, FAILED, item.appointment_id, reason, self._fatal is None)
+                out.append(outcome)
+                counts[FAILED] += 1
+        return out
+
+    def _worker(
+        self,
+        handler: Callable[[_Item, _Step], RowOutcome],
+        work: queue.SimpleQueue[_Item],
+        results: queue.SimpleQueue[RowOutcome],
+    ) -> None:
+        while not self._stop.is_set():
+            try:
+                item = work.get_nowait()
+            except queue.Empty:
+                return
+            step = _Step()
+            try:
+                outcome = handler(item, step)
+            except _FATAL as exc:
+                text = describe_error(step.name, exc)
+                with self._counter_lock:
+                    if self._fatal is None:
+                        self._fatal = text
+                self._stop.set()
+                self.log.error("Qmatic bulk: stopping the run, no row can succeed: %s", text)
+                outcome = RowOutcome(item.row, FAILED, item.appointment_id, text)
+            except QmaticError as exc:
+                outcome = RowOutcome(
+                    item.row, FAILED, item.appointment_id, describe_error(step.name, exc), _retryable(exc)
+                )
+            except Exception as exc:
+                self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, step.name)
+                outcome = RowOutcome(item.row, FAILED, item.appointment_id, describe_error(step.name, exc))
+            results.put(outcome)
+
+    # -- resuming from the journal ---------------------------------------------------------------
+
+    def _resume(self, action: str, state: JournalState) -> None:
+        self._journal_done = dict(state.done)
+        if state.entries:
+            self.log.info(
+                "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d reservation(s) without "
+                "an outcome",
+                action,
+                len(state.done),
+                len(state.open_reservations),
+            )
+        for reservation_id, (fingerprint, row, appointment_id) in state.open_reservations.items():
+            fate, used_by = self._settle(
+                action, reservation_id, fingerprint, row, appointment_id=appointment_id
+            )
+            if fate == _DONE:
+                self._journal_done[fingerprint] = used_by
+            elif fate == _UNKNOWN:
+                self._unresolved.add(fingerprint)
+
+    def _settle(
+        self, action: str, reservation_id: str, fingerprint: str, row: int, *, appointment_id: str | None
+    ) -> tuple[str, str | None]:
+        """Find out what became of a reservation, and clean up; recorded in the journal.
+
+        ``(done, appointment id)`` if it was used (confirmed, or consumed by a reschedule);
+        ``(released, None)`` if it is not held any more (released here if it still was);
+        ``(unknown, None)`` if Qmatic cannot tell now: the journal then keeps it for the next attempt.
+        """
+        scopes = _SCOPES[action]
+        for _look in range(3):
+            try:
+                current = self.client.get_appointment(reservation_id, scopes=scopes)
+            except QmaticNotFoundError:
+                self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
+                return _RELEASED, None
+            except QmaticError as exc:
+                self.log.warning(
+                    "Qmatic bulk: could not read reservation %s of row %d (%s); it stays in the journal",
+                    reservation_id,
+                    row,
+                    describe_error("get", exc),
+                )
+                return _UNKNOWN, None
+            status = (current.status or "").upper()
+            if action == "book" and status in ("CONFIRMED", "CANCELLED"):
+                self._record(
+                    DONE, fingerprint, row, reservation_id=reservation_id, appointment_id=reservation_id
+                )
+                return _DONE, reservation_id
+            if status == "CONSUMED":
+                used_by = appointment_id or reservation_id
+                self._record(DONE, fingerprint, row, reservation_id=reservation_id, appointment_id=used_by)
+                return _DONE, used_by
+            if status != "RESERVED":
+                self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
+                return _RELEASED, None
+            try:
+                self.client.release_reservation(reservation_id, scopes=scopes)
+            except QmaticConflictError:
+                continue  # confirmed, used or expired meanwhile (a late request of a killed attempt)
+            except QmaticError as exc:
+                self.log.warning(
+                    "Qmatic bulk: could not release reservation %s of row %d (%s); it stays in the journal "
+                    "and is held until it expires",
+                    reservation_id,
+                    row,
+                    describe_error("release", exc),
+                )
+                return _UNKNOWN, None
+            self.log.info("Qmatic bulk: released reservation %s of row %d", reservation_id, row)
+            self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
+            return _RELEASED, None
+        return _UNKNOWN, None
+
+    def _check_unresolved(self, item: _Item) -> None:
+        if item.fingerprint in self._unresolved:
+            raise QmaticServerError(
+                "a reservation an earlier attempt made for this row could not be checked (Qmatic did not "
+                "answer); the row is left for a retry rather than risk booking it twice"
+            )
+
+    def _record(
+        self,
+        event: str,
+        fingerprint: str,
+        row: int,
+        *,
+        reservation_id: str | None = None,
+        appointment_id: str | None = None,
+    ) -> None:
+        if self._journal is not None:
+            self._journal.record(
+                event,
+                fingerprint=fingerprint,
+                row=row,
+                reservation_id=reservation_id,
+                appointment_id=appointment_id,
+            )
+
+    # -- one row of each action ------------------------------------------------------------------
+
+    def _reserve(self, body: Mapping[str, Any], scopes: frozenset[Scope], step: _Step) -> Appointment | None:
+        """Reserve; a lost answer is retried (nothing can find that reservation; it expires). None if
+        every attempt lost its answer (the caller then fails the row, retryably)."""
+        step.name = "reserve"
+        for attempt in range(1, self._row_attempts + 1):
+            try:
+                return self.client.reserve(body, scopes=scopes)
+            except QmaticUnknownOutcomeError:
+                with self._counter_lock:
+                    self._lost_reserves += 1
+                if attempt == self._row_attempts or self._stop.is_set():
+                    raise
+                self._sleep(backoff_delay(attempt))
+        return None
+
+    def _book(self, item: _Item, step: _Step) -> RowOutcome:
+        request: BookingRequest = item.request
+        if item.fingerprint in self._journal_done:
+            return RowOutcome(item.row, SKIPPED_EXISTING, self._journal_done[item.fingerprint])
+        step.name = "journal"
+        self._check_unresolved(item)
+        if self.skip:
+            step.name = "search"
+            existing = self._existing_booking(request)
+            if existing is not None:
+                return RowOutcome(item.row, SKIPPED_EXISTING, existing)
+        if request.end_time is None:
+            step.name = "list_services"
+            request = request.with_end(self._duration(request.branch_id, request.service_id))
+        body = request.reservation_body()
+        confirmation = request.confirmation_body()
+        scopes = _SCOPES["book"]
+        last_error: QmaticError | None = None
+        for attempt in range(1, self._row_attempts + 1):
+            reservation = self._reserve(body, scopes, step)
+            if reservation is None:
+                break
+            rid = reservation.appointment_id
+            self._record(RESERVED, item.fingerprint, item.row, reservation_id=rid)
+            step.name = "confirm"
+            try:
+                confirmed = self.client.confirm_reservation(rid, confirmation, scopes=scopes)
+            except QmaticError as exc:
+                fate, used_by = self._settle("book", rid, item.fingerprint, item.row, appointment_id=rid)
+                if fate == _DONE:
+                    return RowOutcome(item.row, SUCCEEDED, used_by)
+                if (
+                    fate == _RELEASED
+                    and _is_expired(exc)
+                    and attempt < self._row_attempts
+                    and not self._stop.is_set()
+                ):
+                    last_error = exc
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._settle("book", rid, item.fingerprint, item.row, appointment_id=rid)
+                raise
+            self._record(
+                DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=confirmed.appointment_id
+            )
+            return RowOutcome(item.row, SUCCEEDED, confirmed.appointment_id)
+        raise last_error or QmaticError("no reservation could be made")
+
+    def _existing_booking(self, request: BookingRequest) -> str | None:
+        pid = request.customer.personal_identifier
+        if pid in self._multi_row_customers:
+            found: list[Appointment] = self._searches.get(pid, lambda: self.client.search_appointments(pid))
+        else:
+            found = self.client.search_appointments(pid)
+        for appointment in found:
+            if (
+                (appointment.status or "").upper() == "CONFIRMED"
+                and appointment.branch is not None
+                and appointment.branch.id == request.branch_id
+                and appointment.service is not None
+                and appointment.service.id == request.service_id
+                and appointment.time_slot is not None
+                and _same_instant(appointment.time_slot.start_time, request.start_time)
+            ):
+                return appointment.appointment_id
+        return None
+
+    def _duration(self, branch_id: str, service_id: str) -> int:
+        services = self._durations.get(branch_id, lambda: self.client.list_services(branch_id))
+        for service in services:
+            if service.id == service_id and service.duration_minutes:
+                return int(service.duration_minutes)
+        raise QmaticNotFoundError(
+            "the service is not offered at the branch (or has no duration); give end_time or check the ids",
+            code="not_found",
+        )
+
+    def _reschedule(self, item: _Item, step: _Step) -> RowOutcome:
+        request: RescheduleRequest = item.request
+        aid = request.appointment_id
+        if item.fingerprint in self._journal_done:
+            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
+        step.name = "journal"
+        self._check_unresolved(item)
+        scopes = _SCOPES["reschedule"]
+        step.name = "get"
+        current = self.client.get_appointment(aid, scopes=scopes)
+        status = (current.status or "").upper()
+        at_target = current.time_slot is not None and _same_instant(
+            current.time_slot.start_time, request.start_time
+        )
+        if status == "CONFIRMED" and at_target:
+            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
+        if status != "CONFIRMED":
+            raise QmaticConflictError(
+                f"the appointment is {status or 'in an unknown state'}; only a CONFIRMED one can be "
+                "rescheduled",
+                code="invalid_state",
+            )
+        if request.end_time is None:
+            request = request.with_end(_minutes(current))
+        body = request.reservation_body_for(current)
+        last_error: QmaticError | None = None
+        for attempt in range(1, self._row_attempts + 1):
+            reservation = self._reserve(body, scopes, step)
+            if reservation is None:
+                break
+            rid = reservation.appointment_id
+            self._record(RESERVED, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
+            step.name = "reschedule"
+            try:
+                self.client.reschedule(aid, rid, scopes=scopes)
+            except QmaticError as exc:
+                if self._moved(aid, request.start_time, scopes):
+                    self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
+                    return RowOutcome(item.row, SUCCEEDED, aid)
+                fate, _used_by = self._settle(
+                    "reschedule", rid, item.fingerprint, item.row, appointment_id=aid
+                )
+                if fate == _DONE:
+                    return RowOutcome(item.row, SUCCEEDED, aid)
+                if (
+                    fate == _RELEASED
+                    and _is_expired(exc)
+                    and attempt < self._row_attempts
+                    and not self._stop.is_set()
+                ):
+                    last_error = exc
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._settle("reschedule", rid, item.fingerprint, item.row, appointment_id=aid)
+                raise
+            self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
+            return RowOutcome(item.row, SUCCEEDED, aid)
+        raise last_error or QmaticError("no reservation could be made")
+
+    def _moved(self, appointment_id: str, start: datetime, scopes: frozenset[Scope]) -> bool:
+        try:
+            current = self.client.get_appointment(appointment_id, scopes=scopes)
+        except QmaticError:
+            return False
+        return current.time_slot is not None and _same_instant(current.time_slot.start_time, start)
+
+    def _cancel(self, item: _Item, step: _Step) -> RowOutcome:
+        request: CancelRequest = item.request
+        aid = request.appointment_id
+        if item.fingerprint in self._journal_done:
+            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
+        if self.skip:
+            step.name = "get"
+            current = self.client.get_appointment(aid, scopes=_SCOPES["cancel"])
+            if (current.status or "").upper() == "CANCELLED":
+                return RowOutcome(item.row, SKIPPED_EXISTING, aid)
+        step.name = "cancel"
+        _current, already = self.client.cancel_appointment(aid)
+        self._record(DONE, item.fingerprint, item.row, appointment_id=aid)
+        return RowOutcome(item.row, SKIPPED_EXISTING if already else SUCCEEDED, aid)
+
+
+def _nest_booking(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat row fields -> the nested shape BookingRequest.parse reads (customer fields grouped)."""
+    from airflow_provider_qmatic.bulk_io import CUSTOMER_FIELDS
+
+    nested: dict[str, Any] = {k: v for k, v in flat.items() if k not in CUSTOMER_FIELDS}
+    nested["customer"] = {k: flat[k] for k in CUSTOMER_FIELDS if k in flat}
+    return nested
+
+
+def _minutes(appointment: Appointment) -> int:
+    slot = appointment.time_slot
+    if slot is None or slot.start_time is None or slot.end_time is None:
+        raise QmaticValidationError(
+            "end_time: the appointment has no end time to keep the duration from; give end_time",
+            field="end_time",
+        )
+    return max(1, round((slot.end_time - slot.start_time).total_seconds() / 60))
+
+
+def _is_expired(exc: BaseException) -> bool:
+    return isinstance(exc, QmaticConflictError) and exc.code == "reservation_expired"
+
+
+def _retryable(exc: QmaticError) -> bool:
+    return bool(exc.retryable) or _is_expired(exc)

@@ -1,0 +1,147 @@
+"""Progress lines while a bulk job runs, and the summary table at its end.
+
+A line is logged whenever another 5% of the rows is done, or 30 seconds have passed since the last
+line (also when no row finished meanwhile, e.g. during a long pause after a 429):
+
+    Qmatic bulk book: 150/300 rows (50.0%) | succeeded 140, skipped_existing 5, failed 3, invalid 2 |
+    98.7 requests/min (limit 100) | ETA 1m 32s
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+EVERY_FRACTION = 0.05
+EVERY_SECONDS = 30.0
+STATUS_ORDER = ("succeeded", "skipped_existing", "failed", "invalid")
+
+
+def achieved_rate(requests: int, elapsed_s: float) -> float:
+    """Requests per minute: ``(requests - 1) / elapsed``.
+
+    The first request goes out at once and starts the clock; counting it would show a short job of
+    n requests n/(n-1) times faster than its pace (24 requests paced at 100/min would read 104).
+    """
+    return max(0, requests - 1) * 60.0 / elapsed_s if elapsed_s > 0 else 0.0
+
+
+def format_duration(seconds: float) -> str:
+    """``1h 02m``, ``3m 05s`` or ``12s``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+class ProgressReporter:
+    """Decides when to log a progress line and writes it.
+
+    :param action: ``book``, ``reschedule`` or ``cancel`` (for the line's prefix).
+    :param total: rows in the job, invalid ones included.
+    :param requests: how many requests the job has sent so far (API and token requests).
+    :param limit: the pacing limit, requests per minute; ``current_rate`` what is in force now.
+    """
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        total: int,
+        requests: Callable[[], int],
+        limit: float | None,
+        current_rate: Callable[[], float] | None = None,
+        logger: logging.Logger,
+        every_fraction: float = EVERY_FRACTION,
+        every_seconds: float = EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._action = action
+        self._total = total
+        self._requests = requests
+        self._limit = limit
+        self._current_rate = current_rate
+        self._log = logger
+        self._every_rows = max(1, int(total * every_fraction)) if total else 1
+        self._every_seconds = every_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._last_time = self._started
+        self._last_done = 0
+        self.lines = 0
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def rate(self) -> float:
+        """Achieved requests per minute since the start (see :func:`achieved_rate`)."""
+        return achieved_rate(self._requests(), self.elapsed())
+
+    def due(self, done: int) -> bool:
+        now = self._clock()
+        return done - self._last_done >= self._every_rows or now - self._last_time >= self._every_seconds
+
+    def update(self, done: int, counts: Mapping[str, int], *, force: bool = False) -> None:
+        """Log a line if 5% more rows are done or 30 s have passed since the last one (or ``force``)."""
+        with self._lock:
+            if not force and not self.due(done):
+                return
+            self._last_time = self._clock()
+            self._last_done = done
+            self.lines += 1
+        self._log.info("%s", self.line(done, counts))
+
+    def finish(self, done: int, counts: Mapping[str, int]) -> None:
+        """The last line, unless the line for this count was just logged."""
+        with self._lock:
+            if self.lines and self._last_done == done:
+                return
+        self.update(done, counts, force=True)
+
+    def line(self, done: int, counts: Mapping[str, int]) -> str:
+        total = self._total
+        percent = 100.0 * done / total if total else 100.0
+        outcome = ", ".join(f"{name} {counts.get(name, 0)}" for name in STATUS_ORDER)
+        elapsed = self.elapsed()
+        rate = self.rate()
+        pace = f"{rate:.1f} requests/min"
+        if self._limit:
+            pace += f" (limit {self._limit:g}"
+            current = self._current_rate() if self._current_rate is not None else self._limit
+            if current < self._limit - 1e-9:
+                pace += f", lowered to {current:.0f} after 429"
+            pace += ")"
+        if 0 < done < total and elapsed > 0:
+            eta = f"ETA {format_duration(elapsed * (total - done) / done)}"
+        elif done >= total:
+            eta = f"done in {format_duration(elapsed)}"
+        else:
+            eta = "ETA unknown"
+        return (
+            f"Qmatic bulk {self._action}: {done}/{total} rows ({percent:.1f}%) | {outcome} | {pace} | {eta}"
+        )
+
+
+def summary_table(title: str, rows: Mapping[str, object]) -> str:
+    """A two-column text table, one log record: the job's final summary."""
+    shown = {key: _cell(value) for key, value in rows.items()}
+    width_key = max([len(k) for k in shown] + [len("field")])
+    width_value = max([len(v) for v in shown.values()] + [len("value")])
+    rule = f"+-{'-' * width_key}-+-{'-' * width_value}-+"
+    lines = [title, rule, f"| {'field'.ljust(width_key)} | {'value'.rjust(width_value)} |", rule]
+    lines.extend(f"| {k.ljust(width_key)} | {v.rjust(width_value)} |" for k, v in shown.items())
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return "-" if value is None else str(value)

@@ -1,0 +1,247 @@
+"""Bulk operators: book, reschedule or cancel many appointments in one task.
+
+Thin wrappers over :class:`airflow_provider_qmatic.bulk.BulkRunner`: they build the client from the
+connection (with a rate limiter shared by every process of the connection on the worker host),
+name the task instance's journal, read and write files through Airflow's ``ObjectStoragePath``,
+push the summary to XCom and apply the failure policy. See ``docs/bulk.md``.
+
+Kept import-light: DAG files import this module at every parse, so the runner, the models and the
+client are imported inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_provider_qmatic.compat import ObjectStoragePath, mask_secret
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.bulk import BulkRunner
+
+# Mirrors airflow_provider_qmatic.bulk.XCOM_OUTCOMES_MAX (not imported here to keep parsing light).
+XCOM_OUTCOMES_MAX = 1000
+
+
+class _QmaticBulkOperator(QmaticBaseOperator):
+    """Shared arguments of the bulk operators.
+
+    :param rows: the input, templated: a list of row dicts (or an upstream task's XCom, e.g.
+        ``rows=plan_task.output``), or a path/URI of a ``.csv`` or ``.jsonl`` file read through
+        ``ObjectStoragePath`` (plain paths, ``file://``, ``s3://``, ``gs://``, ...; a connection
+        for the store goes in the URI as ``s3://conn_id@bucket/key``). A JSON array in a string
+        (as a Jinja ``xcom_pull`` renders) is read as a list.
+    :param results_path: where to write every row's outcome (``.csv`` or ``.jsonl``), templated.
+    :param column_map: ``{input column: field}`` for columns named otherwise, templated.
+    :param timezone: IANA zone for times written without an offset (e.g. ``Europe/Stockholm``).
+    :param skip_existing: ``auto`` (check Qmatic for rows already done when the task is a retry
+        or a cleared run), ``always`` or ``never``.
+    :param concurrency: worker threads, 1-32 (default 4); the connection's
+        ``requests_per_minute`` sets the pace.
+    :param max_failed_rows: fail the task if more rows than this failed or were invalid
+        (default 0: any failed row fails the task, after every row was processed). None: no limit.
+    :param max_failed_ratio: fail the task if failed plus invalid rows exceed this fraction of all
+        rows (0-1). None (default): no ratio limit.
+    :param journal_dir: private directory for the resumability journal (default:
+        ``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` in the token cache directory).
+    :param xcom_outcomes_max: per-row outcomes are included in the returned XCom for jobs of at
+        most this many rows (default 1000); larger jobs should set ``results_path``.
+    :param qmatic_conn_id: the Qmatic connection.
+    """
+
+    action: ClassVar[str] = ""
+    template_fields: Sequence[str] = (
+        "rows",
+        "results_path",
+        "column_map",
+        "timezone",
+        "skip_existing",
+        "qmatic_conn_id",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"rows": "json", "column_map": "json"}
+    ui_color = "#d6ecf7"
+
+    def __init__(
+        self,
+        *,
+        rows: Any,
+        results_path: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        timezone: str | None = None,
+        skip_existing: str = "auto",
+        concurrency: int = 4,
+        max_failed_rows: int | None = 0,
+        max_failed_ratio: float | None = None,
+        journal_dir: str | None = None,
+        xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
+        progress_every_seconds: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rows = rows
+        self.results_path = results_path
+        self.column_map = column_map
+        self.timezone = timezone
+        self.skip_existing = skip_existing
+        self.concurrency = concurrency
+        self.max_failed_rows = max_failed_rows
+        self.max_failed_ratio = max_failed_ratio
+        self.journal_dir = journal_dir
+        self.xcom_outcomes_max = xcom_outcomes_max
+        self.progress_every_seconds = progress_every_seconds
+        self._runner: BulkRunner | None = None
+        # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
+        if (
+            isinstance(skip_existing, str)
+            and "{{" not in skip_existing
+            and skip_existing.strip().lower() not in ("auto", "always", "never")
+        ):
+            raise QmaticConfigError(
+                f"skip_existing must be auto, always or never, got {skip_existing[:20]!r}",
+                field="skip_existing",
+            )
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 32:
+            raise QmaticConfigError("concurrency must be a whole number from 1 to 32", field="concurrency")
+        from airflow_provider_qmatic.bulk import check_policy_values
+
+        check_policy_values(max_failed_rows, max_failed_ratio)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client, build_limiter
+        from airflow_provider_qmatic.bulk_journal import default_journal_dir, journal_name
+
+        ti = context["ti"]
+        attempt = int(getattr(ti, "try_number", 1) or 1)
+        with self.failing_fast():
+            config = self.hook.config
+            rows = self._source(self.rows)
+            results = ObjectStoragePath(self.results_path) if self.results_path else None
+            directory = (
+                Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
+            )
+            map_index = getattr(ti, "map_index", -1)
+            journal = directory / journal_name(
+                dag_id=ti.dag_id,
+                run_id=context.get("run_id") or ti.run_id,
+                task_id=ti.task_id,
+                map_index=-1 if map_index is None else int(map_index),
+            )
+            client = build_bulk_client(
+                config, limiter=build_limiter(config), on_secret=mask_secret, concurrency=self.concurrency
+            )
+            runner = BulkRunner(
+                client,
+                concurrency=self.concurrency,
+                skip_existing=self.skip_existing,
+                attempt=attempt,
+                journal_path=journal,
+                timezone=self.timezone or None,
+                logger=self.log,
+                progress_every_seconds=self.progress_every_seconds,
+            )
+            self._runner = runner
+            try:
+                result = runner.run(
+                    self.action, rows, column_map=self.column_map or None, results_path=results
+                )
+            finally:
+                client.close()
+                self._runner = None
+            summary = result.to_xcom(self.xcom_outcomes_max)
+            # Pushed before the policy is applied, so a failed task still shows what happened.
+            ti.xcom_push(key="summary", value=result.to_xcom(0))
+            result.check_policy(self.max_failed_rows, self.max_failed_ratio)
+        return summary
+
+    def on_kill(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            runner.stop()
+
+    @staticmethod
+    def _source(rows: Any) -> Any:
+        """The rendered ``rows`` as the runner reads them: a list, or a path opened via ObjectStoragePath."""
+        if isinstance(rows, str):
+            text = rows.strip()
+            if text.startswith("["):
+                return _parse_list(text)
+            if not text:
+                raise QmaticConfigError(
+                    "rows is empty: give a list of row dicts or a file path/URI", field="rows"
+                )
+            return ObjectStoragePath(text)
+        if isinstance(rows, Path):
+            return ObjectStoragePath(str(rows))
+        if isinstance(rows, Mapping):
+            raise QmaticConfigError("rows must be a list of row dicts, not a single dict", field="rows")
+        if isinstance(rows, Sequence) or hasattr(rows, "open"):
+            return rows
+        if rows is None:
+            raise QmaticConfigError("rows is None: the upstream task returned nothing", field="rows")
+        # A lazy XCom sequence (mapped upstream tasks) is iterable but not a Sequence.
+        try:
+            return list(rows)
+        except TypeError:
+            raise QmaticConfigError(
+                f"rows must be a list of row dicts or a file path/URI, got {type(rows).__name__}",
+                field="rows",
+            ) from None
+
+
+def _parse_list(text: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise QmaticConfigError(
+                "rows looks like a list but is neither JSON nor a Python literal; set "
+                "render_template_as_native_obj=True on the DAG or pass the XCom directly (task.output)",
+                field="rows",
+            ) from None
+    if not isinstance(value, list):
+        raise QmaticConfigError("rows must be a list of row dicts", field="rows")
+    return value
+
+
+class QmaticBulkBookAppointmentsOperator(_QmaticBulkOperator):
+    """Book many appointments (reserve, then confirm each), paced and exactly once.
+
+    Row fields: ``branch_id, service_id, start_time, personal_identifier, first_name, last_name,
+    email`` (required), ``end_time`` (default: start plus the service's duration), ``phone_number,
+    date_of_birth, notes, resource_id, number_of_reservations`` (optional). Returns the summary
+    (``total, succeeded, skipped_existing, failed, invalid, api_requests, token_requests,
+    elapsed_s, requests_per_minute``, ...) and, for small jobs, ``outcomes``.
+    """
+
+    action = "book"
+
+
+class QmaticBulkRescheduleAppointmentsOperator(_QmaticBulkOperator):
+    """Move many appointments to new times (same branch and service), paced and exactly once.
+
+    Row fields: ``appointment_id, start_time`` (required), ``end_time`` (default: keeps the
+    appointment's duration), ``notes``. A row whose appointment is already at ``start_time`` is
+    ``skipped_existing``.
+    """
+
+    action = "reschedule"
+
+
+class QmaticBulkCancelAppointmentsOperator(_QmaticBulkOperator):
+    """Cancel many appointments. Row field: ``appointment_id``. Already cancelled: ``skipped_existing``."""
+
+    action = "cancel"
+
+
+__all__ = [
+    "QmaticBulkBookAppointmentsOperator",
+    "QmaticBulkCancelAppointmentsOperator",
+    "QmaticBulkRescheduleAppointmentsOperator",
+]

@@ -1,0 +1,38 @@
+"""Child processes of the bulk tests (run as ``python bulk_child.py <mode> <json args>``).
+
+``book``: run a bulk booking with the runner, as a task process would (killed by a test).
+``one_call``: build a client from the connection values and make one API call, then print how many
+token requests this process sent (the 32-process test).
+
+Only the provider's plain-Python modules are imported (no Airflow), as in ``@task`` code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> None:
+    mode, raw = sys.argv[1], sys.argv[2]
+    args = json.loads(raw)
+    from airflow_provider_qmatic.config import ClientConfig
+
+    config = ClientConfig.from_values(**args["config"])
+    if mode == "book":
+        from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client
+
+        client = build_bulk_client(config)
+        BulkRunner(client, journal_path=args["journal"], attempt=1).book(args["rows"])
+    elif mode == "one_call":
+        from airflow_provider_qmatic.client import BOOK, QmaticClient
+
+        with QmaticClient(config) as client:
+            client.call("list_branches", BOOK)
+            print(json.dumps({"token_requests": client.token_requests}))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
