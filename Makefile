@@ -47,6 +47,13 @@ test: lint typecheck pytest
 test-compat: setup-compat
 	$(COMPAT_PY) -m pytest $(PYTEST_ARGS)
 
+# The main job on the embedded default: the sandbox, a throwaway Airflow home, the three bulk DAGs.
+demo: setup
+	$(PY) scripts/demo.py
+
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 # The connection form in a real browser: tests/ui starts `airflow api-server` (its own AIRFLOW_HOME,
 # SQLite, simple auth manager) and drives Debian's headless Chromium through Playwright. Installing
 # Chromium needs root (CI runs as root).
