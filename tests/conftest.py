@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,22 @@ def airflow_db() -> Path:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         stamp.touch()
     return AIRFLOW_HOME
+
+
+def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> Any:
+    """Run ``dag`` once with ``dag.test()`` (real task execution in this process); the DagRun.
+
+    Airflow 3 runs only DAGs it has serialized to its database, under a registered DAG bundle; a
+    DAG built inside a test is written there first (and the bundle registered, which a fresh
+    database lacks until something parses the DAGs folder). Airflow 2.11 runs the object as it is.
+    """
+    try:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:
+        return dag.test(run_conf=conf)
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=os.devnull, collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    return dag.test(run_conf=conf)

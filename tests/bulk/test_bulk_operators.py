@@ -5,7 +5,6 @@ execution on Airflow 3, the classic task runner on 2.11), and the example DAGs' 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from airflow_provider_qmatic.operators.bulk import (
     QmaticBulkRescheduleAppointmentsOperator,
 )
 from airflow_provider_qmatic.sandbox import SandboxServer
+from tests.conftest import run_dag
 
 from .conftest import booking_rows, confirmed_by_customer, requests_to, statuses
 
@@ -58,19 +58,6 @@ def connection(
     return "qmatic_default"
 
 
-def _run(dag: Any, conf: dict[str, Any] | None = None) -> Any:
-    """``dag.test()``; Airflow 3 runs only DAGs it has serialized, so the DAG is written there first."""
-    try:
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    except ImportError:  # Airflow 2.11 runs the DAG object as it is
-        pass
-    else:
-        bag = DagBag(dag_folder=os.devnull, collect_dags=False)
-        bag.bag_dag(dag)
-        sync_bag_to_db(bag, "dags-folder", None)
-    return dag.test(run_conf=conf)
-
-
 def _ti(dag_run: Any, task_id: str) -> Any:
     (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
     return ti
@@ -89,7 +76,7 @@ def _dag(name: str) -> DAG:
     )
 
 
-def test_bulk_book_operator_in_a_dag_run(sandbox: SandboxServer, connection: str, tmp_path: Path) -> None:
+def test_bulk_book_operator_in_a_dagrun_dag(sandbox: SandboxServer, connection: str, tmp_path: Path) -> None:
     rows = booking_rows(sandbox, 8)
     source = tmp_path / "in" / "bookings.csv"
     source.parent.mkdir()
@@ -105,7 +92,7 @@ def test_bulk_book_operator_in_a_dag_run(sandbox: SandboxServer, connection: str
             results_path=str(results),
         )
 
-    dag_run = _run(dag)
+    dag_run = run_dag(dag)
 
     ti = _ti(dag_run, "bulk_book")
     assert _state(ti) == "success"
@@ -135,7 +122,7 @@ def test_a_broken_policy_fails_the_task_without_retries(
             task_id="bulk_book", qmatic_conn_id=connection, rows=rows, max_failed_rows=0, retries=2
         )
 
-    dag_run = _run(dag)
+    dag_run = run_dag(dag)
 
     ti = _ti(dag_run, "bulk_book")
     assert _state(ti) == "failed"
@@ -175,7 +162,7 @@ def test_example_dags_book_reschedule_cancel_chain(
     out = tmp_path / "examples"
     conf = {"output_dir": str(out), "booking_results": str(out / "bulk_book_results.csv")}
 
-    booked_run = _run(_example("example_qmatic_bulk_book.py", "example_qmatic_bulk_book"), conf)
+    booked_run = run_dag(_example("example_qmatic_bulk_book.py", "example_qmatic_bulk_book"), conf)
     assert _state(_ti(booked_run, "bulk_book")) == "success"
     booked = _ti(booked_run, "bulk_book").xcom_pull(task_ids="bulk_book")
     assert booked["succeeded"] == 12
@@ -184,7 +171,7 @@ def test_example_dags_book_reschedule_cancel_chain(
     assert len(ids) == 12
     assert statuses(sandbox)["CONFIRMED"] == 12
 
-    moved_run = _run(_example("example_qmatic_bulk_reschedule.py", "example_qmatic_bulk_reschedule"), conf)
+    moved_run = run_dag(_example("example_qmatic_bulk_reschedule.py", "example_qmatic_bulk_reschedule"), conf)
     assert _state(_ti(moved_run, "bulk_reschedule")) == "success"
     moved = _ti(moved_run, "bulk_reschedule").xcom_pull(task_ids="bulk_reschedule")
     assert moved["succeeded"] == 6
@@ -192,7 +179,7 @@ def test_example_dags_book_reschedule_cancel_chain(
     first_day = {a["timeSlot"]["startTime"][:10] for a in sandbox.appointments(status="CONFIRMED")}
     assert len(first_day) >= 2  # the moved ones are on a later day now
 
-    cancelled_run = _run(_example("example_qmatic_bulk_cancel.py", "example_qmatic_bulk_cancel"), conf)
+    cancelled_run = run_dag(_example("example_qmatic_bulk_cancel.py", "example_qmatic_bulk_cancel"), conf)
     assert _state(_ti(cancelled_run, "bulk_cancel")) == "success"
     cancelled = _ti(cancelled_run, "bulk_cancel").xcom_pull(task_ids="bulk_cancel")
     assert cancelled["succeeded"] == 12

@@ -9,7 +9,6 @@ the sandbox's own store and request counters (the ground truth of what reached "
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.settings import derive_system_id
 from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
+from tests.conftest import run_dag  # noqa: F401  (re-exported for the operator tests)
 
 try:  # Airflow 3
     from airflow.sdk import DAG
@@ -178,23 +178,6 @@ def make_dag(name: str, **kwargs: Any) -> DAG:
     kwargs.setdefault("start_date", START_DATE)
     kwargs.setdefault("catchup", False)
     return DAG(dag_id=f"test_qmatic_{name}_{uuid.uuid4().hex[:8]}", **kwargs)
-
-
-def run_dag(dag: DAG, conf: dict[str, Any] | None = None) -> Any:
-    """Run ``dag`` once with ``dag.test()`` and return the DagRun.
-
-    Airflow 3 runs only DAGs it has serialized to its database (normally by parsing the DAGs
-    folder); a DAG built inside a test is written there first.
-    """
-    try:
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    except ImportError:  # Airflow 2.11 runs the DAG object as it is
-        pass
-    else:
-        bag = DagBag(dag_folder=os.devnull, collect_dags=False)
-        bag.bag_dag(dag)
-        sync_bag_to_db(bag, "dags-folder", None)
-    return dag.test(run_conf=conf)
 
 
 def task_instance(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
