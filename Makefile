@@ -40,12 +40,12 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 pytest: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 test-compat: setup-compat
-	$(COMPAT_PY) -m pytest $(PYTEST_ARGS)
+	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 # The main job on the embedded default: the sandbox, a throwaway Airflow home, the three bulk DAGs.
 demo: setup

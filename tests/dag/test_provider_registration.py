@@ -89,21 +89,33 @@ def test_form_widgets_and_behaviour_as_airflow_serves_them() -> None:
     assert "extra__qmatic__base_url" in behaviour["placeholders"]
 
 
-def test_hook_methods_and_provider_info_describe_same_fields() -> None:
-    """The legacy (2.11 / 3.0 / 3.1) form and the declarative (3.2+) form cannot drift apart."""
-    pytest.importorskip("wtforms", reason="the hook-method form needs wtforms, which only Airflow 2.x ships")
+def test_legacy_field_behaviour_matches_provider_info() -> None:
+    """The hook-method behaviour (2.11 / 3.0 / 3.1) and the declarative one (3.2+) cannot drift apart."""
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    declared = airflow_provider_qmatic.get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+    legacy = QmaticHook.get_ui_field_behaviour()
+    assert legacy["hidden_fields"] == declared["hidden-fields"]
+    assert legacy["relabeling"] == declared["relabeling"]
+    assert legacy["placeholders"] == declared["placeholders"]
+
+
+def test_legacy_form_widgets_match_provider_info() -> None:
+    """The wtforms widgets of the hook describe the same fields, labels and choices as conn-fields."""
+    pytest.importorskip(
+        "wtforms", reason="wtforms ships only with Airflow 2.x; this test runs in the Airflow 2.11 suite"
+    )
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
     info = airflow_provider_qmatic.get_provider_info()["connection-types"][0]
     widgets = QmaticHook.get_connection_form_widgets()
     assert list(widgets) == list(info["conn-fields"])
     for name, field in widgets.items():
-        assert str(field.args[0]) == info["conn-fields"][name]["label"]
-    legacy = QmaticHook.get_ui_field_behaviour()
-    declared = info["ui-field-behaviour"]
-    assert legacy["hidden_fields"] == declared["hidden-fields"]
-    assert legacy["relabeling"] == declared["relabeling"]
-    assert legacy["placeholders"] == declared["placeholders"]
+        declared = info["conn-fields"][name]
+        assert str(field.args[0]) == declared["label"]
+        assert field.kwargs["description"] == declared["description"]
+        choices = [v.values for v in field.kwargs["validators"] if hasattr(v, "values")]
+        assert choices == ([declared["schema"]["enum"]] if "enum" in declared["schema"] else [])
 
 
 def _json_part(stdout: str) -> str:
