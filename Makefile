@@ -51,6 +51,11 @@ test-compat: setup-compat
 demo: setup
 	$(PY) scripts/demo.py
 
+# Benchmarks against the sandbox, side by side with naive baselines (about 3 minutes on 2 cores):
+# prints a table and writes benchmarks/results.md, which docs/performance.md reproduces.
+bench: setup
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
 docs: setup
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 

@@ -85,6 +85,8 @@ class TokenProvider:
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)
+        # Every value that must never be quoted back: the secret, the Basic value, each token seen.
+        self._secrets: set[str] = {config.client_secret, self._basic}
         # Masked where they are born: the secret and the header value that encodes it.
         self._on_secret(config.client_secret)
         self._on_secret(self._basic)
@@ -100,8 +102,19 @@ class TokenProvider:
         key = self._cache_key(scopes)
         fresh, _fetched = self._cache.get_or_fetch(key, lambda: self._fetch(scopes), min_ttl=0.0)
         self._on_secret(fresh.access_token)
+        self._secrets.add(fresh.access_token)
         self._local[scopes] = fresh
         return fresh.access_token
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this provider holds replaced by ``***``.
+
+        For server text quoted in errors and logs: a gateway may echo the request's headers.
+        """
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     def probe(self, scopes: frozenset[Scope]) -> float:
         """Request a new token now, bypassing every cache; its lifetime in seconds.
@@ -169,7 +182,9 @@ class TokenProvider:
         finally:
             self.token_requests += 1
         if response.status_code != 200:
-            error = error_from_response(response, operation="the token request", idempotent=True)
+            error = error_from_response(
+                response, operation="the token request", idempotent=True, redact=self.redact
+            )
             if error.code == "invalid_scope":
                 raise QmaticForbiddenError(
                     f"{error.message}. The client is not granted scope {scope_string(scopes)!r} for tenant "
@@ -198,6 +213,7 @@ class TokenProvider:
         if not isinstance(token, str) or not token:
             raise QmaticAuthError(f"the token response has no access_token (fields present: {keys})")
         self._on_secret(token)
+        self._secrets.add(token)
         token_type = payload.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise QmaticAuthError(

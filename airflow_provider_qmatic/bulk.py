@@ -57,6 +57,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qmatic.bulk_args import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    SKIP_EXISTING_MODES,
+    check_policy_values,
+)
 from airflow_provider_qmatic.bulk_io import PathLike, Source, known_fields, load_rows, write_outcomes
 from airflow_provider_qmatic.bulk_journal import DONE, RELEASED, RESERVED, Journal, JournalState
 from airflow_provider_qmatic.bulk_progress import (
@@ -91,7 +97,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIONS: tuple[str, ...] = ("book", "reschedule", "cancel")
-SKIP_EXISTING_MODES: tuple[str, ...] = ("auto", "always", "never")
 SUCCEEDED = "succeeded"
 SKIPPED_EXISTING = "skipped_existing"
 FAILED = "failed"
@@ -99,8 +104,6 @@ INVALID = "invalid"
 STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
 # Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
 XCOM_OUTCOMES_MAX = 1000
-DEFAULT_CONCURRENCY = 4
-MAX_CONCURRENCY = 32
 # How often one row may reserve again after a lost answer or an expired hold.
 ROW_ATTEMPTS = 6
 _SCOPES: dict[str, frozenset[Scope]] = {
@@ -253,22 +256,6 @@ class BulkResult:
                 "the rows already done"
             )
         return "\n".join(lines)
-
-
-def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | None) -> None:
-    """Refuse a negative row count or a ratio outside [0, 1] (before any request)."""
-    if max_failed_rows is not None and (
-        isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, int) or max_failed_rows < 0
-    ):
-        raise QmaticConfigError(
-            "max_failed_rows must be a whole number >= 0, or None", field="max_failed_rows"
-        )
-    if max_failed_ratio is not None and (
-        isinstance(max_failed_ratio, bool)
-        or not isinstance(max_failed_ratio, (int, float))
-        or not 0 <= max_failed_ratio <= 1
-    ):
-        raise QmaticConfigError("max_failed_ratio must be between 0 and 1, or None", field="max_failed_ratio")
 
 
 # -- building blocks -----------------------------------------------------------------------------

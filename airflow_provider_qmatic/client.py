@@ -206,7 +206,9 @@ class QmaticClient:
                     if self.limiter is not None:
                         self.limiter.on_success()
                     return None if response.status_code == 204 else json_body(response, operation=op.name)
-                raise error_from_response(response, operation=op.name, idempotent=op.idempotent)
+                raise error_from_response(
+                    response, operation=op.name, idempotent=op.idempotent, redact=self.tokens.redact
+                )
             except QmaticError as exc:
                 if isinstance(exc, QmaticRateLimitError) and self.limiter is not None:
                     self.limiter.on_rate_limited(exc.retry_after)

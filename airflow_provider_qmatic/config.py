@@ -108,7 +108,7 @@ class ClientConfig:
             connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
             read_timeout=read_timeout,
             requests_per_minute=rpm,
-            token_cache=_check_choice("token_cache", token_cache, TOKEN_CACHES, "file"),
+            token_cache=_check_choice("credential_cache", token_cache, TOKEN_CACHES, "file"),
             token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
             user_agent=user_agent or "airflow-provider-qmatic",
         )

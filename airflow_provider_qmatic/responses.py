@@ -7,6 +7,7 @@ own ``message`` (which names the failing field) but never a request header or a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -41,11 +42,18 @@ def json_body(response: requests.Response, *, operation: str) -> Any:
         ) from None
 
 
-def error_from_response(response: requests.Response, *, operation: str, idempotent: bool) -> QmaticError:
+def error_from_response(
+    response: requests.Response,
+    *,
+    operation: str,
+    idempotent: bool,
+    redact: Callable[[str], str] | None = None,
+) -> QmaticError:
     """The exception for a non-success response.
 
     A 5xx (other than 503) to a non-idempotent request becomes QmaticUnknownOutcomeError: the write
-    may have happened, and the caller must read before repeating it.
+    may have happened, and the caller must read before repeating it. Server text is quoted through
+    ``redact``, since a gateway may echo the request's Authorization header back.
     """
     status = response.status_code
     code: str | None = None
@@ -58,7 +66,11 @@ def error_from_response(response: requests.Response, *, operation: str, idempote
         raw_code = payload.get("error")
         raw_message = payload.get("message") or payload.get("error_description")
         code = str(raw_code) if raw_code is not None else None
-        message = str(raw_message)[:_MAX_QUOTED_MESSAGE] if raw_message is not None else None
+        message = str(raw_message) if raw_message is not None else None
+        if message is not None:
+            message = (redact(message) if redact else message)[:_MAX_QUOTED_MESSAGE]
+        if code is not None and redact:
+            code = redact(code)[:_MAX_QUOTED_MESSAGE]
     text = f"Qmatic refused {operation} with HTTP {status}"
     text += f": {message}" if message else f" and {describe_body(response)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))

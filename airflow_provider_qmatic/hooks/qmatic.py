@@ -87,7 +87,9 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         conn = self.get_connection(self.qmatic_conn_id)
         if conn.password:
             mask_secret(conn.password)
-        extras = _extras(conn.extra_dejson if conn.extra else {})
+        # The raw text, not extra_dejson: Airflow turns invalid JSON into {} and only logs it, which
+        # would then be reported as a missing tenant instead of a broken Extra.
+        extras = _extras(conn.extra or {})
         base_url = extras.get("base_url") or _base_url_from_host(conn.host, conn.port)
         config = ClientConfig.from_values(
             client_id=conn.login,

@@ -96,20 +96,14 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         self.progress_every_seconds = progress_every_seconds
         self._runner: BulkRunner | None = None
         # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
-        if (
-            isinstance(skip_existing, str)
-            and "{{" not in skip_existing
-            and skip_existing.strip().lower() not in ("auto", "always", "never")
-        ):
-            raise QmaticConfigError(
-                f"skip_existing must be auto, always or never, got {skip_existing[:20]!r}",
-                field="skip_existing",
-            )
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 32:
-            raise QmaticConfigError("concurrency must be a whole number from 1 to 32", field="concurrency")
-        from airflow_provider_qmatic.bulk import check_policy_values
+        from airflow_provider_qmatic.bulk_args import check_operator_arguments
 
-        check_policy_values(max_failed_rows, max_failed_ratio)
+        check_operator_arguments(
+            skip_existing=skip_existing,
+            concurrency=concurrency,
+            max_failed_rows=max_failed_rows,
+            max_failed_ratio=max_failed_ratio,
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client, build_limiter

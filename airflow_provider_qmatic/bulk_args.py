@@ -1,0 +1,56 @@
+"""Checks of the bulk operators' arguments, cheap enough to run while a DAG file is parsed.
+
+The runner (``bulk.py``) imports pydantic models, the journal and the file readers; a DAG file that
+only builds a bulk operator must not pay for them, yet a typo in ``max_failed_ratio`` should show
+as a DAG import error, not at run time. So the argument rules live here, with no heavy import.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+
+SKIP_EXISTING_MODES: tuple[str, ...] = ("auto", "always", "never")
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 32
+
+
+def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | None) -> None:
+    """Refuse a negative row count or a ratio outside [0, 1] (before any request)."""
+    if max_failed_rows is not None and (
+        isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, int) or max_failed_rows < 0
+    ):
+        raise QmaticConfigError(
+            "max_failed_rows must be a whole number >= 0, or None", field="max_failed_rows"
+        )
+    if max_failed_ratio is not None and (
+        isinstance(max_failed_ratio, bool)
+        or not isinstance(max_failed_ratio, (int, float))
+        or not 0 <= max_failed_ratio <= 1
+    ):
+        raise QmaticConfigError("max_failed_ratio must be between 0 and 1, or None", field="max_failed_ratio")
+
+
+def check_operator_arguments(
+    *, skip_existing: object, concurrency: object, max_failed_rows: int | None, max_failed_ratio: float | None
+) -> None:
+    """Everything a bulk operator can check about its arguments before it runs.
+
+    A templated ``skip_existing`` (``"{{ ... }}"``) is checked when the runner resolves it.
+    """
+    if (
+        isinstance(skip_existing, str)
+        and "{{" not in skip_existing
+        and skip_existing.strip().lower() not in SKIP_EXISTING_MODES
+    ):
+        raise QmaticConfigError(
+            f"skip_existing must be auto, always or never, got {skip_existing[:20]!r}", field="skip_existing"
+        )
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise QmaticConfigError(
+            f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
+        )
+    check_policy_values(max_failed_rows, max_failed_ratio)

@@ -1,0 +1,166 @@
+"""Benchmark 1: K task processes of one connection on one host, started at once, each making one
+API call. How many token requests reach Qmatic, and how long until every process has its token,
+under the token endpoint's limit of 1 request per second (the sandbox's default)?
+
+* this provider: ``QmaticClient`` as the hook builds it (``shared_limiter``), with the file token
+  cache in a fresh private directory shared by the K processes: one of them fetches, the others
+  wait on the cache's lock and read the token it stored;
+* baseline: the naive per-process client-credentials fetch of a hand-written ``HttpHook`` DAG:
+  each process POSTs to ``/oauth2/token`` itself with ``requests`` and, on 429, sleeps 1 s and
+  tries again.
+
+Each process imports everything and builds its client first, then waits for a "go" line on stdin,
+so the K processes really start their requests together. Counts are the sandbox's own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from benchmarks.common import REPO, Row, Sandbox, Section, fmt, ratio, sandbox_process
+
+KS = (1, 8, 32)
+
+PROVIDER_CHILD = r"""
+import json, sys, time
+from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.scopes import Scope
+import airflow_provider_qmatic.models  # parsing the answer is not part of the token race
+
+config = ClientConfig.from_values(**json.loads(sys.argv[1]))
+client = QmaticClient(config, limiter=shared_limiter(config))
+print("ready", flush=True)
+sys.stdin.readline()
+client.tokens.token(frozenset({Scope.BOOK}))
+got_token = time.time()
+client.list_branches()
+print(json.dumps({"token_at": got_token, "done_at": time.time()}), flush=True)
+"""
+
+NAIVE_CHILD = r"""
+import base64, json, sys, time
+import requests
+
+cfg = json.loads(sys.argv[1])
+basic = base64.b64encode(f"{cfg['client_id']}:{cfg['client_secret']}".encode()).decode()
+session = requests.Session()
+print("ready", flush=True)
+sys.stdin.readline()
+while True:
+    response = session.post(
+        cfg["base_url"] + "/oauth2/token",
+        headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": cfg["tenant"]},
+        data={"grant_type": "client_credentials", "scope": cfg["scope"]},
+        timeout=30,
+    )
+    if response.status_code == 429:
+        time.sleep(1)
+        continue
+    response.raise_for_status()
+    token = response.json()["access_token"]
+    break
+got_token = time.time()
+answer = session.get(
+    cfg["base_url"] + "/external/v1/branches",
+    headers={"Authorization": f"Bearer {token}", "X-TENANT-ID": cfg["system_id"]},
+    timeout=30,
+)
+answer.raise_for_status()
+answer.json()
+print(json.dumps({"token_at": got_token, "done_at": time.time()}), flush=True)
+"""
+
+
+def _race(box: Sandbox, k: int, code: str, arg: str) -> dict[str, float]:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, arg],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(k)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(
+                    f"a child did not start: {line!r} {child.stderr.read() if child.stderr else ''}"
+                )
+        box.reset()  # counters and tokens from zero, right before the start
+        go = time.time()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results: list[dict[str, Any]] = []
+        for child in children:
+            out, err = child.communicate(timeout=300)
+            if child.returncode != 0:
+                raise RuntimeError(f"a child failed: {err[-2000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    stats = box.stats()
+    return {
+        "token_requests": float(stats["token_requests"]),
+        "token_429": float(stats["rate_limited"]["token"]),
+        "all_tokens_s": max(r["token_at"] for r in results) - go,
+        "all_done_s": max(r["done_at"] for r in results) - go,
+    }
+
+
+def run() -> Section:
+    from airflow_provider_qmatic.scopes import Scope, scope_string
+
+    section = Section("tokens")
+    # The API limit is off here: only the token endpoint's 1 request/second is under test.
+    with sandbox_process("--requests-per-minute", "0", "--token-requests-per-second", "1") as box:
+        for k in KS:
+            with tempfile.TemporaryDirectory(prefix="qmatic-bench-tokens-") as cache_dir:
+                # requests_per_minute of the connection raised so that pacing API calls does not
+                # blur the token figure (the shared limiter is still in the path, as the hook builds it).
+                values = box.config_values(
+                    token_cache="file", token_cache_dir=cache_dir, requests_per_minute=6000
+                )
+                ours = _race(box, k, PROVIDER_CHILD, json.dumps(values))
+            naive_cfg = {**box.config_values(), "scope": scope_string(frozenset({Scope.BOOK}))}
+            naive = _race(box, k, NAIVE_CHILD, json.dumps(naive_cfg))
+            section.rows.append(
+                Row(
+                    "1 token stampede",
+                    f"K={k}: token requests",
+                    fmt(ours["token_requests"], 0),
+                    fmt(naive["token_requests"], 0),
+                    ratio(ours["token_requests"], naive["token_requests"]),
+                    f"429s: {ours['token_429']:.0f} vs {naive['token_429']:.0f}",
+                )
+            )
+            section.rows.append(
+                Row(
+                    "1 token stampede",
+                    f"K={k}: s until all K have a token",
+                    fmt(ours["all_tokens_s"], 3),
+                    fmt(naive["all_tokens_s"], 3),
+                    ratio(ours["all_tokens_s"], naive["all_tokens_s"]),
+                    f"all K calls done: {ours['all_done_s']:.3f} s vs {naive['all_done_s']:.3f} s",
+                )
+            )
+    return section
+
+
+if __name__ == "__main__":
+    for row in run().rows:
+        print(row)

@@ -1,0 +1,305 @@
+"""No secret in anything Airflow keeps, after every example DAG ran against the sandbox.
+
+Every DAG in example_dags/ runs through the real ``airflow dags test`` CLI (a subprocess, the
+sandbox connection in its environment), in the order their docstrings ask for: book, reschedule,
+cancel, find-and-book, then bulk book, bulk reschedule and bulk cancel (which read the bulk
+booking's results file), plus one run with a wrong client secret, so that a raised exception's
+text is in what gets searched. Then everything that was kept is searched:
+
+* the CLI output (stdout and stderr) of every run;
+* every file under ``$AIRFLOW_HOME/logs`` written during the runs (task logs, where kept);
+* the metadata database: XCom values, rendered template fields, the DAG runs' conf (read from the
+  SQLite file directly, so the same code works on Airflow 3 and 2.11, where conf is a pickle),
+  every cell of every table, and the raw bytes of the database file and its WAL;
+* the bulk results and plan files, and the bulk journals;
+
+for the client secret, the Basic header value (base64 of ``id:secret``) and every access token the
+sandbox issued (``tokens()``), and for the wrong secret of the failing run and its Basic value.
+
+``airflow dags test`` runs tasks in-process without Airflow's log masking (on both Airflow
+versions), so this checks that the provider itself never emits a secret. The secrets are random
+per run and ASCII, so a plain substring search finds them in JSON and in pickles alike; a
+self-check plants a canary through a DAG run's conf and in files, and asserts the same search finds
+it in each kind of source, so a search that silently looked nowhere would fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
+from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+EXAMPLES = REPO / "example_dags"
+TENANT = "demo"
+RUN = uuid.uuid4().hex[:12]
+CLIENT = SandboxClient(f"leak-client-{RUN}", f"leak-secret-{uuid.uuid4().hex}", TENANT)
+WRONG_SECRET = f"wrong-secret-{uuid.uuid4().hex}"
+CANARY = f"CANARY{uuid.uuid4().hex.upper()}"
+
+
+def basic(client_id: str, secret: str) -> str:
+    return base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def person(tag: str) -> dict[str, str]:
+    return {
+        "personal_identifier": f"LEAK{tag}{RUN}".upper(),
+        "first_name": "Selma",
+        "last_name": "Lagerlof",
+        "email": f"selma.{tag}@example.com",
+    }
+
+
+@dataclass
+class Corpus:
+    """Named texts: every place something Airflow kept can be read from."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, text: str) -> None:
+        self.sources[name] = self.sources.get(name, "") + text
+
+    def find(self, value: str) -> list[str]:
+        return sorted(name for name, text in self.sources.items() if value in text)
+
+    def kinds(self, value: str) -> set[str]:
+        return {name.split(":", 1)[0] + ":" + name.split(":", 2)[1] for name in self.find(value)}
+
+
+@dataclass
+class Runs:
+    server: SandboxServer
+    out_dir: Path
+    journal_dir: Path
+    outputs: dict[str, str]
+    states: dict[str, str]
+    started: float
+    corpus: Corpus = field(default_factory=Corpus)
+
+
+def _conn_env(server: SandboxServer, password: str = CLIENT.client_secret) -> dict[str, str]:
+    conn = json.loads(server.conn_json)
+    conn["password"] = password
+    conn["extra"]["requests_per_minute"] = 600000
+    return {"AIRFLOW_CONN_QMATIC_DEFAULT": json.dumps(conn)}
+
+
+def _dag_state(dag_id: str, marker: str) -> str:
+    """State of this module's run of ``dag_id``: the newest whose conf holds ``marker`` (other test
+    runs may use the same database and DAG ids)."""
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db", timeout=30) as db:
+        rows = db.execute(
+            "SELECT state, conf FROM dag_run WHERE dag_id = ? ORDER BY id DESC", (dag_id,)
+        ).fetchall()
+    for state, conf in rows:
+        if marker in _text(conf):
+            return str(state)
+    return "missing"
+
+
+@pytest.fixture(scope="module")
+def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    """Run every example DAG once (and one failing run); collect what Airflow kept."""
+    base = tmp_path_factory.mktemp("leaks")
+    out_dir = base / "examples-output"
+    cache = base / "token-cache"
+    cache.mkdir(mode=0o700)
+    # Task processes would otherwise share the suite's token cache; a private one keeps the bulk
+    # journals of this module apart too.
+    settings = SandboxSettings(clients=(CLIENT,), requests_per_minute=0, slot_capacity=4)
+    server = SandboxServer(settings).start()
+    started = time.time() - 1
+    env = {
+        **_conn_env(server),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
+        "QMATIC_TOKEN_CACHE_DIR": str(cache),
+        "QMATIC_EXAMPLE_OUTPUT_DIR": str(out_dir),
+    }
+    outputs: dict[str, str] = {}
+    states: dict[str, str] = {}
+
+    def dags_test(
+        name: str, dag_id: str, conf: dict[str, Any], marker: str, extra_env: dict[str, str] | None = None
+    ) -> None:
+        """``airflow dags test`` with ``conf``; ``marker`` is a value of the conf unique to this run."""
+        result = run_airflow("dags", "test", dag_id, "-c", json.dumps(conf), env={**env, **(extra_env or {})})
+        outputs[name] = result.stdout + "\n" + result.stderr
+        states[name] = _dag_state(dag_id, marker)
+
+    try:
+        ada, grace, alan, wrong = person("a"), person("g"), person("t"), person("w")
+        dags_test("book", "example_qmatic_book", {"customer": ada, "notes": CANARY}, CANARY)
+        (booked,) = [
+            a
+            for a in server.appointments("CONFIRMED")
+            if a["customer"]["personalIdentifier"] == ada["personal_identifier"]
+        ]
+        later = server.free_slots(limit=12)[-1]
+        dags_test(
+            "reschedule",
+            "example_qmatic_reschedule",
+            {
+                "appointment_id": booked["appointmentId"],
+                "new_start_time": datetime.fromisoformat(later["startTime"]).strftime("%Y-%m-%d %H:%M"),
+                "timezone": "Europe/Stockholm",
+            },
+            booked["appointmentId"],
+        )
+        pid = ada["personal_identifier"]
+        dags_test("cancel", "example_qmatic_cancel", {"personal_identifier": pid}, pid)
+        dags_test(
+            "find_and_book",
+            "example_qmatic_find_and_book",
+            {"customers": [grace, alan]},
+            grace["personal_identifier"],
+        )
+        bulk_conf = {"output_dir": str(out_dir), "booking_results": str(out_dir / "bulk_book_results.csv")}
+        dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)}, str(out_dir))
+        dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf, str(out_dir))
+        dags_test("bulk_cancel", "example_qmatic_bulk_cancel", bulk_conf, str(out_dir))
+        dags_test(
+            "wrong_secret",
+            "example_qmatic_book",
+            {"customer": wrong},
+            wrong["personal_identifier"],
+            extra_env=_conn_env(server, password=WRONG_SECRET),
+        )
+        yield Runs(server, out_dir, cache / "bulk-journals", outputs, states, started)
+    finally:
+        server.stop()
+
+
+# -- collecting -----------------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    """A database cell as text: JSON and plain text as they are, pickles (2.11's conf) unpickled."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, memoryview)):
+        raw = bytes(value)
+        if raw[:1] == b"\x80":
+            try:
+                return repr(pickle.loads(raw))  # our own test database
+            except Exception:
+                pass
+        return raw.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _tables(db: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+
+def collect(runs: Runs) -> Corpus:
+    corpus = Corpus()
+    for name, text in runs.outputs.items():
+        corpus.add(f"cli:{name}", text)
+    for path in sorted((AIRFLOW_HOME / "logs").rglob("*")):
+        if path.is_file() and path.stat().st_mtime >= runs.started:
+            corpus.add(f"log:{path.relative_to(AIRFLOW_HOME)}", path.read_text(errors="replace"))
+    db_path = AIRFLOW_HOME / "airflow.db"
+    with sqlite3.connect(db_path, timeout=30) as db:
+        for (value,) in db.execute("SELECT value FROM xcom"):
+            corpus.add("db:xcom", _text(value) + "\n")
+        for (value,) in db.execute("SELECT rendered_fields FROM rendered_task_instance_fields"):
+            corpus.add("db:rendered_task_instance_fields", _text(value) + "\n")
+        for (value,) in db.execute("SELECT conf FROM dag_run"):
+            corpus.add("db:dag_run.conf", _text(value) + "\n")
+        for table in _tables(db):
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                corpus.add(f"db:all-tables:{table}", "\t".join(_text(v) for v in row) + "\n")
+    for suffix in ("", "-wal", "-journal"):
+        raw = Path(f"{db_path}{suffix}")
+        if raw.exists():
+            corpus.add(f"db:raw-file:{raw.name}", raw.read_bytes().decode("latin-1"))
+    for directory, kind in ((runs.out_dir, "results"), (runs.journal_dir, "journal")):
+        for path in sorted(directory.rglob("*")) if directory.exists() else []:
+            if path.is_file():
+                corpus.add(f"{kind}:{path.name}", path.read_text(errors="replace"))
+    return corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(runs: Runs) -> Corpus:
+    return collect(runs)
+
+
+# -- the tests -------------------------------------------------------------------------------------------
+
+
+def test_every_example_dag_ran_against_the_sandbox(runs: Runs) -> None:
+    dag_files = {p.stem for p in EXAMPLES.glob("example_*.py")}
+    ran = {f"example_qmatic_{name}" for name in runs.states if name != "wrong_secret"}
+    assert dag_files <= ran, f"example DAGs not run: {dag_files - ran}"
+    for name, state in runs.states.items():
+        expected = "failed" if name == "wrong_secret" else "success"
+        assert state == expected, (name, state, runs.outputs[name][-3000:])
+    server = runs.server
+    stats = server.stats()["requests"]
+    assert stats["confirm"].get("201", 0) >= 3 + 12  # single books, find-and-book, the bulk file
+    assert stats["reschedule"].get("200", 0) >= 2
+    assert stats["cancel"].get("204", 0) >= 2
+    assert stats["token"].get("401", 0) >= 1  # the wrong secret was refused
+    assert server.appointments("RESERVED") == []
+    assert len(server.tokens()) >= 3  # one per scope at least
+
+
+def test_the_search_finds_a_planted_value_in_every_kind_of_source(runs: Runs, corpus: Corpus) -> None:
+    """The canary went into a DAG run's conf (the book example's ``notes``), so Airflow keeps it in
+    the conf, the rendered fields and the booked appointment's XCom; planted files stand for logs
+    and results. If the search looked nowhere, this would fail."""
+    found = corpus.find(CANARY)
+    for source in ("db:dag_run.conf", "db:rendered_task_instance_fields", "db:xcom"):
+        assert source in found, (source, found)
+    assert any(s.startswith("db:all-tables:") for s in found), found
+    assert any(s.startswith("db:raw-file:") for s in found), found
+    planted = f"PLANTED{uuid.uuid4().hex}"
+    log_file = AIRFLOW_HOME / "logs" / "leak-self-check" / f"{RUN}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(f"a line with {planted}\n")
+    runs.out_dir.mkdir(parents=True, exist_ok=True)
+    (runs.out_dir / f"planted-{RUN}.csv").write_text(f"row,error\n1,{planted}\n")
+    runs.outputs["planted"] = f"output {planted}"
+    try:
+        again = collect(runs)
+        kinds = {name.split(":", 1)[0] for name in again.find(planted)}
+        assert kinds == {"cli", "log", "results"}, again.find(planted)
+    finally:
+        log_file.unlink()
+        (runs.out_dir / f"planted-{RUN}.csv").unlink()
+        del runs.outputs["planted"]
+    # The searched text is the real thing, not empty: the runs' own traces are in it.
+    assert corpus.find("Booked appointment"), "no run output collected"
+    assert any(s.startswith("results:bulk_book_results") for s in corpus.sources)
+    assert any(s.startswith("results:bulk_cancel_results") for s in corpus.sources)
+    assert "Check the Client ID, Client Secret" in corpus.sources["cli:wrong_secret"], "no exception text"
+
+
+def test_no_secret_in_anything_airflow_kept(runs: Runs, corpus: Corpus) -> None:
+    tokens = [t["access_token"] for t in runs.server.tokens()]
+    assert tokens
+    values = {
+        "client secret": CLIENT.client_secret,
+        "Basic value": basic(CLIENT.client_id, CLIENT.client_secret),
+        "wrong secret": WRONG_SECRET,
+        "wrong Basic value": basic(CLIENT.client_id, WRONG_SECRET),
+        **{f"access token #{i}": token for i, token in enumerate(tokens)},
+    }
+    leaks = {what: corpus.find(value) for what, value in values.items()}
+    assert {what: where for what, where in leaks.items() if where} == {}
