@@ -849,6 +849,63 @@ class BulkRunner:
                 self._sleep(backoff_delay(attempt))
         return None
 
+    def _reserve_and_commit(
+        self,
+        item: _Item,
+        step: _Step,
+        *,
+        action: str,
+        body: Mapping[str, Any],
+        scopes: frozenset[Scope],
+        commit_step: str,
+        commit: Callable[[str], str],
+        appointment_id: str | None = None,
+        already_done: Callable[[], bool] | None = None,
+    ) -> RowOutcome:
+        """Reserve a slot, then commit the reservation (confirm it, or move an appointment onto it).
+
+        The reservation is journaled before the commit, so a killed attempt's successor can settle
+        it. A commit that fails is settled by reading, never by guessing: used means done, still
+        held means released here; a hold that expired before the commit is reserved again.
+        ``commit`` returns the appointment id the row ends with.
+        """
+        last_error: QmaticError | None = None
+        for attempt in range(1, self._row_attempts + 1):
+            reservation = self._reserve(body, scopes, step)
+            if reservation is None:
+                break
+            rid = reservation.appointment_id
+            target = appointment_id or rid
+            self._record(
+                RESERVED, item.fingerprint, item.row, reservation_id=rid, appointment_id=appointment_id
+            )
+            step.name = commit_step
+            try:
+                done_id = commit(rid)
+            except QmaticError as exc:
+                if already_done is not None and already_done():
+                    self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=target)
+                    return RowOutcome(item.row, SUCCEEDED, target)
+                fate, used_by = self._settle(action, rid, item.fingerprint, item.row, appointment_id=target)
+                if fate == _DONE:
+                    return RowOutcome(item.row, SUCCEEDED, used_by)
+                if (
+                    fate == _RELEASED
+                    and _is_expired(exc)
+                    and attempt < self._row_attempts
+                    and not self._stop.is_set()
+                ):
+                    last_error = exc
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._settle(action, rid, item.fingerprint, item.row, appointment_id=target)
+                raise
+            self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=done_id)
+            return RowOutcome(item.row, SUCCEEDED, done_id)
+        raise last_error or QmaticError("no reservation could be made")
+
     def _book(self, item: _Item, step: _Step) -> RowOutcome:
         request: BookingRequest = item.request
         if item.fingerprint in self._journal_done:
@@ -866,38 +923,13 @@ class BulkRunner:
         body = request.reservation_body()
         confirmation = request.confirmation_body()
         scopes = _SCOPES["book"]
-        last_error: QmaticError | None = None
-        for attempt in range(1, self._row_attempts + 1):
-            reservation = self._reserve(body, scopes, step)
-            if reservation is None:
-                break
-            rid = reservation.appointment_id
-            self._record(RESERVED, item.fingerprint, item.row, reservation_id=rid)
-            step.name = "confirm"
-            try:
-                confirmed = self.client.confirm_reservation(rid, confirmation, scopes=scopes)
-            except QmaticError as exc:
-                fate, used_by = self._settle("book", rid, item.fingerprint, item.row, appointment_id=rid)
-                if fate == _DONE:
-                    return RowOutcome(item.row, SUCCEEDED, used_by)
-                if (
-                    fate == _RELEASED
-                    and _is_expired(exc)
-                    and attempt < self._row_attempts
-                    and not self._stop.is_set()
-                ):
-                    last_error = exc
-                    continue
-                raise
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._settle("book", rid, item.fingerprint, item.row, appointment_id=rid)
-                raise
-            self._record(
-                DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=confirmed.appointment_id
-            )
-            return RowOutcome(item.row, SUCCEEDED, confirmed.appointment_id)
-        raise last_error or QmaticError("no reservation could be made")
+
+        def confirm(reservation_id: str) -> str:
+            return self.client.confirm_reservation(reservation_id, confirmation, scopes=scopes).appointment_id
+
+        return self._reserve_and_commit(
+            item, step, action="book", body=body, scopes=scopes, commit_step="confirm", commit=confirm
+        )
 
     def _existing_booking(self, request: BookingRequest) -> str | None:
         pid = request.customer.personal_identifier
@@ -953,41 +985,23 @@ class BulkRunner:
         if request.end_time is None:
             request = request.with_end(_minutes(current))
         body = request.reservation_body_for(current)
-        last_error: QmaticError | None = None
-        for attempt in range(1, self._row_attempts + 1):
-            reservation = self._reserve(body, scopes, step)
-            if reservation is None:
-                break
-            rid = reservation.appointment_id
-            self._record(RESERVED, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
-            step.name = "reschedule"
-            try:
-                self.client.reschedule(aid, rid, scopes=scopes)
-            except QmaticError as exc:
-                if self._moved(aid, request.start_time, scopes):
-                    self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
-                    return RowOutcome(item.row, SUCCEEDED, aid)
-                fate, _used_by = self._settle(
-                    "reschedule", rid, item.fingerprint, item.row, appointment_id=aid
-                )
-                if fate == _DONE:
-                    return RowOutcome(item.row, SUCCEEDED, aid)
-                if (
-                    fate == _RELEASED
-                    and _is_expired(exc)
-                    and attempt < self._row_attempts
-                    and not self._stop.is_set()
-                ):
-                    last_error = exc
-                    continue
-                raise
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._settle("reschedule", rid, item.fingerprint, item.row, appointment_id=aid)
-                raise
-            self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=aid)
-            return RowOutcome(item.row, SUCCEEDED, aid)
-        raise last_error or QmaticError("no reservation could be made")
+        start = request.start_time
+
+        def move(reservation_id: str) -> str:
+            self.client.reschedule(aid, reservation_id, scopes=scopes)
+            return aid
+
+        return self._reserve_and_commit(
+            item,
+            step,
+            action="reschedule",
+            body=body,
+            scopes=scopes,
+            commit_step="reschedule",
+            commit=move,
+            appointment_id=aid,
+            already_done=lambda: self._moved(aid, start, scopes),
+        )
 
     def _moved(self, appointment_id: str, start: datetime, scopes: frozenset[Scope]) -> bool:
         try:
