@@ -23,12 +23,11 @@ import requests
 from airflow_provider_qmatic import paths
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
-    QmaticError,
     QmaticForbiddenError,
     QmaticServerError,
 )
 from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
-from airflow_provider_qmatic.retry import delay_before_retry, is_retryable
+from airflow_provider_qmatic.retry import retrying
 from airflow_provider_qmatic.scopes import Scope, scope_string
 from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_cache_key
 
@@ -146,16 +145,17 @@ class TokenProvider:
 
         Asking for a token twice is harmless, so every failure that may pass is retried here.
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
+        # Even without Retry-After, the token endpoint's limit is one request a second.
+        for attempt in retrying(
+            what="token request",
+            idempotent=True,
+            attempts=TOKEN_ATTEMPTS,
+            sleep=self._sleep,
+            minimum_wait=TOKEN_ENDPOINT_INTERVAL_S,
+        ):
+            with attempt:
                 return self._request_token(scopes)
-            except QmaticError as exc:
-                if attempt >= TOKEN_ATTEMPTS or not is_retryable(exc, idempotent=True):
-                    raise
-                # Even without Retry-After, the token endpoint's limit is one request a second.
-                self._sleep(delay_before_retry(exc, attempt, minimum=TOKEN_ENDPOINT_INTERVAL_S))
+        raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
 
     def _request_token(self, scopes: frozenset[Scope]) -> CachedToken:
         self._pace_token_endpoint()

@@ -35,7 +35,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
 )
 from airflow_provider_qmatic.responses import error_from_response, json_body
-from airflow_provider_qmatic.retry import delay_before_retry, is_retryable
+from airflow_provider_qmatic.retry import retrying
 from airflow_provider_qmatic.scopes import Scope
 from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache, TokenCache
 
@@ -197,37 +197,40 @@ class QmaticClient:
                 field="system_id",
             )
         path = op.path.format(**{k: _path_segment(k, v) for k, v in (path_params or {}).items()})
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._send_authorised(op, scopes, path, json=json, params=params)
-                if response.status_code in expected:
-                    if self.limiter is not None:
-                        self.limiter.on_success()
-                    return None if response.status_code == 204 else json_body(response, operation=op.name)
-                raise error_from_response(
-                    response, operation=op.name, idempotent=op.idempotent, redact=self.tokens.redact
-                )
-            except QmaticError as exc:
-                if isinstance(exc, QmaticRateLimitError) and self.limiter is not None:
-                    self.limiter.on_rate_limited(exc.retry_after)
-                if attempt >= self._max_attempts or not is_retryable(exc, idempotent=op.idempotent):
-                    raise
-                delay = delay_before_retry(exc, attempt)
-                log.info(
-                    "Qmatic %s: %s; retrying in %.1f s (attempt %d of %d)",
-                    op.name,
-                    exc.message,
-                    delay,
-                    attempt + 1,
-                    self._max_attempts,
-                )
-                self._sleep(delay)
-            except _TokenFailure as failure:
-                # The token provider has already waited and retried as the token endpoint allows;
-                # repeating that here would multiply the attempts.
-                raise failure.error from None
+        try:
+            for attempt in retrying(
+                what=op.name, idempotent=op.idempotent, attempts=self._max_attempts, sleep=self._sleep
+            ):
+                with attempt:
+                    return self._attempt(op, scopes, path, json=json, params=params, expected=expected)
+        except _TokenFailure as failure:
+            # The token provider has already waited and retried as the token endpoint allows;
+            # repeating that here would multiply the attempts.
+            raise failure.error from None
+        raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
+
+    def _attempt(
+        self,
+        op: Operation,
+        scopes: frozenset[Scope],
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        expected: tuple[int, ...],
+    ) -> Any:
+        """One try: send, and turn the answer into data or the matching QmaticError."""
+        response = self._send_authorised(op, scopes, path, json=json, params=params)
+        if response.status_code in expected:
+            if self.limiter is not None:
+                self.limiter.on_success()
+            return None if response.status_code == 204 else json_body(response, operation=op.name)
+        error = error_from_response(
+            response, operation=op.name, idempotent=op.idempotent, redact=self.tokens.redact
+        )
+        if isinstance(error, QmaticRateLimitError) and self.limiter is not None:
+            self.limiter.on_rate_limited(error.retry_after)
+        raise error
 
     def _send_authorised(
         self,

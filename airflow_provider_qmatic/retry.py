@@ -10,8 +10,12 @@ repeated; a POST that creates something is handed back to the caller as
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import time
+from collections.abc import Callable
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_qmatic.exceptions import (
     QmaticError,
@@ -20,6 +24,8 @@ from airflow_provider_qmatic.exceptions import (
     QmaticServerError,
     QmaticUnknownOutcomeError,
 )
+
+log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -67,3 +73,45 @@ def delay_before_retry(exc: BaseException | None, attempt: int, *, minimum: floa
     if retry_after is not None:
         return max(float(retry_after), minimum)
     return max(backoff_delay(attempt), minimum)
+
+
+def retrying(
+    *,
+    what: str,
+    idempotent: bool,
+    attempts: int,
+    sleep: Callable[[float], None] = time.sleep,
+    minimum_wait: float = 0.0,
+) -> Retrying:
+    """The tenacity loop every retrying call runs in: :func:`is_retryable` decides,
+    :func:`delay_before_retry` waits (the server's Retry-After first), and each retry is logged with
+    the error's message, which never holds a secret. The last error is re-raised as it is.
+    """
+
+    def retry_if(exc: BaseException) -> bool:
+        return is_retryable(exc, idempotent=idempotent)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return delay_before_retry(exc, state.attempt_number, minimum=minimum_wait)
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.info(
+            "Qmatic %s: %s; retrying in %.1f s (attempt %d of %d)",
+            what,
+            exc.message if isinstance(exc, QmaticError) else type(exc).__name__,
+            delay,
+            state.attempt_number + 1,
+            attempts,
+        )
+
+    return Retrying(
+        retry=retry_if_exception(retry_if),
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
