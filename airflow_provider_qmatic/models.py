@@ -469,6 +469,16 @@ def _long_text(value: Any, *, limit: int, what: str) -> str:
     return text
 
 
+def _note(value: Any) -> str:
+    return _long_text(value, limit=NOTES_MAX, what="the note")
+
+
+# Request field types whose rule is the same wherever they appear.
+Guid = Annotated[str, BeforeValidator(_guid)]
+OptionalGuid = Annotated[str | None, BeforeValidator(_guid)]
+Note = Annotated[str | None, BeforeValidator(_note)]
+
+
 def _personal_identifier(value: Any) -> str:
     rule = f"must be {PERSONAL_IDENTIFIER_MIN} to {PERSONAL_IDENTIFIER_MAX} letters or digits (A-Z, a-z, 0-9)"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -936,25 +946,15 @@ class BookingRequest(_TimedRequest):
 
     _label: ClassVar[str] = "booking request"
 
-    branch_id: str
-    service_id: str
-    resource_id: str | None = None
+    branch_id: Guid
+    service_id: Guid
+    resource_id: OptionalGuid = None
     start_time: WireDateTime
     end_time: WireDateTime | None = None
     customer: Customer
-    notes: str | None = Field(default=None, repr=False)
+    notes: Note = Field(default=None, repr=False)
     number_of_reservations: int = 1
     information_questions: list[InformationAnswer] = Field(default_factory=list)
-
-    @field_validator("branch_id", "service_id", "resource_id", mode="before")
-    @classmethod
-    def _check_guid(cls, value: Any) -> str:
-        return _guid(value)
-
-    @field_validator("notes", mode="before")
-    @classmethod
-    def _check_notes(cls, value: Any) -> str:
-        return _long_text(value, limit=NOTES_MAX, what="the note")
 
     @field_validator("number_of_reservations", mode="before")
     @classmethod
@@ -1005,20 +1005,10 @@ class RescheduleRequest(_TimedRequest):
 
     _label: ClassVar[str] = "reschedule request"
 
-    appointment_id: str
+    appointment_id: Guid
     start_time: WireDateTime
     end_time: WireDateTime | None = None
-    notes: str | None = Field(default=None, repr=False)
-
-    @field_validator("appointment_id", mode="before")
-    @classmethod
-    def _check_guid(cls, value: Any) -> str:
-        return _guid(value)
-
-    @field_validator("notes", mode="before")
-    @classmethod
-    def _check_notes(cls, value: Any) -> str:
-        return _long_text(value, limit=NOTES_MAX, what="the note")
+    notes: Note = Field(default=None, repr=False)
 
     def reservation_body(
         self,
@@ -1071,12 +1061,7 @@ class CancelRequest(_RequestModel):
 
     _label: ClassVar[str] = "cancel request"
 
-    appointment_id: str
-
-    @field_validator("appointment_id", mode="before")
-    @classmethod
-    def _check_guid(cls, value: Any) -> str:
-        return _guid(value)
+    appointment_id: Guid
 
 
 def _checked(rule_fn: Callable[[Any], _V], value: Any, field: str) -> _V:
