@@ -168,7 +168,8 @@ class QmaticClient:
 
     @property
     def api_requests(self) -> int:
-        """API requests sent by this client (every attempt counts; token requests do not)."""
+        """API requests this client sent (every attempt that left this machine counts; token requests
+        and attempts that could not connect do not)."""
         return sum(self.request_counts.values())
 
     @property
@@ -280,15 +281,19 @@ class QmaticClient:
             kind = type(exc).__name__
             if _never_sent(exc):
                 raise QmaticNotSentError(f"Qmatic {op.name} could not be sent: {kind}") from None
+            self._count(op)
             if op.idempotent:
                 raise QmaticServerError(f"Qmatic {op.name} failed before an answer came: {kind}") from None
             raise QmaticUnknownOutcomeError(
                 f"Qmatic {op.name} got no answer ({kind}); the request may or may not have taken effect"
             ) from None
-        finally:
-            with self._counts_lock:
-                self.request_counts[op.name] += 1
+        self._count(op)
         return response
+
+    def _count(self, op: Operation) -> None:
+        """Count a request that reached the server (answered or not); one never sent is not counted."""
+        with self._counts_lock:
+            self.request_counts[op.name] += 1
 
     # -- one method per operation --------------------------------------------------------------
 

@@ -355,3 +355,17 @@ def test_file_token_cache_shared_between_clients(server: ScriptedServer, tmp_pat
     stored = "".join(p.read_text(errors="ignore") for p in Path(cache_dir).iterdir())
     assert "tok-shared" in stored  # it is cached, in a 0600 file, not in its name
     assert all("tok-shared" not in name for name in os.listdir(cache_dir))
+
+
+def test_attempts_that_never_connect_are_retried_but_not_counted(server: ScriptedServer) -> None:
+    server.script("/oauth2/token", token_reply())
+    server.script("/external/v1/branches", Reply(200, []))
+    sleeps = Sleeps()
+    client = make_client(server, sleeps)
+    client.list_branches()
+    assert client.api_requests == 1
+    server.stop()  # the cached token stays valid; the host now refuses connections
+    with pytest.raises(QmaticNotSentError):
+        client.list_branches()
+    assert len(sleeps) == 5  # six attempts in all, as for any request that was not processed
+    assert client.api_requests == 1
