@@ -3,12 +3,15 @@
 PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_COMPAT_VERSION ?= 2.11.2
+# The last Airflow 3 line that builds the connection form from the hook's methods, not conn-fields.
+AIRFLOW_LEGACY_FORM_VERSION ?= 3.1.8
 
 VENV := .venv
 COMPAT_VENV := .venv-compat
 UV := $(VENV)/bin/uv
 PY := $(VENV)/bin/python
 COMPAT_PY := $(COMPAT_VENV)/bin/python
+LEGACY_FORM_VENV := .venv-form-3.1
 
 CHROMIUM ?= /usr/bin/chromium
 
@@ -66,6 +69,10 @@ test-ui: setup
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(UV) pip install --quiet --python $(PY) -e ".[ui]"
 	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/ui -q $(PYTEST_ARGS)
+	@echo "== the same form metadata from Airflow $(AIRFLOW_LEGACY_FORM_VERSION)'s API server (hook-method path)"
+	$(UV) venv --quiet --allow-existing --python $(PY) $(LEGACY_FORM_VENV)
+	$(UV) pip install --quiet --python $(LEGACY_FORM_VENV)/bin/python -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_LEGACY_FORM_VERSION)"
+	QMATIC_UI_TESTS=1 $(LEGACY_FORM_VENV)/bin/python -m pytest tests/ui -q -k hook_meta $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .mypy_cache .ruff_cache .pytest_cache site
