@@ -146,6 +146,14 @@ class QmaticClient:
         self.limiter = limiter
         self._sleep = sleep
         self._max_attempts = max(1, max_attempts)
+        # Built once, reused by every call and thread (tenacity keeps each run's state per thread):
+        # building the retry machinery per call cost more CPU than the rest of the client.
+        self._retrying = {
+            idempotent: retrying(
+                what="API call", idempotent=idempotent, attempts=self._max_attempts, sleep=sleep
+            )
+            for idempotent in (True, False)
+        }
         self.session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
         self.session.mount("https://", adapter)
@@ -199,9 +207,7 @@ class QmaticClient:
             )
         path = op.path.format(**{k: _path_segment(k, v) for k, v in (path_params or {}).items()})
         try:
-            for attempt in retrying(
-                what=op.name, idempotent=op.idempotent, attempts=self._max_attempts, sleep=self._sleep
-            ):
+            for attempt in self._retrying[op.idempotent]:
                 with attempt:
                     return self._attempt(op, scopes, path, json=json, params=params, expected=expected)
         except _TokenFailure as failure:
