@@ -9,6 +9,7 @@ error messages follow the contract. The gateway concerns (413, 429, faults, coun
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import date, timedelta
 from enum import Enum
 from typing import Any
@@ -40,13 +41,22 @@ class SandboxAPI(FastAPI):
     """
 
     sandbox: Sandbox
+    allowed_hosts: frozenset[str] = frozenset()
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SandboxMiddleware(super().build_middleware_stack(), self.sandbox)  # type: ignore[arg-type]
+        return SandboxMiddleware(super().build_middleware_stack(), self.sandbox, self.allowed_hosts)  # type: ignore[arg-type]
 
 
-def create_app(settings: SandboxSettings | None = None, *, sandbox: Sandbox | None = None) -> FastAPI:
-    """A new sandbox app with its own state (from ``settings``, or an existing ``sandbox``)."""
+def create_app(
+    settings: SandboxSettings | None = None,
+    *,
+    sandbox: Sandbox | None = None,
+    allowed_hosts: Iterable[str] = (),
+) -> FastAPI:
+    """A new sandbox app with its own state (from ``settings``, or an existing ``sandbox``).
+
+    It answers requests for loopback names only, and for ``allowed_hosts`` (see :mod:`middleware`).
+    """
     sb = sandbox or Sandbox(settings)
     app = SandboxAPI(
         title="Qmatic Cloud Appointments sandbox",
@@ -57,6 +67,7 @@ def create_app(settings: SandboxSettings | None = None, *, sandbox: Sandbox | No
         openapi_url="/_sandbox/openapi.json",
     )
     app.sandbox = sb
+    app.allowed_hosts = frozenset(allowed_hosts)
     app.state.sandbox = sb
     _add_error_handlers(app)
     _add_api_routes(app, sb)

@@ -7,12 +7,14 @@ either stops it cleanly with exit code 0 (uvicorn in the main thread would re-ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import re
 import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from types import FrameType
 from typing import Any
@@ -31,33 +33,73 @@ from airflow_provider_qmatic.sandbox.settings import (
 )
 
 DEFAULT_PORT = 8765
+# A secret file is read up to this size; a secret is a line of text, not a document.
+_MAX_SECRET_FILE = 64 * 1024
+
+# The flags that add a client, and what their second field holds.
+SECRET_FIELDS = {"--client": "SECRET", "--client-env": "VARIABLE", "--client-file": "PATH"}
 
 CLIENT_HELP = """\
-a client the sandbox accepts, as ID:SECRET:TENANT[:SCOPES] (repeatable; the first one is the
-connection qmatic_default). The ID is everything before the first ':' (an ID has no ':'); TENANT
-and SCOPES are read from the right, so the SECRET may contain ':'. SCOPES are short names or full
-scope strings separated by ',' or spaces (default: all three). Because scopes are recognised by
-their names, a tenant literally called book, reschedule or cancel needs explicit scopes."""
+a client the sandbox accepts, as ID:SECRET:TENANT[:SCOPES] (repeatable; the first client given by
+--client, --client-env or --client-file is the connection qmatic_default). The ID is everything
+before the first ':' (an ID has no ':'); TENANT and SCOPES are read from the right, so the SECRET
+may contain ':'. SCOPES are short names or full scope strings separated by ',' or spaces (default:
+all three). Because scopes are recognised by their names, a tenant literally called book,
+reschedule or cancel needs explicit scopes. A secret on the command line is visible to other users
+(ps): prefer --client-env or --client-file."""
 
 
-def parse_client(text: str) -> SandboxClient:
-    """``ID:SECRET:TENANT[:SCOPES]`` -> client; see ``CLIENT_HELP`` for the splitting rule."""
-    client_id, sep, rest = text.partition(":")
-    if not sep or not client_id:
-        raise ValueError("--client must be ID:SECRET:TENANT[:SCOPES]")
-    parts = rest.split(":")
-    scopes_text: str | None = None
-    if len(parts) >= 3 and _looks_like_scopes(parts[-1]):
-        scopes_text = parts.pop()
-    if len(parts) < 2:
-        raise ValueError("--client must be ID:SECRET:TENANT[:SCOPES] (tenant missing)")
-    tenant = parts.pop()
-    secret = ":".join(parts)
+def parse_client(text: str, flag: str = "--client") -> SandboxClient:
+    """``ID:SECRET:TENANT[:SCOPES]`` -> client; see ``CLIENT_HELP`` for the splitting rule.
+
+    With ``--client-env`` the second field names an environment variable holding the secret, with
+    ``--client-file`` a file holding it; errors name the flag, the client and the variable or file,
+    never the secret.
+    """
+    client_id, field, tenant, scopes_text = _split_client(text, flag)
+    secret = _read_secret(flag, client_id, field)
     if scopes_text is None:
         return SandboxClient(client_id=client_id, client_secret=secret, tenant=tenant)
     return SandboxClient(
         client_id=client_id, client_secret=secret, tenant=tenant, scopes=parse_scopes(scopes_text)
     )
+
+
+def _split_client(text: str, flag: str) -> tuple[str, str, str, str | None]:
+    """``(id, second field, tenant, scopes text or None)``: the id up to the first ':', the tenant
+    and the scopes from the right, the second field (which may hold ':') in between."""
+    form = f"{flag} must be ID:{SECRET_FIELDS[flag]}:TENANT[:SCOPES]"
+    client_id, sep, rest = text.partition(":")
+    if not sep or not client_id:
+        raise ValueError(form)
+    parts = rest.split(":")
+    scopes_text: str | None = None
+    if len(parts) >= 3 and _looks_like_scopes(parts[-1]):
+        scopes_text = parts.pop()
+    if len(parts) < 2:
+        raise ValueError(f"{form} (tenant missing)")
+    tenant = parts.pop()
+    return client_id, ":".join(parts), tenant, scopes_text
+
+
+def _read_secret(flag: str, client_id: str, field: str) -> str:
+    """The secret itself (``--client``), or read from the variable or file ``field`` names."""
+    if flag == "--client-env":
+        secret = os.environ.get(field, "")
+        if not secret:
+            raise ValueError(f"{flag} {client_id}: the environment variable {field!r} is not set or empty")
+        return secret
+    if flag == "--client-file":
+        try:
+            with open(os.path.expanduser(field), encoding="utf-8") as file:
+                secret = file.read(_MAX_SECRET_FILE).rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise ValueError(f"{flag} {client_id}: cannot read the secret from {field!r}: {reason}") from None
+        if not secret:
+            raise ValueError(f"{flag} {client_id}: the secret file {field!r} is empty")
+        return secret
+    return field
 
 
 def _looks_like_scopes(text: str) -> bool:
@@ -83,7 +125,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --host (the sandbox has no real security)",
     )
     add("--seed", type=int, default=0, help="seed of ids, data, the demo client's secret and faults")
-    add("--client", action="append", default=[], metavar="ID:SECRET:TENANT[:SCOPES]", help=CLIENT_HELP)
+    add(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback names (repeatable). A specific --host is "
+        "answered anyway; behind --host 0.0.0.0 list the names clients use. Any other name is "
+        "refused with 421 (DNS-rebinding protection)",
+    )
+    add(
+        "--client",
+        dest="clients",
+        action="append",
+        default=[],
+        type=_tagged("--client"),
+        metavar="ID:SECRET:TENANT[:SCOPES]",
+        help=CLIENT_HELP,
+    )
+    add(
+        "--client-env",
+        dest="clients",
+        action="append",
+        type=_tagged("--client-env"),
+        metavar="ID:VARIABLE:TENANT[:SCOPES]",
+        help="a client like --client whose secret is read from the environment variable VARIABLE "
+        "(not shown by ps, not printed in the banner)",
+    )
+    add(
+        "--client-file",
+        dest="clients",
+        action="append",
+        type=_tagged("--client-file"),
+        metavar="ID:PATH:TENANT[:SCOPES]",
+        help="a client like --client whose secret is the first line of the file PATH "
+        "(not shown by ps, not printed in the banner)",
+    )
     add(
         "--system-id",
         action="append",
@@ -151,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
     """Settings from parsed arguments; ValueError names what is wrong."""
-    clients = [parse_client(text) for text in args.client]
+    clients = [parse_client(text, flag) for flag, text in args.clients]
     system_ids = _system_ids(args.system_id, clients)
     if system_ids:
         clients = [
@@ -204,6 +281,25 @@ def _system_ids(values: Sequence[str], clients: Sequence[SandboxClient]) -> dict
     return out
 
 
+def _tagged(flag: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse ``type`` that remembers which flag gave a client, keeping the clients in order."""
+
+    def tag(text: str) -> tuple[str, str]:
+        return flag, text
+
+    return tag
+
+
+def _hidden_secrets(tagged: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Client id -> what the banner shows instead of a secret that did not come from the command line."""
+    out: dict[str, str] = {}
+    for flag, text in tagged:
+        if flag != "--client":
+            client_id, where, _, _ = _split_client(text, flag)
+            out[client_id] = f"<secret from ${where}>" if flag == "--client-env" else f"<secret in {where}>"
+    return out
+
+
 def _conn_id_for(index: int, client: SandboxClient, first_conn_id: str) -> str:
     if index == 0:
         return first_conn_id
@@ -231,14 +327,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = SandboxServer(settings, host=args.host, port=args.port, allow_remote=True)
+    server = SandboxServer(
+        settings, host=args.host, port=args.port, allow_remote=True, allowed_hosts=args.allow_host
+    )
     try:
         try:
             server.start()
         except RuntimeError as exc:
             print(f"qmatic-sandbox: {exc}", file=sys.stderr)
             return 1
-        _announce(server, args.conn_id)
+        _announce(server, args.conn_id, _hidden_secrets(args.clients))
         while not stop.wait(0.5):
             if not server.running:
                 print("qmatic-sandbox: the server stopped unexpectedly", file=sys.stderr)
@@ -251,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _announce(server: Any, first_conn_id: str) -> None:
+def _announce(server: Any, first_conn_id: str, hidden: dict[str, str]) -> None:
+    """The banner. Secrets read from a variable or a file (``hidden``) are shown as placeholders."""
     s: SandboxSettings = server.settings
     out = [
         f"Qmatic sandbox listening on {server.base_url}",
@@ -259,13 +358,20 @@ def _announce(server: Any, first_conn_id: str) -> None:
         f"slot capacity {s.slot_capacity}, "
         f"{s.requests_per_minute:g} requests/minute, token lifetime {s.token_lifetime:g} s",
     ]
+    if server.allowed_hosts:
+        out.append(f"  answers for Host: loopback names, {', '.join(sorted(server.allowed_hosts))}")
     for c in s.clients:
         scopes = ", ".join(sorted(sc.name.lower() for sc in c.scopes))
         out.append(f"  client {c.client_id}  tenant {c.tenant}  system id {c.system_id}  scopes {scopes}")
     out.append("Point Airflow at it (paste into your shell with `export`, or into a .env file):")
+    if hidden:
+        out.append(
+            "(secrets from --client-env/--client-file are not printed: put them in place of <secret ...>)"
+        )
     for index, c in enumerate(s.clients):
         conn_id = _conn_id_for(index, c, first_conn_id)
-        out.append(f"{env_var_name(conn_id)}={shlex.quote(connection_json(c, server.base_url))}")
+        shown = dataclasses.replace(c, client_secret=hidden[c.client_id]) if c.client_id in hidden else c
+        out.append(f"{env_var_name(conn_id)}={shlex.quote(connection_json(shown, server.base_url))}")
     out.append(f"Introspection: {server.base_url}/_sandbox/stats  API docs: {server.base_url}/_sandbox/docs")
     out.append("Press Ctrl-C to stop.")
     print("\n".join(out), flush=True)

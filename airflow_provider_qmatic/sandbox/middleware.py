@@ -1,8 +1,18 @@
-"""The gateway in front of the API: body size, rate limits, faults and counting, as raw ASGI.
+"""The gateway in front of the API: host check, admin guard, body size, rate limits, faults and
+counting, as raw ASGI.
 
 It sits outside every framework layer on purpose: a dropped connection needs the server's own
-``send`` (to reach the socket), and a request refused here (413, 429, an injected 500/503) should
-cost no routing or validation. ``/_sandbox/`` requests pass straight through, untouched.
+``send`` (to reach the socket), and a request refused here (421, 413, 429, an injected 500/503)
+should cost no routing or validation.
+
+Every request must name this sandbox in its ``Host`` header: a loopback name (``localhost``,
+127.0.0.0/8, ``[::1]``, any port) or a host the server was explicitly told to answer for. A web page
+that re-points its own DNS name at 127.0.0.1 (DNS rebinding) still sends its own name, and gets 421.
+
+``/_sandbox/`` requests skip the gateway, but a request that changes state there (anything but
+GET/HEAD/OPTIONS) must carry ``Content-Type: application/json``, which a browser sends cross-site
+only after a CORS preflight the sandbox never grants, must not come from a page of another origin
+(``Origin``), and has a 64 KiB body limit.
 
 Order for an API or token request: read the body (413 if over ``max_body_bytes``; a refused body
 is read to the end first so the client sees the answer rather than a broken pipe), then the rate
@@ -17,9 +27,11 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.auth import basic_credentials
 from airflow_provider_qmatic.sandbox.faults import DROP, ERROR_500, ERROR_503
 from airflow_provider_qmatic.sandbox.routes import classify
@@ -32,6 +44,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Methods that change nothing on /_sandbox/; every other one is a change and is guarded.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ADMIN_BODY_LIMIT = 64 * 1024
 # A body over the limit is still read (not stored) up to this size, so the client gets the 413.
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _GATEWAY_HTML = (
@@ -43,19 +58,32 @@ _GATEWAY_HTML = (
 class SandboxMiddleware:
     """Wraps the API app; see the module docstring for what it does to each request."""
 
-    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
+    def __init__(self, app: ASGIApp, sandbox: Sandbox, allowed_hosts: Iterable[str] = ()) -> None:
+        """``allowed_hosts``: names or addresses answered besides loopback ones (``--allow-host``)."""
         self.app = app
         self.sandbox = sandbox
+        self.allowed_hosts = frozenset(_normal_host(h) for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        host = _host_name(headers.get("host", ""))
+        if not self._answers_for(host):
+            message = (
+                f"this sandbox does not answer for host {host[:100]!r}: only for localhost, "
+                "127.0.0.0/8, [::1] and hosts allowed with --allow-host (DNS-rebinding protection)"
+            )
+            await _send_json(send, 421, {"error": "misdirected_request", "message": message})
+            return
+        if scope["path"].startswith("/_sandbox"):
+            await self._admin(scope, receive, send, headers)
             return
         method: str = scope["method"]
         endpoint = classify(method, scope["path"]) or "unknown"
         sandbox = self.sandbox
         settings = sandbox.settings
-        headers = _headers(scope)
         entry = {
             "time": time.time(),
             "method": method,
@@ -140,6 +168,34 @@ class SandboxMiddleware:
                 stats.record(endpoint, 500, entry)
                 await _send_fault(send, 500, settings.fault_body)
 
+    def _answers_for(self, host: str) -> bool:
+        return bool(host) and (is_loopback(host) or host in self.allowed_hosts)
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """``/_sandbox/``: reads pass; a change must be JSON, from no page or one of this sandbox."""
+        if scope["method"] in _SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._answers_for(_normal_host(urlsplit(origin).hostname or "")):
+            message = f"/_sandbox/ changes are refused from pages of another origin ({origin[:100]!r})"
+            await _send_json(send, 403, {"error": "forbidden_origin", "message": message})
+            return
+        if headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+            message = (
+                "/_sandbox/ changes need Content-Type: application/json (e.g. curl -H "
+                "'Content-Type: application/json' -d '{}'); other types are refused so that no web "
+                "page can post a form here"
+            )
+            await _send_json(send, 415, {"error": "unsupported_media_type", "message": message})
+            return
+        body, too_large = await _read_body(receive, _ADMIN_BODY_LIMIT, headers.get("content-length"))
+        if too_large:
+            message = f"the body is over {_ADMIN_BODY_LIMIT} bytes"
+            await _send_json(send, 413, {"error": "payload_too_large", "message": message})
+            return
+        await self.app(scope, _replay(body, receive), send)
+
     def _tenant_key(self, headers: dict[str, str]) -> str:
         """The API limit is per tenant: the token's tenant, else the X-TENANT-ID the caller sent."""
         scheme, _, value = headers.get("authorization", "").partition(" ")
@@ -148,6 +204,18 @@ class SandboxMiddleware:
             if token is not None:
                 return token.tenant
         return "system:" + headers.get("x-tenant-id", "-")
+
+
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header, without the port: ``[::1]:8765`` -> ``::1``."""
+    value = header.strip()
+    if value.startswith("["):
+        return _normal_host(value[1 : value.find("]")] if "]" in value else "")
+    return _normal_host(value.rpartition(":")[0] if value.count(":") == 1 else value)
+
+
+def _normal_host(name: str) -> str:
+    return name.strip().strip("[]").lower().rstrip(".")
 
 
 def _headers(scope: Scope) -> dict[str, str]:

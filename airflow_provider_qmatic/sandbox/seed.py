@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from airflow_provider_qmatic.sandbox.settings import SandboxSettings
+from airflow_provider_qmatic.sandbox.settings import (
+    MAX_SERVICES_PER_BRANCH,
+    SandboxSettings,
+)
 
 # name, IANA zone, address. The first three span three time zones (one of them outside Europe).
 _BRANCHES: tuple[tuple[str, str, dict[str, str]], ...] = (
@@ -79,7 +82,8 @@ _BRANCHES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ),
 )
 
-# name, duration in minutes. Each branch offers 2-4 of them, chosen by the seed.
+# name, duration in minutes (none under SHORTEST_SERVICE_MINUTES, which bounds the slot count).
+# Each branch offers 2 to MAX_SERVICES_PER_BRANCH of them, chosen by the seed.
 _SERVICES: tuple[tuple[str, int], ...] = (
     ("Passport application", 15),
     ("National ID card", 20),
@@ -139,7 +143,7 @@ def build_seed(settings: SandboxSettings, now: datetime) -> SeedData:
     branches: list[Branch] = []
     for name, zone_name, address in _BRANCHES[: settings.branch_count]:
         branch_id = _guid(rng)
-        count = rng.randint(2, 4)
+        count = rng.randint(2, MAX_SERVICES_PER_BRANCH)
         picked = sorted(rng.sample(range(len(_SERVICES)), count))
         services = tuple(Service(_guid(rng), _SERVICES[i][0], _SERVICES[i][1]) for i in picked)
         branches.append(Branch(branch_id, name, zone_name, dict(address), services))

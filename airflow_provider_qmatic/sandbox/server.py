@@ -14,6 +14,7 @@ settings) can be imported where the ``sandbox`` extra is not installed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 import time
 from collections.abc import Iterable
@@ -129,6 +130,9 @@ class SandboxServer:
         (e.g. ``SandboxServer(slot_capacity=5000, requests_per_minute=0)``).
     :param host: the address to listen on; anything but loopback needs ``allow_remote=True``.
     :param port: 0 picks a free port (read it from :attr:`port` / :attr:`base_url` after start).
+    :param allowed_hosts: ``Host`` names answered besides loopback ones. A specific non-loopback
+        ``host`` is answered too; behind a wildcard (``0.0.0.0``, ``::``) the names clients use must
+        be listed here, since any other name may be a DNS-rebinding page.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        allowed_hosts: Iterable[str] = (),
         startup_timeout: float = 20.0,
         **overrides: Any,
     ) -> None:
@@ -150,6 +155,7 @@ class SandboxServer:
             )
         self.sandbox = Sandbox(base)
         self.host = host
+        self.allowed_hosts = frozenset(allowed_hosts) | (frozenset() if _is_wildcard(host) else {host})
         self._requested_port = port
         self._startup_timeout = startup_timeout
         self._port: int | None = None
@@ -167,7 +173,7 @@ class SandboxServer:
         from airflow_provider_qmatic.sandbox.app import create_app
 
         config = uvicorn.Config(
-            create_app(sandbox=self.sandbox),
+            create_app(sandbox=self.sandbox, allowed_hosts=self.allowed_hosts),
             host=self.host,
             port=self._requested_port,
             # Plain asyncio: uvloop's policy would be installed process-wide by some uvicorn versions.
@@ -354,3 +360,11 @@ class SandboxServer:
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None else "not started"
         return f"SandboxServer({where}, tenant={self.tenant!r})"
+
+
+def _is_wildcard(host: str) -> bool:
+    """True for "every interface" (``0.0.0.0``, ``::``): no single name that clients would use."""
+    try:
+        return not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False

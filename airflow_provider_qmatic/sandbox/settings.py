@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import typing
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, InstanceOf, TypeAdapter, ValidationError
 
 from airflow_provider_qmatic.config import normalise_tenant
 from airflow_provider_qmatic.exceptions import QmaticConfigError
@@ -40,6 +44,16 @@ RATE_LIMIT_ALGORITHMS: tuple[str, ...] = ("token_bucket", "sliding_window")
 COMMIT_THEN_FAIL_MODES: tuple[str, ...] = ("500", "drop", "both")
 FAULT_BODIES: tuple[str, ...] = ("json", "empty", "html")
 MAX_BRANCHES = 12
+# The seed's shape, for the slot-count bound: at most this many services per branch, none shorter.
+MAX_SERVICES_PER_BRANCH = 4
+SHORTEST_SERVICE_MINUTES = 10
+# Upper bound of seed slots (about 450 bytes each): keeps the seed under roughly 120 MB, whatever
+# an unauthenticated POST to /_sandbox/config asks for.
+MAX_SLOTS = 250_000
+MAX_CLIENTS = 100
+# Bodies are held in memory whole; the gateway drains bigger ones up to 64 MiB to answer 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_YEAR_S = 365 * 24 * 3600.0
 
 # Knobs that shape the seed data: changing one at run time rebuilds the store (like a reset).
 SEED_KNOBS: frozenset[str] = frozenset(
@@ -125,34 +139,38 @@ class SandboxSettings:
     ``fault_seed`` (default: ``seed``).
     """
 
-    seed: int = 0
-    clients: tuple[SandboxClient, ...] = ()
-    branch_count: int = 3
-    weeks: int = 4
-    start_date: date | None = None
-    open_hour: int = 9
-    close_hour: int = 17
-    slot_capacity: int = 2
-    token_lifetime: float = 3600.0
-    reservation_hold: float = 900.0
-    max_body_bytes: int = 2 * 1024 * 1024
-    requests_per_minute: float = 100.0
-    api_burst: int = 10
-    rate_limit_algorithm: str = "token_bucket"
-    token_requests_per_second: float = 1.0
-    token_burst: int = 1
-    retry_after_header: bool = True
-    fail_rate: float = 0.0
-    unavailable_rate: float = 0.0
-    drop_rate: float = 0.0
-    commit_then_fail_rate: float = 0.0
-    commit_then_fail_mode: str = "both"
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    fault_endpoints: tuple[str, ...] = ()
-    faults_on_token: bool = False
-    fault_body: str = "json"
-    fault_seed: int | None = None
+    seed: Annotated[int, _int(-(2**63), 2**63 - 1)] = 0
+    clients: Annotated[
+        tuple[InstanceOf[SandboxClient], ...], Field(min_length=1, max_length=MAX_CLIENTS)
+    ] = ()
+    branch_count: Annotated[int, _int(1, MAX_BRANCHES)] = 3
+    weeks: Annotated[int, _int(1, 104)] = 4
+    start_date: Annotated[date | None, Field(strict=True)] = None
+    open_hour: Annotated[int, _int(0, 23)] = 9
+    close_hour: Annotated[int, _int(1, 24)] = 17
+    slot_capacity: Annotated[int, _int(1, 1_000_000)] = 2
+    token_lifetime: Annotated[float, _number(1.0, _YEAR_S)] = 3600.0
+    reservation_hold: Annotated[float, _number(0.001, _YEAR_S)] = 900.0
+    max_body_bytes: Annotated[int, _int(1, MAX_BODY_BYTES)] = 2 * 1024 * 1024
+    requests_per_minute: Annotated[float, _number(0.0, 1e9)] = 100.0
+    api_burst: Annotated[int, _int(1, 1_000_000)] = 10
+    rate_limit_algorithm: Annotated[str, _one_of(RATE_LIMIT_ALGORITHMS)] = "token_bucket"
+    token_requests_per_second: Annotated[float, _number(0.0, 1e6)] = 1.0
+    token_burst: Annotated[int, _int(1, 1_000_000)] = 1
+    retry_after_header: Annotated[bool, Field(strict=True)] = True
+    fail_rate: Annotated[float, _number(0.0, 1.0)] = 0.0
+    unavailable_rate: Annotated[float, _number(0.0, 1.0)] = 0.0
+    drop_rate: Annotated[float, _number(0.0, 1.0)] = 0.0
+    commit_then_fail_rate: Annotated[float, _number(0.0, 1.0)] = 0.0
+    commit_then_fail_mode: Annotated[str, _one_of(COMMIT_THEN_FAIL_MODES)] = "both"
+    latency_ms: Annotated[float, _number(0.0, 60_000.0)] = 0.0
+    latency_jitter_ms: Annotated[float, _number(0.0, 60_000.0)] = 0.0
+    fault_endpoints: Annotated[
+        tuple[Annotated[str, _one_of(ENDPOINTS)], ...], Field(max_length=len(ENDPOINTS))
+    ] = ()
+    faults_on_token: Annotated[bool, Field(strict=True)] = False
+    fault_body: Annotated[str, _one_of(FAULT_BODIES)] = "json"
+    fault_seed: Annotated[int | None, _int(-(2**63), 2**63 - 1)] = None
 
     def __post_init__(self) -> None:
         clients = tuple(self.clients) or (demo_client(self.seed),)
@@ -196,7 +214,27 @@ class SandboxSettings:
             data[f.name] = value
         return data
 
+    def estimated_slots(self) -> int:
+        """An upper bound of the seed's slot count: every branch with the most services, all of the
+        shortest duration, every weekday of every week open from ``open_hour`` to ``close_hour``."""
+        per_day = (self.close_hour - self.open_hour) * 60 // SHORTEST_SERVICE_MINUTES
+        return self.branch_count * MAX_SERVICES_PER_BRANCH * self.weeks * 5 * per_day
+
     def _validate(self) -> None:
+        """Each field against its declared bounds, then the rules that span fields.
+
+        The bounds are not cosmetic: ``/_sandbox/config`` takes settings from anyone who can reach
+        the port, so every knob that sizes memory (slots, bodies) or time (latency) is capped.
+        """
+        for name, adapter in _field_adapters().items():
+            value = getattr(self, name)
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                where = "".join(f"[{i}]" for i in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{name}{where}: {message}, got {_short(error['input'])}") from None
         ids = [c.client_id for c in self.clients]
         if len(set(ids)) != len(ids):
             raise ValueError("clients: two clients have the same client_id")
@@ -204,39 +242,47 @@ class SandboxSettings:
         for c in self.clients:
             if system_ids.setdefault(c.tenant, c.system_id) != c.system_id:
                 raise ValueError(f"clients: tenant {c.tenant!r} has two different system ids")
-        _int_range("branch_count", self.branch_count, 1, MAX_BRANCHES)
-        _int_range("weeks", self.weeks, 1, 520)
-        _int_range("open_hour", self.open_hour, 0, 23)
-        _int_range("close_hour", self.close_hour, self.open_hour + 1, 24)
-        _int_range("slot_capacity", self.slot_capacity, 1, 10**9)
-        _int_range("max_body_bytes", self.max_body_bytes, 1, 2**40)
-        _int_range("api_burst", self.api_burst, 1, 10**9)
-        _int_range("token_burst", self.token_burst, 1, 10**9)
-        _number_range("token_lifetime", self.token_lifetime, 1.0, 10**9)
-        _number_range("reservation_hold", self.reservation_hold, 0.001, 10**9)
-        _number_range("requests_per_minute", self.requests_per_minute, 0.0, 10**12)
-        _number_range("token_requests_per_second", self.token_requests_per_second, 0.0, 10**12)
-        _number_range("latency_ms", self.latency_ms, 0.0, 600_000)
-        _number_range("latency_jitter_ms", self.latency_jitter_ms, 0.0, 600_000)
-        for name in ("fail_rate", "unavailable_rate", "drop_rate", "commit_then_fail_rate"):
-            _number_range(name, getattr(self, name), 0.0, 1.0)
+        if self.close_hour <= self.open_hour:
+            raise ValueError(f"close_hour must be after open_hour ({self.open_hour}), got {self.close_hour}")
         if self.fail_rate + self.unavailable_rate + self.drop_rate > 1.0:
             raise ValueError("fail_rate + unavailable_rate + drop_rate must be at most 1")
-        _choice("rate_limit_algorithm", self.rate_limit_algorithm, RATE_LIMIT_ALGORITHMS)
-        _choice("commit_then_fail_mode", self.commit_then_fail_mode, COMMIT_THEN_FAIL_MODES)
-        _choice("fault_body", self.fault_body, FAULT_BODIES)
-        unknown = [e for e in self.fault_endpoints if e not in ENDPOINTS]
-        if unknown:
-            raise ValueError(f"fault_endpoints: unknown {unknown}; known: {', '.join(ENDPOINTS)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError("seed must be an integer")
-        for name in ("retry_after_header", "faults_on_token"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false")
-        if self.fault_seed is not None and (
-            isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)
-        ):
-            raise ValueError("fault_seed must be an integer or null")
+        if self.estimated_slots() > MAX_SLOTS:
+            raise ValueError(
+                f"branch_count, weeks, open_hour, close_hour: up to {self.estimated_slots():,} time slots "
+                f"(branches x {MAX_SERVICES_PER_BRANCH} services x weeks x 5 days x slots a day); "
+                f"at most {MAX_SLOTS:,} are allowed: lower weeks or branch_count, or shorten the day"
+            )
+
+
+@cache
+def _field_adapters() -> dict[str, TypeAdapter[Any]]:
+    """One pydantic validator per field, built from the ``Annotated`` bounds of its type hint."""
+    hints = typing.get_type_hints(SandboxSettings, include_extras=True)
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(SandboxSettings)}
+
+
+def _int(low: int, high: int) -> Any:
+    """An integer (never a bool, float or string) from ``low`` to ``high``."""
+    return Field(strict=True, ge=low, le=high)
+
+
+def _number(low: float, high: float) -> Any:
+    """A finite number (int or float, never a bool or string) from ``low`` to ``high``."""
+    return Field(strict=True, ge=low, le=high, allow_inf_nan=False)
+
+
+def _one_of(choices: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_scopes(text: str | Iterable[str]) -> frozenset[Scope]:
@@ -257,18 +303,3 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "clients":
         raise ValueError("clients cannot change at run time; start another sandbox")
     return value
-
-
-def _int_range(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
-
-
-def _number_range(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -43,7 +43,7 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise bad_request("body", "is empty; send a JSON object")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("body", "is not valid JSON") from None
     if not isinstance(data, dict):
         raise bad_request("body", "must be a JSON object")
