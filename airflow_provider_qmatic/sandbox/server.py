@@ -155,7 +155,8 @@ class SandboxServer:
             )
         self.sandbox = Sandbox(base)
         self.host = host
-        self.allowed_hosts = frozenset(allowed_hosts) | (frozenset() if _is_wildcard(host) else {host})
+        named = not _is_wildcard(host) and not is_loopback(host)
+        self.allowed_hosts = frozenset(allowed_hosts) | ({host} if named else frozenset())
         self._requested_port = port
         self._startup_timeout = startup_timeout
         self._port: int | None = None

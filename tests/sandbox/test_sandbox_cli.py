@@ -1,4 +1,5 @@
-"""The ``qmatic-sandbox`` command: output, a token against it, clean stops, the remote guard."""
+"""The ``qmatic-sandbox`` command: output, a token against it, clean stops, the remote guard,
+secrets kept off the command line, and the memory an unauthenticated config change can cost."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,8 +52,8 @@ class Running:
         return dict(json.loads(value[1:-1]))
 
 
-def start(*args: str) -> Running:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start(*args: str, env: dict[str, str] | None = None) -> Running:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
         [*command(), "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -237,3 +239,141 @@ def test_parse_client(text: str, expected: tuple[object, ...]) -> None:
 def test_parse_client_refuses(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_client(text)
+
+
+def test_client_secrets_from_a_variable_and_a_file_stay_off_ps_and_the_banner(
+    cli: list[Running], tmp_path: Path
+) -> None:
+    from_env = f"env-secret-{uuid.uuid4().hex}"
+    from_file = f"file:secret:{uuid.uuid4().hex}"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(from_file + "\n")
+    secret_file.chmod(0o600)
+    running = start(
+        "--client-env",
+        "envy:QMATIC_TEST_SECRET:acme:book",
+        "--client",
+        "plain:visible:acme",
+        "--client-file",
+        f"filed:{secret_file}:other",
+        env={"QMATIC_TEST_SECRET": from_env},
+    )
+    cli.append(running)
+    banner = "\n".join(running.lines)
+    with open(f"/proc/{running.process.pid}/cmdline", "rb") as file:
+        cmdline = file.read().decode()
+    for secret in (from_env, from_file):
+        assert secret not in banner
+        assert secret not in cmdline
+    # Order is kept across the three flags: the first one given is qmatic_default.
+    first = running.conn()
+    assert first["login"] == "envy"
+    assert first["password"] == "<secret from $QMATIC_TEST_SECRET>"
+    assert running.conn("AIRFLOW_CONN_QMATIC_PLAIN")["password"] == "visible"
+    filed = running.conn("AIRFLOW_CONN_QMATIC_FILED")
+    assert filed["password"] == f"<secret in {secret_file}>"
+    # The secrets read are the ones the sandbox accepts (the file's trailing newline dropped).
+    assert get_token(running.base_url, {**first, "password": from_env}).status_code == 200
+    token = get_token(running.base_url, {**filed, "password": from_file})
+    assert token.status_code == 200, token.text
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(15) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--client-env", "envy:QMATIC_UNSET_SECRET:acme"], {}, "'QMATIC_UNSET_SECRET' is not set or empty"),
+        (["--client-env", "envy:QMATIC_EMPTY_SECRET:acme"], {"QMATIC_EMPTY_SECRET": ""}, "not set or empty"),
+        (
+            ["--client-file", "filed:/nonexistent/secret:acme"],
+            {},
+            "cannot read the secret from '/nonexistent/secret'",
+        ),
+        (
+            ["--client-env", "envy:QMATIC_BAD_SECRET:acme"],
+            {"QMATIC_BAD_SECRET": "bad\tsecret-9f3k"},
+            "printable",
+        ),
+        (["--client-env", "envy"], {}, "ID:VARIABLE:TENANT"),
+    ],
+    ids=["unset", "empty", "no-file", "unprintable", "malformed"],
+)
+def test_client_secret_sources_fail_clearly(args: list[str], env: dict[str, str], expected: str) -> None:
+    result = subprocess.run(
+        [*command(), "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "secret-9f3k" not in result.stderr
+
+
+def test_allow_host_is_answered_and_other_names_are_not(cli: list[Running]) -> None:
+    running = start("--allow-host", "sandbox.test")
+    cli.append(running)
+    assert "answers for Host: loopback names, sandbox.test" in "\n".join(running.lines)
+    port = running.base_url.rsplit(":", 1)[1]
+    allowed = requests.get(
+        running.base_url + "/_sandbox/health", headers={"Host": f"sandbox.test:{port}"}, timeout=10
+    )
+    assert allowed.status_code == 200
+    other = requests.get(
+        running.base_url + "/_sandbox/health", headers={"Host": f"rebound.test:{port}"}, timeout=10
+    )
+    assert other.status_code == 421
+    assert other.json()["error"] == "misdirected_request"
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(15) == 0
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as file:
+        line = next(x for x in file if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_an_unauthenticated_config_change_cannot_grow_the_process(cli: list[Running]) -> None:
+    """At c67c2ae one POST of seed-shaping settings grew the sandbox from 57 MB to 3.2 GB. Now every
+    such POST is refused naming the field, and the largest accepted configuration stays small."""
+    running = start()
+    cli.append(running)
+    pid = running.process.pid
+    config_url = running.base_url + "/_sandbox/config"
+    session = requests.Session()
+    session.trust_env = False
+    before = _rss_mib(pid)
+    hostile = [
+        ({"weeks": 520, "branch_count": 12, "open_hour": 0, "close_hour": 24}, "weeks"),
+        ({"weeks": 104, "branch_count": 12}, "branch_count, weeks"),
+        ({"max_body_bytes": 2**40}, "max_body_bytes"),
+        ({"slot_capacity": 10**12}, "slot_capacity"),
+    ]
+    for changes, field in hostile:
+        response = session.post(config_url, json=changes, timeout=120)
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].startswith(field)
+    huge = session.post(
+        config_url,
+        data=b"{" + b" " * (50 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+    assert huge.status_code == 413
+    refused = _rss_mib(pid)
+    assert refused - before < 50, (before, refused)
+    # The largest seed the bound admits, built twice (old and new store overlap during a rebuild).
+    for seed in (1, 2):
+        largest = {"seed": seed, "weeks": 6, "branch_count": 12, "open_hour": 0, "close_hour": 24}
+        assert session.post(config_url, json=largest, timeout=300).status_code == 200
+    largest_rss = _rss_mib(pid)
+    assert largest_rss < 400, (before, refused, largest_rss)
+    print(
+        f"sandbox RSS: start {before:.0f} MiB, after refused POSTs {refused:.0f} MiB, largest seed {largest_rss:.0f} MiB"
+    )
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(30) == 0
