@@ -153,14 +153,15 @@ def sandbox_process(*flags: str) -> Iterator[Sandbox]:
             "airflow_provider_qmatic.sandbox",
             "--port",
             "0",
-            "--client",
-            f"{client_id}:{secret}:{TENANT}",
+            "--client-env",  # the secret stays out of the process list
+            f"{client_id}:QMATIC_BENCH_SECRET:{TENANT}",
             *flags,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=REPO,
+        env={**os.environ, "QMATIC_BENCH_SECRET": secret},
     )
     base_url = None
     assert process.stdout is not None

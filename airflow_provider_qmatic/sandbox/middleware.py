@@ -12,7 +12,7 @@ that re-points its own DNS name at 127.0.0.1 (DNS rebinding) still sends its own
 ``/_sandbox/`` requests skip the gateway, but a request that changes state there (anything but
 GET/HEAD/OPTIONS) must carry ``Content-Type: application/json``, which a browser sends cross-site
 only after a CORS preflight the sandbox never grants, must not come from a page of another origin
-(``Origin``), and has a 64 KiB body limit.
+(an ``Origin`` other than the sandbox's own host and port), and has a 64 KiB body limit.
 
 Order for an API or token request: read the body (413 if over ``max_body_bytes``; a refused body
 is read to the end first so the client sees the answer rather than a broken pipe), then the rate
@@ -172,12 +172,13 @@ class SandboxMiddleware:
         return bool(host) and (is_loopback(host) or host in self.allowed_hosts)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
-        """``/_sandbox/``: reads pass; a change must be JSON, from no page or one of this sandbox."""
+        """``/_sandbox/``: reads pass; a change must be JSON, from no page or a page of this very
+        origin (scheme aside: the sandbox serves plain http only)."""
         if scope["method"] in _SAFE_METHODS:
             await self.app(scope, receive, send)
             return
         origin = headers.get("origin")
-        if origin is not None and not self._answers_for(_normal_host(urlsplit(origin).hostname or "")):
+        if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
             message = f"/_sandbox/ changes are refused from pages of another origin ({origin[:100]!r})"
             await _send_json(send, 403, {"error": "forbidden_origin", "message": message})
             return

@@ -368,7 +368,7 @@ def test_an_unauthenticated_config_change_cannot_grow_the_process(cli: list[Runn
     assert refused - before < 50, (before, refused)
     # The largest seed the bound admits, built twice (old and new store overlap during a rebuild).
     for seed in (1, 2):
-        largest = {"seed": seed, "weeks": 6, "branch_count": 12, "open_hour": 0, "close_hour": 24}
+        largest = {"seed": seed, "weeks": 7, "branch_count": 12, "open_hour": 0, "close_hour": 24}
         assert session.post(config_url, json=largest, timeout=300).status_code == 200
     largest_rss = _rss_mib(pid)
     assert largest_rss < 400, (before, refused, largest_rss)

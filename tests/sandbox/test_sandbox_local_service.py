@@ -158,7 +158,15 @@ def test_admin_changes_with_json_work_as_before(sandbox: SandboxServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "origin", ["http://evil.example", "http://evil.example:{port}", "null", "https://127.0.0.1.nip.io"]
+    "origin",
+    [
+        "http://evil.example",
+        "http://evil.example:{port}",
+        "null",
+        "https://127.0.0.1.nip.io",
+        "http://127.0.0.1:1",  # a page of another local service is another origin
+        "http://localhost:{port}",  # another name for the same socket is another origin too
+    ],
 )
 def test_admin_changes_from_another_origin_are_refused(sandbox: SandboxServer, origin: str) -> None:
     response = _session().post(
@@ -177,7 +185,7 @@ def test_admin_changes_from_the_sandbox_own_pages_work(sandbox: SandboxServer) -
     response = _session().post(
         sandbox.base_url + "/_sandbox/clock",
         json={"advance": 60},
-        headers={"Origin": f"http://localhost:{sandbox.port}"},
+        headers={"Origin": sandbox.base_url},
         timeout=10,
     )
     assert response.status_code == 200, response.text
