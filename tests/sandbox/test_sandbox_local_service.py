@@ -13,10 +13,13 @@ import pytest
 import requests
 from sandbox_helpers import Api
 
-from airflow_provider_qmatic import paths
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.runtime import Sandbox
 from airflow_provider_qmatic.sandbox.settings import MAX_BRANCHES, MAX_SLOTS
+
+# Part B's paths, spelled out: this module tests the server's edge, not the contract table.
+TOKEN = "/oauth2/token"
+BRANCHES = "/external/v1/branches"
 
 
 def _session() -> requests.Session:
@@ -39,7 +42,7 @@ FOREIGN_HOSTS = [
 
 
 @pytest.mark.parametrize("host", FOREIGN_HOSTS)
-@pytest.mark.parametrize("method_path", [("GET", "/_sandbox/tokens"), ("GET", paths.BRANCHES)])
+@pytest.mark.parametrize("method_path", [("GET", "/_sandbox/tokens"), ("GET", BRANCHES)])
 def test_a_foreign_host_name_is_refused(
     sandbox: SandboxServer, host: str, method_path: tuple[str, str]
 ) -> None:
@@ -58,7 +61,7 @@ def test_a_foreign_host_name_is_refused(
 def test_a_foreign_host_cannot_get_a_token_or_change_settings(sandbox: SandboxServer) -> None:
     session = _session()
     token = session.post(
-        sandbox.base_url + paths.TOKEN,
+        sandbox.base_url + TOKEN,
         headers={"Host": "evil.example", "Authorization": "Basic x", "X-ACCOUNT": "demo"},
         data={"grant_type": "client_credentials"},
         timeout=10,
@@ -120,7 +123,7 @@ def test_the_listening_address_is_answered_unless_it_is_a_wildcard() -> None:
 def test_admin_changes_need_a_json_content_type(
     sandbox: SandboxServer, content_type: str | None, body: str
 ) -> None:
-    Api(sandbox).get(paths.BRANCHES)
+    Api(sandbox).get(BRANCHES)
     counted = sandbox.stats()
     offset = sandbox.advance_clock(0)
     headers = {"Content-Type": content_type} if content_type else {}
