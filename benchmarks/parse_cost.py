@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.common import REPO, Row, Section, fmt, median, ratio, run_child
 
 REPETITIONS = 5
-EXAMPLES = sorted((REPO / "example_dags").glob("example_*.py"))
+EXAMPLES = sorted((REPO / "airflow_provider_qmatic" / "example_dags").glob("example_*.py"))
 EMPTY_DAG = """
 import pendulum
 try:

@@ -3,9 +3,9 @@
 Starts the sandbox on a free loopback port (Qmatic's real limits: 100 requests per minute, one
 token request per second), gives Airflow a throwaway home with SQLite, points ``qmatic_default`` at
 the sandbox, and runs the three bulk example DAGs with ``airflow dags test``: book everyone in
-``example_dags/data/bulk_customers.csv``, move them to the next free slots, cancel them. Then it
-prints what happened, read from the results files and from the sandbox's own counters, and stops
-the sandbox, also when a step fails. Re-running it starts from scratch.
+``airflow_provider_qmatic/example_dags/data/bulk_customers.csv``, move them to the next free
+slots, cancel them. Then it prints what happened, read from the results files and from the
+sandbox's own counters, and stops the sandbox, also when a step fails. Re-running it starts from scratch.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "airflow_provider_qmatic" / "example_dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         QMATIC_EXAMPLE_OUTPUT_DIR=str(output),
         QMATIC_TOKEN_CACHE_DIR=str(DEMO_DIR / "token-cache"),

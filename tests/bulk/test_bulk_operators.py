@@ -31,7 +31,7 @@ except ImportError:  # Airflow 2.11
 
 pytestmark = pytest.mark.airflow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
+EXAMPLES = Path(__file__).resolve().parents[2] / "airflow_provider_qmatic" / "example_dags"
 SUMMARY_KEYS = {
     "total",
     "succeeded",

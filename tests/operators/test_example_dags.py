@@ -1,4 +1,4 @@
-"""The example DAGs: every file in example_dags/ loads, and the Qmatic ones run end to end through
+"""The example DAGs: every file in airflow_provider_qmatic/example_dags/ loads, and the Qmatic ones run end to end through
 the real ``airflow dags test`` CLI against the sandbox."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.operators.conftest import PASSPORT, STOCKHOLM, Sandbox, customer, run
 
 pytestmark = pytest.mark.airflow
 
-EXAMPLES = REPO / "example_dags"
+EXAMPLES = REPO / "airflow_provider_qmatic" / "example_dags"
 OURS = {
     "example_qmatic_book": "example_qmatic_book.py",
     "example_qmatic_reschedule": "example_qmatic_reschedule.py",
