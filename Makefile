@@ -15,7 +15,7 @@ LEGACY_FORM_VENV := .venv-form-3.1
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup setup-compat test test-compat test-ui lint typecheck pytest demo docs bench clean
+.PHONY: setup setup-compat test test-compat test-ui lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
@@ -74,5 +74,15 @@ test-ui: setup
 	$(UV) pip install --quiet --python $(LEGACY_FORM_VENV)/bin/python -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_LEGACY_FORM_VERSION)"
 	QMATIC_UI_TESTS=1 $(LEGACY_FORM_VENV)/bin/python -m pytest tests/ui -q -k hook_meta $(PYTEST_ARGS)
 
+# The sdist and wheel a user installs (`pip install dist/*.whl`): built from a clean dist/, their
+# metadata and long description checked as a package index would (twine --strict), then opened to
+# check what they ship (licence, example DAGs, py.typed, entry points).
+dist: setup
+	$(UV) pip install --quiet --python $(PY) -e ".[release]"
+	rm -rf dist
+	$(UV) build --quiet --out-dir dist
+	$(VENV)/bin/twine check --strict dist/*
+	$(PY) scripts/check_dist.py dist
+
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .mypy_cache .ruff_cache .pytest_cache site dist
