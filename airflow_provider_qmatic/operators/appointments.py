@@ -67,7 +67,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         or a list of ``{"question_id", "answer"}``. Templated.
     :param timezone: IANA zone name (``"Europe/Stockholm"``) in which times without an offset are
         read; without it such times are refused. Templated.
-    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -81,6 +81,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         "number_of_reservations",
         "information_questions",
         "timezone",
+        "qmatic_conn_id",
     )
     template_fields_renderers = {"customer": "json", "information_questions": "json"}
     ui_color = "#c9e4f6"
@@ -168,10 +169,17 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
     :param end_time: the new end; left out, the appointment keeps its current length. Templated.
     :param timezone: IANA zone name for times written without an offset. Templated.
     :param notes: notes for the new reservation. Templated.
-    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
-    template_fields: Sequence[str] = ("appointment_id", "start_time", "end_time", "timezone", "notes")
+    template_fields: Sequence[str] = (
+        "appointment_id",
+        "start_time",
+        "end_time",
+        "timezone",
+        "notes",
+        "qmatic_conn_id",
+    )
     ui_color = "#f6e7c9"
 
     def __init__(
@@ -236,10 +244,10 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
     :param appointment_id: the appointment's id (GUID). Templated.
     :param missing_ok: when True, an appointment Qmatic does not know (404) is logged and the task
         succeeds, returning ``{"appointment_id": ..., "status": "NOT_FOUND"}``.
-    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
-    template_fields: Sequence[str] = ("appointment_id",)
+    template_fields: Sequence[str] = ("appointment_id", "qmatic_conn_id")
     ui_color = "#f6c9c9"
 
     def __init__(
@@ -300,10 +308,17 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         :attr:`DEFAULT_DAYS` days. Templated.
     :param only_available: leave out slots Qmatic reports as full (default True).
     :param limit: return at most this many slots (the earliest), or all when None. Templated.
-    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud.
+    :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
-    template_fields: Sequence[str] = ("branch_id", "service_id", "date_from", "date_to", "limit")
+    template_fields: Sequence[str] = (
+        "branch_id",
+        "service_id",
+        "date_from",
+        "date_to",
+        "limit",
+        "qmatic_conn_id",
+    )
     ui_color = "#d9f6c9"
     #: Days searched after ``date_from`` when ``date_to`` is not given.
     DEFAULT_DAYS = 7

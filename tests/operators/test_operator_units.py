@@ -71,6 +71,7 @@ def test_templated_fields() -> None:
         "number_of_reservations",
         "information_questions",
         "timezone",
+        "qmatic_conn_id",
     )
     assert QmaticBookAppointmentOperator.template_fields_renderers == {
         "customer": "json",
@@ -82,14 +83,16 @@ def test_templated_fields() -> None:
         "end_time",
         "timezone",
         "notes",
+        "qmatic_conn_id",
     )
-    assert QmaticCancelAppointmentOperator.template_fields == ("appointment_id",)
+    assert QmaticCancelAppointmentOperator.template_fields == ("appointment_id", "qmatic_conn_id")
     assert QmaticFindTimeslotsOperator.template_fields == (
         "branch_id",
         "service_id",
         "date_from",
         "date_to",
         "limit",
+        "qmatic_conn_id",
     )
 
 
