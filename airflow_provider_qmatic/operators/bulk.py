@@ -29,29 +29,10 @@ XCOM_OUTCOMES_MAX = 1000
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):
-    """Shared arguments of the bulk operators.
+    """What the three bulk operators share: their arguments and ``execute``; each names its action.
 
-    :param rows: the input, templated: a list of row dicts (or an upstream task's XCom, e.g.
-        ``rows=plan_task.output``), or a path/URI of a ``.csv`` or ``.jsonl`` file read through
-        ``ObjectStoragePath`` (plain paths, ``file://``, ``s3://``, ``gs://``, ...; a connection
-        for the store goes in the URI as ``s3://conn_id@bucket/key``). A JSON array in a string
-        (as a Jinja ``xcom_pull`` renders) is read as a list.
-    :param results_path: where to write every row's outcome (``.csv`` or ``.jsonl``), templated.
-    :param column_map: ``{input column: field}`` for columns named otherwise, templated.
-    :param timezone: IANA zone for times written without an offset (e.g. ``Europe/Stockholm``).
-    :param skip_existing: ``auto`` (check Qmatic for rows already done when the task is a retry
-        or a cleared run), ``always`` or ``never``.
-    :param concurrency: worker threads, 1-32 (default 4); the connection's
-        ``requests_per_minute`` sets the pace.
-    :param max_failed_rows: fail the task if more rows than this failed or were invalid
-        (default 0: any failed row fails the task, after every row was processed). None: no limit.
-    :param max_failed_ratio: fail the task if failed plus invalid rows exceed this fraction of all
-        rows (0-1). None (default): no ratio limit.
-    :param journal_dir: private directory for the resumability journal (default:
-        ``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` in the token cache directory).
-    :param xcom_outcomes_max: per-row outcomes are included in the returned XCom for jobs of at
-        most this many rows (default 1000); larger jobs should set ``results_path``.
-    :param qmatic_conn_id: the Qmatic connection.
+    The arguments are documented on ``__init__``, which the API reference merges into each public
+    operator (this class is private and left out of it).
     """
 
     action: ClassVar[str] = ""
@@ -80,9 +61,35 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         journal_dir: str | None = None,
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
+        qmatic_conn_id: str = "qmatic_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        """Arguments shared by the three bulk operators.
+
+        :param rows: the input, templated: a list of row dicts (or an upstream task's XCom, e.g.
+            ``rows=plan_task.output``), or a path/URI of a ``.csv`` or ``.jsonl`` file read through
+            ``ObjectStoragePath`` (plain paths, ``file://``, ``s3://``, ``gs://``, ...; a connection
+            for the store goes in the URI as ``s3://conn_id@bucket/key``). A JSON array in a string
+            (as a Jinja ``xcom_pull`` renders) is read as a list.
+        :param results_path: where to write every row's outcome (``.csv`` or ``.jsonl``), templated.
+        :param column_map: ``{input column: field}`` for columns named otherwise, templated.
+        :param timezone: IANA zone for times written without an offset (e.g. ``Europe/Stockholm``).
+        :param skip_existing: ``auto`` (check Qmatic for rows already done when the task is a retry
+            or a cleared run), ``always`` or ``never``.
+        :param concurrency: worker threads, 1-32 (default 4); the connection's
+            ``requests_per_minute`` sets the pace.
+        :param max_failed_rows: fail the task if more rows than this failed or were invalid
+            (default 0: any failed row fails the task, after every row was processed). None: no limit.
+        :param max_failed_ratio: fail the task if failed plus invalid rows exceed this fraction of all
+            rows (0-1). None (default): no ratio limit.
+        :param journal_dir: private directory for the resumability journal (default:
+            ``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` in the token cache directory).
+        :param xcom_outcomes_max: per-row outcomes are included in the returned XCom for jobs of at
+            most this many rows (default 1000); larger jobs should set ``results_path``.
+        :param progress_every_seconds: seconds between progress lines in the task log (default 30).
+        :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
+        """
+        super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
         self.rows = rows
         self.results_path = results_path
         self.column_map = column_map
