@@ -17,7 +17,16 @@ import pytest
 
 from airflow_provider_qmatic import compat
 from airflow_provider_qmatic.operators.appointments import QmaticFindTimeslotsOperator
-from tests.operators.conftest import CLIENTS, PASSPORT, STOCKHOLM, TENANT, Sandbox, make_dag, run_dag, state_of
+from tests.operators.conftest import (
+    CLIENTS,
+    PASSPORT,
+    STOCKHOLM,
+    TENANT,
+    Sandbox,
+    make_dag,
+    run_dag,
+    state_of,
+)
 
 pytestmark = pytest.mark.airflow
 
