@@ -4,7 +4,15 @@ A line is logged whenever another 5% of the rows is done, or 30 seconds have pas
 line (also when no row finished meanwhile, e.g. during a long pause after a 429):
 
     Qmatic bulk book: 150/300 rows (50.0%) | succeeded 140, skipped_existing 5, failed 3, invalid 2 |
-    98.7 requests/min (limit 100) | ETA 1m 32s
+    96.4 requests/min since start (limit 100) | ETA 1m 32s
+
+The pace is comparable with the limit, which Qmatic applies to every 60-second window. The limiter
+lets a small burst go at once (``B`` = limit/20, at most 5: a single booking's token, reserve and
+confirm need no pause) and then refills at ``limit - B`` per minute, so no window ever holds more
+than the limit. A rate extrapolated from the first seconds would count that burst as if it went on
+all minute, and read above the limit (132.8 requests/min against 100) although no window was over
+it. So during the first minute a line gives the count itself (``30 requests in 16s``); from then on,
+requests sent divided by minutes elapsed, which the same bound keeps at or below the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from collections.abc import Callable, Mapping
 
 EVERY_FRACTION = 0.05
 EVERY_SECONDS = 30.0
+# The window the limit applies to: before a minute has passed, a per-minute rate is an extrapolation.
+MINUTE_S = 60.0
 STATUS_ORDER = ("succeeded", "skipped_existing", "failed", "invalid")
 
 
@@ -26,6 +36,17 @@ def achieved_rate(requests: int, elapsed_s: float) -> float:
     n requests n/(n-1) times faster than its pace (24 requests paced at 100/min would read 104).
     """
     return max(0, requests - 1) * 60.0 / elapsed_s if elapsed_s > 0 else 0.0
+
+
+def pace(requests: int, elapsed_s: float) -> str:
+    """The progress line's pace: a count in the first minute, then requests per minute since start.
+
+    See the module documentation: a rate taken over less than a minute counts the limiter's initial
+    burst as if it lasted all minute; over a minute or more it cannot exceed the limit.
+    """
+    if elapsed_s < MINUTE_S:
+        return f"{requests} requests in {format_duration(elapsed_s)}"
+    return f"{requests * 60.0 / elapsed_s:.1f} requests/min since start"
 
 
 def format_duration(seconds: float) -> str:
@@ -80,10 +101,6 @@ class ProgressReporter:
     def elapsed(self) -> float:
         return self._clock() - self._started
 
-    def rate(self) -> float:
-        """Achieved requests per minute since the start (see :func:`achieved_rate`)."""
-        return achieved_rate(self._requests(), self.elapsed())
-
     def due(self, done: int) -> bool:
         now = self._clock()
         return done - self._last_done >= self._every_rows or now - self._last_time >= self._every_seconds
@@ -110,14 +127,13 @@ class ProgressReporter:
         percent = 100.0 * done / total if total else 100.0
         outcome = ", ".join(f"{name} {counts.get(name, 0)}" for name in STATUS_ORDER)
         elapsed = self.elapsed()
-        rate = self.rate()
-        pace = f"{rate:.1f} requests/min"
+        shown = pace(self._requests(), elapsed)
         if self._limit:
-            pace += f" (limit {self._limit:g}"
+            shown += f" (limit {self._limit:g}"
             current = self._current_rate() if self._current_rate is not None else self._limit
             if current < self._limit - 1e-9:
-                pace += f", lowered to {current:.0f} after 429"
-            pace += ")"
+                shown += f", lowered to {current:.0f} after 429"
+            shown += ")"
         if 0 < done < total and elapsed > 0:
             eta = f"ETA {format_duration(elapsed * (total - done) / done)}"
         elif done >= total:
@@ -125,7 +141,7 @@ class ProgressReporter:
         else:
             eta = "ETA unknown"
         return (
-            f"Qmatic bulk {self._action}: {done}/{total} rows ({percent:.1f}%) | {outcome} | {pace} | {eta}"
+            f"Qmatic bulk {self._action}: {done}/{total} rows ({percent:.1f}%) | {outcome} | {shown} | {eta}"
         )
 
 
