@@ -164,6 +164,23 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         if runner is not None:
             runner.stop()
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The job's files as lineage, for Airflow's OpenLineage provider (which calls this after a run).
+
+        Input: the rows file, when ``rows`` named one (rows passed as a list are no dataset).
+        Output: the results file, when ``results_path`` is set. Without the OpenLineage provider
+        installed this returns None; nothing asks for lineage then.
+        """
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        source = self._source(self.rows)
+        inputs = [Dataset(*_lineage_name(source))] if hasattr(source, "open") else []
+        outputs = [Dataset(*_lineage_name(self.results_path))] if self.results_path else []
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
     @staticmethod
     def _source(rows: Any) -> Any:
         """The rendered ``rows`` as the runner reads them: a list, or a path opened via ObjectStoragePath."""
@@ -209,6 +226,21 @@ def _parse_list(text: str) -> list[Any]:
     if not isinstance(value, list):
         raise QmaticConfigError("rows must be a list of row dicts", field="rows")
     return value
+
+
+def _lineage_name(path: Any) -> tuple[str, str]:
+    """OpenLineage's ``(namespace, name)`` of a file: ``file`` and the absolute path on this host,
+    or ``<scheme>://<bucket>`` and the key in object storage. A connection id in the URI
+    (``s3://conn_id@bucket/key``) is left out: it names how to reach the data, not the data."""
+    from urllib.parse import urlsplit
+
+    from airflow_provider_qmatic.bulk_io import as_path, local_path
+
+    local = local_path(as_path(path))
+    if local is not None:
+        return "file", str(local.expanduser().absolute())
+    parts = urlsplit(str(path))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", parts.path.lstrip("/")
 
 
 class QmaticBulkBookAppointmentsOperator(_QmaticBulkOperator):
