@@ -86,7 +86,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             ``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` in the token cache directory).
         :param xcom_outcomes_max: per-row outcomes are included in the returned XCom for jobs of at
             most this many rows (default 1000); larger jobs should set ``results_path``.
-        :param progress_every_seconds: seconds between progress lines in the task log (default 30).
+        :param progress_every_seconds: log a progress line at least this often, in seconds (default
+            30), besides one for every 5% of the rows.
         :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
         """
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
