@@ -85,6 +85,9 @@ class ClientConfig:
         checked_region = _check_region(region)
         if base_url is not None and str(base_url).strip():
             url = check_base_url(str(base_url))
+            # The form pre-fills a region even when Base URL decides the host: keep only the one in
+            # use, so that messages naming the endpoint name the one requests go to.
+            checked_region = None
         elif checked_region is not None:
             url = f"https://api.{checked_region}.qmatic.io"
         else:

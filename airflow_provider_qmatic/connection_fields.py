@@ -4,6 +4,12 @@ Airflow 3.2+ reads it declaratively from the provider info (``conn-fields`` and
 ``ui-field-behaviour``); Airflow 2.11, 3.0 and 3.1 ask the hook (``get_connection_form_widgets`` /
 ``get_ui_field_behaviour``). Both are generated from the tables below, so the two forms cannot
 drift apart. Plain data only: this module is imported by ``get_provider_info``.
+
+Required fields have a schema type without ``"null"``: Airflow 3.2+ marks them with its own required
+indicator and refuses to save the form while they are empty. The hook-method path has no notion of
+required (Airflow 3.0/3.1 turn every WTForms field into an optional one, and Airflow 2.11 validates
+every provider's extra fields on every connection type's form, so a real ``InputRequired`` there
+would block saving a Postgres connection), so there the label carries the marker instead.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
     "tenant": (
         "Tenant",
-        "Qmatic account name, sent as X-ACCOUNT (lowercase, no spaces).",
-        {"type": ["string", "null"]},
+        "Qmatic account name, sent as X-ACCOUNT (lowercase, no spaces), for example isb.",
+        {"type": "string"},
     ),
     "system_id": (
         "System ID",
-        "The tenant's system id, sent as X-TENANT-ID on API calls.",
-        {"type": ["string", "null"]},
+        "The tenant's system id from Qmatic, sent as X-TENANT-ID on every API call.",
+        {"type": "string"},
     ),
     "base_url": (
         "Base URL",
@@ -61,22 +67,39 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
-# Host and port are hidden because Base URL says the same thing with its scheme; a Host given in a
-# connection URI or JSON is still honoured. Extra stays visible for rarely used keys.
-HIDDEN_FIELDS: list[str] = ["schema", "port", "host"]
+# Host is hidden because Base URL says the same thing with its scheme; a Host given in a connection
+# URI or JSON is still honoured. Port stays on the form although Region or Base URL already decide
+# the port: Airflow 3.3.1 and 3.3.2 refuse to test a saved connection with its stored secret unless
+# the port the UI sends (0 for none) equals the stored one, so a stored port is what lets the Test
+# button work there. The hook checks that a given port matches the URL it uses.
+HIDDEN_FIELDS: list[str] = ["schema", "host"]
 RELABELING: dict[str, str] = {"login": "Client ID", "password": "Client Secret"}
 PLACEHOLDERS: dict[str, str] = {
     "login": "client id from your Qmatic representative",
     "password": "client secret",
+    "port": "443 (or the Base URL's port)",
     "region": REGIONS[0],
     "tenant": "account name, e.g. isb",
-    "system_id": "tenant system id",
+    "system_id": "tenant system id from Qmatic",
     "base_url": "optional: https://<subdomain> or http://127.0.0.1:<port> for the sandbox",
     "language": LANGUAGES[0],
     "timeout": "30",
     "requests_per_minute": "100",
     "credential_cache": "file",
 }
+REQUIRED_MARK = " *"
+
+
+def is_required(schema: dict[str, Any]) -> bool:
+    """Airflow's rule: a schema type without ``"null"`` makes the field required."""
+    kind = schema.get("type")
+    return bool(kind) and not (isinstance(kind, list) and "null" in kind)
+
+
+def legacy_label(name: str) -> str:
+    """The label on the hook-method form: the required marker is part of the text there."""
+    label, _description, schema = EXTRA_FIELDS[name]
+    return label + REQUIRED_MARK if is_required(schema) else label
 
 
 def conn_fields() -> dict[str, dict[str, Any]]:

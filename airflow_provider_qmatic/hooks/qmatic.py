@@ -12,6 +12,7 @@ import json
 import platform
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow_provider_qmatic import __version__
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
@@ -39,6 +40,20 @@ EXTRA_NAMES = (
     "requests_per_minute",
     "credential_cache",
     "credential_cache_dir",
+)
+# What Airflow's API sends in place of a stored secret it will not show. Airflow 3.3.1's Test button
+# passes it on as the secret (it compares the hidden Host "" with the stored NULL and then refuses to
+# reuse the stored secret), so a test with it would only report Qmatic's "invalid client".
+MASKED_SECRET = "***"
+_MASKED_SECRET_HINT = (
+    "The Client Secret reached the test as Airflow's mask '***', not the stored secret, so Qmatic "
+    "was not asked. Airflow 3.3.1's Test button does this for saved connections: run "
+    "`airflow connections test <conn_id>` instead, or upgrade to Airflow 3.3.2 and set Port on the "
+    "connection (see the provider's connection docs)"
+)
+_MISSING_SECRET_HINT = (
+    "On Airflow 2.11 the Test button of a saved connection's edit page does not send the stored "
+    "secret: type the Client Secret again, then press Test, or run `airflow connections test <conn_id>`"
 )
 # Older spellings still accepted. Airflow's UI masks extras named like "*token*", so the form uses
 # the credential_* names; Extra JSON written by hand may use either.
@@ -105,6 +120,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             token_cache_dir=extras.get("credential_cache_dir"),
             user_agent=user_agent(),
         )
+        _check_port(conn.port, config.base_url)
         raw_tenant = str(extras.get("tenant", ""))
         if raw_tenant.strip() != config.tenant and normalise_tenant(raw_tenant) == config.tenant:
             self.log.info(
@@ -129,26 +145,56 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     # -- connection test -----------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Fetch a token with the connection's credentials; ``(ok, message)`` for the UI and CLI."""
+        """``(ok, message)`` for the UI's Test button and ``airflow connections test``.
+
+        A token for each scope proves the Client ID, Client Secret and tenant; one cheap read (list
+        branches) proves the System ID too, which Qmatic checks only on API calls (X-TENANT-ID).
+        Nothing is written.
+        """
         try:
+            config = self.config
+            if config.client_secret == MASKED_SECRET:
+                return False, _MASKED_SECRET_HINT
             client = self.client
-            granted: list[str] = []
+            granted: list[Scope] = []
             lifetime = 0.0
             for scope in Scope:
                 try:
                     lifetime = client.tokens.probe(frozenset({scope}))
-                    granted.append(scope.name.lower())
+                    granted.append(scope)
                 except QmaticError as exc:
                     if exc.code not in ("invalid_scope", "insufficient_scope"):
                         raise
+            where = _where(config)
             if not granted:
-                return False, "Qmatic issued no token: the client is granted none of book, reschedule, cancel"
-            config = self.config
-            where = f"region {config.region}" if config.region else f"base URL {config.base_url}"
+                return False, (
+                    f"Qmatic ({where}, tenant {config.tenant}) issued no token: the client is granted "
+                    "none of book, reschedule, cancel"
+                )
+            scopes = ", ".join(scope.name.lower() for scope in granted)
+            credentials = f"Credentials accepted by Qmatic ({where}, tenant {config.tenant}; scopes {scopes})"
+            try:
+                # Reads accept any scope; the token just fetched for it is reused.
+                branches = client.list_branches(scopes=frozenset(granted[:1]))
+            except QmaticError as exc:
+                if exc.field == "system_id":
+                    return False, f"{credentials}, but {exc.message}"
+                if exc.code == "forbidden_tenant":
+                    return False, (
+                        f"{credentials}, but listing branches failed: {exc}. The System ID "
+                        f"{config.system_id!r} (sent as X-TENANT-ID) is not this tenant's: set the "
+                        f"`system_id` extra (System ID on the form) to tenant {config.tenant}'s system id"
+                    )
+                raise
             return True, (
-                f"Connected to Qmatic Cloud ({where}, tenant {config.tenant}): token valid for "
-                f"{lifetime:.0f} s; scopes granted: {', '.join(granted)}"
+                f"Connected to Qmatic Cloud ({where}, tenant {config.tenant}, system id "
+                f"{config.system_id}): token valid for {lifetime:.0f} s; scopes granted: {scopes}; "
+                f"{len(branches)} branches listed"
             )
+        except QmaticConfigError as exc:
+            if exc.field == "client_secret":
+                return False, f"{exc}. {_MISSING_SECRET_HINT}"
+            return False, str(exc)
         except QmaticError as exc:
             return False, str(exc)
 
@@ -164,15 +210,16 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         # any_of, not AnyOf: Airflow 3.0/3.1 stand in for wtforms and only recognise this name.
         from wtforms.validators import Optional, any_of
 
-        from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS
+        from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, legacy_label
 
         widgets: dict[str, Any] = {}
-        for name, (label, description, schema) in EXTRA_FIELDS.items():
+        for name, (_label, description, schema) in EXTRA_FIELDS.items():
+            # Optional even for required fields: see connection_fields for why the label marks them.
             validators: list[Any] = [Optional()]
             if "enum" in schema:
                 validators.append(any_of(schema["enum"]))
             widgets[name] = StringField(
-                lazy_gettext(label),
+                lazy_gettext(legacy_label(name)),
                 widget=BS3TextFieldWidget(),
                 description=description,
                 validators=validators,
@@ -274,6 +321,29 @@ def _extras(raw: Any) -> dict[str, Any]:
                 found.setdefault(EXTRA_ALIASES.get(name, name), value)
                 break
     return found
+
+
+def _where(config: ClientConfig) -> str:
+    """The endpoint in use: the region, or the base URL when that decides the host."""
+    return f"region {config.region}" if config.region else f"base URL {config.base_url}"
+
+
+def _check_port(port: int | None, base_url: str) -> None:
+    """A Port on the connection must be the port of the URL in use (Region, Base URL or Host).
+
+    The form shows Port only so that Airflow 3.3.1/3.3.2's Test button can reuse the stored secret
+    (see connection_fields); a Port that disagrees with the URL would be silently ignored otherwise.
+    """
+    if not port:
+        return
+    parts = urlsplit(base_url)
+    used = parts.port or (443 if parts.scheme == "https" else 80)
+    if port != used:
+        raise QmaticConfigError(
+            f"port {port} is not the port of {base_url} ({used}), which Region or Base URL decide: "
+            f"set the connection's Port to {used} or clear it",
+            field="port",
+        )
 
 
 def _base_url_from_host(host: str | None, port: int | None) -> str | None:

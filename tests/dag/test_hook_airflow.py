@@ -68,9 +68,122 @@ def test_test_connection_reports_tenant_lifetime_and_scopes(
     ok, message = QmaticHook().test_connection()
     assert ok, message
     assert "tenant demo" in message
+    assert f"system id {qmatic_sandbox.system_id}" in message
     assert f"base URL {qmatic_sandbox.base_url}" in message
     assert "token valid for 1800 s" in message
     assert "scopes granted: book, reschedule, cancel" in message
+    assert "3 branches listed" in message
+    # One token per scope, and the read reused the first one instead of asking for another.
+    assert qmatic_sandbox.stats()["token_requests"] == 3
+    assert qmatic_sandbox.stats()["api_requests"] == 1
+
+
+def test_cli_connection_test_fails_clearly_for_wrong_system_id(
+    qmatic_sandbox: SandboxServer, airflow_db: Path
+) -> None:
+    """Tokens do not depend on X-TENANT-ID, so only the test's read can catch a wrong system id."""
+    env = conn_env(qmatic_sandbox, extra={"system_id": "another-tenants-id"})
+    result = run_airflow("connections", "test", "qmatic_default", env=env)
+    output = result.stdout + result.stderr
+    assert "Connection failed" in output, output[-3000:]
+    assert "Connection success" not in output
+    assert "forbidden_tenant" in output
+    assert "System ID 'another-tenants-id'" in output
+    assert "set the `system_id` extra (System ID on the form)" in output
+    assert qmatic_sandbox.stats()["token_requests"] >= 1
+    assert qmatic_sandbox.client_secret not in output
+
+
+def test_test_connection_names_a_missing_system_id(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, extra={"system_id": ""}).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert message.startswith("Credentials accepted by Qmatic"), message
+    assert "system_id is missing" in message
+    assert "set the `system_id` extra" in message
+    assert qmatic_sandbox.stats()["api_requests"] == 0  # the read was not sent without X-TENANT-ID
+
+
+def test_test_connection_and_errors_name_the_base_url_not_the_prefilled_region(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form pre-fills Region; with a Base URL set, the base URL is what is used and named."""
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, extra={"region": "us-east-1"}).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert ok, message
+    assert f"base URL {qmatic_sandbox.base_url}" in message
+    assert "us-east-1" not in message
+
+    changes = {"password": "not-the-secret-0123456789", "extra": {"region": "us-east-1"}}
+    for name, value in conn_env(qmatic_sandbox, **changes).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert f"base URL {qmatic_sandbox.base_url}" in message
+    assert "us-east-1" not in message
+
+
+def test_port_must_match_the_url_in_use(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port is on the form for Airflow 3.3.1/3.3.2's Test button; a wrong one is an error, not ignored."""
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    sandbox_port = int(qmatic_sandbox.base_url.rsplit(":", 1)[1])
+    for name, value in conn_env(qmatic_sandbox, port=sandbox_port).items():
+        monkeypatch.setenv(name, value)
+    assert QmaticHook().test_connection()[0]
+
+    for name, value in conn_env(qmatic_sandbox, port=443).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert f"port 443 is not the port of {qmatic_sandbox.base_url} ({sandbox_port})" in message
+    assert f"set the connection's Port to {sandbox_port} or clear it" in message
+
+    region_conn = {"port": 443, "extra": {"base_url": "", "region": "eu-west-1"}}
+    for name, value in conn_env(qmatic_sandbox, **region_conn).items():
+        monkeypatch.setenv(name, value)
+    assert QmaticHook().config.base_url == "https://api.eu-west-1.qmatic.io"
+
+
+def test_test_connection_explains_a_masked_secret_without_asking_qmatic(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow 3.3.1's Test button sends the API's '***' mask as the secret of a saved connection."""
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, password="***").items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert "Airflow's mask '***'" in message
+    assert "airflow connections test <conn_id>" in message
+    assert qmatic_sandbox.stats()["token_requests"] == 0
+
+
+def test_test_connection_without_secret_says_what_to_do_on_airflow_2(
+    qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Airflow 2.11's edit page shows: its Test button posts the form, whose secret is empty."""
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    for name, value in conn_env(qmatic_sandbox, password=None).items():
+        monkeypatch.setenv(name, value)
+    ok, message = QmaticHook().test_connection()
+    assert not ok
+    assert "client_secret is missing" in message
+    assert "type the Client Secret again, then press Test" in message
+    assert "airflow connections test <conn_id>" in message
+    assert qmatic_sandbox.stats()["token_requests"] == 0
 
 
 def test_test_connection_false_with_reason(

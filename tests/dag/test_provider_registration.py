@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_qmatic
-from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, HIDDEN_FIELDS, RELABELING
+from airflow_provider_qmatic.connection_fields import (
+    EXTRA_FIELDS,
+    HIDDEN_FIELDS,
+    RELABELING,
+    REQUIRED_MARK,
+    is_required,
+)
 from tests.conftest import run_airflow
 
 pytestmark = pytest.mark.airflow
@@ -85,7 +91,9 @@ def test_form_widgets_and_behaviour_as_airflow_serves_them() -> None:
     assert sorted(behaviour["hidden_fields"]) == sorted(HIDDEN_FIELDS)
     assert behaviour["relabeling"] == RELABELING
     assert "schema" in behaviour["hidden_fields"]
-    assert "port" in behaviour["hidden_fields"]
+    # Port stays: Airflow 3.3.1/3.3.2's Test button needs a stored port to reuse the stored secret.
+    assert "port" not in behaviour["hidden_fields"]
+    assert behaviour["placeholders"]["port"].startswith("443")
     assert "extra__qmatic__base_url" in behaviour["placeholders"]
 
 
@@ -110,9 +118,12 @@ def test_legacy_form_widgets_match_provider_info() -> None:
     info = airflow_provider_qmatic.get_provider_info()["connection-types"][0]
     widgets = QmaticHook.get_connection_form_widgets()
     assert list(widgets) == list(info["conn-fields"])
+    required = {name for name, (_, _, schema) in EXTRA_FIELDS.items() if is_required(schema)}
+    assert required == {"tenant", "system_id"}
     for name, field in widgets.items():
         declared = info["conn-fields"][name]
-        assert str(field.args[0]) == declared["label"]
+        # This path cannot mark a field required (see connection_fields), so the label does.
+        assert str(field.args[0]) == declared["label"] + (REQUIRED_MARK if name in required else "")
         assert field.kwargs["description"] == declared["description"]
         choices = [v.values for v in field.kwargs["validators"] if hasattr(v, "values")]
         assert choices == ([declared["schema"]["enum"]] if "enum" in declared["schema"] else [])

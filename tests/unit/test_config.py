@@ -106,7 +106,10 @@ def test_base_url_accepted(raw: str, expected: str) -> None:
 
 
 def test_base_url_overrides_region() -> None:
-    assert build(base_url="https://custom.example").base_url == "https://custom.example"
+    config = build(base_url="https://custom.example")
+    assert config.base_url == "https://custom.example"
+    # The pre-filled region is not the endpoint in use, so nothing may name it.
+    assert config.region is None
 
 
 @pytest.mark.parametrize(
