@@ -41,15 +41,15 @@ EXTRA_NAMES = (
     "credential_cache",
     "credential_cache_dir",
 )
-# What Airflow's API sends in place of a stored secret it will not show. Airflow 3.3.1's Test button
-# passes it on as the secret (it compares the hidden Host "" with the stored NULL and then refuses to
-# reuse the stored secret), so a test with it would only report Qmatic's "invalid client".
+# What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
+# connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
+# one) and in 3.3.1 (which compares the hidden Host "" with the stored NULL and then refuses to reuse
+# it); a test with it would only report Qmatic's "invalid client".
 MASKED_SECRET = "***"
 _MASKED_SECRET_HINT = (
     "The Client Secret reached the test as Airflow's mask '***', not the stored secret, so Qmatic "
-    "was not asked. Airflow 3.3.1's Test button does this for saved connections: run "
-    "`airflow connections test <conn_id>` instead, or upgrade to Airflow 3.3.2 and set Port on the "
-    "connection (see the provider's connection docs)"
+    "was not asked. The Test button of a saved connection does this in Airflow 3.0, 3.1.0 to 3.1.6 "
+    "and 3.3.1: run `airflow connections test <conn_id>` instead"
 )
 _MISSING_SECRET_HINT = (
     "On Airflow 2.11 the Test button of a saved connection's edit page does not send the stored "

@@ -3,8 +3,11 @@
 ``make test-ui`` starts ``airflow api-server`` (own AIRFLOW_HOME, SQLite, simple auth manager with
 all users admin) and drives headless Chromium: Admin -> Connections -> Add Connection -> type
 "Qmatic Cloud". It checks the relabelled Client ID / Client Secret, the extra fields with their
-labels (Region as a select of the two regions), that Schema, Port and Host are hidden, and that a
-connection saved from the form is one the hook accepts. It also checks the API server's hook metadata
+labels (Region as a select of the two regions), the required markers of Tenant and System ID, the
+placeholders, that Schema and Host are hidden and Port is shown, and that a connection saved from the
+form is one the hook accepts. It saves a connection pointing at a running sandbox and presses the
+row's **Test** button until the provider's own success message shows (and shows what Airflow 3.3.2
+does to a saved connection without a port). It also checks the API server's hook metadata
 (``GET /ui/connections/hook_meta``), which is what the form is built from, and saves the screenshot
 used by the docs (docs/img/connection-form.png).
 
@@ -29,7 +32,10 @@ from airflow_provider_qmatic.connection_fields import (
     HIDDEN_FIELDS,
     PLACEHOLDERS,
     RELABELING,
+    is_required,
+    legacy_label,
 )
+from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.ui.conftest import ENABLE_VAR, ApiServer, ui_tests_enabled
 
 pytestmark = [
@@ -52,12 +58,25 @@ REQUIRED_EXTRA_LABELS = {
     "system_id": "System ID",
     "base_url": "Base URL",
 }
+# Without these the hook cannot work, so the form must mark them (the others are optional or pre-filled).
+REQUIRED = {"tenant", "system_id"}
+# Airflow versions whose Test button cannot test a saved connection without a stored port, and what
+# the user sees there: 3.3.2 refuses with 400 (UI sends port 0, stored NULL); 3.3.1 also compares the
+# hidden Host ("" vs NULL) and then tests with the API's '***' mask as the secret.
+PORTLESS_TEST_FAILS = {"3.3.1": "Airflow's mask '***'", "3.3.2": "Bad Request"}
 # hook_meta's names for the standard fields (``schema`` travels as ``url_schema``).
 HOOK_META_NAMES = {"schema": "url_schema"}
 MASKED = "***"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _airflow_at_least(version: str) -> bool:
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    return Version(airflow_version) >= Version(version)
 
 
 def _qmatic_meta(server: ApiServer) -> dict[str, Any]:
@@ -105,6 +124,23 @@ def _field_group(dialog: Any, name: str) -> Any:
     )
 
 
+def _toast(page: Any, title: str) -> str:
+    """The text of the toast with this title (title and message), once it shows."""
+    toast = page.locator('[data-scope="toast"][data-part="root"]').filter(has_text=title).first
+    toast.wait_for()
+    return str(toast.inner_text())
+
+
+def _press_test(page: Any, server: ApiServer, conn_id: str) -> str:
+    """Admin -> Connections, the Test button in the connection's row; the resulting toast's text."""
+    page.goto(f"{server.url}/connections", wait_until="networkidle")
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
+    row.get_by_role("button", name="Test Connection").click()
+    toast = page.locator('[data-scope="toast"][data-part="root"]').first
+    toast.wait_for()
+    return str(toast.inner_text())
+
+
 def _compose(page: Any, shots: list[bytes], path: Path) -> None:
     """Lay the dialog's screenshots side by side, rendered by the browser itself, into one PNG."""
     images = "".join(f'<img src="data:image/png;base64,{base64.b64encode(s).decode()}">' for s in shots)
@@ -128,10 +164,13 @@ def test_hook_meta_describes_the_qmatic_form(api_server: ApiServer) -> None:
 
     standard = meta["standard_fields"]
     assert standard, "no standard field behaviour: ui-field-behaviour not read"
-    for field in ("schema", "port", *HIDDEN_FIELDS):
+    for field in ("schema", "host", *HIDDEN_FIELDS):
         behaviour = standard[HOOK_META_NAMES.get(field, field)]
         assert behaviour, f"no behaviour for {field}: it should be hidden"
         assert behaviour["hidden"] is True, f"{field} should be hidden: {behaviour}"
+    # Port stays on the form: Airflow 3.3.1/3.3.2's Test button needs a stored port.
+    assert standard["port"]["hidden"] is False
+    assert standard["port"]["placeholder"] == PLACEHOLDERS["port"]
     assert standard["login"]["title"] == "Client ID"
     assert standard["password"]["title"] == "Client Secret"
     for field, title in RELABELING.items():
@@ -142,13 +181,19 @@ def test_hook_meta_describes_the_qmatic_form(api_server: ApiServer) -> None:
     extras = meta["extra_fields"]
     assert extras, "no extra fields: conn-fields not read"
     assert list(extras) == list(EXTRA_FIELDS), "extra fields missing or out of order"
+    # 3.2+ reads conn-fields and marks required fields itself; the hook-method path (3.0, 3.1) cannot,
+    # so there the label carries the marker (see connection_fields).
+    declarative = _airflow_at_least("3.2")
     for name, label in REQUIRED_EXTRA_LABELS.items():
-        assert extras[name]["schema"]["title"] == label
+        assert extras[name]["schema"]["title"] == (label if declarative else legacy_label(name))
     for name, (label, description, schema) in EXTRA_FIELDS.items():
-        assert extras[name]["schema"]["title"] == label
+        assert extras[name]["schema"]["title"] == (label if declarative else legacy_label(name))
         assert extras[name]["description"] == description
         assert extras[name]["schema"].get("enum") == schema.get("enum")
     assert extras["region"]["schema"]["enum"] == REGIONS
+    # Airflow's rule, which its form applies: a schema type without "null" makes the field required.
+    required = {name for name, spec in extras.items() if is_required(spec["schema"])}
+    assert required == (REQUIRED if declarative else set()), f"required extras served: {sorted(required)}"
     # The API masks the value of any extra whose NAME looks secret ("token", "secret", "password",
     # ...), and the UI then pre-fills the form with "***" and saves it. A default must never be masked.
     masked = {name: spec["schema"].get("default") for name, spec in extras.items() if spec["value"] == MASKED}
@@ -185,10 +230,13 @@ def test_add_connection_form_renders_qmatic_fields(api_server: ApiServer, page: 
     assert client_secret.get_attribute("type") == "password"
     assert client_secret.get_attribute("placeholder") == PLACEHOLDERS["password"]
     labels = [re.sub(r"\s+", " ", t).strip(" *") for t in dialog.locator("label").all_inner_texts()]
-    for hidden in ("Login", "Password", "Schema", "Port", "Host"):
+    for hidden in ("Login", "Password", "Schema", "Host"):
         assert hidden not in labels, f"{hidden!r} still on the form: {labels}"
-    for name in ("schema", "port", "host"):
+    for name in ("schema", "host"):
         assert dialog.locator(f'[name="{name}"]').count() == 0, f"{name} input rendered"
+    port = dialog.locator('input[name="port"]')
+    assert port.is_visible(), "Port must stay on the form (the Test button of 3.3.1/3.3.2 needs it)"
+    assert port.get_attribute("placeholder") == PLACEHOLDERS["port"]
     dialog.get_by_role("heading", name="Add Connection").click()  # no focus ring in the screenshot
     standard_shot = dialog.screenshot()
 
@@ -197,10 +245,18 @@ def test_add_connection_form_renders_qmatic_fields(api_server: ApiServer, page: 
     for name, (label, description, _schema) in EXTRA_FIELDS.items():
         group = _field_group(dialog, name)
         assert group.count() == 1, f"extra field {name} not rendered"
-        assert group.locator("label").inner_text().strip() == label
+        assert group.locator("label").inner_text().replace("*", "").strip() == label
         assert group.locator('[data-part="helper-text"]').inner_text().strip() == description
     for name, label in REQUIRED_EXTRA_LABELS.items():
-        assert _field_group(dialog, name).locator("label").inner_text().strip() == label
+        assert _field_group(dialog, name).locator("label").inner_text().replace("*", "").strip() == label
+    # Required markers: Airflow's own indicator on exactly the required fields, and their inputs
+    # flagged required (the form will not save while they are empty).
+    for name in EXTRA_FIELDS:
+        group = _field_group(dialog, name)
+        marked = group.locator(".chakra-field__requiredIndicator").count() == 1
+        assert marked == (name in REQUIRED), f"{name}: required marker shown={marked}"
+        if name in REQUIRED:
+            assert group.locator(f'input[name="element_{name}"]').get_attribute("required") is not None
     for name in ("tenant", "system_id", "base_url"):
         text_input = dialog.locator(f'input[name="element_{name}"]')
         assert text_input.is_visible(), f"{name} input not shown"
@@ -275,3 +331,56 @@ def test_connection_saved_from_the_form_is_accepted_by_the_hook(
         "sys-1",
     )
     assert config.base_url == "https://api.us-east-1.qmatic.io"
+
+
+def test_test_button_on_a_saved_connection_shows_the_providers_message(
+    api_server: ApiServer, page: Any, qmatic_sandbox_server: SandboxServer
+) -> None:
+    """Save a connection to a running sandbox from the form, press the row's Test button.
+
+    The form's Port (the sandbox's port, as the Base URL has it) is what lets Airflow 3.3.1/3.3.2
+    reuse the stored secret. The test runs in the API server's process, so the sandbox it reaches is
+    this one, and the message shown is QmaticHook.test_connection's.
+    """
+    from airflow import __version__ as airflow_version
+
+    sandbox = qmatic_sandbox_server
+    sandbox.reset()
+    conn_id = "qmatic_ui_test_button"
+    dialog = _open_add_dialog(page, api_server)
+    dialog.get_by_label("Connection ID").fill(conn_id)
+    _choose_type(page, dialog, HOOK_NAME)
+    _open_section(dialog, "Standard Fields")
+    dialog.get_by_label("Client ID", exact=True).fill(sandbox.client_id)
+    dialog.get_by_label("Client Secret", exact=True).fill(sandbox.client_secret)
+    dialog.locator('input[name="port"]').fill(str(sandbox.port))
+    _open_section(dialog, "Extra Fields")
+    dialog.locator('input[name="element_base_url"]').fill(sandbox.base_url)
+    save = dialog.get_by_role("button", name="Save")
+    assert not save.is_enabled(), "Save must wait for the required Tenant and System ID"
+    dialog.locator('input[name="element_tenant"]').fill(sandbox.tenant)
+    assert not save.is_enabled(), "Save must wait for the required System ID"
+    dialog.locator('input[name="element_system_id"]').fill(sandbox.system_id)
+    save.click()
+    dialog.wait_for(state="hidden")
+
+    message = _press_test(page, api_server, conn_id)
+    assert "Test Connection Successful" in message, message
+    # The provider's own message, naming the base URL in use (not the pre-filled region).
+    assert f"Connected to Qmatic Cloud (base URL {sandbox.base_url}, tenant {sandbox.tenant}" in message
+    assert "eu-west-1" not in message
+    assert "scopes granted: book, reschedule, cancel; 3 branches listed" in message
+    assert sandbox.stats()["api_requests"] == 1
+    assert sandbox.client_secret not in page.content()
+
+    # The same connection without a port, as the form saves one when Port is left empty.
+    portless = "qmatic_ui_no_port"
+    added = api_server.airflow("connections", "add", portless, "--conn-json", sandbox.conn_json)
+    assert added.returncode == 0, added.stderr[-3000:]
+    message = _press_test(page, api_server, portless)
+    expected_failure = PORTLESS_TEST_FAILS.get(airflow_version)
+    if expected_failure is None:
+        assert "Test Connection Successful" in message, f"Airflow {airflow_version}: {message}"
+    else:
+        assert "Test Connection Failed" in message, f"Airflow {airflow_version}: {message}"
+        assert expected_failure in message, f"Airflow {airflow_version}: {message}"
