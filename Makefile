@@ -63,12 +63,15 @@ docs: setup
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # The connection form in a real browser: tests/ui starts `airflow api-server` (its own AIRFLOW_HOME,
-# SQLite, simple auth manager) and drives Debian's headless Chromium through Playwright. Installing
-# Chromium needs root (CI runs as root).
-test-ui: setup
+# SQLite, simple auth manager), then Airflow 2.11's `airflow webserver`, and drives Debian's headless
+# Chromium through Playwright. Installing Chromium needs root (CI runs as root).
+test-ui: setup setup-compat
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(UV) pip install --quiet --python $(PY) -e ".[ui]"
 	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/ui -q $(PYTEST_ARGS)
+	@echo "== the classic form and its Test button in Airflow $(AIRFLOW_COMPAT_VERSION)'s webserver"
+	$(UV) pip install --quiet --python $(COMPAT_PY) -e ".[ui]"
+	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(COMPAT_PY) -m pytest tests/ui -q $(PYTEST_ARGS)
 	@echo "== the same form metadata from Airflow $(AIRFLOW_LEGACY_FORM_VERSION)'s API server (hook-method path)"
 	$(UV) venv --quiet --allow-existing --python $(PY) $(LEGACY_FORM_VENV)
 	$(UV) pip install --quiet --python $(LEGACY_FORM_VENV)/bin/python -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_LEGACY_FORM_VERSION)"

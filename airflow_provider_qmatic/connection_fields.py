@@ -69,9 +69,9 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 # Host is hidden because Base URL says the same thing with its scheme; a Host given in a connection
 # URI or JSON is still honoured. Port stays on the form although Region or Base URL already decide
-# the port: Airflow 3.3.1 and 3.3.2 refuse to test a saved connection with its stored secret unless
-# the port the UI sends (0 for none) equals the stored one, so a stored port is what lets the Test
-# button work there. The hook checks that a given port matches the URL it uses.
+# the port: Airflow 3.3.2 refuses to test a saved connection with its stored secret unless the port
+# the UI sends (0 for none) equals the stored one, so a stored port is what lets the Test button work
+# there. The hook checks that a given port matches the URL it uses.
 HIDDEN_FIELDS: list[str] = ["schema", "host"]
 RELABELING: dict[str, str] = {"login": "Client ID", "password": "Client Secret"}
 PLACEHOLDERS: dict[str, str] = {

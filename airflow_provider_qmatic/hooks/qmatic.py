@@ -331,7 +331,7 @@ def _where(config: ClientConfig) -> str:
 def _check_port(port: int | None, base_url: str) -> None:
     """A Port on the connection must be the port of the URL in use (Region, Base URL or Host).
 
-    The form shows Port only so that Airflow 3.3.1/3.3.2's Test button can reuse the stored secret
+    The form shows Port only so that Airflow 3.3.2's Test button can reuse the stored secret
     (see connection_fields); a Port that disagrees with the URL would be silently ignored otherwise.
     """
     if not port:

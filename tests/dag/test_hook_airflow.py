@@ -134,7 +134,7 @@ def test_test_connection_and_errors_name_the_base_url_not_the_prefilled_region(
 def test_port_must_match_the_url_in_use(
     qmatic_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Port is on the form for Airflow 3.3.1/3.3.2's Test button; a wrong one is an error, not ignored."""
+    """Port is on the form for Airflow 3.3.2's Test button; a wrong one is an error, not ignored."""
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
     sandbox_port = int(qmatic_sandbox.base_url.rsplit(":", 1)[1])

@@ -91,7 +91,7 @@ def test_form_widgets_and_behaviour_as_airflow_serves_them() -> None:
     assert sorted(behaviour["hidden_fields"]) == sorted(HIDDEN_FIELDS)
     assert behaviour["relabeling"] == RELABELING
     assert "schema" in behaviour["hidden_fields"]
-    # Port stays: Airflow 3.3.1/3.3.2's Test button needs a stored port to reuse the stored secret.
+    # Port stays: Airflow 3.3.2's Test button needs a stored port to reuse the stored secret.
     assert "port" not in behaviour["hidden_fields"]
     assert behaviour["placeholders"]["port"].startswith("443")
     assert "extra__qmatic__base_url" in behaviour["placeholders"]

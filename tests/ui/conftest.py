@@ -1,12 +1,15 @@
-"""Fixtures for the UI tests: a throwaway Airflow API server and a headless Chromium driving it.
+"""Fixtures for the UI tests: a throwaway Airflow API server (Airflow 3) or webserver (Airflow 2)
+and a headless Chromium driving it.
 
 Run by ``make test-ui`` (which sets ``QMATIC_UI_TESTS=1``, installs Debian's Chromium and the
 ``playwright`` package). Nothing here runs, or even imports Playwright, in the normal ``pytest`` run:
 the test module skips itself, so these session fixtures are never set up.
 
 The server gets its OWN ``AIRFLOW_HOME`` in a temporary directory (the suite-wide one in
-``tests/conftest.py`` is for in-process Airflow), a fresh SQLite database, the simple auth manager
-with every user an admin (no login page), and a free loopback port. It is killed, with its whole
+``tests/conftest.py`` is for in-process Airflow), a fresh SQLite database and a free loopback port.
+Airflow 3's API server runs the simple auth manager with every user an admin (no login page);
+Airflow 2's webserver runs its FAB auth manager with one admin user (``WEBSERVER_USER``), because its
+REST API, which the Test button calls, refuses anonymous users even with a public role. It is killed, with its whole
 process group, when the session ends, also when a test failed; the temporary directory goes with it.
 """
 
@@ -22,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +50,8 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 STARTUP_TIMEOUT = 120.0
 UI_TIMEOUT_MS = 20_000
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))  # the console script of this venv
+AIRFLOW_2 = version("apache-airflow").startswith("2.")
+WEBSERVER_USER = ("admin", "admin-ui-test-password")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,12 +125,15 @@ def _server_env(work: Path) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         }
     )
+    if AIRFLOW_2:
+        env["AIRFLOW__WEBSERVER__SECRET_KEY"] = os.urandom(16).hex()
+    else:
+        env["AIRFLOW__CORE__AUTH_MANAGER"] = SIMPLE_AUTH_MANAGER
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
     return env
 
 
@@ -154,7 +163,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def api_server(ui_workdir: Path) -> Iterator[ApiServer]:
-    """``airflow db migrate`` then ``airflow api-server`` on a free loopback port, until the session ends."""
+    """``airflow db migrate`` then ``airflow api-server`` (Airflow 3) or ``airflow webserver``
+    (Airflow 2, with its admin user) on a free loopback port, until the session ends."""
     env = _server_env(ui_workdir)
     port = _free_port()
     server = ApiServer(
@@ -163,10 +173,23 @@ def api_server(ui_workdir: Path) -> Iterator[ApiServer]:
     migrated = server.airflow("db", "migrate", timeout=300)
     if migrated.returncode != 0:
         pytest.fail(f"airflow db migrate failed:\n{migrated.stdout[-3000:]}\n{migrated.stderr[-3000:]}")
+    if AIRFLOW_2:
+        user, password = WEBSERVER_USER
+        created = server.airflow(
+            "users", "create", "--role", "Admin", "--username", user, "--password", password,
+            "--firstname", "UI", "--lastname", "Test", "--email", "ui-test@example.com",
+        )  # fmt: skip
+        if created.returncode != 0:
+            pytest.fail(f"airflow users create failed:\n{created.stdout[-3000:]}\n{created.stderr[-3000:]}")
+        command = ["webserver", "--hostname", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        health = "/health"
+    else:
+        command = ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        health = "/api/v2/monitor/health"
 
     log: IO[bytes] = server.log.open("wb")
     proc = subprocess.Popen(
-        [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [AIRFLOW, *command],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -176,15 +199,15 @@ def api_server(ui_workdir: Path) -> Iterator[ApiServer]:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{_tail(server.log)}")
+                pytest.fail(f"airflow {command[0]} exited with {proc.returncode}:\n{_tail(server.log)}")
             try:
-                if requests.get(f"{server.url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                if requests.get(f"{server.url}{health}", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"airflow api-server not healthy after {STARTUP_TIMEOUT:.0f} s:\n{_tail(server.log)}"
+                    f"airflow {command[0]} not healthy after {STARTUP_TIMEOUT:.0f} s:\n{_tail(server.log)}"
                 )
             time.sleep(0.5)
         yield server

@@ -36,7 +36,7 @@ from airflow_provider_qmatic.connection_fields import (
     legacy_label,
 )
 from airflow_provider_qmatic.sandbox import SandboxServer
-from tests.ui.conftest import ENABLE_VAR, ApiServer, ui_tests_enabled
+from tests.ui.conftest import AIRFLOW_2, ENABLE_VAR, ApiServer, ui_tests_enabled
 
 pytestmark = [
     pytest.mark.ui,
@@ -44,6 +44,9 @@ pytestmark = [
         not ui_tests_enabled(),
         reason=f"UI test: runs only under `make test-ui` (set {ENABLE_VAR}=1); "
         "it starts an Airflow API server and headless Chromium",
+    ),
+    pytest.mark.skipif(
+        AIRFLOW_2, reason="Airflow 3's UI; Airflow 2.11's form is in test_connection_form_2.py"
     ),
 ]
 
@@ -168,7 +171,7 @@ def test_hook_meta_describes_the_qmatic_form(api_server: ApiServer) -> None:
         behaviour = standard[HOOK_META_NAMES.get(field, field)]
         assert behaviour, f"no behaviour for {field}: it should be hidden"
         assert behaviour["hidden"] is True, f"{field} should be hidden: {behaviour}"
-    # Port stays on the form: Airflow 3.3.1/3.3.2's Test button needs a stored port.
+    # Port stays on the form: Airflow 3.3.2's Test button needs a stored port.
     assert standard["port"]["hidden"] is False
     assert standard["port"]["placeholder"] == PLACEHOLDERS["port"]
     assert standard["login"]["title"] == "Client ID"
@@ -235,7 +238,7 @@ def test_add_connection_form_renders_qmatic_fields(api_server: ApiServer, page: 
     for name in ("schema", "host"):
         assert dialog.locator(f'[name="{name}"]').count() == 0, f"{name} input rendered"
     port = dialog.locator('input[name="port"]')
-    assert port.is_visible(), "Port must stay on the form (the Test button of 3.3.1/3.3.2 needs it)"
+    assert port.is_visible(), "Port must stay on the form (the Test button of 3.3.2 needs it)"
     assert port.get_attribute("placeholder") == PLACEHOLDERS["port"]
     dialog.get_by_role("heading", name="Add Connection").click()  # no focus ring in the screenshot
     standard_shot = dialog.screenshot()
@@ -338,7 +341,7 @@ def test_test_button_on_a_saved_connection_shows_the_providers_message(
 ) -> None:
     """Save a connection to a running sandbox from the form, press the row's Test button.
 
-    The form's Port (the sandbox's port, as the Base URL has it) is what lets Airflow 3.3.1/3.3.2
+    The form's Port (the sandbox's port, as the Base URL has it) is what lets Airflow 3.3.2
     reuse the stored secret. The test runs in the API server's process, so the sandbox it reaches is
     this one, and the message shown is QmaticHook.test_connection's.
     """
