@@ -13,6 +13,8 @@ process on the host so that they make one token request between them.
 from __future__ import annotations
 
 import base64
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +22,13 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import paths, transport
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticForbiddenError,
     QmaticServerError,
 )
+from airflow_provider_qmatic.redaction import Redactor
 from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
 from airflow_provider_qmatic.retry import retrying
 from airflow_provider_qmatic.scopes import Scope, scope_string
@@ -44,6 +47,12 @@ REFRESH_MARGIN_S = 300.0
 # row from landing inside one second at the server.
 TOKEN_ENDPOINT_INTERVAL_S = 1.1
 TOKEN_ATTEMPTS = 6
+# Qmatic's tokens live 60 minutes. A longer lifetime is believed up to a day, never more: a
+# poisoned or buggy answer must not pin a token in the shared cache for weeks.
+MAX_TOKEN_LIFETIME_S = 24 * 3600.0
+# RFC 6750 b64token: what an ``Authorization: Bearer`` header can carry, and nothing else (no
+# space, no CR/LF, no non-ASCII), so a token cannot add a header or break the request.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def basic_credentials(client_id: str, client_secret: str) -> str:
@@ -55,6 +64,21 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
 def usable_until(issued_at: float, expires_in: float) -> float:
     """When to stop using a token: 5 minutes before expiry, or half-way for short-lived tokens."""
     return issued_at + expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
+
+
+def _lifetime(value: object) -> float:
+    """``expires_in`` as seconds to cache for: a finite positive number (JSON number or numeric
+    text), capped at :data:`MAX_TOKEN_LIFETIME_S`; anything else is a QmaticAuthError."""
+    fix = "the token was not used or cached; a gateway may be rewriting the answer"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise QmaticAuthError(f"the token response has an expires_in that is not a number; {fix}")
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        raise QmaticAuthError(f"the token response has a non-numeric expires_in; {fix}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise QmaticAuthError(f"the token response has an expires_in that is not a positive number; {fix}")
+    return min(seconds, MAX_TOKEN_LIFETIME_S)
 
 
 class TokenProvider:
@@ -84,8 +108,9 @@ class TokenProvider:
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)
-        # Every value that must never be quoted back: the secret, the Basic value, each token seen.
-        self._secrets: set[str] = {config.client_secret, self._basic}
+        # Every piece of server text is quoted through this: it knows the secret, the Basic value
+        # and each token seen, and drops runs and encodings of them (see redaction.py).
+        self.redact = Redactor([config.client_secret, self._basic])
         # Masked where they are born: the secret and the header value that encodes it.
         self._on_secret(config.client_secret)
         self._on_secret(self._basic)
@@ -99,21 +124,29 @@ class TokenProvider:
         if cached is not None and cached.expires_at > self._clock():
             return cached.access_token
         key = self._cache_key(scopes)
-        fresh, _fetched = self._cache.get_or_fetch(key, lambda: self._fetch(scopes), min_ttl=0.0)
+        for _ in range(2):
+            fresh, _fetched = self._cache.get_or_fetch(key, lambda: self._fetch(scopes), min_ttl=0.0)
+            if self._sendable(fresh):
+                break
+            # Planted or corrupted in the shared cache (a fetch never yields one): drop it there,
+            # and fetch a real one.
+            self._cache.invalidate(key, fresh.access_token)
+        else:
+            raise QmaticAuthError(
+                "the shared token cache keeps holding a token that cannot be sent; it was dropped. "
+                "Check who can write the token cache directory, or set credential_cache to memory"
+            )
         self._on_secret(fresh.access_token)
-        self._secrets.add(fresh.access_token)
+        self.redact.add(fresh.access_token)
         self._local[scopes] = fresh
         return fresh.access_token
 
-    def redact(self, text: str) -> str:
-        """``text`` with every secret this provider holds replaced by ``***``.
-
-        For server text quoted in errors and logs: a gateway may echo the request's headers.
-        """
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret and secret in text:
-                text = text.replace(secret, "***")
-        return text
+    def _sendable(self, cached: CachedToken) -> bool:
+        """A token from a cache is used only if a fetch could have produced it: token characters,
+        and an expiry no later than the longest lifetime this provider believes."""
+        return bool(_TOKEN_CHARS.fullmatch(cached.access_token)) and (
+            cached.expires_at <= self._clock() + MAX_TOKEN_LIFETIME_S
+        )
 
     def probe(self, scopes: frozenset[Scope]) -> float:
         """Request a new token now, bypassing every cache; its lifetime in seconds.
@@ -164,8 +197,13 @@ class TokenProvider:
         config = self._config
         url = config.base_url + paths.TOKEN
         try:
-            response = self._session.post(
+            response = transport.send(
+                self._session,
+                "POST",
                 url,
+                what="token request",
+                timeout=config.read_timeout,
+                connect_timeout=config.connect_timeout,
                 headers={
                     "Authorization": f"Basic {self._basic}",
                     "X-ACCOUNT": config.tenant,
@@ -173,7 +211,6 @@ class TokenProvider:
                     "Accept": "application/json",
                 },
                 data={"grant_type": "client_credentials", "scope": scope_string(scopes)},
-                timeout=config.timeout,
             )
         except requests.RequestException as exc:
             raise QmaticServerError(
@@ -209,23 +246,25 @@ class TokenProvider:
                 f"the token endpoint answered with {describe_body(response)} that is not a JSON object"
             )
         token = payload.get("access_token")
-        keys = ", ".join(sorted(str(k) for k in payload)) or "none"
+        # Field names are server text as well: quoted through the redactor, and not many of them.
+        keys = self.redact(", ".join(sorted(str(k)[:40] for k in payload)[:20])) or "none"
         if not isinstance(token, str) or not token:
             raise QmaticAuthError(f"the token response has no access_token (fields present: {keys})")
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise QmaticAuthError(
+                "the token response has an access_token with characters a Bearer token cannot have "
+                "(spaces, line breaks, non-ASCII or punctuation outside RFC 6750); it was not used "
+                "or cached. A gateway may be rewriting the answer"
+            )
         self._on_secret(token)
-        self._secrets.add(token)
+        self.redact.add(token)
         token_type = payload.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            shown = self.redact(str(token_type)[:20])
             raise QmaticAuthError(
-                f"the token response has token_type {str(token_type)[:20]!r}, expected 'Bearer' "
-                f"(fields present: {keys})"
+                f"the token response has token_type {shown!r}, expected 'Bearer' (fields present: {keys})"
             )
-        try:
-            expires_in = float(payload.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            raise QmaticAuthError("the token response has a non-numeric expires_in") from None
-        if expires_in <= 0:
-            raise QmaticAuthError(f"the token response has expires_in={expires_in:g}, which is not positive")
+        expires_in = _lifetime(payload.get("expires_in", 3600))
         self.last_expires_in = expires_in
         return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from airflow_provider_qmatic import __version__, paths
+from airflow_provider_qmatic import __version__, paths, transport
 from airflow_provider_qmatic.auth import SecretSink, TokenProvider
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
@@ -155,9 +154,7 @@ class QmaticClient:
             for idempotent in (True, False)
         }
         self.session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        transport.prepare_session(self.session, pool_size=pool_size)
         self.session.headers["User-Agent"] = config.user_agent or default_user_agent()
         if token_cache is None:
             token_cache = (
@@ -280,8 +277,16 @@ class QmaticClient:
             headers["Accept-Language"] = self.config.language
         url = self.config.base_url + path
         try:
-            response = self.session.request(
-                op.method, url, headers=headers, json=json, params=params, timeout=self.config.timeout
+            response = transport.send(
+                self.session,
+                op.method,
+                url,
+                what=op.name,
+                timeout=self.config.read_timeout,
+                connect_timeout=self.config.connect_timeout,
+                headers=headers,
+                json=json,
+                params=params,
             )
         except requests.RequestException as exc:
             kind = type(exc).__name__

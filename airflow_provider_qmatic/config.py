@@ -23,7 +23,15 @@ DEFAULT_LANGUAGE = "en_US"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUESTS_PER_MINUTE = 100.0
-MAX_TIMEOUT_S = 350.0  # Qmatic ends operations after 350 s with 504/408 anyway.
+# Qmatic ends operations after 350 s with 504/408 anyway; under a second, a loaded worker cannot
+# even finish a TLS handshake, so every call would fail as a timeout.
+MIN_TIMEOUT_S = 1.0
+MAX_TIMEOUT_S = 350.0
+# Qmatic allows 100 requests a minute; below one a minute a task waits minutes per request (and a
+# tiny value such as 1e-300 would wait forever); above a million the limiter is no limit at all.
+MIN_REQUESTS_PER_MINUTE = 1.0
+MAX_REQUESTS_PER_MINUTE = 1_000_000.0
+_USER_AGENT_PATTERN = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")
 
 _TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SYSTEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -80,6 +88,12 @@ class ClientConfig:
     ) -> ClientConfig:
         """Validate raw values (strings as a Connection holds them) and build the config."""
         cid = _required_text("client_id", client_id, "the Connection's Login (Client ID)")
+        if ":" in cid:
+            raise QmaticConfigError(
+                "client_id contains ':', which HTTP Basic authentication cannot carry (it separates the "
+                "id from the secret): fix the Connection's Login (Client ID)",
+                field="client_id",
+            )
         secret = _required_secret(client_secret)
         norm_tenant = normalise_tenant(_required_text("tenant", tenant, "the `tenant` extra"))
         checked_region = _check_region(region)
@@ -96,9 +110,15 @@ class ClientConfig:
                 f"{', '.join(REGIONS)}, or set `base_url` for a custom Qmatic host",
                 field="region",
             )
-        read_timeout = _positive_number("timeout", timeout, DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S)
-        rpm = _positive_number(
-            "requests_per_minute", requests_per_minute, DEFAULT_REQUESTS_PER_MINUTE, maximum=1_000_000
+        read_timeout = _bounded_number(
+            "timeout", timeout, DEFAULT_TIMEOUT_S, minimum=MIN_TIMEOUT_S, maximum=MAX_TIMEOUT_S
+        )
+        rpm = _bounded_number(
+            "requests_per_minute",
+            requests_per_minute,
+            DEFAULT_REQUESTS_PER_MINUTE,
+            minimum=MIN_REQUESTS_PER_MINUTE,
+            maximum=MAX_REQUESTS_PER_MINUTE,
         )
         return cls(
             client_id=cid,
@@ -113,7 +133,7 @@ class ClientConfig:
             requests_per_minute=rpm,
             token_cache=_check_choice("credential_cache", token_cache, TOKEN_CACHES, "file"),
             token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
-            user_agent=user_agent or "airflow-provider-qmatic",
+            user_agent=_check_user_agent(user_agent),
         )
 
 
@@ -255,7 +275,19 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...], default: str)
     return text
 
 
-def _positive_number(name: str, value: Any, default: float, *, maximum: float) -> float:
+def _check_user_agent(value: Any) -> str:
+    # A header value: printable ASCII on one line, or the request could not be sent at all.
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "airflow-provider-qmatic"
+    if not isinstance(value, str) or not _USER_AGENT_PATTERN.fullmatch(value.strip()):
+        raise QmaticConfigError(
+            "user_agent must be printable ASCII on one line, at most 200 characters: fix the user_agent",
+            field="user_agent",
+        )
+    return value.strip()
+
+
+def _bounded_number(name: str, value: Any, default: float, *, minimum: float, maximum: float) -> float:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool):
@@ -270,8 +302,9 @@ def _positive_number(name: str, value: Any, default: float, *, maximum: float) -
             f"fix the `{name}` extra",
             field=name,
         ) from None
-    if not (0 < number <= maximum):
+    if not (minimum <= number <= maximum):  # NaN fails both comparisons
         raise QmaticConfigError(
-            f"{name} must be greater than 0 and at most {maximum:g}: fix the `{name}` extra", field=name
+            f"{name} must be at least {minimum:g} and at most {maximum:g}: fix the `{name}` extra",
+            field=name,
         )
     return number

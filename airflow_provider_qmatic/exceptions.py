@@ -118,6 +118,12 @@ class QmaticPayloadTooLargeError(QmaticError):
     """413: the request body is over Qmatic's 2 MB limit."""
 
 
+class QmaticRedirectError(QmaticError):
+    """3xx: the server pointed elsewhere. Never followed, since the request carries credentials,
+    the tenant's system id and customers' data; usually a wrong ``base_url`` or a misconfigured
+    gateway, so repeating the request cannot help."""
+
+
 # The status each class stands for; the client maps responses through this table alone.
 ERROR_BY_STATUS: dict[int, type[QmaticError]] = {
     400: QmaticValidationError,
@@ -131,9 +137,12 @@ ERROR_BY_STATUS: dict[int, type[QmaticError]] = {
 
 
 def error_for_status(status: int) -> type[QmaticError]:
-    """The error class for an HTTP status: the table above, server errors for 5xx, else the base."""
+    """The error class for an HTTP status: the table above, server errors for 5xx, redirects for
+    3xx, else the base."""
     if status in ERROR_BY_STATUS:
         return ERROR_BY_STATUS[status]
     if status >= 500 or status == 408:
         return QmaticServerError
+    if 300 <= status < 400:
+        return QmaticRedirectError
     return QmaticError

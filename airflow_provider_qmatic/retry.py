@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -45,12 +46,18 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent.
+
+    A value that is not a wait (NaN, infinite, negative) counts as absent, so the backoff applies:
+    NaN would otherwise reach ``time.sleep`` and crash the retry loop. A date in the past is 0.
+    """
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
         seconds = float(text)
+        if not math.isfinite(seconds) or seconds < 0:
+            return None
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)

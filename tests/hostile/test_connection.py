@@ -71,7 +71,7 @@ CASES = [
     Case("timeout-a-list", "timeout", extra={"timeout": [30]}, says="must be a number"),
     Case("timeout-true", "timeout", extra={"timeout": True}, says="not true/false"),
     Case("rpm-text", "requests_per_minute", extra={"requests_per_minute": "lots"}),
-    Case("rpm-zero", "requests_per_minute", extra={"requests_per_minute": 0}, says="greater than 0"),
+    Case("rpm-zero", "requests_per_minute", extra={"requests_per_minute": 0}, says="at least 1"),
     Case("timeout-over-350", "timeout", extra={"timeout": 3600}, says="at most 350"),
     Case("base-url-a-number", "base_url", extra={"base_url": 8080}),
     # -- region and base URL: where the credentials would go -----------------------------------------

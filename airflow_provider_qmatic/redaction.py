@@ -1,0 +1,145 @@
+"""What may be quoted from a server: every piece of server text goes through :class:`Redactor`.
+
+A gateway in front of Qmatic may echo the request back in its error text: the Authorization
+header (whole, cut short, or percent-encoded), the form body, the customer in the JSON body.
+Replacing exact values is not enough for that, so the rules here are deliberately coarse:
+
+- every ``Basic`` or ``Bearer`` credential is replaced up to the end of its token characters,
+  however short (``Basic aG9zdGlsZS1…`` included);
+- every run of 8 or more characters taken from a secret (the client secret, the Basic value,
+  each token seen), raw or percent-encoded, in any letter case, is replaced; and so is a base64
+  run that decodes to such a run (base64 of a prefix of ``id:secret``);
+- every personal value of the request being answered (the customer's names, e-mail, phone,
+  personal identifier, date of birth, answers and notes) is replaced where it stands as a word.
+
+Over-redacting a server message costs a little clarity; under-redacting leaks a credential into
+task logs and the connection Test message, so the rules err on the first side.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+# A run this long taken from a secret is treated as the secret: 8 characters of a random secret
+# already narrow it down a great deal, and ordinary words in messages are rarely that long *and*
+# inside a secret.
+MIN_SECRET_RUN = 8
+
+# "Basic"/"Bearer", then a space (raw or encoded), then RFC 7235 token68 characters (and "%" for
+# percent-encoded forms). Also "Basic" written as "Basic:" or "Basic=" by some echoing gateways.
+_CREDENTIAL = re.compile(r"(?i)\b(basic|bearer)(?:\s+|%20|\+|:|=)+[A-Za-z0-9\-._~+/%]*=*")
+# Runs that may be base64 of something secret (checked by decoding, so ordinary words pass).
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
+
+# Request-body keys whose values are the customer's personal data (the confirm and search bodies).
+_PERSONAL_KEYS = frozenset({"customer", "answer", "informationQuestions", "notes"})
+
+
+class Redactor:
+    """Replaces secrets and personal data in server text; shared by every place that quotes it.
+
+    :meth:`add` registers a secret the moment it exists (the token provider adds the client secret,
+    the Basic value and each token); calling the object redacts a text.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._exact: set[str] = set()
+        self._runs: set[str] = set()  # every MIN_SECRET_RUN-long window of every secret form, lowered
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """Treat ``secret`` (and its percent-encoded forms) as never to be quoted."""
+        if not secret or secret in self._exact:
+            return
+        forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+        windows = {w.lower() for form in forms for w in _windows(form)}
+        with self._lock:
+            self._exact |= forms
+            self._runs |= windows
+
+    def __call__(self, text: str, personal: Iterable[str] = ()) -> str:
+        """``text`` with every credential, secret run and personal value replaced by ``***``."""
+        text = _CREDENTIAL.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        with self._lock:
+            exact = sorted(self._exact, key=len, reverse=True)
+            runs = frozenset(self._runs)
+        for value in exact:
+            text = text.replace(value, MASK)
+        if runs:
+            text = _mask_runs(text, runs)
+            text = _BASE64_RUN.sub(lambda m: MASK if _decodes_to_secret(m[0], runs) else m[0], text)
+        # One letter is no one's identity, and masking it would mangle every "a" in the message.
+        for value in sorted({v.strip() for v in personal if len(v.strip()) > 1}, key=len, reverse=True):
+            text = re.sub(rf"(?i)(?<!\w){re.escape(value)}(?!\w)", MASK, text)
+        return text
+
+
+def personal_values(body: bytes | str | None) -> list[str]:
+    """The customer's values in a JSON request body (as sent), for :class:`Redactor` to drop."""
+    if not body:
+        return []
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    return list(_personal_leaves(data, personal=False))
+
+
+def _personal_leaves(data: Any, *, personal: bool) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _personal_leaves(value, personal=personal or key in _PERSONAL_KEYS)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _personal_leaves(item, personal=personal)
+    elif personal and isinstance(data, (str, int, float)) and not isinstance(data, bool):
+        yield str(data)
+
+
+def _windows(text: str) -> Iterator[str]:
+    for start in range(len(text) - MIN_SECRET_RUN + 1):
+        yield text[start : start + MIN_SECRET_RUN]
+
+
+def _mask_runs(text: str, runs: frozenset[str]) -> str:
+    """Mask every stretch of ``text`` covered by windows found in ``runs`` (a secret's substrings)."""
+    lowered = text.lower()
+    covered = [False] * len(text)
+    hit = False
+    for start in range(len(text) - MIN_SECRET_RUN + 1):
+        if lowered[start : start + MIN_SECRET_RUN] in runs:
+            hit = True
+            for i in range(start, start + MIN_SECRET_RUN):
+                covered[i] = True
+    if not hit:
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not covered[i]:
+            out.append(ch)
+        elif i == 0 or not covered[i - 1]:
+            out.append(MASK)
+    return "".join(out)
+
+
+def _decodes_to_secret(candidate: str, runs: frozenset[str]) -> bool:
+    """True when a base64 (or base64url) run decodes to text holding a run of a secret."""
+    padded = candidate.rstrip("=")
+    padded = padded[: len(padded) - len(padded) % 4] if len(padded) % 4 == 1 else padded
+    padded += "=" * (-len(padded) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    decoded = raw.decode("utf-8", errors="ignore")
+    return _mask_runs(decoded, runs) != decoded

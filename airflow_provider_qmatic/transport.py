@@ -1,0 +1,149 @@
+"""The HTTP transport under every request: bounded in time, never redirected.
+
+``requests`` and ``urllib3`` apply a read timeout to each socket read, so a server (or a gateway)
+that drips one byte every half second holds a call for as long as it likes. Here the read timeout
+of a request is a deadline for the whole answer instead: the connection's response class reads
+through :class:`_DeadlineReader`, which gives each socket read only the time left, so the status
+line, the headers and the body together get at most the read timeout. Passing ``total`` to
+``urllib3``'s :class:`~urllib3.util.Timeout` makes the connect phase draw from the same budget, so
+one attempt lasts at most ``timeout`` seconds from start to last byte (name resolution aside,
+which no socket timeout covers).
+
+Redirects are never followed: :func:`send` passes ``allow_redirects=False`` and
+:func:`prepare_session` sets ``max_redirects`` to 0, so even a call that forgets the flag raises
+instead of sending credentials, the tenant's system id or a customer's data to another host.
+A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.responses`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import Timeout
+
+from airflow_provider_qmatic.exceptions import QmaticConfigError
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader that gives each read only the time left before a fixed deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        # A socket file of its own keeps the socket's reference count right: the connection may
+        # close its socket object while the answer is still being read (``Connection: close``).
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer took longer than the timeout")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """``http.client``'s response, reading through a deadline of the socket's current timeout.
+
+    ``urllib3`` sets the socket's timeout to the request's read timeout (what is left of
+    ``total`` after connecting) just before the answer is read, so that is the deadline.
+    """
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        budget = sock.gettimeout()
+        if budget is not None:
+            plain = self.fp
+            self.fp = io.BufferedReader(_DeadlineReader(sock, time.monotonic() + budget))
+            plain.close()
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """A ``requests`` adapter whose read timeout bounds the whole answer, not each socket read."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools carry their own connection class
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+def prepare_session(session: requests.Session, *, pool_size: int) -> None:
+    """Mount the deadline adapter for both schemes and make following a redirect impossible."""
+    adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.max_redirects = 0
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    timeout: float,
+    connect_timeout: float,
+    **kwargs: Any,
+) -> requests.Response:
+    """One request, not redirected, taking at most ``timeout`` seconds from connect to last byte.
+
+    Errors ``requests`` raises while *building* the request (a header or URL that HTTP cannot
+    carry: ``InvalidHeader``, ``InvalidURL``, ``UnicodeEncodeError``, an unencodable JSON body)
+    become a :class:`QmaticConfigError` naming only the error's type: their own text may quote the
+    header (a token, the Basic value). Network errors propagate for the caller to classify.
+    """
+    try:
+        return session.request(
+            method,
+            url,
+            allow_redirects=False,
+            # requests passes a urllib3 Timeout through to the adapter, though its stubs omit it.
+            timeout=Timeout(connect=connect_timeout, read=timeout, total=timeout),  # type: ignore[arg-type]
+            **kwargs,
+        )
+    except (ValueError, TypeError, requests.exceptions.InvalidJSONError) as exc:
+        # InvalidHeader, InvalidURL, MissingSchema and UnicodeError are all ValueErrors.
+        raise QmaticConfigError(
+            f"Qmatic {what} could not be sent: a value of the connection or the arguments cannot go "
+            f"into an HTTP request ({type(exc).__name__}); nothing was sent"
+        ) from None
