@@ -7,8 +7,9 @@ Replacing exact values is not enough for that, so the rules here are deliberatel
 - every ``Basic`` or ``Bearer`` credential is replaced up to the end of its token characters,
   however short (``Basic aG9zdGlsZS1…`` included);
 - every run of 8 or more characters taken from a secret (the client secret, the Basic value,
-  each token seen), raw or percent-encoded, in any letter case, is replaced; and so is a base64
-  run that decodes to such a run (base64 of a prefix of ``id:secret``);
+  each token seen), in any letter case, is replaced; and so is a word that holds such a run once
+  its percent-escapes are decoded, and a base64 run that decodes to one (base64 of a prefix of
+  ``id:secret``);
 - every personal value of the request being answered (the customer's names, e-mail, phone,
   personal identifier, date of birth, answers and notes) is replaced where it stands as a word.
 
@@ -25,7 +26,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
 
 MASK = "***"
 # A run this long taken from a secret is treated as the secret: 8 characters of a random secret
@@ -38,6 +39,8 @@ MIN_SECRET_RUN = 8
 _CREDENTIAL = re.compile(r"(?i)\b(basic|bearer)(?:\s+|%20|\+|:|=)+[A-Za-z0-9\-._~+/%]*=*")
 # Runs that may be base64 of something secret (checked by decoding, so ordinary words pass).
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
+# Words holding a percent-escape: decoded and checked, since any character may be escaped.
+_PERCENT_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
 
 # Request-body keys whose values are the customer's personal data (the confirm and search bodies).
 _PERSONAL_KEYS = frozenset({"customer", "answer", "informationQuestions", "notes"})
@@ -76,6 +79,7 @@ class Redactor:
         for value in exact:
             text = text.replace(value, MASK)
         if runs:
+            text = _PERCENT_RUN.sub(lambda m: MASK if _holds_secret(unquote_plus(m[0]), runs) else m[0], text)
             text = _mask_runs(text, runs)
             text = _BASE64_RUN.sub(lambda m: MASK if _decodes_to_secret(m[0], runs) else m[0], text)
         # One letter is no one's identity, and masking it would mangle every "a" in the message.
@@ -141,5 +145,8 @@ def _decodes_to_secret(candidate: str, runs: frozenset[str]) -> bool:
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         return False
-    decoded = raw.decode("utf-8", errors="ignore")
-    return _mask_runs(decoded, runs) != decoded
+    return _holds_secret(raw.decode("utf-8", errors="ignore"), runs)
+
+
+def _holds_secret(text: str, runs: frozenset[str]) -> bool:
+    return _mask_runs(text, runs) != text

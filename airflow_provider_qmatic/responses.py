@@ -81,10 +81,11 @@ def error_from_response(
         raw_message = payload.get("message") or payload.get("error_description")
         code = str(raw_code) if raw_code is not None else None
         message = str(raw_message) if raw_message is not None else None
+        # Cut before redacting (a megabyte of text costs time) and again after (masks change lengths).
         if message is not None:
-            message = redact(message, personal)[:_MAX_QUOTED_MESSAGE]
+            message = redact(message[: 4 * _MAX_QUOTED_MESSAGE], personal)[:_MAX_QUOTED_MESSAGE]
         if code is not None:
-            code = redact(code, personal)[:_MAX_QUOTED_MESSAGE]
+            code = redact(code[: 4 * _MAX_QUOTED_MESSAGE], personal)[:_MAX_QUOTED_MESSAGE]
     text = f"Qmatic refused {operation} with HTTP {status}"
     text += f": {message}" if message else f" and {describe_body(response)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))

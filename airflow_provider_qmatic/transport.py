@@ -9,9 +9,9 @@ line, the headers and the body together get at most the read timeout. Passing ``
 one attempt lasts at most ``timeout`` seconds from start to last byte (name resolution aside,
 which no socket timeout covers).
 
-Redirects are never followed: :func:`send` passes ``allow_redirects=False`` and
-:func:`prepare_session` sets ``max_redirects`` to 0, so even a call that forgets the flag raises
-instead of sending credentials, the tenant's system id or a customer's data to another host.
+Redirects are never followed: :func:`send` passes ``allow_redirects=False``, and the session
+:func:`prepare_session` prepares has no redirect target for any answer, so even a call through it
+that forgets the flag sends no credentials, system id or customer data to another host.
 A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.responses`.
 """
 
@@ -108,11 +108,21 @@ class DeadlineAdapter(HTTPAdapter):
 
 
 def prepare_session(session: requests.Session, *, pool_size: int) -> None:
-    """Mount the deadline adapter for both schemes and make following a redirect impossible."""
+    """Mount the deadline adapter for both schemes and make following a redirect impossible.
+
+    ``requests`` follows a redirect wherever :meth:`~requests.Session.get_redirect_target` names
+    one; this session never names one, whatever ``allow_redirects`` or ``max_redirects`` a caller
+    sets, so a 3xx always comes back as the answer. (``max_redirects = 0`` cannot do this: it
+    also fails the calls that do not follow.)
+    """
     adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.max_redirects = 0
+    session.get_redirect_target = _no_redirect_target  # type: ignore[method-assign,assignment]
+
+
+def _no_redirect_target(response: requests.Response) -> None:
+    return None
 
 
 def send(

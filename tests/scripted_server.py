@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,9 @@ class Reply:
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Seconds between bytes: when set, the whole answer (status line, headers, body) is dripped one
+    # byte at a time, as a slow-loris server or a broken gateway would, until the client hangs up.
+    drip: float = 0.0
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, (dict, list)):
@@ -43,6 +47,8 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Reply]] = {}
         self.requests: list[Recorded] = []
+        self.stopping = threading.Event()
+        self.dripped_until_hangup = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,12 +61,31 @@ class ScriptedServer:
                 server.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
                 reply = server._next(self.path)
                 payload, content_type = reply.encoded()
+                if reply.drip:
+                    self._drip(reply, payload, content_type)
+                    return
                 self.send_response(reply.status)
                 headers = {"Content-Type": content_type, "Content-Length": str(len(payload)), **reply.headers}
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _drip(self, reply: Reply, payload: bytes, content_type: str) -> None:
+                head = [f"HTTP/1.1 {reply.status} Slow", f"Content-Type: {content_type}"]
+                head += [f"Content-Length: {len(payload)}", "Connection: close"]
+                head += [f"{k}: {v}" for k, v in reply.headers.items()]
+                raw = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+                self.close_connection = True
+                for index in range(len(raw)):
+                    if server.stopping.is_set():
+                        return
+                    try:
+                        self.wfile.write(raw[index : index + 1])
+                    except OSError:  # the client hung up: what a deadline is for
+                        server.dripped_until_hangup += 1
+                        return
+                    time.sleep(reply.drip)
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
@@ -89,6 +114,7 @@ class ScriptedServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 

@@ -73,6 +73,18 @@ CASES = [
     Case("rpm-text", "requests_per_minute", extra={"requests_per_minute": "lots"}),
     Case("rpm-zero", "requests_per_minute", extra={"requests_per_minute": 0}, says="at least 1"),
     Case("timeout-over-350", "timeout", extra={"timeout": 3600}, says="at most 350"),
+    # -- bounds: a value that would make every call fail or a task wait forever ---------------------------
+    Case("rpm-tiny", "requests_per_minute", extra={"requests_per_minute": 1e-300}, says="at least 1"),
+    Case("rpm-tiny-text", "requests_per_minute", extra={"requests_per_minute": "1e-300"}, says="at least 1"),
+    Case("rpm-half", "requests_per_minute", extra={"requests_per_minute": 0.5}, says="at least 1"),
+    Case("rpm-nan", "requests_per_minute", extra={"requests_per_minute": "NaN"}),
+    Case("rpm-infinite", "requests_per_minute", extra={"requests_per_minute": "inf"}, says="at most"),
+    Case("rpm-huge", "requests_per_minute", extra={"requests_per_minute": 1e12}, says="at most"),
+    Case("timeout-tiny", "timeout", extra={"timeout": 0.001}, says="at least 1"),
+    Case("timeout-nan", "timeout", extra={"timeout": "nan"}),
+    Case("timeout-infinite", "timeout", extra={"timeout": "Infinity"}, says="at most 350"),
+    # -- Basic authentication cannot carry a ':' in the id (it ends the id) ------------------------------
+    Case("login-with-colon", "client_id", fields={"login": "hostile:plain"}, says="':'"),
     Case("base-url-a-number", "base_url", extra={"base_url": 8080}),
     # -- region and base URL: where the credentials would go -----------------------------------------
     Case("region-with-slash", "region", drop_base_url=True, extra={"region": "eu-west-1/../evil"}),
