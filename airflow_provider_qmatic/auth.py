@@ -202,8 +202,7 @@ class TokenProvider:
                 "POST",
                 url,
                 what="token request",
-                timeout=config.read_timeout,
-                connect_timeout=config.connect_timeout,
+                timeout=config.timeout,
                 headers={
                     "Authorization": f"Basic {self._basic}",
                     "X-ACCOUNT": config.tenant,

@@ -61,7 +61,8 @@ class ClientConfig:
 
     @property
     def timeout(self) -> tuple[float, float]:
-        """``(connect, read)`` as requests wants it."""
+        """``(connect, total)``: connecting may take ``connect`` seconds, a whole attempt ``total``
+        (see :func:`airflow_provider_qmatic.transport.send`)."""
         return (self.connect_timeout, self.read_timeout)
 
     @property

@@ -131,24 +131,25 @@ def send(
     url: str,
     *,
     what: str,
-    timeout: float,
-    connect_timeout: float,
+    timeout: tuple[float, float],
     **kwargs: Any,
 ) -> requests.Response:
-    """One request, not redirected, taking at most ``timeout`` seconds from connect to last byte.
+    """One request, not redirected; ``timeout`` is ``(connect, total)``: at most ``connect``
+    seconds to connect and ``total`` from the start of connecting to the last byte.
 
     Errors ``requests`` raises while *building* the request (a header or URL that HTTP cannot
     carry: ``InvalidHeader``, ``InvalidURL``, ``UnicodeEncodeError``, an unencodable JSON body)
     become a :class:`QmaticConfigError` naming only the error's type: their own text may quote the
     header (a token, the Basic value). Network errors propagate for the caller to classify.
     """
+    connect, total = timeout
     try:
         return session.request(
             method,
             url,
             allow_redirects=False,
             # requests passes a urllib3 Timeout through to the adapter, though its stubs omit it.
-            timeout=Timeout(connect=connect_timeout, read=timeout, total=timeout),  # type: ignore[arg-type]
+            timeout=Timeout(connect=connect, read=total, total=total),  # type: ignore[arg-type]
             **kwargs,
         )
     except (ValueError, TypeError, requests.exceptions.InvalidJSONError) as exc:

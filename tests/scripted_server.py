@@ -24,6 +24,7 @@ class Reply:
     # Seconds between bytes: when set, the whole answer (status line, headers, body) is dripped one
     # byte at a time, as a slow-loris server or a broken gateway would, until the client hangs up.
     drip: float = 0.0
+    drip_body_only: bool = False  # send the status line and headers at once, then drip the body
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, (dict, list)):
@@ -77,7 +78,9 @@ class ScriptedServer:
                 head += [f"{k}: {v}" for k, v in reply.headers.items()]
                 raw = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
                 self.close_connection = True
-                for index in range(len(raw)):
+                start = len(raw) - len(payload) if reply.drip_body_only else 0
+                self.wfile.write(raw[:start])
+                for index in range(start, len(raw)):
                     if server.stopping.is_set():
                         return
                     try:

@@ -417,22 +417,29 @@ def test_a_nan_retry_after_does_not_crash_a_real_sleep(origin: ScriptedServer) -
 DRIP = 0.2  # seconds between bytes; the dripped answers below would take about a minute each
 
 
-def _slow(status: int, body: Any) -> Reply:
-    return Reply(status, json.dumps(body).encode() + b" " * 300, headers={}, drip=DRIP)
+def _slow(status: int, body: Any, *, body_only: bool = False) -> Reply:
+    return Reply(status, json.dumps(body).encode() + b" " * 300, drip=DRIP, drip_body_only=body_only)
 
 
 @pytest.mark.parametrize(
-    ("path", "operation", "error", "attempts"),
+    ("path", "operation", "error", "attempts", "body_only"),
     [
-        pytest.param(BRANCHES, "list_branches", QmaticServerError, 2, id="read-retried"),
-        pytest.param(RESERVE, "reserve", QmaticUnknownOutcomeError, 1, id="write-not-repeated"),
+        pytest.param(BRANCHES, "list_branches", QmaticServerError, 2, False, id="read-retried"),
+        pytest.param(BRANCHES, "list_branches", QmaticServerError, 2, True, id="read-body-dripped"),
+        pytest.param(RESERVE, "reserve", QmaticUnknownOutcomeError, 1, False, id="write-not-repeated"),
+        pytest.param(RESERVE, "reserve", QmaticUnknownOutcomeError, 1, True, id="write-body-dripped"),
     ],
 )
 def test_a_dripping_server_cannot_hold_an_attempt_past_the_timeout(
-    origin: ScriptedServer, path: str, operation: str, error: type[QmaticError], attempts: int
+    origin: ScriptedServer,
+    path: str,
+    operation: str,
+    error: type[QmaticError],
+    attempts: int,
+    body_only: bool,
 ) -> None:
     origin.script(TOKEN_PATH, token_reply(TOKEN))
-    origin.script(path, _slow(200, RESERVATION if operation == "reserve" else []))
+    origin.script(path, _slow(200, RESERVATION if operation == "reserve" else [], body_only=body_only))
     client = make_client(origin, attempts=2, timeout=1)
     started = time.monotonic()
     with pytest.raises(error):
@@ -496,8 +503,7 @@ def test_a_request_requests_cannot_build_is_a_qmatic_error_without_the_value(
             "GET",
             origin.base_url + BRANCHES,
             what="probe",
-            timeout=5,
-            connect_timeout=5,
+            timeout=(5, 5),
             headers=headers,
         )
     assert kind in str(info.value)
