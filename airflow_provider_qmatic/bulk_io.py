@@ -597,7 +597,8 @@ def render_outcomes(outcomes: Iterable[Mapping[str, Any]], fmt: str) -> Iterator
             yield json.dumps({k: o.get(k) for k in OUTCOME_COLUMNS}) + "\n"
         return
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): the writer then quotes any value holding a CR or LF, so none splits a record.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(OUTCOME_COLUMNS)
     for o in outcomes:
         writer.writerow(["" if o.get(k) is None else _neutralise(o.get(k)) for k in OUTCOME_COLUMNS])

@@ -1115,10 +1115,22 @@ def _lenient_datetime(value: Any) -> Any:
     raise _Rule(f"must be ISO-8601 date-and-time text, got {_kind(value)}")
 
 
+# What an id from the server may be, since ids go back into URL paths (confirm, get, release):
+# one path segment of unreserved characters, never "." or "..", so it names a resource and can
+# never change the path. Qmatic's ids are GUIDs, which fit.
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~-]{0,127}")
+
+
 def _id_text(value: Any) -> Any:
-    """Ids as text, even when a gateway sends a number."""
+    """Ids as text, even when a gateway sends a number; checked safe for a URL path."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)
+    if isinstance(value, str) and not _SAFE_ID.fullmatch(value):
+        # The value is not quoted: it came from a server that is misbehaving.
+        raise _Rule(
+            "is not a usable id (1-128 letters, digits, '-', '_', '.' or '~', as in a GUID); it is not "
+            "sent back to Qmatic"
+        )
     return value
 
 

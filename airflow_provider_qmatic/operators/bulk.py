@@ -61,6 +61,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         journal_dir: str | None = None,
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
+        max_rows: int = 1_000_000,
         qmatic_conn_id: str = "qmatic_default",
         **kwargs: Any,
     ) -> None:
@@ -88,6 +89,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             most this many rows (default 1000); larger jobs should set ``results_path``.
         :param progress_every_seconds: log a progress line at least this often, in seconds (default
             30), besides one for every 5% of the rows.
+        :param max_rows: the most rows the input may have (default 1,000,000); a bigger input fails
+            the task before any request.
         :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
         """
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -102,6 +105,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         self.journal_dir = journal_dir
         self.xcom_outcomes_max = xcom_outcomes_max
         self.progress_every_seconds = progress_every_seconds
+        self.max_rows = max_rows
         self._runner: BulkRunner | None = None
         # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
         from airflow_provider_qmatic.bulk_args import check_operator_arguments
@@ -111,6 +115,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             concurrency=concurrency,
             max_failed_rows=max_failed_rows,
             max_failed_ratio=max_failed_ratio,
+            max_rows=max_rows,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -145,6 +150,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 timezone=self.timezone or None,
                 logger=self.log,
                 progress_every_seconds=self.progress_every_seconds,
+                max_rows=self.max_rows,
             )
             self._runner = runner
             try:
@@ -215,10 +221,12 @@ class _QmaticBulkOperator(QmaticBaseOperator):
 def _parse_list(text: str) -> list[Any]:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise QmaticConfigError("rows is a JSON array nested too deeply to read", field="rows") from None
     except ValueError:
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
             raise QmaticConfigError(
                 "rows looks like a list but is neither JSON nor a Python literal; set "
                 "render_template_as_native_obj=True on the DAG or pass the XCom directly (task.output)",
