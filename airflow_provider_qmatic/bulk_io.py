@@ -160,13 +160,6 @@ def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
-
-
 # -- paths ---------------------------------------------------------------------------------------
 
 
@@ -386,15 +379,22 @@ class _Columns:
             self.mapping[column] = field
 
     def apply(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The row keyed by field, empty strings as missing."""
-        out: dict[str, Any] = {}
-        for column, value in row.items():
-            field = self.mapping.get(column)
-            if field is not None:
-                cleaned = _clean(value)
-                if cleaned is not None:
-                    out[field] = cleaned
-        return out
+        """The row keyed by field, text stripped, empty text and None as missing."""
+        return _fields(zip(map(self.mapping.get, row), row.values(), strict=True))
+
+
+def _fields(pairs: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:
+    """``{field: value}`` from ``(field or None, value)`` pairs; inlined, as it runs once per row."""
+    out: dict[str, Any] = {}
+    for field, value in pairs:
+        if field is None or value is None:
+            continue
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        out[field] = value
+    return out
 
 
 class InputRows:
@@ -464,16 +464,27 @@ class InputRows:
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         count = 0
-        for count, raw in enumerate(self._raw_rows(), start=1):
+        rows = self._csv_rows() if self._format == "csv" else self._mapped_rows()
+        for count, row in enumerate(rows, start=1):
             if count > self.max_rows:
                 raise self._too_many()
-            self._columns.learn(raw)
-            yield count, self._columns.apply(raw)
+            yield count, row
         if not self._checked:
             self._check_required(has_rows=count > 0)
             self._checked = True
 
-    def _raw_rows(self) -> Iterator[Mapping[str, Any]]:
+    def _csv_rows(self) -> Iterator[dict[str, Any]]:
+        """A CSV file's rows: cells go straight to their fields (the fast path of big files)."""
+        assert self._path is not None
+        records = csv_records(self._path)
+        header = next(records)
+        self._columns.learn(h for h in header if h)
+        fields = [self._columns.mapping.get(h) if h else None for h in header]
+        for record in records:
+            yield _fields(zip(fields, record, strict=False))  # a short or long record: its cells
+
+    def _mapped_rows(self) -> Iterator[dict[str, Any]]:
+        """Rows of a list or a JSON Lines file, flattened; their keys may differ row by row."""
         if self._list is not None:
             for index, item in enumerate(self._list, start=1):
                 if not isinstance(item, Mapping):
@@ -482,17 +493,15 @@ class InputRows:
                         "to value",
                         field="rows",
                     )
-                yield flatten_row(item)
-        elif self._format == "csv":
-            assert self._path is not None
-            records = csv_records(self._path)
-            header = next(records)
-            for record in records:
-                yield {header[i]: record[i] for i in range(min(len(header), len(record))) if header[i]}
+                raw = flatten_row(item)
+                self._columns.learn(raw)
+                yield self._columns.apply(raw)
         else:
             assert self._path is not None
             for value in jsonl_objects(self._path):
-                yield flatten_row(value)
+                raw = flatten_row(value)
+                self._columns.learn(raw)
+                yield self._columns.apply(raw)
 
     def _read_header(self) -> None:
         assert self._path is not None
