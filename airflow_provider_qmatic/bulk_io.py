@@ -90,6 +90,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _CSV_FIELD_LIMIT = 1024 * 1024
 # One line of an input file; a longer one is refused rather than read whole into memory.
 _LINE_LIMIT = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 # OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -235,8 +236,35 @@ def _open_binary(path: PathLike, what: str) -> Any:
         ) from None
 
 
+def _raw_lines(handle: Any, what: str, where: str) -> Iterator[bytes]:
+    """The handle's lines (with their ``\n``), from 1 MiB reads: any file object with ``read(n)``
+    will do (fsspec's remote files have no ``readline(limit)``), and no line is held beyond 8 MiB."""
+    rest = b""
+    while True:
+        try:
+            chunk = handle.read(_CHUNK)
+        except OSError as exc:
+            raise QmaticConfigError(
+                f"{what} {where} cannot be read: {exc.strerror or type(exc).__name__}", field="rows"
+            ) from None
+        if isinstance(chunk, str):  # a text-mode file system
+            chunk = chunk.encode("utf-8")
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+        if len(rest) > _LINE_LIMIT:
+            yield rest  # the caller refuses it
+            return
+    if rest:
+        yield rest
+
+
 def text_lines(path: PathLike, *, what: str = "input file") -> Iterator[tuple[int, str]]:
-    """The file's lines as ``(line number, text)``, read one at a time: UTF-8, a leading BOM dropped.
+    """The file's lines as ``(line number, text)``, read a chunk at a time: UTF-8, a leading BOM
+    dropped.
 
     Any other encoding is a clear error naming the byte offset and line; so is a line longer than
     8 MiB (a file without line breaks would otherwise be read whole).
@@ -244,19 +272,7 @@ def text_lines(path: PathLike, *, what: str = "input file") -> Iterator[tuple[in
     where = describe(path)
     with _open_binary(path, what) as handle:
         offset = 0
-        number = 0
-        while True:
-            try:
-                raw = handle.readline(_LINE_LIMIT + 1)
-            except OSError as exc:
-                raise QmaticConfigError(
-                    f"{what} {where} cannot be read: {exc.strerror or type(exc).__name__}", field="rows"
-                ) from None
-            if not raw:
-                return
-            number += 1
-            if isinstance(raw, str):  # a text-mode file system
-                raw = raw.encode("utf-8")
+        for number, raw in enumerate(_raw_lines(handle, what, where), start=1):
             if len(raw) > _LINE_LIMIT:
                 raise QmaticConfigError(
                     f"{what} {where} line {number} is longer than {_LINE_LIMIT // (1024 * 1024)} MiB; is it "

@@ -224,32 +224,26 @@ class CountingPath:
 
     def open(self, mode: str = "rb") -> Any:
         outer = self
-        handle = self.path_.open(mode)
 
-        class Counting(io.BufferedReader):
-            def readline(self, size: int | None = -1) -> bytes:
-                line = handle.readline(size)
-                outer.read += len(line)
-                return line
+        class Counting(io.FileIO):
+            def read(self, size: int = -1) -> bytes:
+                data = super().read(size)
+                outer.read += len(data or b"")
+                return data or b""
 
-            def __enter__(self) -> Counting:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                handle.close()
-
-        return Counting(io.BytesIO())
+        return Counting(self.path_, "rb")
 
 
-def test_rows_are_read_lazily_one_line_at_a_time(tmp_path: Path) -> None:
-    path = cancel_csv(tmp_path / "rows.csv", 20_000)
+def test_rows_are_read_lazily_a_chunk_at_a_time(tmp_path: Path) -> None:
+    path = cancel_csv(tmp_path / "rows.csv", 200_000)  # 7.4 MB
     source = CountingPath(path)
     rows = iter(load_rows(source, action="cancel"))
     header_only = source.read
     first = next(rows)
     assert first == (1, {"appointment_id": "3fa85f64-5717-4562-b3fc-000000000000"})
-    assert source.read - header_only < 1_000  # the header again and one row, not the 740 KB file
-    assert sum(1 for _ in rows) == 19_999
+    assert source.read - header_only <= 1024 * 1024  # one chunk, not the file
+    assert sum(1 for _ in rows) == 199_999
+    assert source.read - header_only == path.stat().st_size
 
 
 class ChangingPath:
@@ -291,3 +285,15 @@ def test_a_row_changed_after_validation_is_failed_not_sent(
     assert server.paths().count("/external/v1/reservations") == 1
     assert all(b"INTRUDER" not in r.body for r in server.requests)
     assert result.summary.invalid == 0
+
+
+def test_a_line_longer_than_8_mib_is_refused_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    with path.open("wb") as handle:
+        handle.write(CANCEL_HEADER.encode())
+        handle.write(b"a" * (9 * 1024 * 1024))
+    source = CountingPath(path)
+    with pytest.raises(QmaticConfigError, match="line 2 is longer than 8 MiB") as info:
+        list(load_rows(source, action="cancel"))
+    assert info.value.field == "rows"
+    assert source.read < 2 * 10 * 1024 * 1024  # header check plus at most 9 MiB of the line
