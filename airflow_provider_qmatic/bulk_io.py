@@ -44,7 +44,7 @@ import re
 import tempfile
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_qmatic.bulk_args import DEFAULT_MAX_ROWS, check_max_rows
@@ -222,6 +222,13 @@ def file_format(path: Any, *, what: str) -> str:
 
 
 # -- reading -------------------------------------------------------------------------------------
+
+
+def _is_file(source: Any) -> TypeGuard[str | os.PathLike[str] | PathLike]:
+    """A path or URI (a list of rows is a Sequence; a path-like object is not)."""
+    return isinstance(source, (str, os.PathLike)) or (
+        isinstance(source, PathLike) and not isinstance(source, Sequence)
+    )
 
 
 def _open_binary(path: PathLike, what: str) -> Any:
@@ -442,10 +449,8 @@ class InputRows:
         self._list: Sequence[Any] | None = None
         self._path: PathLike | None = None
         self._header: list[str] = []
-        if isinstance(source, (str, os.PathLike)) or (
-            isinstance(source, PathLike) and not isinstance(source, Sequence)
-        ):
-            self._path = as_path(source)  # type: ignore[arg-type]
+        if _is_file(source):
+            self._path = as_path(source)
             self.source = describe(self._path)
             self._format = file_format(self._path, what="input file")
             if self._format == "csv":
@@ -462,11 +467,6 @@ class InputRows:
                 f"{type(source).__name__}",
                 field="rows",
             )
-
-    @property
-    def path(self) -> PathLike | None:
-        """The input file, or None for a list."""
-        return self._path
 
     @property
     def columns(self) -> frozenset[str]:
@@ -588,10 +588,7 @@ def check_results_path(results_path: Any, source: Any) -> None:
     """Refuse a ``results_path`` that is the input file itself (it would be overwritten)."""
     if results_path is None or source is None:
         return
-    is_file = isinstance(source, (str, os.PathLike)) or (
-        isinstance(source, PathLike) and not isinstance(source, Sequence)
-    )
-    if is_file and same_file(results_path, source):
+    if _is_file(source) and same_file(results_path, source):
         raise QmaticConfigError(
             f"results_path {describe(as_path(results_path))} is the input file: writing the outcomes "
             "would overwrite the rows; choose another results_path",
