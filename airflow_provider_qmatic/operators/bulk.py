@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -127,7 +128,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         with self.failing_fast():
             config = self.hook.config
             rows = self._source(self.rows)
-            results = ObjectStoragePath(self.results_path) if self.results_path else None
+            results = _object_path(self.results_path) if self.results_path else None
             directory = (
                 Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
             )
@@ -199,7 +200,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 raise QmaticConfigError(
                     "rows is empty: give a list of row dicts or a file path/URI", field="rows"
                 )
-            return ObjectStoragePath(text)
+            return _object_path(text)
         if isinstance(rows, Path):
             return ObjectStoragePath(str(rows))
         if isinstance(rows, Mapping):
@@ -216,6 +217,12 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 f"rows must be a list of row dicts or a file path/URI, got {type(rows).__name__}",
                 field="rows",
             ) from None
+
+
+def _object_path(text: str) -> ObjectStoragePath:
+    """``text`` as an ObjectStoragePath, a leading ``~`` first made the home directory (Airflow 2.11
+    would otherwise read ``~/rows.csv`` as ``/~/rows.csv``, and 3.x keeps the ``~``)."""
+    return ObjectStoragePath(os.path.expanduser(text))
 
 
 def _parse_list(text: str) -> list[Any]:

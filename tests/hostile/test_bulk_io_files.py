@@ -109,7 +109,7 @@ def test_a_symlink_planted_at_the_temporary_name_is_never_followed(tmp_path: Pat
 def test_tilde_in_results_and_input_paths_is_the_home_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_qmatic.compat import ObjectStoragePath
+    from airflow_provider_qmatic.operators import bulk as operators
 
     home = tmp_path / "home"
     home.mkdir()
@@ -117,11 +117,17 @@ def test_tilde_in_results_and_input_paths_is_the_home_directory(
     monkeypatch.chdir(tmp_path)
     cancel_csv(home / "rows.csv", 2)
 
-    write_outcomes(ObjectStoragePath("~/out/results.csv"), [{"row": 1, "status": "invalid"}])
+    # As the operators turn the rendered rows and results_path into paths, and as the runner's
+    # own callers pass them (plain strings).
+    write_outcomes(operators._object_path("~/out/results.csv"), [{"row": 1, "status": "invalid"}])
+    write_outcomes("~/out/results.jsonl", [{"row": 1, "status": "invalid"}])
 
     assert (home / "out" / "results.csv").is_file()
+    assert (home / "out" / "results.jsonl").is_file()
     assert not (tmp_path / "~").exists()
-    assert len(list(load_rows(ObjectStoragePath("~/rows.csv"), action="cancel"))) == 2
+    source = operators.QmaticBulkCancelAppointmentsOperator._source("~/rows.csv")
+    assert len(list(load_rows(source, action="cancel"))) == 2
+    assert len(list(load_rows("~/rows.csv", action="cancel"))) == 2
 
 
 def same_as_input(tmp_path: Path, rows: Path) -> list[Any]:
