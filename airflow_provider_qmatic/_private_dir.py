@@ -7,8 +7,14 @@ once: the directory is opened with ``O_NOFOLLOW`` and its owner and mode are rea
 descriptor (``fstat``), and files are opened relative to that descriptor, so a directory swapped
 for a symlink between the check and the use is still caught.
 
-Anything unexpected (another owner, a symlink, group or other permission bits) is refused loudly
-with a :class:`QmaticConfigError`: a tampered cache must stop the task, not be silently repaired.
+Anything unexpected (another owner, a symlink, group or other permission bits, a file that is not a
+regular file) is refused loudly with a :class:`QmaticConfigError`: a tampered cache must stop the
+task, not be silently repaired. Files are opened with ``O_NONBLOCK`` as well as ``O_NOFOLLOW``, so a
+FIFO or a device planted under a cache file's name is refused at once instead of hanging the task
+in ``open``.
+
+A leading ``~`` in the directory is the user's home, wherever the path comes from (the connection's
+extra, an environment variable, an operator argument).
 
 Locking is ``fcntl.flock`` on an open descriptor. It exists only on POSIX systems, so ``fcntl`` is
 imported lazily and :func:`flock_available` lets callers fall back to process-local state.
@@ -67,7 +73,7 @@ class PrivateDirectory:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, purpose: str) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.purpose = purpose
 
     def refuse(self, problem: str) -> QmaticConfigError:
@@ -88,7 +94,7 @@ class PrivateDirectory:
         try:
             if stat.S_ISLNK(os.lstat(self.path).st_mode):
                 raise self.refuse("it is a symbolic link")
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise self.refuse(f"it cannot be opened as a directory ({exc.strerror})") from None
         try:
@@ -104,18 +110,26 @@ class PrivateDirectory:
         """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked.
 
         Raises :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given.
+        ``O_NONBLOCK`` makes opening a FIFO return at once (a FIFO opened for reading would otherwise
+        wait for a writer forever); the type check then refuses it. On the regular file it is
+        cleared again, though it changes nothing for regular files on POSIX systems.
         """
         try:
-            fd = os.open(name, flags | os.O_NOFOLLOW, PRIVATE_FILE_MODE, dir_fd=dir_fd)
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, PRIVATE_FILE_MODE, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise self.refuse(f"{name} in it is a symbolic link") from None
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+                raise self.refuse(f"{name} in it is not a regular file (a FIFO)") from None
+            if exc.errno == errno.EISDIR:  # a directory, opened for writing
+                raise self.refuse(f"{name} in it is not a regular file (a directory)") from None
             raise
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise self.refuse(f"{name} in it is not a regular file")
+                raise self.refuse(f"{name} in it is not a regular file ({_kind_of(info.st_mode)})")
             self._check_owner_and_mode(info, name)
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
@@ -142,3 +156,17 @@ class PrivateDirectory:
                 f"{what} has mode {stat.S_IMODE(info.st_mode):04o}, which lets the group or others in "
                 f"(bits {loose:04o})"
             )
+
+
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, for the refusal message."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"

@@ -52,18 +52,28 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic.bulk_args import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ROWS,
     MAX_CONCURRENCY,
     SKIP_EXISTING_MODES,
+    check_max_rows,
     check_policy_values,
 )
-from airflow_provider_qmatic.bulk_io import PathLike, Source, known_fields, load_rows, write_outcomes
+from airflow_provider_qmatic.bulk_io import (
+    InputRows,
+    PathLike,
+    Source,
+    check_results_path,
+    known_fields,
+    load_rows,
+    write_outcomes,
+)
 from airflow_provider_qmatic.bulk_journal import DONE, RELEASED, RESERVED, Journal, JournalState
 from airflow_provider_qmatic.bulk_progress import (
     EVERY_FRACTION,
@@ -394,6 +404,109 @@ class _KeyedCache:
             return value
 
 
+def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
+    """``(row number, flat row) -> (item, dedupe key)`` for ``action``; raises QmaticValidationError."""
+    from airflow_provider_qmatic.models import BookingRequest, CancelRequest, RescheduleRequest
+
+    def parse(number: int, flat: Mapping[str, Any]) -> tuple[_Item, str]:
+        if action == "book":
+            booking = BookingRequest.parse(_nest_booking(flat), timezone=zone)
+            pid = booking.customer.personal_identifier
+            start = _instant(booking.start_time)
+            key = _fingerprint("book", pid, booking.branch_id, booking.service_id, start)
+            return _Item(number, key, booking, pid), key
+        if action == "reschedule":
+            move = RescheduleRequest.parse(flat, timezone=zone)
+            key = _fingerprint("reschedule", move.appointment_id, _instant(move.start_time))
+            return _Item(number, key, move, appointment_id=move.appointment_id), move.appointment_id
+        cancel = CancelRequest.parse(flat)
+        key = _fingerprint("cancel", cancel.appointment_id)
+        return _Item(number, key, cancel, appointment_id=cancel.appointment_id), cancel.appointment_id
+
+    return parse
+
+
+class _ValidRows:
+    """The rows that passed validation, parsed again, one at a time, as the workers take them.
+
+    :meth:`BulkRunner.prepare` keeps per valid row only ``dedupe key -> row number``; iterating reads
+    the input again and yields an :class:`_Item` for each of those rows. A row that does not parse
+    to the same key now (the file was changed during the job), or is gone, is yielded as a failed
+    :class:`RowOutcome` instead: never sent, since it was not what was validated.
+    """
+
+    def __init__(
+        self,
+        rows: InputRows,
+        parse: Callable[[int, Mapping[str, Any]], tuple[_Item, str]],
+        first_seen: dict[str, int],
+        invalid: Sequence[RowOutcome],
+        total: int,
+    ) -> None:
+        self._rows = rows
+        self._parse = parse
+        self._first_seen = first_seen
+        self._invalid = {o.row for o in invalid}
+        self._total = total
+
+    def __len__(self) -> int:
+        return len(self._first_seen)
+
+    def __iter__(self) -> Iterator[_Item | RowOutcome]:
+        changed = "the input changed after it was validated; row not sent"
+        rows = iter(self._rows)
+        last = 0
+        while True:
+            try:
+                number, flat = next(rows)
+            except StopIteration:
+                break
+            except QmaticError as exc:  # gone, unreadable or reshaped since the first reading
+                changed = f"the input could not be read again ({exc.message}); row not sent"
+                break
+            if number > self._total:
+                break
+            last = number
+            if number in self._invalid:
+                continue
+            try:
+                item, dedupe = self._parse(number, flat)
+                same = self._first_seen.get(dedupe) == number
+            except QmaticValidationError:
+                same = False
+            yield item if same else RowOutcome(number, FAILED, error=changed)
+        for number in self._first_seen.values():
+            if number > last:
+                yield RowOutcome(number, FAILED, error=changed)
+
+
+class _Feed:
+    """The workers' shared iterator (one ``next`` at a time), with the items taken but not done."""
+
+    def __init__(self, items: Iterator[_Item | RowOutcome]) -> None:
+        self._items = items
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, _Item] = {}
+
+    def take(self) -> _Item | RowOutcome | None:
+        with self._lock:
+            item = next(self._items, None)
+            if isinstance(item, _Item):
+                self._in_flight[item.row] = item
+            return item
+
+    def done(self, item: _Item) -> None:
+        with self._lock:
+            self._in_flight.pop(item.row, None)
+
+    def leftover(self) -> Iterator[_Item | RowOutcome]:
+        """Items taken whose worker never finished them, then every item not taken."""
+        with self._lock:
+            in_flight, self._in_flight = list(self._in_flight.values()), {}
+        yield from in_flight
+        yield from self._items
+
+
 # -- the runner ----------------------------------------------------------------------------------
 
 
@@ -410,6 +523,8 @@ class BulkRunner:
         one per task instance. None: no journal.
     :param timezone: IANA zone for row times written without an offset.
     :param logger: where progress and the summary go (the operator passes its task logger).
+    :param max_rows: the most rows an input may have (default 1,000,000); more is refused before
+        any request, naming ``max_rows``.
     """
 
     def __init__(
@@ -426,6 +541,7 @@ class BulkRunner:
         progress_every_fraction: float = EVERY_FRACTION,
         row_attempts: int = ROW_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
+        max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         if (
             isinstance(concurrency, bool)
@@ -437,6 +553,7 @@ class BulkRunner:
             )
         self.client = client
         self.concurrency = concurrency
+        self.max_rows = check_max_rows(max_rows)
         self.skip = resolve_skip_existing(skip_existing, attempt)
         self.attempt = attempt
         self.journal_path = journal_path
@@ -489,10 +606,12 @@ class BulkRunner:
         :param rows: a list of row dicts, or a path/URI of a ``.csv`` or ``.jsonl`` file.
         :param column_map: ``{input column: field}`` renames (see :mod:`.bulk_io`).
         :param results_path: where to write the per-row outcomes (``.csv`` or ``.jsonl``).
-        :raises QmaticConfigError: unreadable input or missing required columns (before any request).
+        :raises QmaticConfigError: unreadable input, missing required columns, more than ``max_rows``
+            rows, or a ``results_path`` that is the input file (before any request).
         """
         if action not in ACTIONS:
             raise QmaticConfigError(f"action must be one of {', '.join(ACTIONS)}", field="action")
+        check_results_path(results_path, rows)
         self._fatal, self._lost_reserves = None, 0
         self._journal_done, self._unresolved = {}, set()
         started = time.monotonic()
@@ -577,49 +696,25 @@ class BulkRunner:
 
     def prepare(
         self, action: str, rows: Source, *, column_map: Mapping[str, str] | None = None
-    ) -> tuple[list[_Item], list[RowOutcome], int]:
-        """Read and validate: the valid rows to run, outcomes of invalid ones, and the row count."""
-        from airflow_provider_qmatic.models import (
-            BookingRequest,
-            CancelRequest,
-            RescheduleRequest,
-            resolve_timezone,
-        )
+    ) -> tuple[_ValidRows, list[RowOutcome], int]:
+        """Read and validate every row: the valid rows to run, outcomes of invalid ones, the row count.
 
-        zone = resolve_timezone(self.timezone)
-        loaded = load_rows(rows, action=action, column_map=column_map)
-        if loaded.ignored:
-            self.log.warning(
-                "Qmatic bulk %s: ignoring column(s) that name no field: %s (fields: %s; rename with "
-                "column_map)",
-                action,
-                ", ".join(loaded.ignored[:20]),
-                ", ".join(known_fields(action)),
-            )
-        items: list[_Item] = []
+        Rows are streamed: what stays in memory per row is its dedupe key (and, for bookings, a count
+        per customer), not the row or its parsed request; the valid rows are parsed again as they are
+        run (see :class:`_ValidRows`).
+        """
+        from airflow_provider_qmatic.models import resolve_timezone
+
+        loaded = load_rows(rows, action=action, column_map=column_map, max_rows=self.max_rows)
+        parse = _row_parser(action, resolve_timezone(self.timezone))
         invalid: list[RowOutcome] = []
         first_seen: dict[str, int] = {}
         customers: Counter[str] = Counter()
-        for number, flat in loaded.rows:
+        total = 0
+        for number, flat in loaded:
+            total = number
             try:
-                if action == "book":
-                    booking = BookingRequest.parse(_nest_booking(flat), timezone=zone)
-                    pid = booking.customer.personal_identifier
-                    key = _fingerprint(
-                        "book", pid, booking.branch_id, booking.service_id, _instant(booking.start_time)
-                    )
-                    item = _Item(number, key, booking, pid)
-                    dedupe = key
-                elif action == "reschedule":
-                    move = RescheduleRequest.parse(flat, timezone=zone)
-                    key = _fingerprint("reschedule", move.appointment_id, _instant(move.start_time))
-                    item = _Item(number, key, move, appointment_id=move.appointment_id)
-                    dedupe = move.appointment_id
-                else:
-                    cancel = CancelRequest.parse(flat)
-                    key = _fingerprint("cancel", cancel.appointment_id)
-                    item = _Item(number, key, cancel, appointment_id=cancel.appointment_id)
-                    dedupe = cancel.appointment_id
+                item, dedupe = parse(number, flat)
             except QmaticValidationError as exc:
                 invalid.append(RowOutcome(number, INVALID, error=_validation_text(exc)))
                 continue
@@ -632,16 +727,23 @@ class BulkRunner:
             first_seen[dedupe] = number
             if item.customer is not None:
                 customers[item.customer] += 1
-            items.append(item)
+        if loaded.ignored:
+            self.log.warning(
+                "Qmatic bulk %s: ignoring column(s) that name no field: %s (fields: %s; rename with "
+                "column_map)",
+                action,
+                ", ".join(loaded.ignored[:20]),
+                ", ".join(known_fields(action)),
+            )
         self._multi_row_customers = {c for c, n in customers.items() if n > 1}
-        return items, invalid, len(loaded.rows)
+        return _ValidRows(loaded, parse, first_seen, invalid, total), invalid, total
 
     # -- execution -------------------------------------------------------------------------------
 
     def _execute(
         self,
         action: str,
-        items: Sequence[_Item],
+        items: _ValidRows,
         counts: Counter[str],
         total: int,
         progress: ProgressReporter,
@@ -649,9 +751,7 @@ class BulkRunner:
         if not items:
             return []
         handler = {"book": self._book, "reschedule": self._reschedule, "cancel": self._cancel}[action]
-        work: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        for item in items:
-            work.put(item)
+        work = _Feed(iter(items))
         results: queue.SimpleQueue[RowOutcome] = queue.SimpleQueue()
         threads = [
             threading.Thread(
@@ -691,26 +791,30 @@ class BulkRunner:
             out.append(outcome)
             counts[outcome.status] += 1
         # Rows the workers never reached (the run stopped): failed, and said why.
-        seen = {o.row for o in out}
         reason = f"not attempted: {self._fatal}" if self._fatal else "not attempted: the run was stopped"
-        for item in items:
-            if item.row not in seen:
-                outcome = RowOutcome(item.row, FAILED, item.appointment_id, reason, self._fatal is None)
-                out.append(outcome)
-                counts[FAILED] += 1
+        for item in work.leftover():
+            if isinstance(item, RowOutcome):
+                out.append(item)
+                counts[item.status] += 1
+                continue
+            outcome = RowOutcome(item.row, FAILED, item.appointment_id, reason, self._fatal is None)
+            out.append(outcome)
+            counts[FAILED] += 1
         return out
 
     def _worker(
         self,
         handler: Callable[[_Item, _Step], RowOutcome],
-        work: queue.SimpleQueue[_Item],
+        work: _Feed,
         results: queue.SimpleQueue[RowOutcome],
     ) -> None:
         while not self._stop.is_set():
-            try:
-                item = work.get_nowait()
-            except queue.Empty:
+            item = work.take()
+            if item is None:
                 return
+            if isinstance(item, RowOutcome):  # a row that changed since it was validated
+                results.put(item)
+                continue
             step = _Step()
             try:
                 outcome = handler(item, step)
@@ -730,6 +834,7 @@ class BulkRunner:
                 self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, step.name)
                 outcome = RowOutcome(item.row, FAILED, item.appointment_id, describe_error(step.name, exc))
             results.put(outcome)
+            work.done(item)
 
     # -- resuming from the journal ---------------------------------------------------------------
 

@@ -12,6 +12,18 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 SKIP_EXISTING_MODES: tuple[str, ...] = ("auto", "always", "never")
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 32
+# Rows one job may have: a million validate in well under a minute in a few hundred MB; more is
+# likely a mistake (the wrong file) and, at Qmatic's 100 requests a minute, weeks of work.
+DEFAULT_MAX_ROWS = 1_000_000
+
+
+def check_max_rows(max_rows: object) -> int:
+    """A whole number of rows of at least 1."""
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise QmaticConfigError(
+            f"max_rows must be a whole number of at least 1 (default {DEFAULT_MAX_ROWS:,})", field="max_rows"
+        )
+    return max_rows
 
 
 def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | None) -> None:
@@ -31,7 +43,12 @@ def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | N
 
 
 def check_operator_arguments(
-    *, skip_existing: object, concurrency: object, max_failed_rows: int | None, max_failed_ratio: float | None
+    *,
+    skip_existing: object,
+    concurrency: object,
+    max_failed_rows: int | None,
+    max_failed_ratio: float | None,
+    max_rows: object = DEFAULT_MAX_ROWS,
 ) -> None:
     """Everything a bulk operator can check about its arguments before it runs.
 
@@ -54,3 +71,4 @@ def check_operator_arguments(
             f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
         )
     check_policy_values(max_failed_rows, max_failed_ratio)
+    check_max_rows(max_rows)

@@ -14,23 +14,40 @@ normalisation (case, spaces, hyphens and camelCase do not matter: ``Personal Ide
 ``personalIdentifier`` and ``personal_identifier`` are one column), and ``column_map`` renames
 anything else (``{"Branch": "branch_id"}``). Rows given as Python dicts may also be nested like the
 API's JSON (``{"customer": {...}, "timeSlot": {...}}``). Columns that map to no field are ignored.
+
+Big files
+---------
+Rows are streamed: :class:`InputRows` reads its source line by line each time it is iterated, so a
+million-row file costs the memory of one line, not of the file. The runner iterates twice (validate
+every row before sending anything, then run); a file is therefore read twice. ``max_rows`` bounds
+how many rows a source may have.
+
+Results files
+-------------
+A local results file is written to a temporary file created exclusively (``O_EXCL``, never through
+a planted symlink) in the target's directory, flushed to disk, then renamed over the target: a
+reader sees the old file or the new one, never half of one. On object stores (``s3://``, ...) the
+store's own upload is used, which is all-or-nothing per object there. In CSV results, a value that
+a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
+return) is prefixed with ``'`` (the OWASP CSV-injection rule); JSON Lines results are written as
+they are.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_qmatic.bulk_args import DEFAULT_MAX_ROWS, check_max_rows
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 # Every field a row may carry, per action: (required, optional).
@@ -71,6 +88,14 @@ CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # A row of a CSV file may be long (notes), but not unbounded.
 _CSV_FIELD_LIMIT = 1024 * 1024
+# One line of an input file; a longer one is refused rather than read whole into memory.
+_LINE_LIMIT = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+# OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A lone carriage return that ends a line (old Mac line ends), for splitting decoded text.
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -82,19 +107,6 @@ class PathLike(Protocol):
 
 
 Source = Sequence[Mapping[str, Any]] | str | os.PathLike[str] | PathLike
-
-
-@dataclass(frozen=True)
-class InputRows:
-    """Rows read from a source: flat dicts keyed by field name, numbered from 1.
-
-    ``columns`` is the set of fields present (for a file, from its header; for a list, in any row).
-    """
-
-    rows: list[tuple[int, dict[str, Any]]]
-    columns: frozenset[str]
-    source: str
-    ignored: tuple[str, ...] = ()
 
 
 def normalise_column(name: str) -> str:
@@ -131,26 +143,6 @@ def check_column_map(action: str, column_map: Mapping[str, str] | None) -> dict[
     return out
 
 
-def map_columns(columns: Iterable[str], column_map: Mapping[str, str], action: str) -> dict[str, str]:
-    """Input column -> field for the columns that map to a field of ``action`` (others are left out)."""
-    fields = set(known_fields(action))
-    mapping: dict[str, str] = {}
-    taken: dict[str, str] = {}
-    for column in columns:
-        field = column_map.get(column) or normalise_column(column)
-        if field not in fields:
-            continue
-        if field in taken:
-            raise QmaticConfigError(
-                f"columns {taken[field]!r} and {column!r} both map to the field {field!r}; rename one "
-                "(column_map) or drop it",
-                field="column_map",
-            )
-        taken[field] = column
-        mapping[column] = field
-    return mapping
-
-
 def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A nested row (``customer``, ``timeSlot``/``time_slot`` objects, as in the API) made flat."""
     flat: dict[str, Any] = {}
@@ -167,32 +159,6 @@ def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[str(key)] = value
     return flat
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
-
-
-def apply_mapping(row: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    """The row keyed by field, empty strings as missing."""
-    out: dict[str, Any] = {}
-    for column, value in row.items():
-        field = mapping.get(column)
-        if field is None:
-            continue
-        cleaned = _clean(value)
-        if cleaned is not None:
-            out[field] = cleaned
-    return out
-
-
-def missing_required(action: str, columns: Iterable[str]) -> list[str]:
-    required, _optional = FIELDS[action]
-    present = set(columns)
-    return [field for field in required if field not in present]
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -225,12 +191,15 @@ def as_path(path: str | os.PathLike[str] | PathLike) -> PathLike:
 
 
 def local_path(path: Any) -> Path | None:
-    """A plain ``pathlib.Path`` for a local file (also an ObjectStoragePath on ``file://``), else None."""
+    """A plain ``pathlib.Path`` for a local file (also an ObjectStoragePath on ``file://``), else None.
+
+    ``~`` is expanded: ``ObjectStoragePath("~/results.csv")`` keeps it literally.
+    """
     if type(path).__module__ == "pathlib":
-        return Path(path)
+        return Path(path).expanduser()
     protocol = getattr(path, "protocol", None)
     if protocol in ("", "file", "local") and isinstance(getattr(path, "path", None), str):
-        return Path(path.path)
+        return Path(path.path).expanduser()
     return None
 
 
@@ -255,194 +224,478 @@ def file_format(path: Any, *, what: str) -> str:
 # -- reading -------------------------------------------------------------------------------------
 
 
-def read_text(path: PathLike, *, what: str = "input file") -> str:
-    """The file's text: UTF-8, a leading BOM dropped; any other encoding is a clear error."""
+def _is_file(source: Any) -> TypeGuard[str | os.PathLike[str] | PathLike]:
+    """A path or URI (a list of rows is a Sequence; a path-like object is not)."""
+    return isinstance(source, (str, os.PathLike)) or (
+        isinstance(source, PathLike) and not isinstance(source, Sequence)
+    )
+
+
+def _open_binary(path: PathLike, what: str) -> Any:
+    local = local_path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read()
+        return local.open("rb") if local is not None else path.open("rb")
     except FileNotFoundError:
         raise QmaticConfigError(f"{what} {describe(path)} does not exist", field="rows") from None
     except OSError as exc:
         raise QmaticConfigError(
             f"{what} {describe(path)} cannot be read: {exc.strerror or type(exc).__name__}", field="rows"
         ) from None
-    if isinstance(raw, str):  # a text-mode file system
-        return raw.lstrip("\ufeff")
-    try:
-        return codecs.decode(bytes(raw), "utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = bytes(raw)[: exc.start].count(b"\n") + 1
-        raise QmaticConfigError(
-            f"{what} {describe(path)} is not UTF-8 text (invalid byte at offset {exc.start}, line {line}); "
-            "save it as UTF-8 (with or without BOM), e.g. `iconv -f latin1 -t utf-8`",
-            field="rows",
-        ) from None
 
 
-def read_csv(text: str, *, source: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _raw_lines(handle: Any, what: str, where: str) -> Iterator[bytes]:
+    """The handle's lines (with their ``\n``), from 1 MiB reads: any file object with ``read(n)``
+    will do (fsspec's remote files have no ``readline(limit)``), and no line is held beyond 8 MiB."""
+    rest = b""
+    while True:
+        try:
+            chunk = handle.read(_CHUNK)
+        except OSError as exc:
+            raise QmaticConfigError(
+                f"{what} {where} cannot be read: {exc.strerror or type(exc).__name__}", field="rows"
+            ) from None
+        if isinstance(chunk, str):  # a text-mode file system
+            chunk = chunk.encode("utf-8")
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+        if len(rest) > _LINE_LIMIT:
+            yield rest  # the caller refuses it
+            return
+    if rest:
+        yield rest
+
+
+def text_lines(path: PathLike, *, what: str = "input file") -> Iterator[tuple[int, str]]:
+    """The file's lines as ``(line number, text)``, read a chunk at a time: UTF-8, a leading BOM
+    dropped.
+
+    Any other encoding is a clear error naming the byte offset and line; so is a line longer than
+    8 MiB (a file without line breaks would otherwise be read whole).
+    """
+    where = describe(path)
+    with _open_binary(path, what) as handle:
+        offset = 0
+        for number, raw in enumerate(_raw_lines(handle, what, where), start=1):
+            if len(raw) > _LINE_LIMIT:
+                raise QmaticConfigError(
+                    f"{what} {where} line {number} is longer than {_LINE_LIMIT // (1024 * 1024)} MiB; is it "
+                    "really a CSV or JSON Lines file?",
+                    field="rows",
+                )
+            start = len(_BOM) if number == 1 and raw.startswith(_BOM) else 0
+            try:
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise QmaticConfigError(
+                    f"{what} {where} is not UTF-8 text (invalid byte at offset "
+                    f"{offset + start + exc.start}, line {number}); save it as UTF-8 (with or without BOM), "
+                    "e.g. `iconv -f latin1 -t utf-8`",
+                    field="rows",
+                ) from None
+            offset += len(raw)
+            yield number, text
+
+
+def _physical_lines(lines: Iterable[tuple[int, str]]) -> Iterator[str]:
+    """Text lines for the csv module, a lone ``\r`` (old Mac line end) also ending a line."""
+    for _number, text in lines:
+        if "\r" in text[:-2]:
+            yield from _LONE_CR.split(text)
+        else:
+            yield text
+
+
+def _delimiter(header_line: str) -> str:
+    """Comma; a header without commas but with semicolons or tabs (spreadsheet exports in some
+    locales) names its own delimiter. Guessing from the data itself is not reliable."""
+    if "," in header_line:
+        return ","
+    return ";" if ";" in header_line else ("\t" if "\t" in header_line else ",")
+
+
+def csv_records(path: PathLike, *, what: str = "input file") -> Generator[list[str], None, None]:
+    """The header of a CSV file (cells stripped), then each non-blank record, streamed.
+
+    Raises :class:`QmaticConfigError` for an empty file or header, and for a malformed line (named).
+    """
     csv.field_size_limit(_CSV_FIELD_LIMIT)
-    # Comma-separated; a header without commas but with semicolons or tabs (spreadsheet exports in
-    # some locales) names its own delimiter. Guessing from the data itself is not reliable.
-    first_line = text.split("\n", 1)[0]
-    delimiter = ","
-    if "," not in first_line:
-        delimiter = ";" if ";" in first_line else ("\t" if "\t" in first_line else ",")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    where = describe(path)
+    lines = text_lines(path, what=what)
+    first = next(lines, None)
+    if first is None:
+        raise QmaticConfigError(f"CSV file {where} is empty: it needs a header row", field="rows")
+    delimiter = _delimiter(first[1].split("\n", 1)[0])
+    reader = csv.reader(_physical_lines(_chain(first, lines)), delimiter=delimiter)
     try:
-        header = next(reader)
-    except StopIteration:
-        raise QmaticConfigError(f"CSV file {source} is empty: it needs a header row", field="rows") from None
-    except csv.Error as exc:
-        raise QmaticConfigError(f"CSV file {source}: {exc}", field="rows") from None
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise QmaticConfigError(f"CSV file {source} has an empty header row", field="rows")
-    rows: list[dict[str, Any]] = []
-    try:
+        header = [h.strip() for h in next(reader)]
+        if not any(header):
+            raise QmaticConfigError(f"CSV file {where} has an empty header row", field="rows")
+        yield header
         for record in reader:
-            if not any(cell.strip() for cell in record):
-                continue  # blank lines carry no row
-            rows.append({header[i]: record[i] for i in range(min(len(header), len(record))) if header[i]})
+            if any(cell.strip() for cell in record):  # blank lines carry no row
+                yield record
     except csv.Error as exc:
-        raise QmaticConfigError(f"CSV file {source} line {reader.line_num}: {exc}", field="rows") from None
-    return rows, [h for h in header if h]
+        raise QmaticConfigError(f"CSV file {where} line {reader.line_num}: {exc}", field="rows") from None
 
 
-def read_jsonl(text: str, *, source: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    yield first
+    yield from rest
+
+
+def jsonl_objects(path: PathLike, *, what: str = "input file") -> Iterator[dict[str, Any]]:
+    """Each non-blank line of a JSON Lines file as a dict, streamed; a bad line is a named error.
+
+    JSON nested deeper than the parser goes (``[[[[...``) is a bad line like any other, not a
+    ``RecursionError``.
+    """
+    where = describe(path)
+    for number, line in text_lines(path, what=what):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
+        except RecursionError:
+            raise QmaticConfigError(
+                f"JSON Lines file {where} line {number} is nested too deeply to read", field="rows"
+            ) from None
         except ValueError:
             raise QmaticConfigError(
-                f"JSON Lines file {source} line {number} is not valid JSON", field="rows"
+                f"JSON Lines file {where} line {number} is not valid JSON", field="rows"
             ) from None
         if not isinstance(value, dict):
             raise QmaticConfigError(
-                f"JSON Lines file {source} line {number} is not a JSON object", field="rows"
+                f"JSON Lines file {where} line {number} is not a JSON object", field="rows"
             )
-        rows.append(value)
-    return rows
+        yield value
 
 
-def load_rows(source: Source, *, action: str, column_map: Mapping[str, str] | None = None) -> InputRows:
-    """Read and map the rows of ``source``; raises before any request if required columns are missing.
+class _Columns:
+    """Input column -> field, learnt as columns appear (a JSON row may bring new keys), checked."""
+
+    def __init__(self, action: str, renames: Mapping[str, str]) -> None:
+        self.action = action
+        self.renames = renames
+        self.fields = set(known_fields(action))
+        self.mapping: dict[str, str | None] = {}
+        self.taken: dict[str, str] = {}
+
+    def learn(self, columns: Iterable[str]) -> None:
+        for column in columns:
+            if column in self.mapping:
+                continue
+            field = self.renames.get(column) or normalise_column(column)
+            if field not in self.fields:
+                self.mapping[column] = None
+                continue
+            if field in self.taken:
+                raise QmaticConfigError(
+                    f"columns {self.taken[field]!r} and {column!r} both map to the field {field!r}; rename "
+                    "one (column_map) or drop it",
+                    field="column_map",
+                )
+            self.taken[field] = column
+            self.mapping[column] = field
+
+    def apply(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The row keyed by field, text stripped, empty text and None as missing."""
+        return _fields(zip(map(self.mapping.get, row), row.values(), strict=True))
+
+
+def _fields(pairs: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:
+    """``{field: value}`` from ``(field or None, value)`` pairs; inlined, as it runs once per row."""
+    out: dict[str, Any] = {}
+    for field, value in pairs:
+        if field is None or value is None:
+            continue
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        out[field] = value
+    return out
+
+
+class InputRows:
+    """The rows of a source, flat dicts keyed by field name, numbered from 1; read lazily.
+
+    Each iteration reads the source afresh (a file line by line), so memory holds one row at a time.
+    A CSV file's header is read and checked at once; the columns of JSON Lines and of a list are
+    known only after the first full iteration, which ends by checking them. Every check raises
+    :class:`QmaticConfigError`, so iterating once before sending anything is the whole validation
+    of the source.
+
+    :param max_rows: the most rows the source may have; one more is a clear error naming it.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        action: str,
+        column_map: Mapping[str, str] | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> None:
+        if action not in FIELDS:
+            raise QmaticConfigError(f"unknown bulk action {action!r}", field="action")
+        self.action = action
+        self.max_rows = check_max_rows(max_rows)
+        self._columns = _Columns(action, check_column_map(action, column_map))
+        self._checked = False
+        self._list: Sequence[Any] | None = None
+        self._path: PathLike | None = None
+        self._header: list[str] = []
+        if _is_file(source):
+            self._path = as_path(source)
+            self.source = describe(self._path)
+            self._format = file_format(self._path, what="input file")
+            if self._format == "csv":
+                self._read_header()
+        elif isinstance(source, Sequence):
+            self._list = source
+            self.source = "the row list"
+            self._format = "list"
+            if len(source) > self.max_rows:
+                raise self._too_many()
+        else:
+            raise QmaticConfigError(
+                "rows must be a list of dicts or a path/URI of a .csv or .jsonl file, got "
+                f"{type(source).__name__}",
+                field="rows",
+            )
+
+    @property
+    def columns(self) -> frozenset[str]:
+        """The fields present so far (all of them after one full iteration)."""
+        return frozenset(self._columns.taken)
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Input columns that name no field (all of them after one full iteration)."""
+        return tuple(c for c, f in self._columns.mapping.items() if f is None)
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        count = 0
+        rows = self._csv_rows() if self._format == "csv" else self._mapped_rows()
+        for count, row in enumerate(rows, start=1):
+            if count > self.max_rows:
+                raise self._too_many()
+            yield count, row
+        if not self._checked:
+            self._check_required(has_rows=count > 0)
+            self._checked = True
+
+    def _csv_rows(self) -> Iterator[dict[str, Any]]:
+        """A CSV file's rows: cells go straight to their fields (the fast path of big files)."""
+        assert self._path is not None
+        records = csv_records(self._path)
+        header = next(records)
+        self._columns.learn(h for h in header if h)
+        fields = [self._columns.mapping.get(h) if h else None for h in header]
+        for record in records:
+            yield _fields(zip(fields, record, strict=False))  # a short or long record: its cells
+
+    def _mapped_rows(self) -> Iterator[dict[str, Any]]:
+        """Rows of a list or a JSON Lines file, flattened; their keys may differ row by row."""
+        if self._list is not None:
+            for index, item in enumerate(self._list, start=1):
+                if not isinstance(item, Mapping):
+                    raise QmaticConfigError(
+                        f"row {index} of the row list is a {type(item).__name__}, not a mapping of column "
+                        "to value",
+                        field="rows",
+                    )
+                raw = flatten_row(item)
+                self._columns.learn(raw)
+                yield self._columns.apply(raw)
+        else:
+            assert self._path is not None
+            for value in jsonl_objects(self._path):
+                raw = flatten_row(value)
+                self._columns.learn(raw)
+                yield self._columns.apply(raw)
+
+    def _read_header(self) -> None:
+        assert self._path is not None
+        records = csv_records(self._path)
+        try:
+            header = next(records)
+        finally:
+            records.close()
+        self._header = [h for h in header if h]
+        self._columns.learn(self._header)
+        self._check_required(has_rows=True)
+        self._checked = True
+
+    def _check_required(self, *, has_rows: bool) -> None:
+        required, _optional = FIELDS[self.action]
+        missing = [field for field in required if field not in self._columns.taken]
+        if missing and (has_rows or self._path is not None):
+            found = self._header if self._format == "csv" else list(self._columns.mapping)
+            raise QmaticConfigError(
+                f"{self.source} lacks the required column(s) {', '.join(missing)} for a bulk "
+                f"{self.action} (columns found: {', '.join(found) or 'none'}); name them as the fields "
+                "are named or rename them with column_map",
+                field="rows",
+            )
+
+    def _too_many(self) -> QmaticConfigError:
+        return QmaticConfigError(
+            f"{self.source} has more than max_rows={self.max_rows:,} rows; split it into smaller jobs, or "
+            "raise max_rows if this worker has the memory and the time for it",
+            field="max_rows",
+        )
+
+
+def load_rows(
+    source: Source,
+    *,
+    action: str,
+    column_map: Mapping[str, str] | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> InputRows:
+    """The rows of ``source``, read lazily (see :class:`InputRows`); a CSV header is checked now.
 
     :param source: a list of dicts, or a path/URI of a ``.csv`` or ``.jsonl`` file.
     :param action: ``book``, ``reschedule`` or ``cancel``: decides the fields.
     :param column_map: ``{input column: field}`` for columns whose names differ from the fields.
+    :param max_rows: the most rows the source may have.
     """
-    if action not in FIELDS:
-        raise QmaticConfigError(f"unknown bulk action {action!r}", field="action")
-    renames = check_column_map(action, column_map)
-    is_file = isinstance(source, (str, os.PathLike)) or (
-        isinstance(source, PathLike) and not isinstance(source, Sequence)
-    )
-    if is_file:
-        path = as_path(source)  # type: ignore[arg-type]
-        where = describe(path)
-        fmt = file_format(path, what="input file")
-        text = read_text(path)
-        if fmt == "csv":
-            raw_rows, all_columns = read_csv(text, source=where)
-        else:
-            raw_rows = [flatten_row(r) for r in read_jsonl(text, source=where)]
-            all_columns = _all_keys(raw_rows)
-    elif isinstance(source, Sequence):
-        where = "the row list"
-        raw_rows = []
-        for index, item in enumerate(source, start=1):
-            if not isinstance(item, Mapping):
-                raise QmaticConfigError(
-                    f"row {index} of the row list is a {type(item).__name__}, not a mapping of column "
-                    "to value",
-                    field="rows",
-                )
-            raw_rows.append(flatten_row(item))
-        all_columns = _all_keys(raw_rows)
-    else:
-        raise QmaticConfigError(
-            "rows must be a list of dicts or a path/URI of a .csv or .jsonl file, got "
-            f"{type(source).__name__}",
-            field="rows",
-        )
-    mapping = map_columns(all_columns, renames, action)
-    columns = frozenset(mapping.values())
-    missing = missing_required(action, columns)
-    if missing and (raw_rows or is_file):
-        raise QmaticConfigError(
-            f"{where} lacks the required column(s) {', '.join(missing)} for a bulk {action} "
-            f"(columns found: {', '.join(all_columns) or 'none'}); name them as the fields are named "
-            "or rename them with column_map",
-            field="rows",
-        )
-    rows = [(number, apply_mapping(raw, mapping)) for number, raw in enumerate(raw_rows, start=1)]
-    ignored = tuple(c for c in all_columns if c not in mapping)
-    return InputRows(rows=rows, columns=columns, source=where, ignored=ignored)
+    return InputRows(source, action=action, column_map=column_map, max_rows=max_rows)
 
 
-def _all_keys(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for row in rows:
-        for key in row:
-            seen.setdefault(str(key), None)
-    return list(seen)
+def same_file(a: Any, b: Any) -> bool:
+    """Whether two paths name one file: the same inode for local files (so a symlink or hard link to
+    the input counts), else the same protocol and resolved path."""
+    left, right = local_path(as_path(a)), local_path(as_path(b))
+    if left is not None and right is not None:
+        with contextlib.suppress(OSError):
+            return os.path.samefile(left, right)
+        return left.resolve() == right.resolve()
+    if left is not None or right is not None:
+        return False
+    pa, pb = as_path(a), as_path(b)
+    key_a = (getattr(pa, "protocol", None), str(getattr(pa, "path", pa)).rstrip("/"))
+    key_b = (getattr(pb, "protocol", None), str(getattr(pb, "path", pb)).rstrip("/"))
+    return key_a == key_b
+
+
+def check_results_path(results_path: Any, source: Any) -> None:
+    """Refuse a ``results_path`` that is the input file itself (it would be overwritten)."""
+    if results_path is None or source is None:
+        return
+    if _is_file(source) and same_file(results_path, source):
+        raise QmaticConfigError(
+            f"results_path {describe(as_path(results_path))} is the input file: writing the outcomes "
+            "would overwrite the rows; choose another results_path",
+            field="results_path",
+        )
 
 
 # -- writing -------------------------------------------------------------------------------------
 
 
-def render_outcomes(outcomes: Iterable[Mapping[str, Any]], fmt: str) -> str:
-    """Outcomes as CSV (with header) or JSON Lines text."""
+def _neutralise(value: Any) -> Any:
+    """A cell a spreadsheet would run as a formula, made text with a leading ``'`` (OWASP)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _restore(value: str) -> str:
+    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
+
+
+def render_outcomes(outcomes: Iterable[Mapping[str, Any]], fmt: str) -> Iterator[str]:
+    """Outcomes as CSV (with header, formula-like cells neutralised) or JSON Lines text, in pieces."""
     if fmt == "jsonl":
-        return "".join(json.dumps({k: o.get(k) for k in OUTCOME_COLUMNS}) + "\n" for o in outcomes)
+        for o in outcomes:
+            yield json.dumps({k: o.get(k) for k in OUTCOME_COLUMNS}) + "\n"
+        return
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): the writer then quotes any value holding a CR or LF, so none splits a record.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(OUTCOME_COLUMNS)
     for o in outcomes:
-        writer.writerow(["" if o.get(k) is None else o.get(k) for k in OUTCOME_COLUMNS])
-    return buffer.getvalue()
+        writer.writerow(["" if o.get(k) is None else _neutralise(o.get(k)) for k in OUTCOME_COLUMNS])
+        if buffer.tell() > 1 << 16:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
 def write_outcomes(path: str | os.PathLike[str] | PathLike, outcomes: Iterable[Mapping[str, Any]]) -> str:
-    """Write outcomes to ``path`` (format by extension); returns the path as shown in messages."""
+    """Write outcomes to ``path`` (format by extension); returns the path as shown in messages.
+
+    Locally through an exclusively created temporary file in the target's directory, renamed over
+    the target (see the module documentation); elsewhere through the store's own upload.
+    """
     target = as_path(path)
     fmt = file_format(target, what="results_path")
-    data = render_outcomes(outcomes, fmt).encode("utf-8")
     local = local_path(target)
     if local is not None:
-        # Written beside and renamed, so a reader never sees half a file.
-        local.parent.mkdir(parents=True, exist_ok=True)
-        temp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
-        with temp.open("wb") as handle:
-            handle.write(data)
+        _replace_atomically(local, render_outcomes(outcomes, fmt))
+        return describe(local)
+    parent = getattr(target, "parent", None)
+    mkdir = getattr(parent, "mkdir", None)
+    if callable(mkdir):
+        with contextlib.suppress(OSError, NotImplementedError, TypeError):
+            mkdir(parents=True, exist_ok=True)  # object stores have no directories
+    with target.open("wb") as handle:
+        for piece in render_outcomes(outcomes, fmt):
+            handle.write(piece.encode("utf-8"))
+    return describe(target)
+
+
+def _replace_atomically(target: Path, pieces: Iterable[str]) -> None:
+    """Write ``pieces`` to a new file beside ``target`` and rename it over ``target``.
+
+    ``mkstemp`` creates the file with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a random name, mode
+    0600: a symlink or file planted in the directory can neither be followed nor reused. An existing
+    target's permission bits are kept; a new results file stays 0600 (private to this user).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(target, follow_symlinks=False)
+            if not os.path.islink(target):
+                os.fchmod(fd, info.st_mode & 0o777)
+        with os.fdopen(fd, "wb") as handle:
+            for piece in pieces:
+                handle.write(piece.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, local)
-    else:
-        parent = getattr(target, "parent", None)
-        mkdir = getattr(parent, "mkdir", None)
-        if callable(mkdir):
-            with contextlib.suppress(OSError, NotImplementedError, TypeError):
-                mkdir(parents=True, exist_ok=True)  # object stores have no directories
-        with target.open("wb") as handle:
-            handle.write(data)
-    return describe(target)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself, on disk
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def read_outcomes(path: str | os.PathLike[str] | PathLike) -> list[dict[str, Any]]:
     """Read back a results file written by :func:`write_outcomes` (row as int, empty as None)."""
     target = as_path(path)
-    fmt = file_format(target, what="results_path")
-    text = read_text(target, what="results file")
-    if fmt == "jsonl":
-        return read_jsonl(text, source=describe(target))
-    rows, _header = read_csv(text, source=describe(target))
+    if file_format(target, what="results_path") == "jsonl":
+        return list(jsonl_objects(target, what="results file"))
     out: list[dict[str, Any]] = []
-    for row in rows:
-        item: dict[str, Any] = {k: (v or None) for k, v in row.items()}
-        item["row"] = int(row["row"])
+    records = csv_records(target, what="results file")
+    header = next(records)
+    for record in records:
+        item: dict[str, Any] = {k: (_restore(v) if v else None) for k, v in zip(header, record, strict=False)}
+        item["row"] = int(record[0])
         out.append(item)
     return out

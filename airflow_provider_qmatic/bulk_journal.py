@@ -8,9 +8,11 @@ the second step, the runner appends ``row -> reservation id`` to this journal an
 the journal first: a reservation with no recorded outcome is looked up and then counted as done (it
 was confirmed), released (it is still held), or dropped (it expired or was released).
 
-Format: JSON Lines, append-only, one small object per event, never rewritten. A line torn by a kill
-is ignored. Entries hold row numbers, a one-way fingerprint of the row (so a reordered input still
-matches) and Qmatic ids; no personal data.
+Format: JSON Lines, append-only, one small object per event, never rewritten. The first line is a
+marker (:data:`MARKER`) that says the runner made the file. A line torn by a kill, or any line that
+is not an entry (foreign or absurdly nested JSON), is skipped with a warning naming the line.
+Entries hold row numbers, a one-way fingerprint of the row (so a reordered input still matches) and
+Qmatic ids; no personal data.
 
 The journal is **host-local**: it lives under a private directory (owner-only 0700, files 0600, no
 symlinks; the checks of the token cache) on the worker that ran the attempt. A retry on another host
@@ -19,7 +21,9 @@ bookings, and a reservation left by the killed attempt simply expires after its 
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
-Files older than :data:`RETENTION_DAYS` in the directory are deleted when a journal is opened.
+Journals older than :data:`RETENTION_DAYS` in the directory are deleted when a journal is opened;
+only files the runner made (named like :func:`journal_name` and starting with :data:`MARKER`) and
+that no running attempt holds, so a user's own ``*.jsonl`` in ``journal_dir`` is never touched.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -44,7 +50,10 @@ log = logging.getLogger(__name__)
 RETENTION_DAYS = 14
 JOURNAL_DIR_ENV = "QMATIC_BULK_JOURNAL_DIR"
 _SUFFIX = ".jsonl"
-_MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+# What journal_name() makes; with the marker line, how clean-up knows a file is the runner's.
+_NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
+MARKER = b'{"qmatic_bulk_journal":1}\n'
+_CHUNK = 1 << 20
 
 RESERVED = "reserved"
 DONE = "done"
@@ -70,10 +79,10 @@ def default_journal_dir(token_cache_dir: str | None = None) -> Path:
     """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser()
     from airflow_provider_qmatic.token_cache import default_cache_dir
 
-    base = Path(token_cache_dir) if token_cache_dir else default_cache_dir()
+    base = Path(token_cache_dir).expanduser() if token_cache_dir else default_cache_dir()
     return base / "bulk-journals"
 
 
@@ -90,11 +99,12 @@ class JournalState:
 class Journal:
     """An append-only, fsync'd JSON Lines file under a private directory, locked for the run.
 
-    :param path: the journal file; its directory is created 0700 if missing.
+    :param path: the journal file (``~`` is the home directory); its directory is created 0700 if
+        missing.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self._dir = PrivateDirectory(self.path.parent, purpose="bulk job journals")
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -120,6 +130,9 @@ class Journal:
                 "still running on this host; wait for it to end"
             ) from None
         self._fd = fd
+        if os.fstat(fd).st_size == 0:
+            write_all(fd, MARKER)
+            os.fsync(fd)
         return self._read(fd)
 
     def close(self) -> None:
@@ -162,18 +175,18 @@ class Journal:
 
     def _read(self, fd: int) -> JournalState:
         state = JournalState()
-        chunks: list[bytes] = []
-        offset = 0
-        while offset < _MAX_JOURNAL_BYTES:
-            chunk = os.pread(fd, 1 << 20, offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-        for line in b"".join(chunks).splitlines():
+        for number, line in _lines(fd):
+            if number == 1 and line + b"\n" == MARKER:
+                continue
             entry = _parse(line)
             if entry is None:
-                continue  # a line torn by a kill, or foreign content
+                log.warning(
+                    "Qmatic bulk journal %s: line %d is not a journal entry (torn by a kill, or foreign "
+                    "content); skipped",
+                    self.path.name,
+                    number,
+                )
+                continue
             state.entries += 1
             event, fp, row = entry["e"], entry["fp"], entry["row"]
             reservation_id, appointment_id = entry.get("res"), entry.get("appt")
@@ -189,25 +202,57 @@ class Journal:
         return state
 
     def _remove_expired(self, dir_fd: int) -> None:
+        """Delete the runner's own journals older than the retention; nothing else, ever."""
         cutoff = time.time() - RETENTION_DAYS * 86400
         with contextlib.suppress(OSError):
-            for name in _listdir(dir_fd):
-                if not name.endswith(_SUFFIX) or name == self.path.name:
-                    continue
-                with contextlib.suppress(OSError):
-                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    if info.st_mtime < cutoff:
-                        os.unlink(name, dir_fd=dir_fd)
+            for name in os.listdir(dir_fd):
+                if name != self.path.name and _NAME.fullmatch(name):
+                    with contextlib.suppress(OSError):
+                        _remove_if_expired_journal(dir_fd, name, cutoff)
 
 
-def _listdir(dir_fd: int) -> Iterator[str]:
-    yield from os.listdir(dir_fd)
+def _remove_if_expired_journal(dir_fd: int, name: str, cutoff: float) -> None:
+    """Unlink ``name`` if it is a regular file, older than ``cutoff``, starts with the marker and is
+    not locked by a running attempt. Opened without following links or waiting on a FIFO."""
+    import fcntl
+
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+            return
+        if os.pread(fd, len(MARKER), 0) != MARKER:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # an attempt is still using it
+        os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(fd)
+
+
+def _lines(fd: int) -> Iterator[tuple[int, bytes]]:
+    """The file's lines, numbered from 1, read in chunks: memory holds one chunk, not the file."""
+    offset, number, rest = 0, 0, b""
+    while True:
+        chunk = os.pread(fd, _CHUNK, offset)
+        if not chunk:
+            break
+        offset += len(chunk)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            yield number, line
+    if rest:
+        yield number + 1, rest
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         entry = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # torn, foreign, or nested deeper than the parser goes
         return None
     if (
         not isinstance(entry, dict)

@@ -313,7 +313,7 @@ class RateLimiter:
 def _parse_bucket(raw: bytes) -> _Bucket | None:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except ValueError:  # empty, torn or foreign content: start afresh
+    except (ValueError, RecursionError):  # empty, torn, foreign or absurdly nested: start afresh
         return None
     if not isinstance(data, dict):
         return None

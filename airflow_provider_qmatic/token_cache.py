@@ -109,7 +109,7 @@ def default_cache_dir() -> Path:
     """
     configured = os.environ.get(CACHE_DIR_ENV, "").strip()
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser()
     runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
     if runtime and _is_private_dir(runtime):
         return Path(runtime) / "airflow-provider-qmatic"
@@ -262,7 +262,7 @@ class FileTokenCache:
             raw = handle.read(_MAX_TOKEN_FILE_BYTES + 1)
         try:
             data = json.loads(raw.decode("utf-8"))
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError: a torn or foreign file
+        except (ValueError, RecursionError):  # torn, foreign or absurdly nested content
             log.warning(
                 "ignoring an unreadable cached Qmatic token in %s; fetching a new one", self.directory
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,6 +62,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         journal_dir: str | None = None,
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
+        max_rows: int = 1_000_000,
         qmatic_conn_id: str = "qmatic_default",
         **kwargs: Any,
     ) -> None:
@@ -88,6 +90,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             most this many rows (default 1000); larger jobs should set ``results_path``.
         :param progress_every_seconds: log a progress line at least this often, in seconds (default
             30), besides one for every 5% of the rows.
+        :param max_rows: the most rows the input may have (default 1,000,000); a bigger input fails
+            the task before any request.
         :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
         """
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -102,6 +106,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         self.journal_dir = journal_dir
         self.xcom_outcomes_max = xcom_outcomes_max
         self.progress_every_seconds = progress_every_seconds
+        self.max_rows = max_rows
         self._runner: BulkRunner | None = None
         # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
         from airflow_provider_qmatic.bulk_args import check_operator_arguments
@@ -111,6 +116,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             concurrency=concurrency,
             max_failed_rows=max_failed_rows,
             max_failed_ratio=max_failed_ratio,
+            max_rows=max_rows,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -122,7 +128,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         with self.failing_fast():
             config = self.hook.config
             rows = self._source(self.rows)
-            results = ObjectStoragePath(self.results_path) if self.results_path else None
+            results = _object_path(self.results_path) if self.results_path else None
             directory = (
                 Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
             )
@@ -145,6 +151,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 timezone=self.timezone or None,
                 logger=self.log,
                 progress_every_seconds=self.progress_every_seconds,
+                max_rows=self.max_rows,
             )
             self._runner = runner
             try:
@@ -193,7 +200,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 raise QmaticConfigError(
                     "rows is empty: give a list of row dicts or a file path/URI", field="rows"
                 )
-            return ObjectStoragePath(text)
+            return _object_path(text)
         if isinstance(rows, Path):
             return ObjectStoragePath(str(rows))
         if isinstance(rows, Mapping):
@@ -212,13 +219,21 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             ) from None
 
 
+def _object_path(text: str) -> ObjectStoragePath:
+    """``text`` as an ObjectStoragePath, a leading ``~`` first made the home directory (Airflow 2.11
+    would otherwise read ``~/rows.csv`` as ``/~/rows.csv``, and 3.x keeps the ``~``)."""
+    return ObjectStoragePath(os.path.expanduser(text))
+
+
 def _parse_list(text: str) -> list[Any]:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise QmaticConfigError("rows is a JSON array nested too deeply to read", field="rows") from None
     except ValueError:
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
             raise QmaticConfigError(
                 "rows looks like a list but is neither JSON nor a Python literal; set "
                 "render_template_as_native_obj=True on the DAG or pass the XCom directly (task.output)",

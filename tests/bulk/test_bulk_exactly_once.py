@@ -91,7 +91,7 @@ def _journal_open_reservations(path: Path) -> set[str]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry["e"] == "reserved":
+        if entry.get("e") == "reserved":  # the first line is the marker, not an event
             open_ids.add(entry["res"])
         elif entry.get("res"):
             open_ids.discard(entry["res"])
@@ -109,7 +109,7 @@ def _in_flight(path: Path, older: float, younger: float) -> bool:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry["e"] == "reserved":
+        if entry.get("e") == "reserved":  # the first line is the marker, not an event
             reserved[entry["res"]] = entry["t"]
         elif entry.get("res"):
             reserved.pop(entry["res"], None)

@@ -22,8 +22,9 @@ def test_csv_with_bom_reads_every_field(tmp_path: Path) -> None:
     path = tmp_path / "rows.csv"
     path.write_bytes(b"\xef\xbb\xbf" + f"{HEADER}\n{LINE}\n\n{LINE}\n".encode())
     loaded = load_rows(str(path), action="book")
-    assert [n for n, _ in loaded.rows] == [1, 2]  # the blank line is no row
-    _number, row = loaded.rows[0]
+    rows = list(loaded)
+    assert [n for n, _ in rows] == [1, 2]  # the blank line is no row
+    _number, row = rows[0]
     assert row["branch_id"] == "e3e70682-c209-4cac-a29f-6fbed82c07cd"  # not "\ufeffbranch_id"
     assert row["first_name"] == "Åsa"
     assert row["notes"] == "notes, with a comma"
@@ -35,7 +36,7 @@ def test_semicolon_csv_and_headers_in_other_spellings(tmp_path: Path) -> None:
     line = "b;s;t;p;f;l;e"
     path = tmp_path / "rows.csv"
     path.write_text(f"{header}\n{line}\n", encoding="utf-8")
-    ((_, row),) = load_rows(path, action="book").rows
+    ((_, row),) = list(load_rows(path, action="book"))
     assert row == {
         "branch_id": "b",
         "service_id": "s",
@@ -61,7 +62,7 @@ def test_column_map_renames_and_rejects_unknown_fields(tmp_path: Path) -> None:
         "Efternamn": "last_name",
         "Epost": "email",
     }
-    ((_, row),) = load_rows(path, action="book", column_map=mapping).rows
+    ((_, row),) = list(load_rows(path, action="book", column_map=mapping))
     assert row["personal_identifier"] == "p"
     assert row["branch_id"] == "b"
     with pytest.raises(QmaticConfigError, match="not a field of a bulk book") as info:
@@ -85,7 +86,7 @@ def test_wrong_encoding_is_a_clear_error_naming_the_file(tmp_path: Path) -> None
     path = tmp_path / "latin1.csv"
     path.write_bytes(f"{HEADER}\n{LINE}\n".encode("latin-1"))
     with pytest.raises(QmaticConfigError, match="not UTF-8") as info:
-        load_rows(path, action="book")
+        list(load_rows(path, action="book"))  # the header is fine: the bad byte is met when reading
     assert str(path) in str(info.value)
     assert "line 2" in str(info.value)
 
@@ -100,21 +101,21 @@ def test_jsonl_rows_may_be_nested(tmp_path: Path) -> None:
     }
     flat = {"appointment_id": "a"}
     path.write_text(json.dumps(nested) + "\n\n" + json.dumps(nested) + "\n", encoding="utf-8")
-    loaded = load_rows(path, action="book")
-    assert len(loaded.rows) == 2
-    assert loaded.rows[0][1]["start_time"] == "t1"
-    assert loaded.rows[0][1]["personal_identifier"] == "p"
+    rows = list(load_rows(path, action="book"))
+    assert len(rows) == 2
+    assert rows[0][1]["start_time"] == "t1"
+    assert rows[0][1]["personal_identifier"] == "p"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(flat) + "\n[1, 2]\n", encoding="utf-8")
     with pytest.raises(QmaticConfigError, match="line 2 is not a JSON object"):
-        load_rows(bad, action="cancel")
+        list(load_rows(bad, action="cancel"))
 
 
 def test_list_rows_missing_a_column_in_every_row_fail_early() -> None:
     with pytest.raises(QmaticConfigError, match="appointment_id"):
-        load_rows([{"id": "x"}], action="cancel")
+        list(load_rows([{"id": "x"}], action="cancel"))
     loaded = load_rows([{"appointment_id": "x"}, {"other": 1}], action="cancel")
-    assert loaded.rows[1][1] == {}  # a ragged row is left to validation (reported as invalid)
+    assert list(loaded)[1][1] == {}  # a ragged row is left to validation (reported as invalid)
     assert loaded.ignored == ("other",)  # columns of no field are ignored (and logged by the runner)
 
 
@@ -125,7 +126,7 @@ def test_file_uri_and_object_storage_path(tmp_path: Path) -> None:
     path.write_text("appointment_id\n3fa85f64-5717-4562-b3fc-2c963f66afa6\n", encoding="utf-8")
     for source in (f"file://{path}", ObjectStoragePath(f"file://{path}"), ObjectStoragePath(str(path))):
         loaded = load_rows(source, action="cancel")
-        assert loaded.rows == [(1, {"appointment_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6"})], source
+        assert list(loaded) == [(1, {"appointment_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6"})], source
 
 
 def test_unknown_extension_is_refused(tmp_path: Path) -> None:

@@ -54,15 +54,17 @@ def test_journal_directory_must_be_private_and_old_journals_go(tmp_path: Path) -
     with pytest.raises(QmaticConfigError, match="lets the group or others in"):
         Journal(loose / "j.jsonl").open()
     private = tmp_path / "private"
-    old = Journal(private / "old.jsonl")
+    old_name = journal_name(dag_id="d", run_id="old", task_id="t")
+    new_name = journal_name(dag_id="d", run_id="new", task_id="t")
+    old = Journal(private / old_name)
     old.open()
     old.close()
     stale = time.time() - (RETENTION_DAYS + 1) * 86400
-    os.utime(private / "old.jsonl", (stale, stale))
-    current = Journal(private / "new.jsonl")
+    os.utime(private / old_name, (stale, stale))
+    current = Journal(private / new_name)
     current.open()
     current.close()
-    assert sorted(p.name for p in private.iterdir()) == ["new.jsonl"]
+    assert sorted(p.name for p in private.iterdir()) == [new_name]
 
 
 def _reserve_for(client: QmaticClient, row: dict[str, str]) -> tuple[str, str]:
