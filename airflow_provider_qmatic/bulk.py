@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qmatic import bulk_journal
 from airflow_provider_qmatic.bulk_args import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ROWS,
@@ -74,7 +75,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import DONE, RELEASED, RESERVED, Journal, JournalState
+from airflow_provider_qmatic.bulk_journal import Journal, JournalState
 from airflow_provider_qmatic.bulk_progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
@@ -85,24 +86,18 @@ from airflow_provider_qmatic.bulk_progress import (
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticConfigError,
-    QmaticConflictError,
     QmaticError,
     QmaticForbiddenError,
-    QmaticNotFoundError,
     QmaticServerError,
-    QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.retry import backoff_delay
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.flows import BOOK, RESERVE_BUDGET, FlowEvents, FlowResult, Flows
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
     from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, CancelRequest, RescheduleRequest
-    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.models import Appointment, Service
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +109,8 @@ INVALID = "invalid"
 STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
 # Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
 XCOM_OUTCOMES_MAX = 1000
-# How often one row may reserve again after a lost answer or an expired hold.
-ROW_ATTEMPTS = 6
-_SCOPES: dict[str, frozenset[Scope]] = {
-    "book": frozenset({Scope.BOOK}),
-    "reschedule": frozenset({Scope.RESCHEDULE}),
-    "cancel": frozenset({Scope.CANCEL}),
-}
 # Errors that no other row can escape either: stop the run instead of failing every row alike.
 _FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
-# What became of a reservation (BulkRunner._settle).
-_DONE, _RELEASED, _UNKNOWN = "done", "released", "unknown"
 
 
 class QmaticBulkError(QmaticError):
@@ -271,48 +257,17 @@ class BulkResult:
 # -- building blocks -----------------------------------------------------------------------------
 
 
-def build_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None) -> RateLimiter:
-    """The tenant's request budget, the same one the hook and the single operators draw from.
-
-    See :func:`airflow_provider_qmatic.client.shared_limiter`: shared by every process of this user
-    on the host with the file credential cache (the default), per process with ``memory``.
-    """
-    from airflow_provider_qmatic.client import shared_limiter
-
-    return shared_limiter(config, shared_dir=shared_dir)
-
-
-def build_bulk_client(
-    config: ClientConfig,
-    *,
-    limiter: RateLimiter | None = None,
-    on_secret: Callable[[str], None] | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> QmaticClient:
-    """A client for a bulk job: the connection's token cache, a (shared) limiter, a big enough pool."""
-    from airflow_provider_qmatic.client import QmaticClient
-
-    return QmaticClient(
-        config,
-        limiter=limiter if limiter is not None else build_limiter(config),
-        on_secret=on_secret,
-        pool_size=max(16, concurrency * 2),
-    )
-
-
-def resolve_skip_existing(mode: str | bool, attempt: int) -> bool:
-    """``auto`` -> check only on a retry or cleared run (attempt > 1); ``always``; ``never``."""
+def resolve_skip_existing(mode: str | bool) -> str:
+    """``auto``, ``always`` or ``never`` (True and False stand for the last two)."""
     if isinstance(mode, bool):
-        return mode
+        return "always" if mode else "never"
     text = str(mode).strip().lower()
     if text not in SKIP_EXISTING_MODES:
         raise QmaticConfigError(
             f"skip_existing must be one of {', '.join(SKIP_EXISTING_MODES)}, got {str(mode)[:20]!r}",
             field="skip_existing",
         )
-    if text == "auto":
-        return attempt > 1
-    return text == "always"
+    return text
 
 
 def _fingerprint(*parts: object) -> str:
@@ -323,14 +278,6 @@ def _instant(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(timezone.utc).isoformat()
 
 
-def _same_instant(a: datetime | None, b: datetime | None) -> bool:
-    if a is None or b is None:
-        return False
-    if a.tzinfo is None or b.tzinfo is None:
-        return a.replace(tzinfo=None) == b.replace(tzinfo=None)
-    return a == b
-
-
 @dataclass(frozen=True)
 class _Item:
     row: int
@@ -338,11 +285,6 @@ class _Item:
     request: Any
     customer: str | None = None  # personal identifier (booking), for the search cache only
     appointment_id: str | None = None  # the row's appointment (reschedule, cancel)
-
-
-@dataclass
-class _Step:
-    name: str = "validate"
 
 
 def _validation_text(exc: QmaticValidationError) -> str:
@@ -539,7 +481,7 @@ class BulkRunner:
         logger: logging.Logger | None = None,
         progress_every_seconds: float = EVERY_SECONDS,
         progress_every_fraction: float = EVERY_FRACTION,
-        row_attempts: int = ROW_ATTEMPTS,
+        reserve_budget: int = RESERVE_BUDGET,
         sleep: Callable[[float], None] = time.sleep,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
@@ -554,24 +496,25 @@ class BulkRunner:
         self.client = client
         self.concurrency = concurrency
         self.max_rows = check_max_rows(max_rows)
-        self.skip = resolve_skip_existing(skip_existing, attempt)
+        self.skip_mode = resolve_skip_existing(skip_existing)
         self.attempt = attempt
         self.journal_path = journal_path
         self.timezone = timezone
         self.log = logger or log
         self._progress_every_seconds = progress_every_seconds
         self._progress_every_fraction = progress_every_fraction
-        self._row_attempts = max(1, row_attempts)
+        self._reserve_budget = max(1, reserve_budget)
         self._sleep = sleep
         self._stop = threading.Event()
         self._fatal: str | None = None
         self._journal: Journal | None = None
+        self._state: JournalState | None = None
+        self._complete = False
         self._journal_done: dict[str, str | None] = {}
         self._unresolved: set[str] = set()
-        self._lost_reserves = 0
+        self._orphaned = 0
         self._counter_lock = threading.Lock()
-        self._durations = _KeyedCache()
-        self._searches = _KeyedCache()
+        self._flows = Flows(client, sleep=sleep)
         self._multi_row_customers: set[str] = set()
 
     # -- public --------------------------------------------------------------------------------
@@ -612,11 +555,12 @@ class BulkRunner:
         if action not in ACTIONS:
             raise QmaticConfigError(f"action must be one of {', '.join(ACTIONS)}", field="action")
         check_results_path(results_path, rows)
-        self._fatal, self._lost_reserves = None, 0
+        self._fatal, self._orphaned, self._state, self._complete = None, 0, None, False
         self._journal_done, self._unresolved = {}, set()
         started = time.monotonic()
         api_before, token_before = self.client.api_requests, self.client.token_requests
         items, outcomes, total = self.prepare(action, rows, column_map=column_map)
+        self._flows = self._cached_flows(self._multi_row_customers)
 
         def requests_sent() -> int:
             return (self.client.api_requests - api_before) + (self.client.token_requests - token_before)
@@ -641,7 +585,7 @@ class BulkRunner:
             total - len(items),
             min(self.concurrency, max(1, len(items))),
             f"{limiter.limit:g} requests/min" if limiter is not None else "unpaced",
-            "on" if self.skip else "off",
+            self.skip_mode,
             self.attempt,
             f", journal {self.journal_path}" if self.journal_path else "",
         )
@@ -671,7 +615,7 @@ class BulkRunner:
             elapsed_s=round(elapsed, 3),
             requests_per_minute=round(achieved_rate(sent, elapsed), 1),
             limit_per_minute=limiter.limit if limiter is not None else None,
-            possibly_orphaned_reservations=self._lost_reserves,
+            possibly_orphaned_reservations=self._orphaned,
         )
         result = BulkResult(
             summary=summary, outcomes=outcomes, stopped_by=self._fatal, fatal=self._fatal is not None
@@ -750,12 +694,11 @@ class BulkRunner:
     ) -> list[RowOutcome]:
         if not items:
             return []
-        handler = {"book": self._book, "reschedule": self._reschedule, "cancel": self._cancel}[action]
         work = _Feed(iter(items))
         results: queue.SimpleQueue[RowOutcome] = queue.SimpleQueue()
         threads = [
             threading.Thread(
-                target=self._worker, args=(handler, work, results), name=f"qmatic-bulk-{i}", daemon=True
+                target=self._worker, args=(action, work, results), name=f"qmatic-bulk-{i}", daemon=True
             )
             for i in range(min(self.concurrency, len(items)))
         ]
@@ -804,7 +747,7 @@ class BulkRunner:
 
     def _worker(
         self,
-        handler: Callable[[_Item, _Step], RowOutcome],
+        action: str,
         work: _Feed,
         results: queue.SimpleQueue[RowOutcome],
     ) -> None:
@@ -815,11 +758,11 @@ class BulkRunner:
             if isinstance(item, RowOutcome):  # a row that changed since it was validated
                 results.put(item)
                 continue
-            step = _Step()
+            events = self._events(item.fingerprint, item.row)
             try:
-                outcome = handler(item, step)
+                outcome = self._row(action, item, events)
             except _FATAL as exc:
-                text = describe_error(step.name, exc)
+                text = describe_error(events.step, exc)
                 with self._counter_lock:
                     if self._fatal is None:
                         self._fatal = text
@@ -827,308 +770,132 @@ class BulkRunner:
                 self.log.error("Qmatic bulk: stopping the run, no row can succeed: %s", text)
                 outcome = RowOutcome(item.row, FAILED, item.appointment_id, text)
             except QmaticError as exc:
+                # A retry can help only if the error says so and, for a write that reserves, the
+                # row has reserves left in its budget (the journal carries it to the next attempt).
+                retryable = exc.retryable and (action == "cancel" or events.reserves_left > 0)
                 outcome = RowOutcome(
-                    item.row, FAILED, item.appointment_id, describe_error(step.name, exc), _retryable(exc)
+                    item.row, FAILED, item.appointment_id, describe_error(events.step, exc), retryable
                 )
             except Exception as exc:
-                self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, step.name)
-                outcome = RowOutcome(item.row, FAILED, item.appointment_id, describe_error(step.name, exc))
+                self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, events.step)
+                outcome = RowOutcome(item.row, FAILED, item.appointment_id, describe_error(events.step, exc))
+            if outcome.status == FAILED and self._journal is not None:
+                with contextlib.suppress(QmaticError, OSError):
+                    self._journal.record(bulk_journal.FAILED, fingerprint=item.fingerprint, row=item.row)
+            with self._counter_lock:
+                self._orphaned += events.possibly_orphaned
             results.put(outcome)
             work.done(item)
+
+    def _cached_flows(self, multi: set[str]) -> Flows:
+        """The flows over this run's client, reading each branch's services once and searching each
+        customer of several rows (``multi``) once (a customer's other rows are other slots)."""
+        client = self.client
+        services, searches = _KeyedCache(), _KeyedCache()
+
+        def search(pid: str) -> list[Appointment]:
+            if pid not in multi:
+                return client.search_appointments(pid, scopes=BOOK)
+            found: list[Appointment] = searches.get(pid, lambda: client.search_appointments(pid, scopes=BOOK))
+            return found
+
+        def list_services(branch_id: str) -> list[Service]:
+            found: list[Service] = services.get(
+                branch_id, lambda: client.list_services(branch_id, scopes=BOOK)
+            )
+            return found
+
+        return Flows(client, list_services=list_services, search=search, sleep=self._sleep)
 
     # -- resuming from the journal ---------------------------------------------------------------
 
     def _resume(self, action: str, state: JournalState) -> None:
+        """Settle what a killed attempt left; learn which rows were in flight and their budgets."""
+        self._state = state
         self._journal_done = dict(state.done)
+        self._complete = state.complete_before(self.attempt)
         if state.entries:
             self.log.info(
-                "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d reservation(s) without "
-                "an outcome",
+                "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d in flight, %d "
+                "reservation(s) without an outcome%s",
                 action,
                 len(state.done),
+                len(state.in_flight() - set(state.done)),
                 len(state.open_reservations),
+                "" if self._complete else "; it misses an earlier attempt, so every row is looked up",
             )
-        for reservation_id, (fingerprint, row, appointment_id) in state.open_reservations.items():
-            fate, used_by = self._settle(
-                action, reservation_id, fingerprint, row, appointment_id=appointment_id
+        for reservation_id, (fingerprint, row, _appointment_id) in state.open_reservations.items():
+            settled = self._flows.settle(
+                reservation_id, booking=action == "book", events=self._events(fingerprint, row)
             )
-            if fate == _DONE:
-                self._journal_done[fingerprint] = used_by
-            elif fate == _UNKNOWN:
+            if settled.fate == "done":
+                self._journal_done[fingerprint] = settled.appointment_id
+            elif settled.fate == "unknown":
                 self._unresolved.add(fingerprint)
-
-    def _settle(
-        self, action: str, reservation_id: str, fingerprint: str, row: int, *, appointment_id: str | None
-    ) -> tuple[str, str | None]:
-        """Find out what became of a reservation, and clean up; recorded in the journal.
-
-        ``(done, appointment id)`` if it was used (confirmed, or consumed by a reschedule);
-        ``(released, None)`` if it is not held any more (released here if it still was);
-        ``(unknown, None)`` if Qmatic cannot tell now: the journal then keeps it for the next attempt.
-        """
-        scopes = _SCOPES[action]
-        for _look in range(3):
-            try:
-                current = self.client.get_appointment(reservation_id, scopes=scopes)
-            except QmaticNotFoundError:
-                self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
-                return _RELEASED, None
-            except QmaticError as exc:
-                self.log.warning(
-                    "Qmatic bulk: could not read reservation %s of row %d (%s); it stays in the journal",
-                    reservation_id,
-                    row,
-                    describe_error("get", exc),
-                )
-                return _UNKNOWN, None
-            status = (current.status or "").upper()
-            if action == "book" and status in ("CONFIRMED", "CANCELLED"):
-                self._record(
-                    DONE, fingerprint, row, reservation_id=reservation_id, appointment_id=reservation_id
-                )
-                return _DONE, reservation_id
-            if status == "CONSUMED":
-                used_by = appointment_id or reservation_id
-                self._record(DONE, fingerprint, row, reservation_id=reservation_id, appointment_id=used_by)
-                return _DONE, used_by
-            if status != "RESERVED":
-                self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
-                return _RELEASED, None
-            try:
-                self.client.release_reservation(reservation_id, scopes=scopes)
-            except QmaticConflictError:
-                continue  # confirmed, used or expired meanwhile (a late request of a killed attempt)
-            except QmaticError as exc:
-                self.log.warning(
-                    "Qmatic bulk: could not release reservation %s of row %d (%s); it stays in the journal "
-                    "and is held until it expires",
-                    reservation_id,
-                    row,
-                    describe_error("release", exc),
-                )
-                return _UNKNOWN, None
-            self.log.info("Qmatic bulk: released reservation %s of row %d", reservation_id, row)
-            self._record(RELEASED, fingerprint, row, reservation_id=reservation_id)
-            return _RELEASED, None
-        return _UNKNOWN, None
-
-    def _check_unresolved(self, item: _Item) -> None:
-        if item.fingerprint in self._unresolved:
-            raise QmaticServerError(
-                "a reservation an earlier attempt made for this row could not be checked (Qmatic did not "
-                "answer); the row is left for a retry rather than risk booking it twice"
-            )
-
-    def _record(
-        self,
-        event: str,
-        fingerprint: str,
-        row: int,
-        *,
-        reservation_id: str | None = None,
-        appointment_id: str | None = None,
-    ) -> None:
         if self._journal is not None:
-            self._journal.record(
-                event,
-                fingerprint=fingerprint,
-                row=row,
-                reservation_id=reservation_id,
-                appointment_id=appointment_id,
-            )
+            self._journal.record_attempt(self.attempt)
 
-    # -- one row of each action ------------------------------------------------------------------
-
-    def _reserve(self, body: Mapping[str, Any], scopes: frozenset[Scope], step: _Step) -> Appointment | None:
-        """Reserve; a lost answer is retried (nothing can find that reservation; it expires). None if
-        every attempt lost its answer (the caller then fails the row, retryably)."""
-        step.name = "reserve"
-        for attempt in range(1, self._row_attempts + 1):
-            try:
-                return self.client.reserve(body, scopes=scopes)
-            except QmaticUnknownOutcomeError:
-                with self._counter_lock:
-                    self._lost_reserves += 1
-                if attempt == self._row_attempts or self._stop.is_set():
-                    raise
-                self._sleep(backoff_delay(attempt))
-        return None
-
-    def _reserve_and_commit(
-        self,
-        item: _Item,
-        step: _Step,
-        *,
-        action: str,
-        body: Mapping[str, Any],
-        scopes: frozenset[Scope],
-        commit_step: str,
-        commit: Callable[[str], str],
-        appointment_id: str | None = None,
-        already_done: Callable[[], bool] | None = None,
-    ) -> RowOutcome:
-        """Reserve a slot, then commit the reservation (confirm it, or move an appointment onto it).
-
-        The reservation is journaled before the commit, so a killed attempt's successor can settle
-        it. A commit that fails is settled by reading, never by guessing: used means done, still
-        held means released here; a hold that expired before the commit is reserved again.
-        ``commit`` returns the appointment id the row ends with.
-        """
-        last_error: QmaticError | None = None
-        for attempt in range(1, self._row_attempts + 1):
-            reservation = self._reserve(body, scopes, step)
-            if reservation is None:
-                break
-            rid = reservation.appointment_id
-            target = appointment_id or rid
-            self._record(
-                RESERVED, item.fingerprint, item.row, reservation_id=rid, appointment_id=appointment_id
-            )
-            step.name = commit_step
-            try:
-                done_id = commit(rid)
-            except QmaticError as exc:
-                if already_done is not None and already_done():
-                    self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=target)
-                    return RowOutcome(item.row, SUCCEEDED, target)
-                fate, used_by = self._settle(action, rid, item.fingerprint, item.row, appointment_id=target)
-                if fate == _DONE:
-                    return RowOutcome(item.row, SUCCEEDED, used_by)
-                if (
-                    fate == _RELEASED
-                    and _is_expired(exc)
-                    and attempt < self._row_attempts
-                    and not self._stop.is_set()
-                ):
-                    last_error = exc
-                    continue
-                raise
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._settle(action, rid, item.fingerprint, item.row, appointment_id=target)
-                raise
-            self._record(DONE, item.fingerprint, item.row, reservation_id=rid, appointment_id=done_id)
-            return RowOutcome(item.row, SUCCEEDED, done_id)
-        raise last_error or QmaticError("no reservation could be made")
-
-    def _book(self, item: _Item, step: _Step) -> RowOutcome:
-        request: BookingRequest = item.request
-        if item.fingerprint in self._journal_done:
-            return RowOutcome(item.row, SKIPPED_EXISTING, self._journal_done[item.fingerprint])
-        step.name = "journal"
-        self._check_unresolved(item)
-        if self.skip:
-            step.name = "search"
-            existing = self._existing_booking(request)
-            if existing is not None:
-                return RowOutcome(item.row, SKIPPED_EXISTING, existing)
-        if request.end_time is None:
-            step.name = "list_services"
-            request = request.with_end(self._duration(request.branch_id, request.service_id))
-        body = request.reservation_body()
-        confirmation = request.confirmation_body()
-        scopes = _SCOPES["book"]
-
-        def confirm(reservation_id: str) -> str:
-            return self.client.confirm_reservation(reservation_id, confirmation, scopes=scopes).appointment_id
-
-        return self._reserve_and_commit(
-            item, step, action="book", body=body, scopes=scopes, commit_step="confirm", commit=confirm
-        )
-
-    def _existing_booking(self, request: BookingRequest) -> str | None:
-        pid = request.customer.personal_identifier
-        if pid in self._multi_row_customers:
-            found: list[Appointment] = self._searches.get(pid, lambda: self.client.search_appointments(pid))
-        else:
-            found = self.client.search_appointments(pid)
-        for appointment in found:
-            if (
-                (appointment.status or "").upper() == "CONFIRMED"
-                and appointment.branch is not None
-                and appointment.branch.id == request.branch_id
-                and appointment.service is not None
-                and appointment.service.id == request.service_id
-                and appointment.time_slot is not None
-                and _same_instant(appointment.time_slot.start_time, request.start_time)
-            ):
-                return appointment.appointment_id
-        return None
-
-    def _duration(self, branch_id: str, service_id: str) -> int:
-        services = self._durations.get(branch_id, lambda: self.client.list_services(branch_id))
-        for service in services:
-            if service.id == service_id and service.duration_minutes:
-                return int(service.duration_minutes)
-        raise QmaticNotFoundError(
-            "the service is not offered at the branch (or has no duration); give end_time or check the ids",
-            code="not_found",
-        )
-
-    def _reschedule(self, item: _Item, step: _Step) -> RowOutcome:
-        request: RescheduleRequest = item.request
-        aid = request.appointment_id
-        if item.fingerprint in self._journal_done:
-            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
-        step.name = "journal"
-        self._check_unresolved(item)
-        scopes = _SCOPES["reschedule"]
-        step.name = "get"
-        current = self.client.get_appointment(aid, scopes=scopes)
-        status = (current.status or "").upper()
-        at_target = current.time_slot is not None and _same_instant(
-            current.time_slot.start_time, request.start_time
-        )
-        if status == "CONFIRMED" and at_target:
-            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
-        if status != "CONFIRMED":
-            raise QmaticConflictError(
-                f"the appointment is {status or 'in an unknown state'}; only a CONFIRMED one can be "
-                "rescheduled",
-                code="invalid_state",
-            )
-        if request.end_time is None:
-            request = request.with_end(_minutes(current))
-        body = request.reservation_body_for(current)
-        start = request.start_time
-
-        def move(reservation_id: str) -> str:
-            self.client.reschedule(aid, reservation_id, scopes=scopes)
-            return aid
-
-        return self._reserve_and_commit(
-            item,
-            step,
-            action="reschedule",
-            body=body,
-            scopes=scopes,
-            commit_step="reschedule",
-            commit=move,
-            appointment_id=aid,
-            already_done=lambda: self._moved(aid, start, scopes),
-        )
-
-    def _moved(self, appointment_id: str, start: datetime, scopes: frozenset[Scope]) -> bool:
-        try:
-            current = self.client.get_appointment(appointment_id, scopes=scopes)
-        except QmaticError:
+    def _needs_check(self, item: _Item) -> bool:
+        """Look the row up in Qmatic first? ``always``; never with ``never``; with ``auto`` on a
+        retry, only rows an earlier attempt may have done: those in flight when it ended, or every
+        row when no complete journal can tell."""
+        if self.skip_mode != "auto":
+            return self.skip_mode == "always"
+        if self.attempt <= 1:
             return False
-        return current.time_slot is not None and _same_instant(current.time_slot.start_time, start)
+        if self._state is None or not self._complete:
+            return True
+        history = self._state.rows.get(item.fingerprint)
+        return history is not None and history.in_flight
 
-    def _cancel(self, item: _Item, step: _Step) -> RowOutcome:
-        request: CancelRequest = item.request
-        aid = request.appointment_id
+    def _events(self, fingerprint: str, row: int) -> FlowEvents:
+        """The flow's events for one row: its rest of the reserve budget, journaled as they happen."""
+        history = self._state.rows.get(fingerprint) if self._state is not None else None
+        journal = self._journal
+
+        def record(
+            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
+        ) -> None:
+            if journal is not None:
+                journal.record(
+                    event,
+                    fingerprint=fingerprint,
+                    row=row,
+                    reservation_id=reservation_id,
+                    appointment_id=appointment_id,
+                )
+
+        return FlowEvents(
+            reserves_left=self._reserve_budget - (history.reserves if history else 0),
+            held_before=history.lost if history else 0,
+            record=record,
+            stopped=self._stop.is_set,
+        )
+
+    # -- one row ---------------------------------------------------------------------------------
+
+    def _row(self, action: str, item: _Item, events: FlowEvents) -> RowOutcome:
         if item.fingerprint in self._journal_done:
-            return RowOutcome(item.row, SKIPPED_EXISTING, aid)
-        if self.skip:
-            step.name = "get"
-            current = self.client.get_appointment(aid, scopes=_SCOPES["cancel"])
-            if (current.status or "").upper() == "CANCELLED":
-                return RowOutcome(item.row, SKIPPED_EXISTING, aid)
-        step.name = "cancel"
-        _current, already = self.client.cancel_appointment(aid)
-        self._record(DONE, item.fingerprint, item.row, appointment_id=aid)
-        return RowOutcome(item.row, SKIPPED_EXISTING if already else SUCCEEDED, aid)
+            return RowOutcome(
+                item.row, SKIPPED_EXISTING, self._journal_done[item.fingerprint] or item.appointment_id
+            )
+        result: FlowResult[Any]
+        if action == "cancel":
+            result = self._flows.cancel(
+                item.request.appointment_id, check_first=self._needs_check(item), events=events
+            )
+        else:
+            events.step = "journal"
+            if item.fingerprint in self._unresolved:
+                raise QmaticServerError(
+                    "a reservation an earlier attempt made for this row could not be checked (Qmatic did "
+                    "not answer); the row is left for a retry rather than risk booking it twice"
+                )
+            if action == "book":
+                result = self._flows.book(item.request, check_existing=self._needs_check(item), events=events)
+            else:
+                result = self._flows.reschedule(item.request, events=events)
+        return RowOutcome(item.row, SUCCEEDED if result.changed else SKIPPED_EXISTING, result.appointment_id)
 
 
 def _nest_booking(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -1138,21 +905,3 @@ def _nest_booking(flat: Mapping[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {k: v for k, v in flat.items() if k not in CUSTOMER_FIELDS}
     nested["customer"] = {k: flat[k] for k in CUSTOMER_FIELDS if k in flat}
     return nested
-
-
-def _minutes(appointment: Appointment) -> int:
-    slot = appointment.time_slot
-    if slot is None or slot.start_time is None or slot.end_time is None:
-        raise QmaticValidationError(
-            "end_time: the appointment has no end time to keep the duration from; give end_time",
-            field="end_time",
-        )
-    return max(1, round((slot.end_time - slot.start_time).total_seconds() / 60))
-
-
-def _is_expired(exc: BaseException) -> bool:
-    return isinstance(exc, QmaticConflictError) and exc.code == "reservation_expired"
-
-
-def _retryable(exc: QmaticError) -> bool:
-    return bool(exc.retryable) or _is_expired(exc)

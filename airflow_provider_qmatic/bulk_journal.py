@@ -55,10 +55,19 @@ _NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
 MARKER = b'{"qmatic_bulk_journal":1}\n'
 _CHUNK = 1 << 20
 
-RESERVED = "reserved"
-DONE = "done"
-RELEASED = "released"
-EVENTS = frozenset({RESERVED, DONE, RELEASED})
+# The flow's events (see airflow_provider_qmatic.flows) and the runner's own: an attempt started;
+# a row ended failed (its state is known: nothing of it is in flight).
+RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
+    "reserving",
+    "lost",
+    "reserved",
+    "done",
+    "released",
+    "cancelling",
+)
+ATTEMPT, FAILED = "attempt", "failed"
+EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, FAILED})
+_STARTS = frozenset({RESERVING, RESERVED, CANCELLING})
 
 
 class QmaticJournalBusyError(QmaticError):
@@ -87,13 +96,32 @@ def default_journal_dir(token_cache_dir: str | None = None) -> Path:
 
 
 @dataclass
+class RowHistory:
+    """One row's past in the journal, over every attempt."""
+
+    reserves: int = 0  # reserves sent (or about to be) for it: they draw from its one budget
+    lost: int = 0  # reserves whose answer was lost: holds nobody can name
+    in_flight: bool = False  # a write was started and no outcome recorded since
+
+
+@dataclass
 class JournalState:
-    """What earlier attempts recorded: rows done, and reservations whose fate is unknown."""
+    """What earlier attempts recorded: rows done, rows in flight, reservations of unknown fate."""
 
     done: dict[str, str | None] = field(default_factory=dict)  # fingerprint -> appointment id
     # reservation id -> (fingerprint, row, appointment id it was made for, if any)
     open_reservations: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)
+    rows: dict[str, RowHistory] = field(default_factory=dict)  # fingerprint -> history
+    attempts: set[int] = field(default_factory=set)  # attempt numbers that opened this journal
     entries: int = 0
+
+    def complete_before(self, attempt: int) -> bool:
+        """True if every attempt before ``attempt`` ran with this journal (on this host), so that a
+        row it shows neither done nor in flight was never started: it needs no look-up in Qmatic."""
+        return set(range(1, attempt)) <= self.attempts
+
+    def in_flight(self) -> set[str]:
+        return {fp for fp, history in self.rows.items() if history.in_flight}
 
 
 class Journal:
@@ -164,6 +192,13 @@ class Journal:
             entry["res"] = reservation_id
         if appointment_id is not None:
             entry["appt"] = appointment_id
+        self._append(entry)
+
+    def record_attempt(self, attempt: int) -> None:
+        """Note that this attempt (the task's try number) runs with the journal, before any request."""
+        self._append({"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)})
+
+    def _append(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fd is None:
@@ -188,17 +223,31 @@ class Journal:
                 )
                 continue
             state.entries += 1
-            event, fp, row = entry["e"], entry["fp"], entry["row"]
+            event = entry["e"]
+            if event == ATTEMPT:
+                state.attempts.add(entry["n"])
+                continue
+            fp, row = entry["fp"], entry["row"]
             reservation_id, appointment_id = entry.get("res"), entry.get("appt")
-            if event == RESERVED and isinstance(reservation_id, str):
+            history = state.rows.setdefault(fp, RowHistory())
+            if event in _STARTS:
+                history.in_flight = True
+            if event == RESERVING:
+                history.reserves += 1
+            elif event == LOST:
+                history.lost += 1
+            elif event == RESERVED and isinstance(reservation_id, str):
                 appointment = appointment_id if isinstance(appointment_id, str) else None
                 state.open_reservations[reservation_id] = (fp, row, appointment)
             elif event == RELEASED and isinstance(reservation_id, str):
                 state.open_reservations.pop(reservation_id, None)
             elif event == DONE:
+                history.in_flight = False
                 state.done[fp] = appointment_id if isinstance(appointment_id, str) else None
                 if isinstance(reservation_id, str):
                     state.open_reservations.pop(reservation_id, None)
+            elif event == FAILED:
+                history.in_flight = False
         return state
 
     def _remove_expired(self, dir_fd: int) -> None:
@@ -254,9 +303,12 @@ def _parse(line: bytes) -> dict[str, Any] | None:
         entry = json.loads(line)
     except (ValueError, RecursionError):  # torn, foreign, or nested deeper than the parser goes
         return None
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("e") == ATTEMPT:
+        return entry if isinstance(entry.get("n"), int) else None
     if (
-        not isinstance(entry, dict)
-        or entry.get("e") not in EVENTS
+        entry.get("e") not in EVENTS
         or not isinstance(entry.get("fp"), str)
         or not isinstance(entry.get("row"), int)
     ):

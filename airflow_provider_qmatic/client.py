@@ -34,15 +34,15 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
 )
 from airflow_provider_qmatic.responses import error_from_response, json_body
-from airflow_provider_qmatic.retry import retrying
+from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, retrying
 from airflow_provider_qmatic.scopes import Scope
 from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache, TokenCache
 
 if TYPE_CHECKING:
-    from datetime import date, datetime
+    from datetime import date
 
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, Branch, Service, Slot
+    from airflow_provider_qmatic.models import Appointment, Branch, Service, Slot
     from airflow_provider_qmatic.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ BOOK = frozenset({Scope.BOOK})
 RESCHEDULE = frozenset({Scope.RESCHEDULE})
 CANCEL = frozenset({Scope.CANCEL})
 DEFAULT_ATTEMPTS = 6
+# Connections kept per host: two per bulk worker thread at the most (32 threads).
+POOL_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,27 @@ def shared_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] |
     return RateLimiter(config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}")
 
 
+def build_client(
+    config: ClientConfig,
+    *,
+    on_secret: SecretSink | None = None,
+    limiter: RateLimiter | None = None,
+    **kwargs: Any,
+) -> QmaticClient:
+    """The one way the provider builds a client: the connection's token cache, the tenant's shared
+    request budget (:func:`shared_limiter`), and a pool big enough for the bulk runner's threads.
+
+    The hook builds its client here; scripts and ``@task`` code without a hook do the same.
+    """
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    return QmaticClient(
+        config,
+        limiter=limiter if limiter is not None else shared_limiter(config),
+        on_secret=on_secret,
+        **kwargs,
+    )
+
+
 def default_user_agent() -> str:
     return f"airflow-provider-qmatic/{__version__} python/{platform.python_version()}"
 
@@ -121,7 +144,7 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 
 class QmaticClient:
-    """Typed access to every operation of the contract, plus the two composed flows users want.
+    """Typed access to every operation of the contract (the flows composed of them: ``flows.py``).
 
     :param config: validated settings (see :class:`~airflow_provider_qmatic.config.ClientConfig`).
     :param limiter: paces requests; the bulk runner shares one between its threads.
@@ -203,14 +226,24 @@ class QmaticClient:
                 field="system_id",
             )
         path = op.path.format(**{k: _path_segment(k, v) for k, v in (path_params or {}).items()})
+        unclear = False  # an attempt was sent and got no clear answer: it may have taken effect
         try:
             for attempt in self._retrying[op.idempotent]:
                 with attempt:
-                    return self._attempt(op, scopes, path, json=json, params=params, expected=expected)
+                    try:
+                        return self._attempt(op, scopes, path, json=json, params=params, expected=expected)
+                    except QmaticServerError as exc:
+                        unclear = unclear or not (
+                            isinstance(exc, QmaticNotSentError) or exc.status in NOT_PROCESSED_STATUSES
+                        )
+                        raise
         except _TokenFailure as failure:
             # The token provider has already waited and retried as the token endpoint allows;
             # repeating that here would multiply the attempts.
             raise failure.error from None
+        except QmaticConflictError as exc:
+            exc.after_unclear_attempt = unclear
+            raise
         raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
 
     def _attempt(
@@ -397,121 +430,6 @@ class QmaticClient:
     def cancel(self, appointment_id: str, *, scopes: frozenset[Scope] = CANCEL) -> None:
         """Cancel a confirmed appointment (raises QmaticConflictError if it is not cancellable)."""
         self.call("cancel", scopes, path_params={"appointment_id": appointment_id})
-
-    # -- composed flows ------------------------------------------------------------------------
-
-    def book(self, request: BookingRequest) -> Appointment:
-        """Reserve, then confirm; never leaves a reservation held by a failed booking.
-
-        If confirming fails for any reason the reservation is released before the error is raised.
-        A lost answer to the confirm is resolved by reading the appointment, not by guessing.
-        """
-        reservation = self.reserve(request.reservation_body(), scopes=BOOK)
-        try:
-            return self.confirm_reservation(reservation.appointment_id, request.confirmation_body())
-        except BaseException:
-            self._release_quietly(reservation.appointment_id, BOOK)
-            raise
-
-    def confirm_reservation(
-        self, reservation_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
-    ) -> Appointment:
-        """Confirm, resolving an unknown outcome or a 409 after our own retry by reading."""
-        try:
-            return self.confirm(reservation_id, body, scopes=scopes)
-        except (QmaticUnknownOutcomeError, QmaticServerError, QmaticConflictError) as exc:
-            if isinstance(exc, QmaticConflictError) and exc.code != "invalid_state":
-                raise
-            current = self.get_appointment(reservation_id, scopes=scopes)
-            if current.status == "CONFIRMED":
-                log.info("Confirm of %s had an unclear answer; the appointment is confirmed", reservation_id)
-                return current
-            raise
-
-    def reschedule_to(
-        self,
-        appointment_id: str,
-        start_time: datetime,
-        end_time: datetime | None = None,
-        *,
-        notes: str | None = None,
-    ) -> Appointment:
-        """Move an appointment to a new slot of the same service and branch.
-
-        On any failure the new reservation is released and the original appointment is untouched.
-        Already at that slot: returned as it is, with nothing sent.
-        """
-        from airflow_provider_qmatic.models import format_wire_datetime
-
-        current = self.get_appointment(appointment_id, scopes=RESCHEDULE)
-        if current.branch is None or current.service is None:
-            raise QmaticConflictError(
-                f"appointment {appointment_id} has no branch or service to reschedule within",
-                code="invalid_state",
-            )
-        if current.time_slot is not None and current.time_slot.start_time == start_time:
-            return current
-        slot: dict[str, str] = {"startTime": format_wire_datetime(start_time)}
-        if end_time is not None:
-            slot["endTime"] = format_wire_datetime(end_time)
-        elif (
-            current.time_slot is not None
-            and current.time_slot.start_time is not None
-            and current.time_slot.end_time is not None
-        ):
-            # Same service, so the same length as the slot it had.
-            slot["endTime"] = format_wire_datetime(
-                start_time + (current.time_slot.end_time - current.time_slot.start_time)
-            )
-        body: dict[str, Any] = {
-            "branchId": current.branch.id,
-            "serviceId": current.service.id,
-            "timeSlot": slot,
-            "numberOfReservations": current.number_of_reservations or 1,
-        }
-        if notes is not None:
-            body["notes"] = notes
-        reservation = self.reserve(body, scopes=RESCHEDULE)
-        try:
-            return self.reschedule(appointment_id, reservation.appointment_id, scopes=RESCHEDULE)
-        except QmaticError:
-            moved = self._read_quietly(appointment_id, RESCHEDULE)
-            if moved is not None and moved.time_slot is not None and moved.time_slot.start_time == start_time:
-                return moved
-            self._release_quietly(reservation.appointment_id, RESCHEDULE)
-            raise
-        except BaseException:
-            self._release_quietly(reservation.appointment_id, RESCHEDULE)
-            raise
-
-    def cancel_appointment(self, appointment_id: str) -> tuple[Appointment | None, bool]:
-        """Cancel; an appointment already cancelled counts as done.
-
-        Returns the appointment as read after a refusal (or None when the cancel went through) and
-        whether it was already cancelled, so a retried task succeeds instead of failing.
-        """
-        try:
-            self.cancel(appointment_id, scopes=CANCEL)
-            return None, False
-        except QmaticConflictError:
-            current = self.get_appointment(appointment_id, scopes=CANCEL)
-            if current.status == "CANCELLED":
-                return current, True
-            raise
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _release_quietly(self, reservation_id: str, scopes: frozenset[Scope]) -> None:
-        try:
-            self.release_reservation(reservation_id, scopes=scopes)
-        except QmaticError as exc:
-            log.warning("Could not release reservation %s: %s", reservation_id, exc)
-
-    def _read_quietly(self, appointment_id: str, scopes: frozenset[Scope]) -> Appointment | None:
-        try:
-            return self.get_appointment(appointment_id, scopes=scopes)
-        except QmaticError:
-            return None
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -85,7 +85,21 @@ class QmaticNotFoundError(QmaticError):
 
 
 class QmaticConflictError(QmaticError):
-    """409: slot full, reservation expired or used, or the appointment's state forbids the change."""
+    """409: slot full, reservation expired or used, or the appointment's state forbids the change.
+
+    ``after_unclear_attempt`` is True when the client's own earlier attempt of the same call was
+    sent and got no clear answer: the 409 may then answer that attempt's effect (Part B: "a client
+    that retried its own cancel treats that as done").
+    """
+
+    after_unclear_attempt: bool = False
+
+
+class QmaticOwnHoldsError(QmaticConflictError):
+    """409 slot full after reserves of the same booking lost their answers: the slot may be full of
+    its own holds, which expire after Qmatic's 15 minutes, so trying again later can succeed."""
+
+    retryable = True
 
 
 class QmaticRateLimitError(QmaticError):

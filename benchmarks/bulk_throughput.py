@@ -4,7 +4,7 @@ The sandbox (own process) allows 6,000 API requests per minute (burst 10), the t
 documented 1 request per second, and answers API calls after 20-50 ms (20 ms plus up to 30 ms of
 uniform jitter). Slots have room for everyone, so every row can be booked.
 
-* this provider: ``BulkRunner`` over ``build_bulk_client`` (as the bulk operators build it: file
+* this provider: ``BulkRunner`` over ``build_client`` (as the bulk operators build it: file
   token cache, limiter at the connection's ``requests_per_minute`` = 6,000), default concurrency
   (4 threads), on ``OURS_ROWS`` rows;
 * baseline: a naive loop, one row after another, each with a fresh token (POST /oauth2/token),
@@ -90,7 +90,8 @@ def _measure(box: Sandbox, n: int, run: Any) -> dict[str, float]:
 
 
 def ours(box: Sandbox) -> dict[str, float]:
-    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner, build_bulk_client
+    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
+    from airflow_provider_qmatic.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     rows = booking_rows(box, OURS_ROWS)
@@ -100,7 +101,7 @@ def ours(box: Sandbox) -> dict[str, float]:
         )
 
         def run() -> int:
-            client = build_bulk_client(config)
+            client = build_client(config)
             try:
                 result = BulkRunner(client, progress_every_seconds=3600).book(rows)
             finally:

@@ -35,12 +35,13 @@ GOAL_MILLION_ROWS_S = 30.0
 
 CHILD = r"""
 import json, resource, sys, tempfile, time
-from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner, build_bulk_client
+from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.client import build_client
 from airflow_provider_qmatic.config import ClientConfig
 
 mode, path, warm, values = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 config = ClientConfig.from_values(**values)
-client = build_bulk_client(config)
+client = build_client(config)
 BulkRunner(client).prepare("book", warm)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 wall, cpu = time.perf_counter(), time.process_time()

@@ -19,15 +19,20 @@ from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secre
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from airflow_provider_qmatic.scopes import Scope
 
-# Reads accept any scope (Part B); book is the default because finding and booking go together.
-BOOK = frozenset({Scope.BOOK})
-
 if TYPE_CHECKING:
-    from datetime import date, datetime
+    from datetime import date
 
     from airflow_provider_qmatic.client import QmaticClient
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, Branch, Service, Slot
+    from airflow_provider_qmatic.flows import FlowResult, Flows
+    from airflow_provider_qmatic.models import (
+        Appointment,
+        BookingRequest,
+        Branch,
+        RescheduleRequest,
+        Service,
+        Slot,
+    )
     from airflow_provider_qmatic.ratelimit import RateLimiter
 
 EXTRA_NAMES = (
@@ -132,11 +137,10 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     @cached_property
     def client(self) -> QmaticClient:
-        """The client, built on first use and kept for the hook's life."""
-        from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+        """The client, built on first use and kept for the hook's life (also the bulk runner's)."""
+        from airflow_provider_qmatic.client import build_client
 
-        limiter = self._limiter if self._limiter is not None else shared_limiter(self.config)
-        return QmaticClient(self.config, limiter=limiter, on_secret=mask_secret)
+        return build_client(self.config, limiter=self._limiter, on_secret=mask_secret)
 
     def get_conn(self) -> QmaticClient:
         """Airflow's conventional accessor for the underlying client."""
@@ -238,60 +242,41 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             "placeholders": dict(PLACEHOLDERS),
         }
 
-    # -- API, one method per operation (see QmaticClient for the details) ----------------------
+    # -- the facade the operators use -----------------------------------------------------------
 
-    def list_branches(self, *, scopes: frozenset[Scope] = BOOK) -> list[Branch]:
-        return self.client.list_branches(scopes=scopes)
+    @cached_property
+    def flows(self) -> Flows:
+        """The booking flows over this hook's client (see :mod:`airflow_provider_qmatic.flows`)."""
+        from airflow_provider_qmatic.flows import Flows
 
-    def list_services(self, branch_id: str, *, scopes: frozenset[Scope] = BOOK) -> list[Service]:
-        return self.client.list_services(branch_id, scopes=scopes)
+        return Flows(self.client)
 
-    def find_timeslots(
-        self,
-        branch_id: str,
-        service_id: str,
-        date_from: date,
-        date_to: date,
-        *,
-        scopes: frozenset[Scope] = BOOK,
-    ) -> list[Slot]:
-        return self.client.find_timeslots(branch_id, service_id, date_from, date_to, scopes=scopes)
+    def book(self, request: BookingRequest, *, check_existing: bool = False) -> FlowResult[Appointment]:
+        """Reserve and confirm (see :meth:`~airflow_provider_qmatic.flows.Flows.book`)."""
+        return self.flows.book(request, check_existing=check_existing)
 
-    def reserve(self, body: dict[str, Any], *, scopes: frozenset[Scope] | None = None) -> Appointment:
-        return self.client.reserve(body) if scopes is None else self.client.reserve(body, scopes=scopes)
+    def reschedule(self, request: RescheduleRequest) -> FlowResult[Appointment]:
+        """Move an appointment (see :meth:`~airflow_provider_qmatic.flows.Flows.reschedule`)."""
+        return self.flows.reschedule(request)
 
-    def release_reservation(self, appointment_id: str) -> None:
-        self.client.release_reservation(appointment_id)
+    def cancel(self, appointment_id: str) -> FlowResult[Appointment | None]:
+        """Cancel an appointment (see :meth:`~airflow_provider_qmatic.flows.Flows.cancel`)."""
+        return self.flows.cancel(appointment_id)
 
-    def confirm(self, appointment_id: str, body: dict[str, Any]) -> Appointment:
-        return self.client.confirm_reservation(appointment_id, body)
+    def list_branches(self) -> list[Branch]:
+        return self.client.list_branches()
 
-    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> Appointment:
-        return self.client.get_appointment(appointment_id, scopes=scopes)
+    def list_services(self, branch_id: str) -> list[Service]:
+        return self.client.list_services(branch_id)
 
-    def search_appointments(
-        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK
-    ) -> list[Appointment]:
-        return self.client.search_appointments(personal_identifier, scopes=scopes)
+    def find_timeslots(self, branch_id: str, service_id: str, date_from: date, date_to: date) -> list[Slot]:
+        return self.client.find_timeslots(branch_id, service_id, date_from, date_to)
 
-    def reschedule(self, appointment_id: str, reservation_id: str) -> Appointment:
-        return self.client.reschedule(appointment_id, reservation_id)
+    def get_appointment(self, appointment_id: str) -> Appointment:
+        return self.client.get_appointment(appointment_id)
 
-    def cancel(self, appointment_id: str) -> None:
-        self.client.cancel(appointment_id)
-
-    def book(self, request: BookingRequest) -> Appointment:
-        return self.client.book(request)
-
-    def reschedule_to(
-        self,
-        appointment_id: str,
-        start_time: datetime,
-        end_time: datetime | None = None,
-        *,
-        notes: str | None = None,
-    ) -> Appointment:
-        return self.client.reschedule_to(appointment_id, start_time, end_time, notes=notes)
+    def search_appointments(self, personal_identifier: str) -> list[Appointment]:
+        return self.client.search_appointments(personal_identifier)
 
 
 def user_agent() -> str:

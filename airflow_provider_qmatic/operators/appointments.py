@@ -27,7 +27,6 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.client import QmaticClient
     from airflow_provider_qmatic.models import Appointment, BookingRequest, Slot
 
     Context = Mapping[str, Any]
@@ -117,24 +116,21 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         with self.failing_fast():
             request = self._request()  # every argument checked before any request
-            client = self.hook.client
-            if _try_number(context) > 1:
-                existing = _existing_booking(client, request)
-                if existing is not None:
-                    self.log.info(
-                        "Try %d: appointment %s for this customer at %s is already CONFIRMED (booked "
-                        "by an earlier try); returning it instead of booking again",
-                        _try_number(context),
-                        existing.appointment_id,
-                        _describe(existing, self.timezone),
-                    )
-                    return existing.to_xcom()
-            if request.end_time is None:
-                request = request.with_end(_service_duration(client, request))
-            appointment = self.hook.book(request)
-        self.log.info(
-            "Booked appointment %s for %s", appointment.appointment_id, _describe(appointment, self.timezone)
-        )
+            try_number = _try_number(context)
+            result = self.hook.book(request, check_existing=try_number > 1)
+        appointment = result.appointment
+        if result.changed:
+            self.log.info(
+                "Booked appointment %s for %s", result.appointment_id, _describe(appointment, self.timezone)
+            )
+        else:
+            self.log.info(
+                "Try %d: appointment %s for this customer at %s is already CONFIRMED (booked by an "
+                "earlier try); returning it instead of booking again",
+                try_number,
+                result.appointment_id,
+                _describe(appointment, self.timezone),
+            )
         return appointment.to_xcom()
 
     def _request(self) -> BookingRequest:
@@ -213,22 +209,18 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
                 },
                 timezone=self.timezone,
             )
-            client = self.hook.client
-            reserves_before = client.request_counts["reserve"]
-            appointment = client.reschedule_to(
-                request.appointment_id, request.start_time, request.end_time, notes=request.notes
-            )
-            moved = client.request_counts["reserve"] != reserves_before
-        if moved:
+            result = self.hook.reschedule(request)
+        appointment = result.appointment
+        if result.changed:
             self.log.info(
                 "Rescheduled appointment %s to %s",
-                appointment.appointment_id,
+                result.appointment_id,
                 _describe(appointment, self.timezone),
             )
         else:
             self.log.info(
                 "Appointment %s is already at %s; nothing to change",
-                appointment.appointment_id,
+                result.appointment_id,
                 _describe(appointment, self.timezone),
             )
         return appointment.to_xcom()
@@ -269,7 +261,7 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
         with self.failing_fast():
             appointment_id = CancelRequest.parse({"appointment_id": self.appointment_id}).appointment_id
             try:
-                current, already = self.hook.client.cancel_appointment(appointment_id)
+                result = self.hook.cancel(appointment_id)
             except QmaticNotFoundError as exc:
                 if not self.missing_ok:
                     raise
@@ -279,15 +271,15 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
                     exc.message,
                 )
                 return {"appointment_id": appointment_id, "status": "NOT_FOUND"}
-        if already:
-            self.log.info("Appointment %s was already cancelled; nothing to do", appointment_id)
-        else:
+        if result.changed:
             self.log.info("Cancelled appointment %s", appointment_id)
+        else:
+            self.log.info("Appointment %s was already cancelled; nothing to do", appointment_id)
         return {
             "appointment_id": appointment_id,
             "status": "CANCELLED",
-            "already_cancelled": already,
-            "appointment": current.to_xcom() if current is not None else None,
+            "already_cancelled": not result.changed,
+            "appointment": result.appointment.to_xcom() if result.appointment is not None else None,
         }
 
 
@@ -344,7 +336,6 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         self.limit = limit
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_provider_qmatic.client import BOOK
         from airflow_provider_qmatic.exceptions import QmaticValidationError
 
         # The models' GUID rule, applied outside a model (models.py has no public helper for it).
@@ -362,9 +353,7 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
                     field="date_to",
                 )
             limit = _as_limit(self.limit)
-            slots = self.hook.client.find_timeslots(
-                ids["branch_id"], ids["service_id"], first, last, scopes=BOOK
-            )
+            slots = self.hook.find_timeslots(ids["branch_id"], ids["service_id"], first, last)
         found = len(slots)
         if self.only_available:
             slots = [s for s in slots if s.is_available]
@@ -390,46 +379,6 @@ def _try_number(context: Context) -> int:
         return int(getattr(ti, "try_number", 1) or 1)
     except (TypeError, ValueError):
         return 1
-
-
-def _existing_booking(client: QmaticClient, request: BookingRequest) -> Appointment | None:
-    """A CONFIRMED appointment of this customer at the request's branch, service and start time."""
-    for appointment in client.search_appointments(request.customer.personal_identifier):
-        slot = appointment.time_slot
-        if (
-            appointment.status == "CONFIRMED"
-            and appointment.branch is not None
-            and appointment.branch.id == request.branch_id
-            and appointment.service is not None
-            and appointment.service.id == request.service_id
-            and slot is not None
-            and slot.start_time is not None
-            and slot.start_time.tzinfo is not None
-            and slot.start_time == request.start_time
-        ):
-            return appointment
-    return None
-
-
-def _service_duration(client: QmaticClient, request: BookingRequest) -> int:
-    """The service's duration at the branch, for a booking given without ``end_time``."""
-    from airflow_provider_qmatic.exceptions import QmaticNotFoundError, QmaticValidationError
-
-    for service in client.list_services(request.branch_id):
-        if service.id == request.service_id:
-            if not service.duration_minutes:
-                raise QmaticValidationError(
-                    f"end_time: Qmatic gives no duration for service {request.service_id}, so the end "
-                    "cannot be worked out; pass end_time",
-                    field="end_time",
-                )
-            return service.duration_minutes
-    raise QmaticNotFoundError(
-        f"service {request.service_id} is not offered at branch {request.branch_id}; check service_id "
-        "(the branch's services are listed by QmaticHook().list_services(branch_id))",
-        status=404,
-        code="not_found",
-    )
 
 
 def _as_mapping(value: Any, field: str) -> Any:

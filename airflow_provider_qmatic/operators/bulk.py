@@ -1,7 +1,7 @@
 """Bulk operators: book, reschedule or cancel many appointments in one task.
 
-Thin wrappers over :class:`airflow_provider_qmatic.bulk.BulkRunner`: they build the client from the
-connection (with a rate limiter shared by every process of the connection on the worker host),
+Thin wrappers over :class:`airflow_provider_qmatic.bulk.BulkRunner`: they hand it the hook's client
+(the connection's, with the request budget shared by every process of the tenant on the host),
 name the task instance's journal, read and write files through Airflow's ``ObjectStoragePath``,
 push the summary to XCom and apply the failure policy. See ``docs/bulk.md``.
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_qmatic.compat import ObjectStoragePath, mask_secret
+from airflow_provider_qmatic.compat import ObjectStoragePath
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 
@@ -120,7 +120,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client, build_limiter
+        from airflow_provider_qmatic.bulk import BulkRunner
         from airflow_provider_qmatic.bulk_journal import default_journal_dir, journal_name
 
         ti = context["ti"]
@@ -139,11 +139,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else int(map_index),
             )
-            client = build_bulk_client(
-                config, limiter=build_limiter(config), on_secret=mask_secret, concurrency=self.concurrency
-            )
             runner = BulkRunner(
-                client,
+                self.hook.client,
                 concurrency=self.concurrency,
                 skip_existing=self.skip_existing,
                 attempt=attempt,
@@ -159,7 +156,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                     self.action, rows, column_map=self.column_map or None, results_path=results
                 )
             finally:
-                client.close()
+                self.hook.client.close()
                 self._runner = None
             summary = result.to_xcom(self.xcom_outcomes_max)
             # Pushed before the policy is applied, so a failed task still shows what happened.

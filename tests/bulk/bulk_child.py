@@ -20,9 +20,10 @@ def main() -> None:
 
     config = ClientConfig.from_values(**args["config"])
     if mode == "book":
-        from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client
+        from airflow_provider_qmatic.bulk import BulkRunner
+        from airflow_provider_qmatic.client import build_client
 
-        client = build_bulk_client(config)
+        client = build_client(config)
         BulkRunner(client, journal_path=args["journal"], attempt=1).book(args["rows"])
     elif mode == "one_call":
         from airflow_provider_qmatic.client import BOOK, QmaticClient

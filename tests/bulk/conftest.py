@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import build_bulk_client
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client import QmaticClient, build_client
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.sandbox import SandboxServer
 
@@ -43,7 +42,7 @@ def make_config(
 
 def make_client(server: SandboxServer, tmp_path: Path, *, rpm: float = 60_000, **kwargs: Any) -> QmaticClient:
     """A bulk client (file token cache and shared limiter in a private dir under ``tmp_path``)."""
-    return build_bulk_client(make_config(server, tmp_path / "tokens", rpm=rpm), **kwargs)
+    return build_client(make_config(server, tmp_path / "tokens", rpm=rpm), **kwargs)
 
 
 def customer_id(prefix: str = "B") -> str:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner, _fingerprint, _instant, build_limiter
+from airflow_provider_qmatic.bulk import BulkRunner, _fingerprint, _instant
 from airflow_provider_qmatic.bulk_journal import (
     RETENTION_DAYS,
     Journal,
     QmaticJournalBusyError,
     journal_name,
 )
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client import QmaticClient, shared_limiter
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.models import BookingRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
@@ -127,7 +127,7 @@ def test_a_reservation_that_cannot_be_checked_holds_its_row_back(
 ) -> None:
     rows = booking_rows(sandbox, 2)
     config = make_config(sandbox, tmp_path / "tokens")
-    client = QmaticClient(config, limiter=build_limiter(config), sleep=lambda _s: None)
+    client = QmaticClient(config, limiter=shared_limiter(config), sleep=lambda _s: None)
     path = journal_dir / "task.jsonl"
     rid, fingerprint = _reserve_for(client, rows[0])
     journal = Journal(path)

@@ -12,7 +12,6 @@ import pytest
 from airflow_provider_qmatic.bulk import (
     FAILED,
     INVALID,
-    ROW_ATTEMPTS,
     SUCCEEDED,
     BulkResult,
     BulkRunner,
@@ -20,11 +19,11 @@ from airflow_provider_qmatic.bulk import (
     QmaticBulkError,
     QmaticBulkRetryableError,
     RowOutcome,
-    build_limiter,
 )
 from airflow_provider_qmatic.bulk_io import read_outcomes
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client import QmaticClient, shared_limiter
 from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to, statuses
@@ -181,15 +180,16 @@ def test_server_faults_fail_rows_retryably_and_reserves_are_counted(
     rows = booking_rows(sandbox, 3)
     sandbox.configure(fail_rate=1.0, fault_endpoints=["reserve"])  # every reserve: 500, nothing stored
     config = make_config(sandbox, tmp_path / "tokens")
-    client = QmaticClient(config, limiter=build_limiter(config), sleep=lambda _s: None)
+    client = QmaticClient(config, limiter=shared_limiter(config), sleep=lambda _s: None)
 
     result = BulkRunner(client, sleep=lambda _s: None).book(rows)
 
     assert result.summary.failed == 3
     assert all(o.retryable and o.error == "reserve: HTTP 500 internal_error" for o in result.outcomes)
-    # A lost reserve answer is retried (ROW_ATTEMPTS times), never confirmed blindly; each counts.
-    assert requests_to(sandbox, "reserve") == 3 * ROW_ATTEMPTS
-    assert result.summary.possibly_orphaned_reservations == 3 * ROW_ATTEMPTS
+    # A lost reserve answer is retried (the budget less the one kept for the task's retry), never
+    # confirmed blindly; each counts.
+    assert requests_to(sandbox, "reserve") == 3 * (RESERVE_BUDGET - 1)
+    assert result.summary.possibly_orphaned_reservations == 3 * (RESERVE_BUDGET - 1)
     assert requests_to(sandbox, "confirm") == 0
     with pytest.raises(QmaticBulkRetryableError):
         result.check_policy()
@@ -206,7 +206,7 @@ def test_wrong_credentials_stop_the_run_early(sandbox: SandboxServer, tmp_path: 
         system_id=config.system_id,
         token_cache_dir=config.token_cache_dir,
     )
-    client = QmaticClient(config, limiter=build_limiter(config))
+    client = QmaticClient(config, limiter=shared_limiter(config))
     result = BulkRunner(client, concurrency=2).book(rows)
     assert result.fatal
     assert result.summary.failed == 20

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import INVALID, SUCCEEDED, BulkRunner, QmaticBulkError, build_bulk_client
+from airflow_provider_qmatic.bulk import INVALID, SUCCEEDED, BulkRunner, QmaticBulkError
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.hostile.conftest import (
@@ -73,7 +73,7 @@ def runner(server: SandboxServer, use_conn: Any) -> BulkRunner:
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
     use_conn(conn_json(server))
-    return BulkRunner(build_bulk_client(QmaticHook().config), concurrency=2)
+    return BulkRunner(QmaticHook().client, concurrency=2)
 
 
 @dataclass(frozen=True)

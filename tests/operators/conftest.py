@@ -102,7 +102,9 @@ class Sandbox:
                 "customer": customer,
             }
         )
-        return self.client().book(request).to_xcom()
+        from airflow_provider_qmatic.flows import Flows
+
+        return Flows(self.client()).book(request).appointment.to_xcom()
 
     def client(self) -> Any:
         """One QmaticClient of the all-scopes client for set-up work (its token is reused)."""

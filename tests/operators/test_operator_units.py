@@ -96,23 +96,16 @@ def test_templated_fields() -> None:
     )
 
 
-class _Client:
+class _Hook:
+    """The facade the operators use, failing every call with ``error``."""
+
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-    def list_services(self, branch_id: str) -> list[Any]:
-        return [SimpleNamespace(id=PASSPORT, duration_minutes=15)]
 
     def find_timeslots(self, *args: Any, **kwargs: Any) -> list[Any]:
         raise self.error
 
-
-class _Hook:
-    def __init__(self, error: Exception) -> None:
-        self.client = _Client(error)
-        self.error = error
-
-    def book(self, request: Any) -> Any:
+    def book(self, request: Any, **kwargs: Any) -> Any:
         raise self.error
 
 

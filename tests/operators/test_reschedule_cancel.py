@@ -157,7 +157,7 @@ def test_cancel_refuses_an_unconfirmed_reservation(sandbox: Sandbox) -> None:
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
     slot = sandbox.free_slots(limit=1)[0]
-    reservation = QmaticHook().reserve(
+    reservation = QmaticHook().client.reserve(
         {
             "branchId": slot["branchId"],
             "serviceId": slot["serviceId"],
