@@ -390,6 +390,7 @@ class Flows:
         reserves are left: the last one is kept for a later try, which may succeed once the holds
         of the lost answers have expired.
         """
+        events.step = "reserve"
         if events.reserves_left <= 0:
             raise QmaticConflictError(
                 "no reserve left for this booking: earlier tries used its budget of reserves (each "
@@ -441,8 +442,10 @@ class Flows:
             return appointment
 
     def _release(self, reservation_id: str, events: FlowEvents) -> None:
-        """Free a reservation with a book token (Part B: release needs ``book``, whoever reserved)."""
-        events.step = "release"
+        """Free a reservation with a book token (Part B: release needs ``book``, whoever reserved).
+
+        The step stays the commit's: the error the caller sees is the commit's, not this one's.
+        """
         try:
             self.client.release_reservation(reservation_id, scopes=BOOK)
         except (QmaticNotFoundError, QmaticConflictError):

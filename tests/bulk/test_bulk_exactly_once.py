@@ -98,6 +98,21 @@ def _journal_open_reservations(path: Path) -> set[str]:
     return open_ids
 
 
+def _rows_in_flight(path: Path) -> set[str]:
+    """Rows (fingerprints) with a write started and no outcome recorded: what a retry looks up."""
+    started: set[str] = set()
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry["e"] in ("reserving", "reserved", "cancelling"):
+            started.add(entry["fp"])
+        elif entry["e"] in ("done", "failed"):
+            started.discard(entry["fp"])
+    return started
+
+
 def _in_flight(path: Path, older: float, younger: float) -> bool:
     """True if the journal has a reservation without outcome recorded between the two ages ago."""
     if not path.exists():
@@ -157,6 +172,7 @@ def test_sigkill_mid_run_then_retry_books_every_row_once(
     assert done_before < len(rows)
     unresolved = _journal_open_reservations(journal)
     assert unresolved, "the journal recorded no reservation in flight at the kill"
+    in_flight = _rows_in_flight(journal)
     sandbox.configure(latency_ms=0)
 
     # The retry: try 2 of the same task instance (same journal), skip_existing="auto".
@@ -166,6 +182,9 @@ def test_sigkill_mid_run_then_retry_books_every_row_once(
     assert s.failed == 0
     assert s.succeeded + s.skipped_existing == len(rows)
     assert s.skipped_existing >= done_before
+    # Only rows in flight at the kill were looked up; rows never started were not searched.
+    assert 1 <= len(in_flight) <= 4
+    assert requests_to(sandbox, "search") <= len(in_flight)
     _assert_each_customer_once(sandbox, rows)
     by_id = {a["appointmentId"]: a["status"] for a in sandbox.appointments()}
     # Every reservation the journal knew about was settled: confirmed (the kill hit after Qmatic
