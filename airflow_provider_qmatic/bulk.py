@@ -2,9 +2,10 @@
 
 Plain Python (no Airflow import), so it serves the bulk operators, ``@task`` code and scripts::
 
-    from airflow_provider_qmatic.bulk import BulkRunner, build_bulk_client
+    from airflow_provider_qmatic.bulk import BulkRunner
+    from airflow_provider_qmatic.client import build_client
 
-    client = build_bulk_client(config)             # QmaticClient with a shared RateLimiter
+    client = build_client(config)                  # or QmaticHook(...).client, as the operators do
     result = BulkRunner(client).book("bookings.csv", results_path="results.csv")
     result.check_policy(max_failed_rows=0)        # raise if rows failed
     print(result.summary.to_dict())
@@ -17,28 +18,20 @@ What a run does, in order:
    (same customer, branch, service and start; for reschedule and cancel the same appointment) are
    reported with their row number, field and reason, and never sent.
 3. **Resume**: with a journal (see :mod:`.bulk_journal`), reservations that an earlier, killed
-   attempt left without an outcome are looked up and counted as done, or released.
-4. **Run** the valid rows on ``concurrency`` worker threads (default 4) sharing one client, so one
-   token cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request
-   the job causes: token requests and the runner's own reads (search, get, services) included.
-   On a 429 the client waits (``Retry-After``, else jittered backoff) and the limiter halves its
-   rate, climbing back after a quiet period.
+   attempt left without an outcome are settled (done, or released), and the rows it left in flight
+   are known: on a retry only those are looked up in Qmatic.
+4. **Run** each valid row through :class:`~airflow_provider_qmatic.flows.Flows`, the flow the single
+   operators run, on ``concurrency`` worker threads (default 4) sharing one client, so one token
+   cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request the job
+   causes. The flow's events (reserving, reserved, done, released, ...) go to the journal.
 5. **Report**: a progress line every 5% or 30 s, a summary table at the end, per-row outcomes
    (``row, status, appointment_id, error``), written to ``results_path`` if given.
 
-Exactly once (see ``docs/bulk.md`` for the whole argument):
-
-* A write whose answer was lost is resolved by reading before anything is sent again: a confirm
-  or reschedule by reading the appointment, a cancel by its 409 and a read.
-* A reserve whose answer was lost cannot be found by any API (a reservation has no customer until
-  it is confirmed). It holds its slot until its hold ends (15 minutes) and can never become an
-  appointment by itself, because only a confirm books; so the row reserves again. The count of such
-  reserves is reported (``possibly_orphaned_reservations``).
-* ``skip_existing``: ``auto`` (default) checks each row against Qmatic before sending it when the
-  task is a retry or a cleared run (``attempt > 1``); ``always`` checks on every attempt; ``never``
-  does not check. Done means: for a booking, a CONFIRMED appointment of the customer at that branch,
-  service and start; for a reschedule, the appointment already at the target start; for a cancel,
-  the appointment already CANCELLED.
+Exactly once, and how rows are counted, is the flows' (see :mod:`.flows` and ``docs/bulk.md``):
+``succeeded`` is a row this run booked, moved or cancelled; ``skipped_existing`` one found done
+(by an earlier attempt, or before the job). ``skip_existing``: ``auto`` (default) looks rows up on
+a retry or cleared run (``attempt > 1``): with a complete journal only rows in flight, else every
+row not recorded done; ``always`` looks every row up; ``never`` none.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
-"""The bulk runner's journal: what a killed attempt did, for the next attempt to finish cleanly.
+"""The bulk runner's journal: what earlier attempts did, for the next attempt to finish cleanly and cheaply.
 
 Booking is reserve-then-confirm, and rescheduling is reserve-then-move. A reservation holds its slot
 for 15 minutes and no API can list reservations (they carry no customer until confirmed), so a task
-killed between the two steps would leave the slot held, and a retry could not know. Hence, before
-the second step, the runner appends ``row -> reservation id`` to this journal and forces it to disk
-(``fsync``); after the step it appends the outcome. The next attempt of the same task instance reads
-the journal first: a reservation with no recorded outcome is looked up and then counted as done (it
-was confirmed), released (it is still held), or dropped (it expired or was released).
+killed between the two steps would leave the slot held, and a retry could not know. Hence the
+runner writes the flow's events down as they happen, each forced to disk (``fsync``) before the
+next request: an attempt starts (its try number), a row starts a reserve (``reserving``: also what
+the row's one reserve budget is counted from) or a cancel, a reserve's answer was lost, a
+reservation was made (``row -> reservation id``), released, or the row ended done or failed.
+
+The next attempt of the same task instance reads it first: a reservation with no recorded outcome
+is settled (done, released, or dropped); rows done are skipped without a request; and when every
+earlier attempt ran with this journal, a row with no record was never started and needs no look-up
+in Qmatic: only rows *in flight* (a start and no outcome) do.
 
 Format: JSON Lines, append-only, one small object per event, never rewritten. The first line is a
 marker (:data:`MARKER`) that says the runner made the file. A line torn by a kill, or any line that
@@ -44,6 +49,7 @@ from typing import Any
 
 from airflow_provider_qmatic._private_dir import PrivateDirectory, flock_available, write_all
 from airflow_provider_qmatic.exceptions import QmaticError
+from airflow_provider_qmatic.flows import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +61,8 @@ _NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
 MARKER = b'{"qmatic_bulk_journal":1}\n'
 _CHUNK = 1 << 20
 
-# The flow's events (see airflow_provider_qmatic.flows) and the runner's own: an attempt started;
-# a row ended failed (its state is known: nothing of it is in flight).
-RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
-    "reserving",
-    "lost",
-    "reserved",
-    "done",
-    "released",
-    "cancelling",
-)
+# The flow's events and the runner's own: an attempt started; a row ended failed (its state is
+# known: nothing of it is in flight).
 ATTEMPT, FAILED = "attempt", "failed"
 EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, FAILED})
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING})

@@ -421,9 +421,9 @@ class Flows:
                     ) from None
                 raise
             reservation_id = reservation.appointment_id
-            events.emit(RESERVED, reservation_id=reservation_id)
-            events.step = commit_step
             try:
+                events.emit(RESERVED, reservation_id=reservation_id)  # journaled before the commit
+                events.step = commit_step
                 appointment = commit(reservation_id)
             except (QmaticServerError, QmaticConflictError) as exc:
                 # The answer is unclear (5xx, lost) or a 409 may answer our own repeat: read.

@@ -3,7 +3,7 @@
 Run them all with ``make bench`` (``.venv/bin/python -m benchmarks.run``); the table is printed and
 written to ``benchmarks/results.md``. ``docs/performance.md`` explains each figure and its baseline.
 One benchmark alone: ``python -m benchmarks.run --only tokens`` (names: tokens, bulk, overhead,
-parse, memory).
+parse, memory, resume).
 
 Every benchmark talks to the local sandbox in a separate process (``python -m
 airflow_provider_qmatic.sandbox``), so the server's CPU is never counted as the client's, and every
@@ -21,4 +21,6 @@ count of requests is the sandbox's own (``/_sandbox/stats``):
   each example DAG file, vs an empty DAG file.
 * ``memory``   -- peak RSS of the bulk runner's validation and planning on 10,000 rows vs 100, and of
   full runs on 1,000 rows vs 100.
+* ``resume``   -- requests per booked row of a clean bulk booking, and of one SIGKILLed at ~30% and
+  retried: the retry looks up only rows in flight vs every unfinished row (the old behaviour).
 """
