@@ -448,8 +448,9 @@ class _Feed:
 class BulkRunner:
     """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.QmaticClient`.
 
-    :param client: the client every request goes through (build it with :func:`build_bulk_client`
-        so that it has a limiter); one runner serves one job at a time.
+    :param client: the client every request goes through: the hook's, or one from
+        :func:`~airflow_provider_qmatic.client.build_client` (so that it has the shared limiter);
+        one runner serves one job at a time.
     :param concurrency: worker threads, 1 to 32 (default 4). The limiter, not this, sets the pace;
         a few threads keep the budget used while each waits for its answer.
     :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
