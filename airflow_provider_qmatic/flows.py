@@ -320,6 +320,7 @@ class Flows:
             events.step = "get"
             current = self.client.get_appointment(appointment_id, scopes=CANCEL)
             if current.status_enum is not AppointmentStatus.CANCELLED:
+                events.step = "cancel"  # the refusal stands: report it as the cancel's
                 raise
             events.emit(DONE, appointment_id=appointment_id)
             return FlowResult(appointment_id, current, changed=exc.after_unclear_attempt)

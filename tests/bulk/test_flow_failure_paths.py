@@ -134,6 +134,24 @@ def test_a_cancel_whose_answer_was_lost_is_counted_as_cancelled_by_this_run(
     # Every lost answer was repeated once and answered 409, plus the one repeated single call.
     assert sandbox.stats()["requests"]["cancel"].get("409", 0) == lost + 1
 
+    # A 409 that no read explains (a reservation is no appointment) stays the cancel's refusal.
+    slot = sandbox.free_slots(limit=1)[0]
+    reservation = client.reserve(
+        {
+            "branchId": slot["branchId"],
+            "serviceId": slot["serviceId"],
+            "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
+            "numberOfReservations": 1,
+        }
+    )
+    refused = BulkRunner(client).cancel([{"appointment_id": reservation.appointment_id}])
+    (outcome,) = refused.outcomes
+    assert (outcome.status, outcome.error, outcome.retryable) == (
+        FAILED,
+        "cancel: HTTP 409 invalid_state",
+        False,
+    )
+
 
 # -- (c) a slot filled by the row's own lost reserves: retryable -----------------------------------
 
