@@ -106,9 +106,9 @@ def _rows_in_flight(path: Path) -> set[str]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry["e"] in ("reserving", "reserved", "cancelling"):
+        if entry.get("e") in ("reserving", "reserved", "cancelling"):  # the first line is the marker
             started.add(entry["fp"])
-        elif entry["e"] in ("done", "failed"):
+        elif entry.get("e") in ("done", "failed"):
             started.discard(entry["fp"])
     return started
 
