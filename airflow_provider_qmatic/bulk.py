@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -48,6 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic import bulk_journal
@@ -60,6 +60,7 @@ from airflow_provider_qmatic.bulk_args import (
     check_policy_values,
 )
 from airflow_provider_qmatic.bulk_io import (
+    CUSTOMER_FIELDS,
     InputRows,
     PathLike,
     Source,
@@ -120,7 +121,7 @@ class QmaticBulkRetryableError(QmaticBulkError):
 # -- results -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__
 class RowOutcome:
     """What happened to one input row. ``error`` names the step and field, never a value."""
 
@@ -264,14 +265,17 @@ def resolve_skip_existing(mode: str | bool) -> str:
 
 
 def _fingerprint(*parts: object) -> str:
-    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:24]
+    """Journals keep these: the text hashed is exactly ``json.dumps([str(p) for p in parts])``,
+    written without the encoder's per-call set-up (this runs once per row)."""
+    text = "[" + ", ".join(map(encode_basestring_ascii, map(str, parts))) + "]"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _instant(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(timezone.utc).isoformat()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Item:
     row: int
     fingerprint: str
@@ -894,8 +898,6 @@ class BulkRunner:
 
 def _nest_booking(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Flat row fields -> the nested shape BookingRequest.parse reads (customer fields grouped)."""
-    from airflow_provider_qmatic.bulk_io import CUSTOMER_FIELDS
-
     nested: dict[str, Any] = {k: v for k, v in flat.items() if k not in CUSTOMER_FIELDS}
     nested["customer"] = {k: flat[k] for k in CUSTOMER_FIELDS if k in flat}
     return nested

@@ -409,10 +409,16 @@ def _check_duration(duration_minutes: Any) -> int:
     return duration_minutes
 
 
+# A bulk file repeats the same few slot times on many rows: read each (text, zone) once. Only
+# results are cached (a refused value raises each time); datetimes are immutable, so sharing is safe.
+_aware_text = functools.lru_cache(maxsize=4096)(_aware_datetime)
+
+
 def _time_field(value: Any, info: ValidationInfo) -> Any:
     """Field validator body for request times; the zone comes from ``parse(..., timezone=...)``."""
-    context = info.context if isinstance(info.context, Mapping) else {}
-    return _aware_datetime(value, context.get("timezone"))
+    context = info.context if isinstance(info.context, dict) else {}  # parse() passes a dict
+    read = _aware_text if isinstance(value, str) else _aware_datetime
+    return read(value, context.get("timezone"))
 
 
 def _end_after_start(start: datetime | None, end: datetime | None, fix: str) -> None:
@@ -551,15 +557,15 @@ def _phone(value: Any) -> str:
     text = value.strip()
     if len(text) > PHONE_MAX:
         raise _Rule(f"must be at most {PHONE_MAX} characters, got {len(text)}; shorten it")
-    bad = [ch for ch in text if ch not in _PHONE_CHARS]
-    if bad:
+    if not _PHONE_CHARS.issuperset(text):
+        bad = [ch for ch in text if ch not in _PHONE_CHARS]
         first = _describe_char(bad[0]) if not bad[0].isalpha() else "a letter"
         raise _Rule(
             "may contain only digits, spaces, '+', '-' and parentheses, but it contains "
             f"{first}{' and other characters' if len(set(bad)) > 1 else ''}; remove them "
             "(for example write +46 8 123 456 78)"
         )
-    if not any(ch.isdigit() for ch in text):
+    if not text.strip(" +-()"):  # every character is allowed, so whatever is left is a digit
         raise _Rule("must contain at least one digit")
     return text
 
