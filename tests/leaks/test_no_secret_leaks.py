@@ -42,7 +42,10 @@ import pytest
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+# The module fixture runs eight `airflow dags test` processes (each bounded by run_airflow's own
+# 300 s) before the first test: 230-300 s on a loaded 2-core machine, which the suite-wide 300 s
+# pytest-timeout would cut off. 1200 s is four times that, and still catches a hung run.
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 EXAMPLES = REPO / "airflow_provider_qmatic" / "example_dags"
 TENANT = "demo"
