@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -107,18 +108,31 @@ class DeadlineAdapter(HTTPAdapter):
         return manager
 
 
+class _OwnAuthorization(requests.auth.AuthBase):
+    """Leaves the Authorization header as the client wrote it (Bearer token, or Basic for tokens)."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
 def prepare_session(session: requests.Session, *, pool_size: int) -> None:
-    """Mount the deadline adapter for both schemes and make following a redirect impossible.
+    """Mount the deadline adapter for both schemes, make following a redirect impossible, and keep
+    other credentials out.
 
     ``requests`` follows a redirect wherever :meth:`~requests.Session.get_redirect_target` names
     one; this session never names one, whatever ``allow_redirects`` or ``max_redirects`` a caller
     sets, so a 3xx always comes back as the answer. (``max_redirects = 0`` cannot do this: it
     also fails the calls that do not follow.)
+
+    ``requests`` applies a session's ``auth``, or with ``trust_env`` the ``~/.netrc`` entry for the
+    host, after the headers, replacing the client's Authorization header. An ``auth`` that changes
+    nothing stops both: the header sent is always the client's.
     """
     adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.get_redirect_target = _no_redirect_target  # type: ignore[method-assign,assignment]
+    session.auth = _OwnAuthorization()
 
 
 def _no_redirect_target(response: requests.Response) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from airflow_provider_qmatic.client import BOOK, QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
@@ -79,7 +80,9 @@ def elsewhere() -> Iterator[ScriptedServer]:
         yield server
 
 
-def make_client(server: ScriptedServer, *, attempts: int = 6, **values: Any) -> QmaticClient:
+def make_client(
+    server: ScriptedServer, *, attempts: int = 6, session: requests.Session | None = None, **values: Any
+) -> QmaticClient:
     config = ClientConfig.from_values(
         client_id=CLIENT_ID,
         client_secret=SECRET,
@@ -89,7 +92,7 @@ def make_client(server: ScriptedServer, *, attempts: int = 6, **values: Any) -> 
         requests_per_minute=600000,
         **{"token_cache": "memory", **values},
     )
-    return QmaticClient(config, sleep=Sleeps(), max_attempts=attempts)
+    return QmaticClient(config, sleep=Sleeps(), max_attempts=attempts, session=session)
 
 
 def other_origin(server: ScriptedServer, path: str = "/collect") -> str:
@@ -204,6 +207,29 @@ def _echoes() -> list[Any]:
             id="base64-of-a-prefix-without-scheme",
         ),
     ]
+
+
+@pytest.mark.parametrize("planted_by", ["netrc", "session-auth"])
+def test_the_authorization_sent_is_ours_whatever_netrc_or_the_session_says(
+    origin: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted_by: str
+) -> None:
+    """requests would put ~/.netrc's entry for the host (trust_env) or a session's auth over our
+    Authorization header: the Basic value would go to the API, or a stranger's to the token URL."""
+    origin.script(TOKEN_PATH, token_reply(TOKEN))
+    origin.script(BRANCHES, Reply(200, []))
+    session = requests.Session()
+    if planted_by == "netrc":
+        netrc = tmp_path / ".netrc"
+        netrc.write_text("machine 127.0.0.1 login planted password planted-secret\n")
+        netrc.chmod(0o600)
+        monkeypatch.delenv("NETRC", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert requests.utils.get_netrc_auth(origin.base_url) == ("planted", "planted-secret")
+    else:
+        session.auth = ("planted", "planted-secret")
+    assert make_client(origin, session=session).list_branches() == []
+    sent = [(r.path.split("?")[0], r.headers.get("Authorization")) for r in origin.requests]
+    assert sent == [(TOKEN_PATH, f"Basic {BASIC}"), (BRANCHES, f"Bearer {TOKEN}")]
 
 
 @pytest.mark.parametrize(("message", "fragment"), _echoes())
