@@ -394,13 +394,17 @@ def _as_structure(value: Any, field: str) -> Any:
 
 def _read_text(text: str, field: str) -> Any:
     """A templated dict rendered to text (``render_template_as_native_obj=False``): JSON, or a repr."""
-    from airflow_provider_qmatic.exceptions import QmaticValidationError
+    from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticValidationError
 
     stripped = text.strip()
     for reader in (json.loads, ast.literal_eval):
         try:
             value = reader(stripped)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        except (RecursionError, MemoryError):
+            raise QmaticConfigError(
+                f"{field}: is nested too deeply to read; pass an object a few levels deep", field=field
+            ) from None
+        except (ValueError, SyntaxError, TypeError):
             continue
         if isinstance(value, (Mapping, list)):
             return value

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_qmatic.compat import AirflowFailException
 from airflow_provider_qmatic.exceptions import (
+    QmaticConfigError,
     QmaticConflictError,
     QmaticRateLimitError,
     QmaticServerError,
@@ -170,6 +171,13 @@ def test_customer_rendered_to_text_is_read_back(text: str, expected: Any) -> Non
 @pytest.mark.parametrize("text", ["", "Ada Lovelace", "42", "__import__('os')"])
 def test_text_that_is_no_object_is_refused(text: str) -> None:
     with pytest.raises(QmaticValidationError, match="customer: must be an object") as raised:
+        appointments._read_text(text, "customer")
+    assert raised.value.field == "customer"
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a": ' * 5_000 + "1" + "}" * 5_000, "-" * 100_000 + "1"])
+def test_text_nested_too_deeply_is_a_config_error_naming_the_argument(text: str) -> None:
+    with pytest.raises(QmaticConfigError, match="customer: is nested too deeply") as raised:
         appointments._read_text(text, "customer")
     assert raised.value.field == "customer"
 
