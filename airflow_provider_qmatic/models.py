@@ -686,14 +686,15 @@ def _xcom_value(value: Any) -> Any:
 
 
 @functools.cache
-def _field_keys(model: type[BaseModel]) -> dict[str, str]:
-    """Field name and alias -> field name, once per model (bulk jobs parse a model per row)."""
+def _field_keys(model: type[BaseModel]) -> tuple[dict[str, str], frozenset[str]]:
+    """Field name and alias -> field name, and the aliases that differ from their field's name;
+    once per model (bulk jobs parse two models per row)."""
     by_key: dict[str, str] = {}
     for field_name, info in model.model_fields.items():
         by_key[field_name] = field_name
         if info.alias:
             by_key[info.alias] = field_name
-    return by_key
+    return by_key, frozenset(key for key, name in by_key.items() if key != name)
 
 
 class _RequestModel(_Model):
@@ -712,19 +713,20 @@ class _RequestModel(_Model):
     def _normalise_input(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
-        by_key = _field_keys(cls)
-        seen: dict[str, str] = {}
-        clean: dict[Any, Any] = {}
-        for key, value in data.items():
-            name = by_key.get(key) if isinstance(key, str) else None
-            if name is not None:
+        by_key, aliases = _field_keys(cls)
+        if not aliases.isdisjoint(data):  # only a key other than the name can repeat a field
+            seen: dict[str, str] = {}
+            for key in data:
+                name = by_key.get(key) if isinstance(key, str) else None
                 if name in seen:
                     raise _Rule(f"is given twice, as {seen[name]!r} and {key!r}; keep one", field=name)
-                seen[name] = key
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    continue
-            clean[key] = value
-        return clean
+                if name is not None:
+                    seen[name] = key
+        return {
+            key: value
+            for key, value in data.items()
+            if key not in by_key or not (value is None or (isinstance(value, str) and not value.strip()))
+        }
 
     @classmethod
     def parse(cls: type[_R], data: Mapping[str, Any] | _R, *, timezone: str | tzinfo | None = None) -> _R:
