@@ -15,7 +15,7 @@ LEGACY_FORM_VENV := .venv-form-3.1
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup setup-compat test test-compat test-ui lint typecheck pytest demo docs bench dist clean
+.PHONY: setup setup-compat redis-server test test-compat test-ui lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
@@ -24,12 +24,12 @@ $(UV):
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip uv
 
 $(VENV)/.stamp-$(AIRFLOW_VERSION): pyproject.toml | $(UV)
-	$(UV) pip install --quiet --python $(PY) -e ".[sandbox,test,docs]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(UV) pip install --quiet --python $(PY) -e ".[sandbox,test,docs,redis]" "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.stamp-* && touch $@
 
 $(COMPAT_VENV)/.stamp-$(AIRFLOW_COMPAT_VERSION): pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PY) $(COMPAT_VENV)
-	$(UV) pip install --quiet --python $(COMPAT_PY) -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_COMPAT_VERSION)"
+	$(UV) pip install --quiet --python $(COMPAT_PY) -e ".[sandbox,test,redis]" "apache-airflow==$(AIRFLOW_COMPAT_VERSION)"
 	rm -f $(COMPAT_VENV)/.stamp-* && touch $@
 
 setup: $(VENV)/.stamp-$(AIRFLOW_VERSION)
@@ -42,12 +42,16 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup
+# tests/cluster start a real redis-server (Debian's package) on a free loopback port per session.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+pytest: setup redis-server
 	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-test-compat: setup-compat
+test-compat: setup-compat redis-server
 	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 # The main job on the embedded default: the sandbox, a throwaway Airflow home, the three bulk DAGs.
@@ -56,7 +60,7 @@ demo: setup
 
 # Benchmarks against the sandbox, side by side with naive baselines (about 3 minutes on 2 cores):
 # prints a table and writes benchmarks/results.md, which docs/performance.md reproduces.
-bench: setup
+bench: setup redis-server
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 docs: setup

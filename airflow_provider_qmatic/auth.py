@@ -36,7 +36,7 @@ from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_ca
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.ratelimit import Limiter
 
 SecretSink = Callable[[str], None]
 
@@ -90,7 +90,7 @@ class TokenProvider:
         session: requests.Session,
         *,
         cache: TokenCache,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         on_secret: SecretSink | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,

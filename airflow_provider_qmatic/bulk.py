@@ -459,8 +459,9 @@ class BulkRunner:
         a few threads keep the budget used while each waits for its answer.
     :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
     :param attempt: the task's try number; ``auto`` checks existing state when it is above 1.
-    :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`);
-        one per task instance. None: no journal.
+    :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`),
+        or a journal kept elsewhere (:class:`~airflow_provider_qmatic.redis_state.RedisJournal`); one
+        per task instance. None: no journal.
     :param timezone: IANA zone for row times written without an offset.
     :param logger: where progress and the summary go (the operator passes its task logger).
     :param max_rows: the most rows an input may have (default 1,000,000); more is refused before
@@ -474,7 +475,7 @@ class BulkRunner:
         concurrency: int = DEFAULT_CONCURRENCY,
         skip_existing: str | bool = "auto",
         attempt: int = 1,
-        journal_path: str | os.PathLike[str] | None = None,
+        journal_path: str | os.PathLike[str] | Journal | None = None,
         timezone: str | tzinfo | None = None,
         logger: logging.Logger | None = None,
         progress_every_seconds: float = EVERY_SECONDS,
@@ -590,7 +591,8 @@ class BulkRunner:
         counts: Counter[str] = Counter(o.status for o in outcomes)
         try:
             if self.journal_path is not None and items:
-                self._journal = Journal(self.journal_path)
+                journal = self.journal_path
+                self._journal = journal if isinstance(journal, Journal) else Journal(journal)
                 state = self._journal.open()
                 self._resume(action, state)
             outcomes.extend(self._execute(action, items, counts, total, progress))

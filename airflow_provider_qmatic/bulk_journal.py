@@ -42,7 +42,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,16 +207,24 @@ class Journal:
     # -- internals -----------------------------------------------------------------------------
 
     def _read(self, fd: int) -> JournalState:
+        return self._state(
+            (number, line) for number, line in _lines(fd) if not (number == 1 and line + b"\n" == MARKER)
+        )
+
+    def _label(self) -> str:
+        return self.path.name
+
+    def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
+        """What the numbered lines say, whatever holds them (this file, or Redis: see
+        :mod:`.redis_state`)."""
         state = JournalState()
-        for number, line in _lines(fd):
-            if number == 1 and line + b"\n" == MARKER:
-                continue
+        for number, line in lines:
             entry = _parse(line)
             if entry is None:
                 log.warning(
                     "Qmatic bulk journal %s: line %d is not a journal entry (torn by a kill, or foreign "
                     "content); skipped",
-                    self.path.name,
+                    self._label(),
                     number,
                 )
                 continue
@@ -296,7 +304,7 @@ def _lines(fd: int) -> Iterator[tuple[int, bytes]]:
         yield number + 1, rest
 
 
-def _parse(line: bytes) -> dict[str, Any] | None:
+def _parse(line: bytes | str) -> dict[str, Any] | None:
     try:
         entry = json.loads(line)
     except (ValueError, RecursionError):  # torn, foreign, or nested deeper than the parser goes

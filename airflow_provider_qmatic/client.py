@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.models import Appointment, Branch, Service, Slot
-    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -86,33 +86,53 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-def shared_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None) -> RateLimiter:
+def shared_limiter(
+    config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None, bulk: bool = False
+) -> Limiter:
     """The tenant's request budget at ``requests_per_minute``.
 
     Qmatic counts requests per tenant, so the key is the host and tenant, not the client. With the
     file token cache on (the default) every process of this user on the host draws from the same
     budget, so mapped tasks and parallel bulk jobs together stay under the limit; with
-    ``token_cache: memory`` each process paces itself alone.
+    ``credential_cache: memory`` each process paces itself alone; with ``redis`` every process of
+    every host shares one budget in Redis. A ``bulk`` budget leaves a reserve for single calls.
     """
     from airflow_provider_qmatic.ratelimit import RateLimiter
     from airflow_provider_qmatic.token_cache import default_cache_dir
 
+    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
+    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
+    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
+    # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
+    # capped (and lost) while a bulk thread is late to wake.
+    reserve = max(0.0, burst - 2.0) if bulk else 0.0
+    if config.token_cache == "redis":
+        from airflow_provider_qmatic import redis_state
+
+        return redis_state.rate_limiter(config, burst=burst, reserve=reserve)
     digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
     if config.token_cache != "file":
         shared_dir = None
     elif shared_dir is None:
         shared_dir = config.token_cache_dir or default_cache_dir()
-    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
-    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
-    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
-    return RateLimiter(config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}")
+    return RateLimiter(
+        config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}", reserve=reserve
+    )
+
+
+def _token_cache(config: ClientConfig) -> TokenCache:
+    if config.token_cache == "redis":
+        from airflow_provider_qmatic import redis_state
+
+        return redis_state.token_cache(config)
+    return FileTokenCache(config.token_cache_dir) if config.token_cache == "file" else MemoryTokenCache()
 
 
 def build_client(
     config: ClientConfig,
     *,
     on_secret: SecretSink | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     **kwargs: Any,
 ) -> QmaticClient:
     """The one way the provider builds a client: the connection's token cache, the tenant's shared
@@ -158,7 +178,7 @@ class QmaticClient:
         *,
         session: requests.Session | None = None,
         token_cache: TokenCache | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         on_secret: SecretSink | None = None,
         max_attempts: int = DEFAULT_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
@@ -180,9 +200,7 @@ class QmaticClient:
         transport.prepare_session(self.session, pool_size=pool_size)
         self.session.headers["User-Agent"] = config.user_agent or default_user_agent()
         if token_cache is None:
-            token_cache = (
-                FileTokenCache(config.token_cache_dir) if config.token_cache == "file" else MemoryTokenCache()
-            )
+            token_cache = _token_cache(config)
         self.tokens = TokenProvider(
             config, self.session, cache=token_cache, limiter=limiter, on_secret=on_secret, sleep=sleep
         )

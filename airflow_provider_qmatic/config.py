@@ -18,7 +18,8 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 REGIONS: tuple[str, ...] = ("eu-west-1", "us-east-1")
 LANGUAGES: tuple[str, ...] = ("en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es")
-TOKEN_CACHES: tuple[str, ...] = ("file", "memory")
+TOKEN_CACHES: tuple[str, ...] = ("file", "memory", "redis")
+DEFAULT_REDIS_CONN_ID = "redis_default"
 DEFAULT_LANGUAGE = "en_US"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -57,6 +58,8 @@ class ClientConfig:
     requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
     token_cache: str = "file"
     token_cache_dir: str | None = None
+    # With credential_cache "redis": the Airflow connection of the Redis shared by the whole cluster.
+    redis_conn_id: str = DEFAULT_REDIS_CONN_ID
     user_agent: str = "airflow-provider-qmatic"
 
     @property
@@ -85,6 +88,7 @@ class ClientConfig:
         requests_per_minute: Any = None,
         token_cache: str | None = None,
         token_cache_dir: str | None = None,
+        redis_conn_id: str | None = None,
         user_agent: str | None = None,
     ) -> ClientConfig:
         """Validate raw values (strings as a Connection holds them) and build the config."""
@@ -134,6 +138,7 @@ class ClientConfig:
             requests_per_minute=rpm,
             token_cache=_check_choice("credential_cache", token_cache, TOKEN_CACHES, "file"),
             token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
+            redis_conn_id=_optional_text("redis_conn_id", redis_conn_id, DEFAULT_REDIS_CONN_ID),
             user_agent=_check_user_agent(user_agent),
         )
 
@@ -211,6 +216,12 @@ def _required_text(name: str, value: Any, where: str) -> str:
     if any(ch in text for ch in "\r\n\t") or not text.isprintable():
         raise QmaticConfigError(f"{name} contains control characters: fix {where}", field=name)
     return text
+
+
+def _optional_text(name: str, value: Any, default: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return _required_text(name, value, f"the `{name}` extra")
 
 
 def _required_secret(value: Any) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_qmatic.config import LANGUAGES, REGIONS
+from airflow_provider_qmatic.config import DEFAULT_REDIS_CONN_ID, LANGUAGES, REGIONS, TOKEN_CACHES
 
 CONN_TYPE = "qmatic"
 
@@ -62,8 +62,13 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "credential_cache": (
         "Credential cache",
         "file: share tokens and the request budget between task processes on a host; "
-        "memory: per process only.",
-        {"type": ["string", "null"], "enum": ["file", "memory"], "default": "file"},
+        "memory: per process only; redis: across every host of the cluster (needs the [redis] extra).",
+        {"type": ["string", "null"], "enum": list(TOKEN_CACHES), "default": "file"},
+    ),
+    "redis_conn_id": (
+        "Redis connection",
+        "With credential cache redis: the Airflow Redis connection every worker shares.",
+        {"type": ["string", "null"], "default": DEFAULT_REDIS_CONN_ID},
     ),
 }
 
@@ -86,6 +91,7 @@ PLACEHOLDERS: dict[str, str] = {
     "timeout": "30",
     "requests_per_minute": "100",
     "credential_cache": "file",
+    "redis_conn_id": DEFAULT_REDIS_CONN_ID,
 }
 REQUIRED_MARK = " *"
 

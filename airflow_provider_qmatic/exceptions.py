@@ -128,6 +128,14 @@ class QmaticNotSentError(QmaticServerError):
     """
 
 
+class QmaticCoordinationError(QmaticNotSentError):
+    """The state shared through Redis (token cache, request budget, bulk journal) could not be used.
+
+    Raised before a request leaves, so nothing reached Qmatic; repeating later, once Redis is back,
+    is safe. Never a silent fallback to host-local state, which would overshoot the tenant's limit.
+    """
+
+
 class QmaticPayloadTooLargeError(QmaticError):
     """413: the request body is over Qmatic's 2 MB limit."""
 

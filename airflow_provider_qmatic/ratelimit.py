@@ -24,6 +24,14 @@ one request in any 60-second window, the least a limiter can allow without allow
 After a 429 the nominal rate drops (``current_rate``) and the refill scales with it, keeping the
 same ``(limit - B)/limit`` proportion.
 
+Interactive calls first
+-----------------------
+A bulk job keeps the bucket near empty, and a single booking would queue behind its threads (and
+behind every other process's). So a limiter may keep a ``reserve``: it takes a request only while
+``reserve`` more remain. The bulk runner's limiter keeps one; the single operators' does not, so they
+find up to ``reserve`` requests waiting for them and win every refill after that. Nothing is lost:
+the bucket still fills at the same rate, and the burst rule still bounds every window.
+
 Threads and processes
 ---------------------
 One :class:`RateLimiter` is shared by the threads of a process (a lock guards its state; sleeping
@@ -50,7 +58,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from airflow_provider_qmatic._private_dir import (
     SAFE_NAME,
@@ -75,6 +83,25 @@ _MAX_STATE_BYTES = 64 * 1024
 _T = TypeVar("_T")
 
 
+class Limiter(Protocol):
+    """What the client needs from a request budget: :class:`RateLimiter` on one host,
+    :class:`~airflow_provider_qmatic.redis_state.RedisRateLimiter` across a cluster."""
+
+    @property
+    def limit(self) -> float: ...
+
+    @property
+    def current_rate(self) -> float: ...
+
+    def acquire(self, n: float = 1.0) -> float: ...
+
+    def on_rate_limited(self, retry_after: float | None = None) -> None: ...
+
+    def on_success(self) -> None: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+
 @dataclass
 class _Bucket:
     """The limiter's whole state; in shared mode, the content of the ``.bucket`` file."""
@@ -95,6 +122,9 @@ class RateLimiter:
     :param burst: bucket capacity, between 1 and half the limit; default 1 (see the burst rule).
     :param shared_dir: a private directory to share the bucket through with other processes.
     :param key: names the bucket in ``shared_dir`` (letters, digits, ``_``, ``-``); one per tenant.
+    :param reserve: requests this limiter leaves in the bucket for limiters without one: the bulk
+        runner's keeps a reserve, so a single booking never queues behind a bulk job (at most
+        ``burst - 1``; 0, the default, may empty the bucket).
     :param clock: seconds, monotonic; shared between processes when ``shared_dir`` is used.
     :param sleep: how to wait; tests pass a fake that advances a fake clock.
     :param min_fraction: the rate never drops below this fraction of the limit.
@@ -110,6 +140,7 @@ class RateLimiter:
         burst: float | None = None,
         shared_dir: str | os.PathLike[str] | None = None,
         key: str = "default",
+        reserve: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         min_fraction: float = 0.1,
@@ -125,6 +156,8 @@ class RateLimiter:
             raise ValueError(
                 f"burst must be between 1 and half of requests_per_minute ({limit:g}), got {burst}"
             )
+        if not 0.0 <= reserve <= capacity - 1.0:
+            raise ValueError(f"reserve must be between 0 and burst - 1 ({capacity - 1:g}), got {reserve}")
         if not 0 < min_fraction <= 1:
             raise ValueError("min_fraction must be greater than 0 and at most 1")
         if recovery_after <= 0 or recovery_step <= 0:
@@ -133,6 +166,7 @@ class RateLimiter:
             raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self._limit = limit
         self._burst = capacity
+        self._reserve = float(reserve)
         self._paced_fraction = max(limit - capacity, limit / 2) / limit
         self._floor = min_fraction * limit
         self._recovery_after = recovery_after
@@ -166,6 +200,11 @@ class RateLimiter:
         return self._limit
 
     @property
+    def reserve(self) -> float:
+        """Requests this limiter leaves in the bucket for limiters without a reserve."""
+        return self._reserve
+
+    @property
     def current_rate(self) -> float:
         """The nominal requests per minute now in force (the limit unless 429s lowered it).
 
@@ -178,8 +217,8 @@ class RateLimiter:
 
         :param n: request cost, between 0 (exclusive) and the burst.
         """
-        if not 0 < n <= self._burst:
-            raise ValueError(f"n must be greater than 0 and at most the burst ({self._burst:g})")
+        if not 0 < n <= self._burst - self._reserve:
+            raise ValueError("n must be greater than 0 and at most the burst less the reserve")
         start = self._clock()
         while True:
             wait = self._transact(lambda bucket, now: self._take(bucket, now, n))
@@ -245,7 +284,7 @@ class RateLimiter:
         self._refill(bucket, now)
         if bucket.paused_until is not None and bucket.paused_until - now > _EARLY_S:
             return bucket.paused_until - now
-        wait = max(0.0, n - bucket.tokens) / (bucket.rate * self._paced_fraction / 60.0)
+        wait = max(0.0, n + self._reserve - bucket.tokens) / (bucket.rate * self._paced_fraction / 60.0)
         if wait > _EARLY_S:
             return wait
         bucket.tokens -= n  # a rounding shortfall stays as a tiny debt instead of being forgiven

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         Service,
         Slot,
     )
-    from airflow_provider_qmatic.ratelimit import RateLimiter
+    from airflow_provider_qmatic.ratelimit import Limiter
 
 EXTRA_NAMES = (
     "region",
@@ -45,6 +45,7 @@ EXTRA_NAMES = (
     "requests_per_minute",
     "credential_cache",
     "credential_cache_dir",
+    "redis_conn_id",
 )
 # What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
 # connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
@@ -71,11 +72,13 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     Connection fields: Login = client ID, Password = client secret; extras ``region``
     (``eu-west-1`` | ``us-east-1``), ``tenant`` (account name, sent as X-ACCOUNT), ``system_id``
     (sent as X-TENANT-ID), and optionally ``base_url`` (or Host), ``language``, ``timeout``,
-    ``requests_per_minute``, ``token_cache`` (``file`` | ``memory``).
+    ``requests_per_minute``, ``credential_cache`` (``file`` | ``memory`` | ``redis``), ``redis_conn_id``.
 
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
         task process of this user on the host (see :func:`~airflow_provider_qmatic.client.shared_limiter`).
+    :param bulk: draw from that budget as a bulk job does: leaving a reserve for single calls, so
+        they never queue behind it (the bulk operators set it).
     """
 
     conn_name_attr = "qmatic_conn_id"
@@ -87,12 +90,14 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         self,
         qmatic_conn_id: str = default_conn_name,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
+        bulk: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.qmatic_conn_id = qmatic_conn_id
         self._limiter = limiter
+        self._bulk = bulk
 
     def __repr__(self) -> str:
         return f"QmaticHook(qmatic_conn_id={self.qmatic_conn_id!r})"
@@ -123,6 +128,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             requests_per_minute=extras.get("requests_per_minute"),
             token_cache=extras.get("credential_cache"),
             token_cache_dir=extras.get("credential_cache_dir"),
+            redis_conn_id=extras.get("redis_conn_id"),
             user_agent=user_agent(),
         )
         _check_port(conn.port, config.base_url)
@@ -138,9 +144,12 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @cached_property
     def client(self) -> QmaticClient:
         """The client, built on first use and kept for the hook's life (also the bulk runner's)."""
-        from airflow_provider_qmatic.client import build_client
+        from airflow_provider_qmatic.client import build_client, shared_limiter
 
-        return build_client(self.config, limiter=self._limiter, on_secret=mask_secret)
+        limiter = self._limiter
+        if limiter is None and self._bulk:
+            limiter = shared_limiter(self.config, bulk=True)
+        return build_client(self.config, limiter=limiter, on_secret=mask_secret)
 
     def get_conn(self) -> QmaticClient:
         """Airflow's conventional accessor for the underlying client."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
@@ -24,6 +24,9 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     :param qmatic_conn_id: the Airflow connection to Qmatic Cloud (type ``qmatic``).
     """
 
+    # Bulk operators draw from the tenant's budget leaving a reserve that single calls may use.
+    bulk_budget: ClassVar[bool] = False
+
     def __init__(self, *, qmatic_conn_id: str = "qmatic_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.qmatic_conn_id = qmatic_conn_id
@@ -32,7 +35,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     def hook(self) -> QmaticHook:
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
-        return QmaticHook(qmatic_conn_id=self.qmatic_conn_id)
+        return QmaticHook(qmatic_conn_id=self.qmatic_conn_id, bulk=self.bulk_budget)
 
     @contextmanager
     def failing_fast(self) -> Iterator[None]:

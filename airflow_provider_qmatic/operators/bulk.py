@@ -24,6 +24,7 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk import BulkRunner
+    from airflow_provider_qmatic.bulk_journal import Journal
 
 # Mirrors airflow_provider_qmatic.bulk.XCOM_OUTCOMES_MAX (not imported here to keep parsing light).
 XCOM_OUTCOMES_MAX = 1000
@@ -35,6 +36,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
     The arguments are documented on ``__init__``, which the API reference merges into each public
     operator (this class is private and left out of it).
     """
+
+    bulk_budget = True
 
     action: ClassVar[str] = ""
     template_fields: Sequence[str] = (
@@ -133,12 +136,18 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
             )
             map_index = getattr(ti, "map_index", -1)
-            journal = directory / journal_name(
+            name = journal_name(
                 dag_id=ti.dag_id,
                 run_id=context.get("run_id") or ti.run_id,
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else int(map_index),
             )
+            if config.token_cache == "redis":  # a retry on another worker must find it
+                from airflow_provider_qmatic import redis_state
+
+                journal: Path | Journal = redis_state.journal(config, name)
+            else:
+                journal = directory / name
             runner = BulkRunner(
                 self.hook.client,
                 concurrency=self.concurrency,

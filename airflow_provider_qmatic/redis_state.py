@@ -1,0 +1,602 @@
+"""Cluster-wide state in Redis: one token fetch, one request budget and the bulk journals per tenant.
+
+Selected by the connection extra ``credential_cache: redis``; ``redis_conn_id`` (default
+``redis_default``) names an Airflow connection of the official Redis provider, whose
+:class:`~airflow.providers.redis.hooks.redis.RedisHook` builds the client (install the extra
+``airflow-provider-qmatic[redis]``). The three classes here implement the interfaces the host-local
+versions implement, so nothing above them knows where the state lives:
+
+- :class:`RedisTokenCache` (a :class:`~airflow_provider_qmatic.token_cache.TokenCache`): the first
+  process to miss takes a lock (``SET NX PX``), fetches and stores; the others poll until the token
+  appears. The entry's TTL is the token's usable life (``expires_in`` minus the refresh margin), so it
+  disappears before the token dies. Keys are the cache key (a SHA-256 of the identity, never the
+  secret); values are never logged. Token requests are also spaced cluster-wide (one per
+  :data:`~airflow_provider_qmatic.auth.TOKEN_ENDPOINT_INTERVAL_S` per Qmatic host).
+- :class:`RedisRateLimiter` (the :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` interface):
+  the same token bucket, burst rule, 429 pause and AIMD as the host-local limiter, run by one Lua
+  script inside Redis with Redis's own ``TIME``: atomic, no read-modify-write from a client, and the
+  hosts' clocks never matter. A missing bucket (new, or lost in a Redis restart) starts **empty**,
+  which keeps every 60-second window under the limit across the restart.
+- :class:`RedisJournal` (a :class:`~airflow_provider_qmatic.bulk_journal.Journal`): the same JSON
+  lines in a Redis list per task instance, guarded by a lease that is renewed while the attempt runs,
+  so a retry on another worker reads what the killed attempt wrote.
+
+Fair sharing: a limiter built with ``reserve`` (the bulk runner's) takes a request only if
+``reserve`` more stay in the bucket; the single operators' limiter may take those. A single booking
+therefore waits for at most its own requests' refill, never behind a bulk job's queue.
+
+Faults: Redis unreachable when a client is built raises
+:class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the address;
+there is no fallback to host-local state, which would overshoot the tenant's limit. Redis lost
+later raises :class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is
+sent (the client's retries then pause and try again; in the end the task fails retryably). Reports
+after an answer arrived (success, 429) never turn that answer into an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qmatic.bulk_journal import RETENTION_DAYS, Journal, JournalState, QmaticJournalBusyError
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticCoordinationError
+from airflow_provider_qmatic.ratelimit import BACKOFF_BASE_S, BACKOFF_CAP_S, DECREASE_FACTOR, MAX_PAUSE_S
+from airflow_provider_qmatic.token_cache import CachedToken
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from airflow_provider_qmatic.config import ClientConfig
+
+log = logging.getLogger(__name__)
+
+PREFIX = "qmatic"
+# How long a process may hold the token lock; a fetch is bounded well below this (timeouts, retries).
+TOKEN_LOCK_S = 60.0
+TOKEN_POLL_S = 0.05
+# A bucket left alone this long expires; it is then recreated empty (the conservative start).
+BUCKET_IDLE_TTL_S = 86400
+JOURNAL_LEASE_S = 30.0
+# Bounded waits on Redis itself, so a partitioned Redis fails a call instead of hanging a task.
+SOCKET_TIMEOUT_S = 5.0
+
+_clients: dict[str, tuple[Redis, str]] = {}
+_clients_lock = threading.Lock()
+
+
+def redis_for(redis_conn_id: str) -> tuple[Redis, str]:
+    """The process's Redis client for ``redis_conn_id`` and its ``host:port``, checked with ``PING``.
+
+    Built once per process through the Redis provider's ``RedisHook``; raises QmaticConfigError
+    naming the connection id and the address if the provider is missing or Redis does not answer.
+    """
+    with _clients_lock:
+        found = _clients.get(redis_conn_id)
+        if found is not None:
+            return found
+        try:
+            from airflow.providers.redis.hooks.redis import RedisHook
+            from redis.exceptions import RedisError
+        except ImportError:
+            raise QmaticConfigError(
+                "credential_cache 'redis' needs the Redis provider: install "
+                "airflow-provider-qmatic[redis] (apache-airflow-providers-redis) on every worker",
+                field="credential_cache",
+            ) from None
+        hook = RedisHook(redis_conn_id=redis_conn_id)
+        try:
+            client = hook.get_conn()
+        except Exception as exc:  # the connection is missing or malformed: Airflow's own error types
+            raise QmaticConfigError(
+                f"credential_cache is 'redis' but the Redis connection {redis_conn_id!r} cannot be "
+                f"used ({type(exc).__name__}): create it, or set the `redis_conn_id` extra",
+                field="redis_conn_id",
+            ) from None
+        address = f"{hook.host or 'localhost'}:{hook.port or 6379}"
+        # RedisHook sets no socket timeouts; without them a partitioned Redis would hang a task.
+        kwargs = client.connection_pool.connection_kwargs
+        kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+        kwargs.setdefault("socket_connect_timeout", SOCKET_TIMEOUT_S)
+        if kwargs.get("socket_timeout") is None:
+            kwargs["socket_timeout"] = SOCKET_TIMEOUT_S
+        if kwargs.get("socket_connect_timeout") is None:
+            kwargs["socket_connect_timeout"] = SOCKET_TIMEOUT_S
+        try:
+            client.ping()
+        except RedisError as exc:
+            raise QmaticConfigError(
+                f"credential_cache is 'redis' but Redis of connection {redis_conn_id!r} at {address} does "
+                f"not answer ({type(exc).__name__}); start it or fix the `redis_conn_id` extra. There is "
+                "no fallback to host-local state: it would overshoot the tenant's limit",
+                field="redis_conn_id",
+            ) from None
+        _clients[redis_conn_id] = (client, address)
+        return client, address
+
+
+@contextmanager
+def _redis_call(conn_id: str, address: str, what: str) -> Iterator[None]:
+    """Turn a lost Redis into QmaticCoordinationError (retryable: nothing was sent to Qmatic)."""
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except RedisError as exc:
+        raise QmaticCoordinationError(
+            f"Redis of connection {conn_id!r} at {address} failed during {what} ({type(exc).__name__}); "
+            "nothing was sent to Qmatic, the task may be retried once Redis is back"
+        ) from None
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(["qmatic-redis-v1", *parts]).encode()).hexdigest()[:32]
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+# KEYS[1] lock; ARGV[1] owner. Deletes the lock only if this process still owns it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1] token entry; ARGV[1] the dead token. Deletes the entry only if it still holds that token.
+_INVALIDATE = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['access_token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1] next free moment of the token endpoint; ARGV[1] interval (s). Books a moment, returns the
+# seconds to wait for it (as text: Lua numbers come back from Redis as integers).
+_SPACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval = tonumber(ARGV[1])
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if start > now + 300 then start = now end
+local ttl = math.ceil((start + interval - now) * 1000) + 1000
+redis.call('SET', KEYS[1], tostring(start + interval), 'PX', ttl)
+return tostring(start - now)
+"""
+
+
+class RedisTokenCache:
+    """Tokens shared by every process on every host (see the module documentation).
+
+    :param client: a Redis client (from :func:`redis_for`).
+    :param spacing_key: names the Qmatic host whose token endpoint is spaced cluster-wide.
+    :param spacing_s: the least time between two token requests to that host.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        conn_id: str,
+        address: str,
+        spacing_key: str,
+        spacing_s: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._redis = client
+        self._conn_id = conn_id
+        self._address = address
+        self._spacing_key = f"{PREFIX}:tokspace:{{{spacing_key}}}"
+        self._spacing_s = spacing_s
+        self._sleep = sleep
+        self._release = client.register_script(_RELEASE)
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._space = client.register_script(_SPACE)
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RedisTokenCache(redis_conn_id={self._conn_id!r}, address={self._address!r})"
+
+    def get_or_fetch(
+        self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
+    ) -> tuple[CachedToken, bool]:
+        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.get_or_fetch`."""
+        entry, lock = f"{PREFIX}:token:{{{key}}}", f"{PREFIX}:token:{{{key}}}:lock"
+        owner = secrets.token_hex(16)
+        with self._thread_lock(key), _redis_call(self._conn_id, self._address, "the token cache look-up"):
+            while True:
+                cached = _parse_token(self._redis.get(entry))
+                if cached is not None and cached.ttl() > min_ttl:
+                    return cached, False
+                if self._redis.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
+                    break
+                self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
+            try:
+                cached = _parse_token(self._redis.get(entry))  # stored between our miss and our lock
+                if cached is not None and cached.ttl() > min_ttl:
+                    return cached, False
+                wait = float(self._space(keys=[self._spacing_key], args=[self._spacing_s]))
+                if wait > 0:
+                    self._sleep(wait)
+                token = fetch()
+                ttl_ms = int(token.ttl() * 1000)
+                if ttl_ms > 0:
+                    value = json.dumps({"access_token": token.access_token, "expires_at": token.expires_at})
+                    self._redis.set(entry, value, px=ttl_ms)
+                return token, True
+            finally:
+                self._release(keys=[lock], args=[owner])
+
+    def invalidate(self, key: str, access_token: str) -> None:
+        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.invalidate`."""
+        with _redis_call(self._conn_id, self._address, "dropping a refused token"):
+            self._invalidate(keys=[f"{PREFIX}:token:{{{key}}}"], args=[access_token])
+
+    def _thread_lock(self, key: str) -> threading.Lock:
+        # Threads of this process queue here instead of all polling Redis.
+        with self._guard:
+            return self._thread_locks.setdefault(key, threading.Lock())
+
+
+def _parse_token(raw: bytes | str | None) -> CachedToken | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        token, expires_at = data["access_token"], float(data["expires_at"])
+    except (ValueError, TypeError, KeyError):
+        return None  # foreign or damaged content: a miss, overwritten by the next fetch
+    if not isinstance(token, str) or not token or not math.isfinite(expires_at):
+        return None
+    return CachedToken(access_token=token, expires_at=expires_at)
+
+
+# -- the request budget --------------------------------------------------------------------------
+
+# The host-local RateLimiter's bucket, run inside Redis. KEYS[1]: the tenant's bucket (a hash).
+# ARGV: op (take | 429 | ok | rate), limit, burst, paced fraction, floor, n, reserve, retry_after
+# (negative: none), jitter in [0, 1), recovery_after, recovery_step, idle TTL (ms).
+# Returns {wait seconds, nominal rate} as text.
+_BUCKET = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local op = ARGV[1]
+local limit, burst, frac, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local s = redis.call('HMGET', KEYS[1], 'tokens', 'updated', 'rate', 'quiet', 'paused', 'c429')
+local tokens, updated, rate, quiet, paused, c429
+if s[1] then
+  tokens, updated, rate = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  quiet, paused, c429 = tonumber(s[4]), tonumber(s[5]), tonumber(s[6])
+else
+  -- A new budget, or one Redis lost: start empty, so no window spanning the loss can overshoot.
+  tokens, updated, rate, quiet, paused, c429 = 0, now, limit, now, 0, 0
+end
+if updated > now then updated = now end
+rate = math.min(math.max(rate, floor), limit)
+tokens = math.min(math.max(tokens, -1), burst)
+if paused > now + {MAX_PAUSE_S} then paused = now + {MAX_PAUSE_S} end
+local start = math.max(updated, paused)
+if now > start then tokens = math.min(burst, tokens + (now - start) * rate * frac / 60) end
+updated = now
+local wait = 0
+if op == 'take' then
+  local n, reserve = tonumber(ARGV[6]), tonumber(ARGV[7])
+  if paused - now > 1e-6 then
+    wait = paused - now
+  else
+    local short = n + reserve - tokens
+    if short > 1e-6 then wait = short / (rate * frac / 60) else tokens = tokens - n end
+  end
+elseif op == '429' then
+  if paused <= now then
+    c429 = c429 + 1
+    rate = math.max(floor, rate * {DECREASE_FACTOR})
+  end
+  local delay = tonumber(ARGV[8])
+  if delay < 0 then
+    delay = tonumber(ARGV[9]) * math.min({BACKOFF_CAP_S}, {BACKOFF_BASE_S} * 2 ^ math.min(c429 - 1, 32))
+  end
+  delay = math.min(delay, {MAX_PAUSE_S})
+  tokens = 0
+  quiet = now
+  paused = math.max(now + delay, paused)
+elseif op == 'ok' then
+  c429 = 0
+  if rate < limit then
+    local periods = math.floor((now - quiet) / tonumber(ARGV[10]))
+    if periods >= 1 then
+      rate = math.min(limit, rate + periods * tonumber(ARGV[11]))
+      quiet = quiet + periods * tonumber(ARGV[10])
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(updated), 'rate', tostring(rate),
+  'quiet', tostring(quiet), 'paused', tostring(paused), 'c429', tostring(c429))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[12]))
+return {{tostring(wait), tostring(rate)}}
+"""
+
+
+class RedisRateLimiter:
+    """The tenant's request budget in Redis, shared by every process on every host.
+
+    Same parameters and semantics as :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` (burst
+    rule, 429 pause with full-jitter backoff or ``Retry-After``, multiplicative cut, additive
+    recovery), plus ``reserve``: requests this limiter leaves in the bucket for callers without a
+    reserve (see the module documentation).
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        requests_per_minute: float,
+        *,
+        key: str,
+        conn_id: str,
+        address: str,
+        burst: float = 1.0,
+        reserve: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        min_fraction: float = 0.1,
+        recovery_after: float = 30.0,
+        recovery_step: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        limit = float(requests_per_minute)
+        if not (math.isfinite(limit) and limit > 0):
+            raise ValueError("requests_per_minute must be a positive number")
+        if not 1.0 <= burst <= max(1.0, limit / 2):
+            raise ValueError(f"burst must be between 1 and half of requests_per_minute ({limit:g})")
+        if not 0.0 <= reserve <= burst - 1.0:
+            raise ValueError(f"reserve must be between 0 and burst - 1 ({burst - 1:g})")
+        self._redis = client
+        self._limit = limit
+        self._burst = float(burst)
+        self._reserve = float(reserve)
+        self._paced_fraction = max(limit - burst, limit / 2) / limit
+        self._floor = min_fraction * limit
+        self._recovery = (recovery_after, recovery_step * limit)
+        self._key = f"{PREFIX}:budget:{{{key}}}"
+        self._conn_id = conn_id
+        self._address = address
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._script = client.register_script(_BUCKET)
+        self._lock = threading.Lock()
+        self._rate = limit  # the nominal rate last seen in Redis
+        self._acquired = 0.0
+        self._waited_s = 0.0
+        self._rate_limited_events = 0
+
+    def __repr__(self) -> str:
+        return f"RedisRateLimiter(limit={self._limit:g}, reserve={self._reserve:g}, at={self._address!r})"
+
+    @property
+    def limit(self) -> float:
+        """The configured limit, requests per minute."""
+        return self._limit
+
+    @property
+    def reserve(self) -> float:
+        """Requests this limiter leaves in the bucket for callers without a reserve."""
+        return self._reserve
+
+    @property
+    def current_rate(self) -> float:
+        """The nominal rate now in force cluster-wide (the last value seen if Redis is unreachable)."""
+        with suppress(QmaticCoordinationError):
+            self._run("rate")
+        return self._rate
+
+    def acquire(self, n: float = 1.0) -> float:
+        """Block until n requests may be sent; returns seconds waited. Raises
+        QmaticCoordinationError if Redis is lost (nothing is sent then)."""
+        if not 0 < n <= self._burst - self._reserve:
+            raise ValueError("n must be greater than 0 and at most the burst less the reserve")
+        start = time.monotonic()
+        while True:
+            wait = self._run("take", n=n)
+            if wait <= 0:
+                break
+            self._sleep(wait)
+        waited = time.monotonic() - start
+        with self._lock:
+            self._acquired += n
+            self._waited_s += waited
+        return waited
+
+    def on_rate_limited(self, retry_after: float | None = None) -> None:
+        """A 429: the whole cluster pauses, the bucket empties and the rate halves (see RateLimiter)."""
+        with self._lock:
+            self._rate_limited_events += 1
+        self._report("429", retry_after=-1.0 if retry_after is None else max(0.0, retry_after))
+
+    def on_success(self) -> None:
+        """A request got through: the cluster's rate climbs back after quiet periods."""
+        if self._rate < self._limit:
+            self._report("ok")
+
+    def stats(self) -> dict[str, float]:
+        """This process's counters, and the cluster's current rate."""
+        rate = self.current_rate
+        with self._lock:
+            return {
+                "acquired": self._acquired,
+                "waited_s": self._waited_s,
+                "rate_limited_events": float(self._rate_limited_events),
+                "current_rate": rate,
+            }
+
+    def _report(self, op: str, *, retry_after: float = -1.0) -> None:
+        # An answer has arrived; losing Redis now must not turn it into an error.
+        try:
+            self._run(op, retry_after=retry_after)
+        except QmaticCoordinationError as exc:
+            log.warning("Qmatic request budget: %s", exc.message)
+
+    def _run(self, op: str, *, n: float = 1.0, retry_after: float = -1.0) -> float:
+        recovery_after, recovery_step = self._recovery
+        with _redis_call(self._conn_id, self._address, "the request budget"):
+            wait, rate = self._script(
+                keys=[self._key],
+                args=[
+                    op,
+                    self._limit,
+                    self._burst,
+                    self._paced_fraction,
+                    self._floor,
+                    n,
+                    self._reserve,
+                    retry_after,
+                    self._rng.random(),
+                    recovery_after,
+                    recovery_step,
+                    BUCKET_IDLE_TTL_S * 1000,
+                ],
+            )
+        self._rate = float(rate)
+        return float(wait)
+
+
+# -- the bulk journal ----------------------------------------------------------------------------
+
+# KEYS[1] lease, KEYS[2] list; ARGV[1] owner, ARGV[2] line, ARGV[3] list TTL (ms). Appends only while
+# this attempt holds the lease, so an attempt that lost it can never write over its successor.
+_APPEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 1
+"""
+# KEYS[1] lease; ARGV[1] owner, ARGV[2] lease (ms).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return 0
+"""
+
+
+class RedisJournal(Journal):
+    """A bulk journal in a Redis list, readable by a retry on any worker.
+
+    The lines and their meaning are those of :class:`~airflow_provider_qmatic.bulk_journal.Journal`;
+    only the storage differs. A lease (``SET NX PX``, renewed by a thread every third of its life)
+    stands for the file lock: a second attempt of the same task instance while the first still runs
+    fails fast and retryably; a killed attempt's lease runs out within :data:`JOURNAL_LEASE_S`.
+    Every append is checked against the lease inside Redis. The list expires
+    :data:`~airflow_provider_qmatic.bulk_journal.RETENTION_DAYS` after its last append.
+    """
+
+    def __init__(self, client: Redis, name: str, *, conn_id: str, address: str) -> None:
+        self.name = name
+        self._redis = client
+        self._list = f"{PREFIX}:journal:{{{_digest(name)}}}"
+        self._lease = f"{self._list}:lease"
+        self._conn_id = conn_id
+        self._address = address
+        self._owner = secrets.token_hex(16)
+        self._append_script = client.register_script(_APPEND)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+        self._open = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisJournal({self.name!r}, address={self._address!r})"
+
+    def open(self) -> JournalState:
+        """Take the lease and read what earlier attempts wrote."""
+        with _redis_call(self._conn_id, self._address, "opening the bulk journal"):
+            if not self._redis.set(self._lease, self._owner, nx=True, px=int(JOURNAL_LEASE_S * 1000)):
+                raise QmaticJournalBusyError(
+                    f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
+                    f"is still running (its lease ends within {JOURNAL_LEASE_S:.0f} s of its death)"
+                )
+            lines = self._redis.lrange(self._list, 0, -1)
+        self._open = True
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, name="qmatic-journal-lease", daemon=True)
+        self._renewer.start()
+        return self._state(enumerate(lines, 1))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            with _redis_call(self._conn_id, self._address, "closing the bulk journal"):
+                self._release_script(keys=[self._lease], args=[self._owner])
+        except QmaticCoordinationError as exc:  # the lease then runs out by itself
+            log.warning("Qmatic bulk journal: %s", exc.message)
+
+    def _label(self) -> str:
+        return self.name
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, separators=(",", ":"))
+        with _redis_call(self._conn_id, self._address, "writing the bulk journal"):
+            written = self._append_script(
+                keys=[self._lease, self._list],
+                args=[self._owner, line, RETENTION_DAYS * 86400 * 1000],
+            )
+        if not written:
+            raise QmaticJournalBusyError(
+                f"this attempt lost the lease on the bulk journal {self.name} in Redis; stopping so that "
+                "only one attempt writes it"
+            )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(JOURNAL_LEASE_S / 3):
+            try:
+                with _redis_call(self._conn_id, self._address, "renewing the bulk journal lease"):
+                    self._renew_script(keys=[self._lease], args=[self._owner, int(JOURNAL_LEASE_S * 1000)])
+            except QmaticCoordinationError as exc:  # the next append reports it
+                log.warning("Qmatic bulk journal: %s", exc.message)
+
+
+# -- building them from a connection -------------------------------------------------------------
+
+
+def budget_key(config: ClientConfig) -> str:
+    """One budget per Qmatic host and tenant (Qmatic counts per tenant)."""
+    return _digest("budget", config.base_url, config.tenant)
+
+
+def token_cache(config: ClientConfig) -> RedisTokenCache:
+    from airflow_provider_qmatic.auth import TOKEN_ENDPOINT_INTERVAL_S
+
+    client, address = redis_for(config.redis_conn_id)
+    return RedisTokenCache(
+        client,
+        conn_id=config.redis_conn_id,
+        address=address,
+        spacing_key=_digest("token-endpoint", config.base_url),
+        spacing_s=TOKEN_ENDPOINT_INTERVAL_S,
+    )
+
+
+def rate_limiter(config: ClientConfig, *, burst: float, reserve: float) -> RedisRateLimiter:
+    client, address = redis_for(config.redis_conn_id)
+    return RedisRateLimiter(
+        client,
+        config.requests_per_minute,
+        key=budget_key(config),
+        conn_id=config.redis_conn_id,
+        address=address,
+        burst=burst,
+        reserve=reserve,
+    )
+
+
+def journal(config: ClientConfig, name: str) -> RedisJournal:
+    client, address = redis_for(config.redis_conn_id)
+    return RedisJournal(client, name, conn_id=config.redis_conn_id, address=address)
