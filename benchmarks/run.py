@@ -1,7 +1,7 @@
 """Entry point of ``make bench``: run every benchmark, print one markdown table, write results.md.
 
 Usage: ``python -m benchmarks.run [--only NAME ...] [--output PATH]``; names: tokens, bulk,
-overhead, parse, memory, resume. See the package docstring (``benchmarks/__init__.py``) and
+overhead, parse, memory, resume, cluster. See the package docstring (``benchmarks/__init__.py``) and
 ``docs/performance.md``.
 """
 
@@ -14,7 +14,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import bulk_throughput, client_overhead, memory, parse_cost, resume_cost, token_stampede
+from benchmarks import (
+    bulk_throughput,
+    client_overhead,
+    cluster,
+    memory,
+    parse_cost,
+    resume_cost,
+    token_stampede,
+)
 from benchmarks.common import Section, machine
 
 BENCHMARKS: dict[str, Callable[[], Section]] = {
@@ -24,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[], Section]] = {
     "parse": parse_cost.run,
     "memory": memory.run,
     "resume": resume_cost.run,
+    "cluster": cluster.run,
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 

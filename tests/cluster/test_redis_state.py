@@ -1,0 +1,294 @@
+"""The Redis backends against a real redis-server: the connection, the token cache, the budget, the
+journal, and what each does when Redis is missing, lost or restarted empty."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from airflow_provider_qmatic import redis_state
+from airflow_provider_qmatic.bulk_journal import DONE, RESERVED, QmaticJournalBusyError
+from airflow_provider_qmatic.client import BOOK, QmaticClient, shared_limiter
+from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticCoordinationError
+from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.sandbox import SandboxServer
+from benchmarks.cluster import RedisServer, free_port
+
+from .conftest import config_values, redis_config
+
+CHILD = Path(__file__).resolve().parent.parent / "bulk" / "bulk_child.py"
+
+
+def _raw(server: RedisServer) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port)
+
+
+# -- the connection ----------------------------------------------------------------------------
+
+
+def test_config_reads_redis_choice_and_conn_id_with_its_default() -> None:
+    base = {"client_id": "c", "client_secret": "s", "tenant": "t", "region": "eu-west-1"}
+    assert ClientConfig.from_values(**base, token_cache="redis").redis_conn_id == "redis_default"
+    config = ClientConfig.from_values(**base, token_cache="Redis", redis_conn_id=" cluster_redis ")
+    assert (config.token_cache, config.redis_conn_id) == ("redis", "cluster_redis")
+    with pytest.raises(QmaticConfigError) as caught:
+        ClientConfig.from_values(**base, redis_conn_id="a\nb")
+    assert caught.value.field == "redis_conn_id"
+
+
+def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
+    from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+    extra = {"tenant": "t", "region": "eu-west-1", "credential_cache": "redis"}
+    extra["redis_conn_id"] = redis_server.conn_id
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_QMATIC_REDIS",
+        json.dumps({"conn_type": "qmatic", "login": "c", "password": "s", "extra": extra}),
+    )
+    config = QmaticHook("qmatic_redis").config
+    assert (config.token_cache, config.redis_conn_id) == ("redis", redis_server.conn_id)
+
+
+def test_connection_form_offers_redis() -> None:
+    from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
+
+    assert "redis" in EXTRA_FIELDS["credential_cache"][2]["enum"]
+    assert EXTRA_FIELDS["redis_conn_id"][2]["default"] == "redis_default"
+    assert PLACEHOLDERS["redis_conn_id"] == "redis_default"
+
+
+def test_unreachable_redis_at_start_names_the_connection_and_address(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEAD_REDIS", f"redis://127.0.0.1:{port}/0")
+    config = redis_config(sandbox, tmp_path / "tokens", "qmatic_dead_redis")
+    for build in (lambda: QmaticClient(config), lambda: shared_limiter(config, bulk=True)):
+        with pytest.raises(QmaticConfigError) as caught:
+            build()
+        message = str(caught.value)
+        assert caught.value.field == "redis_conn_id"
+        assert "'qmatic_dead_redis'" in message
+        assert f"127.0.0.1:{port}" in message
+        assert "no fallback" in message
+    assert sandbox.stats()["token_requests"] == 0
+    assert sandbox.stats()["api_requests"] == 0
+
+
+def test_missing_redis_connection_is_a_config_error(sandbox: SandboxServer, tmp_path: Path) -> None:
+    with pytest.raises(QmaticConfigError) as caught:
+        QmaticClient(redis_config(sandbox, tmp_path / "tokens", "qmatic_no_such_connection"))
+    assert caught.value.field == "redis_conn_id"
+    assert "'qmatic_no_such_connection'" in str(caught.value)
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+def test_one_token_fetch_for_many_processes_and_hosts(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six processes, each with its own credential cache directory (six hosts), start together."""
+    sandbox.configure(latency_ms=200)  # a slow token endpoint: the others must wait, not fetch
+    children = []
+    for i in range(6):
+        values = config_values(redis_config(sandbox, tmp_path / f"host{i}", redis_server.conn_id))
+        args = json.dumps({"config": values})
+        children.append(
+            subprocess.Popen(
+                [sys.executable, str(CHILD), "one_call", args], stdout=subprocess.PIPE, text=True
+            )
+        )
+    fetched = []
+    for child in children:
+        out, _ = child.communicate(timeout=240)
+        assert child.returncode == 0
+        fetched.append(json.loads(out.strip().splitlines()[-1])["token_requests"])
+    assert sorted(fetched) == [0, 0, 0, 0, 0, 1]
+    stats = sandbox.stats()
+    assert stats["token_requests"] == 1
+    assert stats["rate_limited"]["token"] == 0
+
+    # Key names hold hashes only; the one token entry expires before the token does.
+    raw = _raw(redis_server)
+    keys = [k.decode() for k in raw.keys("*")]
+    config = redis_config(sandbox, tmp_path / "x", redis_server.conn_id)
+    for key in keys:
+        for secret in (config.client_id, config.client_secret, config.tenant, config.base_url):
+            assert secret not in key
+    [entry] = [k for k in keys if k.startswith("qmatic:token:") and not k.endswith(":lock")]
+    token = json.loads(raw.get(entry))["access_token"]
+    assert token not in " ".join(keys)
+    assert 0 < raw.pttl(entry) <= (3600 - 300) * 1000  # the sandbox's hour, less the refresh margin
+    assert token not in caplog.text
+
+
+def test_refused_token_is_dropped_cluster_wide_but_a_newer_one_is_kept(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
+    second = QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id))
+    token = first.tokens.token(BOOK)
+    assert second.tokens.token(BOOK) == token
+    first.tokens.invalidate(BOOK, token)
+    renewed = second.tokens.token(BOOK)  # second's own memory still has it; drop that too
+    second.tokens.invalidate(BOOK, renewed)
+    fresh = second.tokens.token(BOOK)
+    assert fresh != token
+    first.tokens.invalidate(BOOK, token)  # a stale invalidation must not drop the newer token
+    third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
+    assert third.tokens.token(BOOK) == fresh
+    assert sandbox.stats()["token_requests"] == 2
+
+
+def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id), max_attempts=2)
+    redis_server.stop()
+    with pytest.raises(QmaticCoordinationError) as caught:
+        client.call("list_branches", BOOK)
+    assert caught.value.retryable
+    assert redis_server.conn_id in str(caught.value)
+    assert sandbox.stats()["token_requests"] == 0
+    assert sandbox.stats()["api_requests"] == 0
+
+
+# -- the budget --------------------------------------------------------------------------------
+
+
+def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> redis_state.RedisRateLimiter:
+    client, address = redis_state.redis_for(server.conn_id)
+    return redis_state.RedisRateLimiter(
+        client, rpm, key="test-budget", conn_id=server.conn_id, address=address, **kwargs
+    )
+
+
+def test_budget_starts_empty_and_restarts_empty_after_redis_loses_it(redis_server: RedisServer) -> None:
+    limiter = _limiter(redis_server, 600, burst=5)  # 9.9 a second once paced
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.acquire()
+    # A full bucket would have let five through at once; an empty one paces them (~0.5 s).
+    assert time.monotonic() - started >= 0.4
+    redis_server.stop()
+    with pytest.raises(QmaticCoordinationError):
+        limiter.acquire()
+    redis_server.start()
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.acquire()
+    assert time.monotonic() - started >= 0.4
+
+
+def test_a_429_pauses_every_process_and_halves_the_shared_rate(redis_server: RedisServer) -> None:
+    one, other = _limiter(redis_server, 600, burst=5), _limiter(redis_server, 600, burst=5)
+    one.acquire()
+    one.on_rate_limited(1.0)
+    assert other.current_rate == 300
+    started = time.monotonic()
+    other.acquire()
+    assert time.monotonic() - started >= 0.9
+    # Reports after an answer arrived never raise, even with Redis gone.
+    redis_server.stop()
+    one.on_rate_limited(None)
+    one.on_success()
+
+
+def test_reports_after_an_answer_survive_a_lost_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = _limiter(redis_server, 600, burst=5)
+    limiter.on_rate_limited(0.0)
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING):
+        limiter.on_success()
+    assert "request budget" in caplog.text
+    assert limiter.current_rate == 300  # the last value seen
+
+
+@pytest.mark.parametrize("where", ["host", "redis"])
+def test_single_calls_do_not_queue_behind_bulk(where: str, tmp_path: Path, redis_server: RedisServer) -> None:
+    """Eight bulk threads saturate a 120/min budget (one request every half second); a single
+    booking's three requests still go through at once, from the reserve bulk may not touch."""
+    if where == "host":
+        shared = tmp_path / "budget"
+
+        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+            return RateLimiter(120, burst=5, reserve=reserve, shared_dir=shared, key="fair")
+    else:
+
+        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+            return _limiter(redis_server, 120, burst=5, reserve=reserve)
+
+    bulk, single = make(3), make(0)
+    stop = threading.Event()
+    taken = [0]
+
+    def saturate() -> None:
+        while not stop.is_set():
+            bulk.acquire()
+            taken[0] += 1
+
+    threads = [threading.Thread(target=saturate, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(4.0)  # the reserve fills, bulk runs at the pace
+        before = taken[0]
+        assert before >= 2
+        started = time.monotonic()
+        for _ in range(3):
+            single.acquire()
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+    # Behind eight bulk threads without a reserve, three requests would take about 3 * 8 * 0.5 s.
+    assert waited < 1.5, waited
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+# -- the journal -------------------------------------------------------------------------------
+
+
+def test_journal_in_redis_is_read_by_another_worker_and_leased(redis_server: RedisServer) -> None:
+    client, address = redis_state.redis_for(redis_server.conn_id)
+    first = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    assert first.open().entries == 0
+    first.record(RESERVED, fingerprint="f1", row=1, reservation_id="r1")
+    first.record(DONE, fingerprint="f1", row=1, reservation_id="r1", appointment_id="a1")
+    first.record(RESERVED, fingerprint="f2", row=2, reservation_id="r2")
+    second = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    with pytest.raises(QmaticJournalBusyError) as caught:  # the first attempt still runs
+        second.open()
+    assert caught.value.retryable
+    first.close()
+    state = second.open()
+    assert state.done == {"f1": "a1"}
+    assert set(state.open_reservations) == {"r2"}
+    second.close()
+    # Nothing personal or secret in Redis: hashes, row numbers and Qmatic ids only.
+    assert all(k.startswith(b"qmatic:journal:{") for k in _raw(redis_server).keys("qmatic:journal:*"))
+
+
+def test_journal_append_refused_once_the_lease_is_lost(redis_server: RedisServer) -> None:
+    client, address = redis_state.redis_for(redis_server.conn_id)
+    journal = redis_state.RedisJournal(client, "task-2.jsonl", conn_id=redis_server.conn_id, address=address)
+    journal.open()
+    redis_server.stop()
+    with pytest.raises(QmaticCoordinationError):
+        journal.record(RESERVED, fingerprint="f", row=1, reservation_id="r")
+    redis_server.start()  # restarted empty: the lease is gone, so this attempt may no longer write
+    with pytest.raises(QmaticJournalBusyError):
+        journal.record(RESERVED, fingerprint="f", row=1, reservation_id="r")
+    journal.close()
