@@ -69,7 +69,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import Journal, JournalState
+from airflow_provider_qmatic.bulk_journal import Journal, JournalState, QmaticJournalBusyError
 from airflow_provider_qmatic.bulk_progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
@@ -80,6 +80,7 @@ from airflow_provider_qmatic.bulk_progress import (
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticConfigError,
+    QmaticCoordinationError,
     QmaticError,
     QmaticForbiddenError,
     QmaticServerError,
@@ -769,6 +770,13 @@ class BulkRunner:
                 self._stop.set()
                 self.log.error("Qmatic bulk: stopping the run, no row can succeed: %s", text)
                 outcome = RowOutcome(item.row, FAILED, item.appointment_id, text)
+            except (QmaticCoordinationError, QmaticJournalBusyError) as exc:
+                # Redis (budget, tokens, journal) is gone, or another attempt owns the journal: every
+                # row would wait and fail alike. Stop; the rows left fail retryably for Airflow's retry.
+                text = describe_error(events.step, exc)
+                self._stop.set()
+                self.log.error("Qmatic bulk: stopping the run until a retry: %s", text)
+                outcome = RowOutcome(item.row, FAILED, item.appointment_id, text, True)
             except QmaticError as exc:
                 # A retry can help only if the error says so and, for a write that reserves, the
                 # row has reserves left in its budget (the journal carries it to the next attempt).

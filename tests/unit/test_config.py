@@ -75,7 +75,7 @@ def test_secret_not_in_repr_and_fingerprint_changes_with_secret() -> None:
         ({"requests_per_minute": "fast"}, "requests_per_minute", "number"),
         ({"requests_per_minute": 0}, "requests_per_minute", "at least 1"),
         ({"language": "sv_SE"}, "language", "en_US"),
-        ({"token_cache": "redis"}, "credential_cache", "file"),
+        ({"token_cache": "etcd"}, "credential_cache", "redis"),
         ({"system_id": "has space"}, "system_id", "system id"),
     ],
 )
