@@ -22,7 +22,9 @@ Qmatic ids; no personal data.
 The journal is **host-local**: it lives under a private directory (owner-only 0700, files 0600, no
 symlinks; the checks of the token cache) on the worker that ran the attempt. A retry on another host
 does not see it; there, ``skip_existing`` (on by default for retries) still prevents double
-bookings, and a reservation left by the killed attempt simply expires after its hold.
+bookings, and a reservation left by the killed attempt simply expires after its hold. With
+``credential_cache: redis`` the same lines live in Redis instead
+(:class:`~airflow_provider_qmatic.redis_state.RedisJournal`), where a retry on any worker reads them.
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
