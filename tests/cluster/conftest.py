@@ -37,9 +37,9 @@ def redis_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
 @pytest.fixture
 def sandbox(qmatic_sandbox: SandboxServer) -> SandboxServer:
     """The session sandbox, reset, with Qmatic's limit shape scaled to 600 requests a minute: a bucket
-    of 5 (a client that overshoots the shared budget is refused at once) and tokens at 1 per second."""
+    of 8 (a client that overshoots the shared budget is refused within a second; the client keeps 5, leaving room for jitter) and tokens at 1 per second."""
     qmatic_sandbox.configure(
-        slot_capacity=1000, requests_per_minute=600, api_burst=5, token_requests_per_second=1.0
+        slot_capacity=1000, requests_per_minute=600, api_burst=8, token_requests_per_second=1.0
     )
     return qmatic_sandbox
 

@@ -2,7 +2,7 @@
 bulk jobs against the sandbox at Qmatic's limit shape scaled to 600 requests a minute, sharing one
 budget, one token and the bulk journals through a real Redis; and Redis restarted or lost mid-run.
 
-The sandbox's bucket holds only 5 requests, so any overshoot of the shared budget shows as a 429.
+The sandbox's bucket holds only 8 requests, so any overshoot of the shared budget shows as a 429.
 """
 
 from __future__ import annotations
