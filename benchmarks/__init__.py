@@ -3,7 +3,7 @@
 Run them all with ``make bench`` (``.venv/bin/python -m benchmarks.run``); the table is printed and
 written to ``benchmarks/results.md``. ``docs/performance.md`` explains each figure and its baseline.
 One benchmark alone: ``python -m benchmarks.run --only tokens`` (names: tokens, bulk, overhead,
-parse, memory, resume).
+parse, memory, resume, cluster).
 
 Every benchmark talks to the local sandbox in a separate process (``python -m
 airflow_provider_qmatic.sandbox``), so the server's CPU is never counted as the client's, and every
@@ -23,4 +23,9 @@ count of requests is the sandbox's own (``/_sandbox/stats``):
   full runs on 1,000 rows vs 100.
 * ``resume``   -- requests per booked row of a clean bulk booking, and of one SIGKILLed at ~30% and
   retried: the retry looks up only rows in flight vs every unfinished row (the old behaviour).
+* ``cluster``  -- 1, 2 and 4 worker processes acting as separate hosts (own credential cache
+  directories) running bulk jobs for one tenant: share of the limit used, 429s, token requests, and
+  a single booking's time while the bulk jobs saturate the budget; Redis vs host-local state, and
+  the bulk budget's reserve for single calls vs none. Needs ``redis-server`` (``make bench``
+  installs it).
 """

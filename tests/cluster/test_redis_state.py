@@ -94,13 +94,14 @@ def test_missing_redis_connection_is_a_config_error(sandbox: SandboxServer, tmp_
 # -- tokens ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_token_fetch_for_many_processes_and_hosts(
     sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Six processes, each with its own credential cache directory (six hosts), start together."""
+    """Four processes, each with its own credential cache directory (four hosts), start together."""
     sandbox.configure(latency_ms=200)  # a slow token endpoint: the others must wait, not fetch
     children = []
-    for i in range(6):
+    for i in range(4):
         values = config_values(redis_config(sandbox, tmp_path / f"host{i}", redis_server.conn_id))
         args = json.dumps({"config": values})
         children.append(
@@ -113,7 +114,7 @@ def test_one_token_fetch_for_many_processes_and_hosts(
         out, _ = child.communicate(timeout=240)
         assert child.returncode == 0
         fetched.append(json.loads(out.strip().splitlines()[-1])["token_requests"])
-    assert sorted(fetched) == [0, 0, 0, 0, 0, 1]
+    assert sorted(fetched) == [0, 0, 0, 1]
     stats = sandbox.stats()
     assert stats["token_requests"] == 1
     assert stats["rate_limited"]["token"] == 0
