@@ -103,13 +103,12 @@ def redis_for(redis_conn_id: str) -> tuple[Redis, str]:
             ) from None
         address = f"{hook.host or 'localhost'}:{hook.port or 6379}"
         # RedisHook sets no socket timeouts; without them a partitioned Redis would hang a task.
-        kwargs = client.connection_pool.connection_kwargs
-        kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
-        kwargs.setdefault("socket_connect_timeout", SOCKET_TIMEOUT_S)
-        if kwargs.get("socket_timeout") is None:
-            kwargs["socket_timeout"] = SOCKET_TIMEOUT_S
-        if kwargs.get("socket_connect_timeout") is None:
-            kwargs["socket_connect_timeout"] = SOCKET_TIMEOUT_S
+        # (A RedisCluster client has no single pool; its nodes keep redis-py's defaults.)
+        pool = getattr(client, "connection_pool", None)
+        kwargs = pool.connection_kwargs if pool is not None else {}
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if kwargs.get(name) is None:
+                kwargs[name] = SOCKET_TIMEOUT_S
         try:
             client.ping()
         except RedisError as exc:
