@@ -293,3 +293,16 @@ def test_journal_append_refused_once_the_lease_is_lost(redis_server: RedisServer
     with pytest.raises(QmaticJournalBusyError):
         journal.record(RESERVED, fingerprint="f", row=1, reservation_id="r")
     journal.close()
+
+
+def test_bulk_operators_draw_with_a_reserve_and_single_operators_without(
+    qmatic_sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_qmatic.operators.appointments import QmaticCancelAppointmentOperator
+    from airflow_provider_qmatic.operators.bulk import QmaticBulkBookAppointmentsOperator
+
+    monkeypatch.setenv("QMATIC_TOKEN_CACHE_DIR", str(tmp_path / "tokens"))
+    bulk = QmaticBulkBookAppointmentsOperator(task_id="bulk", rows="bookings.csv")
+    single = QmaticCancelAppointmentOperator(task_id="single", appointment_id="x")
+    assert bulk.hook.client.limiter.reserve == 3  # of a burst of 5 at 100 requests a minute
+    assert single.hook.client.limiter.reserve == 0
