@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from airflow_provider_qmatic import paths, transport
+from airflow_provider_qmatic import contract, transport
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticForbiddenError,
@@ -195,7 +195,7 @@ class TokenProvider:
         if self._limiter is not None:
             self._limiter.acquire()
         config = self._config
-        url = config.base_url + paths.TOKEN
+        url = config.base_url + contract.TOKEN.path
         try:
             response = transport.send(
                 self._session,

@@ -82,14 +82,14 @@ def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | Non
     return hashlib.sha256(key.encode()).hexdigest()[:40] + _SUFFIX
 
 
-def default_journal_dir(token_cache_dir: str | None = None) -> Path:
+def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
     """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
     from airflow_provider_qmatic.token_cache import default_cache_dir
 
-    base = Path(token_cache_dir).expanduser() if token_cache_dir else default_cache_dir()
+    base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
     return base / "bulk-journals"
 
 

@@ -18,7 +18,7 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 REGIONS: tuple[str, ...] = ("eu-west-1", "us-east-1")
 LANGUAGES: tuple[str, ...] = ("en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es")
-TOKEN_CACHES: tuple[str, ...] = ("file", "memory")
+CREDENTIAL_CACHES: tuple[str, ...] = ("file", "memory")
 DEFAULT_LANGUAGE = "en_US"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -55,8 +55,8 @@ class ClientConfig:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout: float = DEFAULT_TIMEOUT_S
     requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
-    token_cache: str = "file"
-    token_cache_dir: str | None = None
+    credential_cache: str = "file"
+    credential_cache_dir: str | None = None
     user_agent: str = "airflow-provider-qmatic"
 
     @property
@@ -83,8 +83,8 @@ class ClientConfig:
         language: str | None = None,
         timeout: Any = None,
         requests_per_minute: Any = None,
-        token_cache: str | None = None,
-        token_cache_dir: str | None = None,
+        credential_cache: str | None = None,
+        credential_cache_dir: str | None = None,
         user_agent: str | None = None,
     ) -> ClientConfig:
         """Validate raw values (strings as a Connection holds them) and build the config."""
@@ -132,8 +132,8 @@ class ClientConfig:
             connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
             read_timeout=read_timeout,
             requests_per_minute=rpm,
-            token_cache=_check_choice("credential_cache", token_cache, TOKEN_CACHES, "file"),
-            token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
+            credential_cache=_check_choice("credential_cache", credential_cache, CREDENTIAL_CACHES, "file"),
+            credential_cache_dir=(str(credential_cache_dir) if credential_cache_dir else None),
             user_agent=_check_user_agent(user_agent),
         )
 

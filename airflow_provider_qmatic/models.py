@@ -1115,6 +1115,9 @@ class AppointmentStatus(str, Enum):
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
 
+    def __str__(self) -> str:  # the wire value in messages and f-strings, on every Python
+        return self.value
+
     @classmethod
     def lenient(cls, value: Any) -> AppointmentStatus | None:
         """The matching member (case-insensitive), or None for a status this version does not know."""

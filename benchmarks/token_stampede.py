@@ -133,7 +133,7 @@ def run() -> Section:
                 # requests_per_minute of the connection raised so that pacing API calls does not
                 # blur the token figure (the shared limiter is still in the path, as the hook builds it).
                 values = box.config_values(
-                    token_cache="file", token_cache_dir=cache_dir, requests_per_minute=6000
+                    credential_cache="file", credential_cache_dir=cache_dir, requests_per_minute=6000
                 )
                 ours = _race(box, k, PROVIDER_CHILD, json.dumps(values))
             naive_cfg = {**box.config_values(), "scope": scope_string(frozenset({Scope.BOOK}))}

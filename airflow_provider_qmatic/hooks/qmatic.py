@@ -71,7 +71,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     Connection fields: Login = client ID, Password = client secret; extras ``region``
     (``eu-west-1`` | ``us-east-1``), ``tenant`` (account name, sent as X-ACCOUNT), ``system_id``
     (sent as X-TENANT-ID), and optionally ``base_url`` (or Host), ``language``, ``timeout``,
-    ``requests_per_minute``, ``token_cache`` (``file`` | ``memory``).
+    ``requests_per_minute``, ``credential_cache`` (``file`` | ``memory``; also read as
+    ``token_cache``) and ``credential_cache_dir``.
 
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
@@ -121,8 +122,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             language=extras.get("language"),
             timeout=extras.get("timeout"),
             requests_per_minute=extras.get("requests_per_minute"),
-            token_cache=extras.get("credential_cache"),
-            token_cache_dir=extras.get("credential_cache_dir"),
+            credential_cache=extras.get("credential_cache"),
+            credential_cache_dir=extras.get("credential_cache_dir"),
             user_agent=user_agent(),
         )
         _check_port(conn.port, config.base_url)

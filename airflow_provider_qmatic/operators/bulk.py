@@ -130,7 +130,9 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             rows = self._source(self.rows)
             results = _object_path(self.results_path) if self.results_path else None
             directory = (
-                Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
+                Path(self.journal_dir)
+                if self.journal_dir
+                else default_journal_dir(config.credential_cache_dir)
             )
             map_index = getattr(ti, "map_index", -1)
             journal = directory / journal_name(

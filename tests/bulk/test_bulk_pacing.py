@@ -59,7 +59,7 @@ def test_32_processes_on_one_host_make_one_token_request(sandbox: SandboxServer,
         "tenant": config.tenant,
         "base_url": config.base_url,
         "system_id": config.system_id,
-        "token_cache_dir": config.token_cache_dir,
+        "credential_cache_dir": config.credential_cache_dir,
     }
     args = json.dumps({"config": values})
     children = [

@@ -204,7 +204,7 @@ def test_wrong_credentials_stop_the_run_early(sandbox: SandboxServer, tmp_path: 
         tenant=config.tenant,
         base_url=config.base_url,
         system_id=config.system_id,
-        token_cache_dir=config.token_cache_dir,
+        credential_cache_dir=config.credential_cache_dir,
     )
     client = QmaticClient(config, limiter=shared_limiter(config))
     result = BulkRunner(client, concurrency=2).book(rows)

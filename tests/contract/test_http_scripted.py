@@ -54,7 +54,7 @@ def make_client(server: ScriptedServer, sleeps: Sleeps | None = None, **config: 
         "tenant": "ISB",
         "base_url": server.base_url,
         "system_id": "sys-1",
-        "token_cache": "memory",
+        "credential_cache": "memory",
     }
     values.update(config)
     return QmaticClient(

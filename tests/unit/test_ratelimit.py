@@ -384,7 +384,7 @@ def test_shared_dir_with_loose_permissions_is_refused(tmp_path: Path) -> None:
     loose.chmod(0o755)
     with pytest.raises(QmaticConfigError, match="chmod 700") as info:
         RateLimiter(100, shared_dir=loose)
-    assert info.value.field == "token_cache_dir"
+    assert info.value.field == "credential_cache_dir"
     fake = FakeTime()
     rl = limiter(fake, 100, shared_dir=tmp_path / "ok", key="tenant")
     rl.acquire()

@@ -373,11 +373,11 @@ def test_sixteen_processes_fetch_once(tmp_path: Path, cache_dir: Path) -> None:
 
 def assert_refused(error: pytest.ExceptionInfo[QmaticConfigError], directory: Path) -> None:
     message = str(error.value)
-    assert error.value.field == "token_cache_dir"
+    assert error.value.field == "credential_cache_dir"
     assert str(directory) in message
     assert "chmod 700" in message
-    assert "token_cache: memory" in message
-    assert "token_cache_dir" in message
+    assert "credential_cache: memory" in message
+    assert "credential_cache_dir" in message
     assert SECRET_TOKEN not in message
     assert SECRET_TOKEN not in repr(error.value)
 
