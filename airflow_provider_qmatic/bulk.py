@@ -79,6 +79,8 @@ from airflow_provider_qmatic.bulk_progress import (
 )
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
+    QmaticBulkError,
+    QmaticBulkRetryableError,
     QmaticConfigError,
     QmaticError,
     QmaticForbiddenError,
@@ -105,17 +107,6 @@ STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
 XCOM_OUTCOMES_MAX = 1000
 # Errors that no other row can escape either: stop the run instead of failing every row alike.
 _FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
-
-
-class QmaticBulkError(QmaticError):
-    """A bulk job broke its failure policy with failures a retry cannot fix (4xx, invalid rows)."""
-
-
-class QmaticBulkRetryableError(QmaticBulkError):
-    """A bulk job broke its failure policy, but only because of failures a retry may fix (5xx,
-    429, timeouts). Retrying the task is safe: ``skip_existing=auto`` skips the rows already done."""
-
-    retryable = True
 
 
 # -- results -------------------------------------------------------------------------------------

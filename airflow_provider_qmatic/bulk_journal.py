@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_qmatic._private_dir import PrivateDirectory, flock_available, write_all
-from airflow_provider_qmatic.exceptions import QmaticError
+from airflow_provider_qmatic.exceptions import QmaticError, QmaticJournalBusyError
 from airflow_provider_qmatic.flows import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,6 @@ _CHUNK = 1 << 20
 ATTEMPT, FAILED = "attempt", "failed"
 EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, FAILED})
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING})
-
-
-class QmaticJournalBusyError(QmaticError):
-    """Another attempt of the same task instance holds the journal on this host: try again later."""
-
-    retryable = True
 
 
 def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:

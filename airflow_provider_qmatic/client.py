@@ -31,6 +31,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticRateLimitError,
     QmaticServerError,
     QmaticUnknownOutcomeError,
+    TokenRequestFailed,
 )
 from airflow_provider_qmatic.responses import error_from_response, json_body
 from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, retrying
@@ -205,7 +206,7 @@ class QmaticClient:
                             isinstance(exc, QmaticNotSentError) or exc.status in NOT_PROCESSED_STATUSES
                         )
                         raise
-        except _TokenFailure as failure:
+        except TokenRequestFailed as failure:
             # The token provider has already waited and retried as the token endpoint allows;
             # repeating that here would multiply the attempts.
             raise failure.error from None
@@ -263,7 +264,7 @@ class QmaticClient:
         try:
             return self.tokens.token(scopes)
         except QmaticError as exc:
-            raise _TokenFailure(exc) from None
+            raise TokenRequestFailed(exc) from None
 
     def _send(
         self, op: Operation, path: str, token: str, *, json: Any, params: Mapping[str, str] | None
@@ -407,14 +408,6 @@ class QmaticClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _TokenFailure(Exception):
-    """Carries a token error past the API retry loop, which must not repeat it."""
-
-    def __init__(self, error: QmaticError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 def _path_segment(name: str, value: str) -> str:

@@ -340,7 +340,6 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
 
         # The models' GUID rule, applied outside a model (models.py has no public helper for it).
         from airflow_provider_qmatic.models import validate_guid
-        from airflow_provider_qmatic.scopes import BOOK
 
         with self.failing_fast():
             ids = {

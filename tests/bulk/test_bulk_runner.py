@@ -16,13 +16,11 @@ from airflow_provider_qmatic.bulk import (
     BulkResult,
     BulkRunner,
     BulkSummary,
-    QmaticBulkError,
-    QmaticBulkRetryableError,
     RowOutcome,
 )
 from airflow_provider_qmatic.bulk_io import read_outcomes
 from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticBulkRetryableError, QmaticConfigError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer
 
