@@ -56,6 +56,7 @@ from airflow_provider_qmatic.bulk_args import (
     DEFAULT_MAX_ROWS,
     MAX_CONCURRENCY,
     SKIP_EXISTING_MODES,
+    XCOM_OUTCOMES_MAX,
     check_max_rows,
     check_policy_values,
 )
@@ -103,8 +104,6 @@ SKIPPED_EXISTING = "skipped_existing"
 FAILED = "failed"
 INVALID = "invalid"
 STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
-# Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
-XCOM_OUTCOMES_MAX = 1000
 # Errors that no other row can escape either: stop the run instead of failing every row alike.
 _FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
 

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_qmatic import __version__
+from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from airflow_provider_qmatic.scopes import Scope
@@ -80,7 +80,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     """
 
     conn_name_attr = "qmatic_conn_id"
-    default_conn_name = "qmatic_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "qmatic"
     hook_name = "Qmatic Cloud"
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     :param qmatic_conn_id: the Airflow connection to Qmatic Cloud (type ``qmatic``).
     """
 
-    def __init__(self, *, qmatic_conn_id: str = "qmatic_default", **kwargs: Any) -> None:
+    def __init__(self, *, qmatic_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.qmatic_conn_id = qmatic_conn_id
 

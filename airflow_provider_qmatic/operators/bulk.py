@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_qmatic.bulk_args import XCOM_OUTCOMES_MAX
 from airflow_provider_qmatic.compat import ObjectStoragePath
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator
@@ -25,8 +26,6 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk import BulkRunner
 
-# Mirrors airflow_provider_qmatic.bulk.XCOM_OUTCOMES_MAX (not imported here to keep parsing light).
-XCOM_OUTCOMES_MAX = 1000
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):

@@ -23,10 +23,9 @@ from typing import Any
 
 import requests
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic import DEFAULT_CONN_ID, contract
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import (
-    DEFAULT_CONN_ID,
     connection_env,
     connection_json,
     connection_uri,
