@@ -61,13 +61,12 @@ def shared_limiter(config: ClientConfig, *, shared_dir: str | os.PathLike[str] |
     ``credential_cache: memory`` each process paces itself alone.
     """
     from airflow_provider_qmatic.ratelimit import RateLimiter
-    from airflow_provider_qmatic.token_cache import default_cache_dir
 
     digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
     if config.credential_cache != "file":
         shared_dir = None
     elif shared_dir is None:
-        shared_dir = config.credential_cache_dir or default_cache_dir()
+        shared_dir = config.shared_dir()
     # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
     # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
     burst = max(1.0, min(5.0, config.requests_per_minute / 20))

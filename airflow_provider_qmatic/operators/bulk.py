@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk import BulkRunner
 
 
-
 class _QmaticBulkOperator(QmaticBaseOperator):
     """What the three bulk operators share: their arguments and ``execute``; each names its action.
 

@@ -6,6 +6,7 @@ import bisect
 import json
 import os
 import random
+import stat
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from airflow_provider_qmatic import ratelimit
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.ratelimit import MAX_PAUSE_S, RateLimiter
+from airflow_provider_qmatic.ratelimit import MAX_PAUSE_S, RateLimiter, Spacing, spacing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -467,3 +468,46 @@ def test_four_processes_share_one_bucket(tmp_path: Path) -> None:
     assert len(stamps) >= 0.8 * per_second * duration
     # ... and no short window over the bucket's bound (two of slack for stamping after acquire).
     assert max_in_window(stamps, 0.25) <= 1 + per_second * 0.25 + 2
+
+
+# --- Spacing: the token endpoint's one request per second ---------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_spacing_books_one_moment_per_interval() -> None:
+    clock = _Clock()
+    spaced = Spacing(1.1, key="token-x", clock=clock)
+    slept: list[float] = []
+    # Three callers at the same instant: each books the next free moment and sleeps once.
+    assert [spaced.wait(slept.append) for _ in range(3)] == pytest.approx([0.0, 1.1, 2.2])
+    assert slept == pytest.approx([1.1, 2.2])
+    clock.now += 10  # long after: no wait
+    assert spaced.wait(slept.append) == 0.0
+    spaced.hold_off(5.0)  # a 429: nobody starts for 5 s
+    assert spaced.wait(slept.append) == pytest.approx(5.0)
+
+
+def test_spacing_is_shared_through_the_directory(tmp_path: Path) -> None:
+    """Two instances over one directory stand for two processes of one host."""
+    clock = _Clock()
+    first = Spacing(1.0, key="token-x", shared_dir=tmp_path / "state", clock=clock)
+    second = Spacing(1.0, key="token-x", shared_dir=tmp_path / "state", clock=clock)
+    other_host = Spacing(1.0, key="token-y", shared_dir=tmp_path / "state", clock=clock)
+    assert first.wait(lambda _s: None) == 0.0
+    assert second.wait(lambda _s: None) == pytest.approx(1.0)
+    assert other_host.wait(lambda _s: None) == 0.0
+    assert stat.S_IMODE((tmp_path / "state" / "token-x.next").stat().st_mode) == 0o600
+    (tmp_path / "state" / "token-x.next").write_text("garbage")  # torn or foreign: no booking kept
+    assert first.wait(lambda _s: None) == 0.0
+
+
+def test_spacing_is_one_per_key_in_a_process(tmp_path: Path) -> None:
+    assert spacing(1.1, key="token-z") is spacing(1.1, key="token-z")
+    assert spacing(1.1, key="token-z") is not spacing(1.1, key="token-z", shared_dir=tmp_path)
