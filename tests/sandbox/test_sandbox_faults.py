@@ -145,7 +145,8 @@ def test_latency(sandbox: SandboxServer, api: Api) -> None:
     started = time.monotonic()
     assert api.get(contract.BRANCHES.path).status_code == 200
     elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.0
+    assert elapsed >= 0.15
+    assert elapsed < 10  # a loaded machine adds delay; only the lower bound is the sandbox's doing
     assert sandbox.stats()["faults"] == {"latency": 1}
 
 

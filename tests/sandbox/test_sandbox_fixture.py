@@ -103,7 +103,7 @@ def test_stop_works_with_open_keep_alive_connections() -> None:
     assert session.get(server.base_url + "/_sandbox/health", timeout=10).status_code == 200
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the keep-alive timeout; generous for a busy machine
     assert not server.running
     with pytest.raises(requests.ConnectionError):
         session.get(server.base_url + "/_sandbox/health", timeout=5)

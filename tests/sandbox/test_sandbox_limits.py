@@ -59,8 +59,9 @@ def test_refused_requests_consume_nothing(sandbox: SandboxServer, api: Api) -> N
 
 def test_a_client_pacing_at_the_limit_is_never_refused(sandbox: SandboxServer, api: Api) -> None:
     sandbox.configure(requests_per_minute=600, api_burst=2)  # 10 per second
-    for _ in range(2):
-        assert api.get(contract.BRANCHES.path).status_code == 200
+    # One request first, not two: the bucket keeps one of slack, so two requests that reach the
+    # server closer than 0.1 s apart (one delayed in transit on a busy machine) still pass.
+    assert api.get(contract.BRANCHES.path).status_code == 200
     for _ in range(15):
         time.sleep(0.1)
         assert api.get(contract.BRANCHES.path).status_code == 200

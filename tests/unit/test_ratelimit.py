@@ -321,10 +321,13 @@ def test_threads_share_one_bucket_in_real_time() -> None:
     per_second = 5999 / 60
     assert len(stamps) == 200
     assert rl.stats()["acquired"] == 200
+    # Never faster than the limit; slower only by what a loaded machine adds (a stalled limiter
+    # would take many times longer).
     assert elapsed >= (200 - 1) / per_second * 0.99
-    assert elapsed < (200 - 1) / per_second * 1.5
-    # Timestamps are taken just after acquire returns; allow two of scheduling slack per window.
-    assert max_in_window(stamps, 0.5) <= 1 + per_second * 0.5 + 2
+    assert elapsed < (200 - 1) / per_second * 5
+    # Timestamps are taken just after acquire returns, and a busy machine may delay a stamp that
+    # much: allow ten of scheduling slack per window (an unpaced run puts all 200 in one window).
+    assert max_in_window(stamps, 0.5) <= 1 + per_second * 0.5 + 10
 
 
 # --- shared state across processes -------------------------------------------------------------
@@ -465,9 +468,10 @@ def test_four_processes_share_one_bucket(tmp_path: Path) -> None:
     span = max(stamps) - min(stamps)
     # One limiter's worth in total (four unshared limiters would send four times as many) ...
     assert len(stamps) <= 1 + per_second * span + 2
-    assert len(stamps) >= 0.8 * per_second * duration
-    # ... and no short window over the bucket's bound (two of slack for stamping after acquire).
-    assert max_in_window(stamps, 0.25) <= 1 + per_second * 0.25 + 2
+    assert len(stamps) >= 0.3 * per_second * duration  # progress, even on a loaded machine
+    # ... and no short window over the bucket's bound (slack for a stamp delayed after acquire;
+    # four unshared limiters would put about four times the bound in it).
+    assert max_in_window(stamps, 0.25) <= 1 + per_second * 0.25 + 6
 
 
 # --- Spacing: the token endpoint's one request per second ---------------------------------------

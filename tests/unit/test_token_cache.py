@@ -208,7 +208,7 @@ def test_a_slow_fetch_does_not_block_other_keys() -> None:
     thread.start()
     started = time.monotonic()
     token, _ = cache.get_or_fetch(KEY, CountingFetch(), min_ttl=0)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 4.0  # not the 5 s the other key's fetch holds its lock
     release.set()
     thread.join()
     assert token.access_token == "token-1"
