@@ -120,3 +120,35 @@ def _days(start: str) -> tuple[object, object]:
 
     day = datetime.fromisoformat(start).date()
     return day, day + timedelta(days=1)
+
+
+def test_a_release_inside_a_reschedule_is_made_with_book(
+    make_qmatic_sandbox: Callable[..., SandboxServer],
+) -> None:
+    """Issue 10, failure path 1, at the root: a flow that reserved with its reschedule token and
+    must give the slot back asks for a release with that token; the client sends a book token,
+    which Part B requires, so the hold is freed now instead of in 15 minutes."""
+    sandbox = make_qmatic_sandbox(set_env=False, requests_per_minute=0, token_requests_per_second=0)
+    who = sandbox.client
+    config = ClientConfig.from_values(
+        client_id=who.client_id,
+        client_secret=who.client_secret,
+        tenant=who.tenant,
+        base_url=sandbox.base_url,
+        system_id=who.system_id,
+        credential_cache="memory",
+    )
+    client = QmaticClient(config, token_cache=MemoryTokenCache())
+    slot = sandbox.free_slots(limit=1)[0]
+    body = {
+        "branchId": slot["branchId"],
+        "serviceId": slot["serviceId"],
+        "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
+        "numberOfReservations": 1,
+    }
+    reservation = client.reserve(body, scopes=RESCHEDULE)
+    client.release_reservation(reservation.appointment_id, scopes=RESCHEDULE)
+    assert sandbox.stats()["requests"]["release"] == {"204": 1}
+    assert [a["status"] for a in sandbox.appointments()] == ["RELEASED"]
+    scopes_issued = sorted(tuple(t["scopes"]) for t in sandbox.tokens())
+    assert scopes_issued == [(Scope.BOOK.value,), (Scope.RESCHEDULE.value,)]
