@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.bulk_args import XCOM_OUTCOMES_MAX
 from airflow_provider_qmatic.compat import ObjectStoragePath
 from airflow_provider_qmatic.exceptions import QmaticConfigError
@@ -61,7 +62,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
         max_rows: int = 1_000_000,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         """Arguments shared by the three bulk operators.
