@@ -73,7 +73,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic_core import PydanticCustomError
 
 from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationError
@@ -193,13 +193,6 @@ def _a(noun: str) -> str:
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _camel_to_snake(name: str) -> str:
-    """``expiresAt`` -> ``expires_at``; used for XCom keys of fields this module does not know."""
-    step = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    step = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", step)
-    return step.replace("-", "_").lower()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1141,7 +1134,7 @@ class _ResponseModel(_Model):
         data: dict[str, Any] = handler(self)
         for key in self.model_extra or {}:
             value = data.pop(key)
-            data.setdefault(_camel_to_snake(str(key)), value)
+            data.setdefault(to_snake(str(key)), value)
         return data
 
     def to_xcom(self) -> dict[str, Any]:
