@@ -141,11 +141,8 @@ class QmaticClient:
         transport.prepare_session(self.session, pool_size=pool_size)
         self.session.headers["User-Agent"] = config.user_agent
         if token_cache is None:
-            token_cache = (
-                FileTokenCache(config.credential_cache_dir)
-                if config.credential_cache == "file"
-                else MemoryTokenCache()
-            )
+            shared = config.shared_dir()
+            token_cache = MemoryTokenCache() if shared is None else FileTokenCache(shared)
         self.tokens = TokenProvider(
             config, self.session, cache=token_cache, limiter=limiter, on_secret=on_secret, sleep=sleep
         )
