@@ -16,7 +16,6 @@ import base64
 import hashlib
 import math
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
