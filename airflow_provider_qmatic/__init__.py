@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
+# The connection id every hook, operator, sandbox fixture and CLI uses unless told otherwise.
+DEFAULT_CONN_ID = "qmatic_default"
 
 
 def get_provider_info() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
-_FIELD = "token_cache_dir"
+_FIELD = "credential_cache_dir"
 # What a file-name stem in these directories may be: no separators, no dots, nothing hidden.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -82,8 +82,8 @@ class PrivateDirectory:
             f"refusing to keep {self.purpose} in {self.path}: {problem}. Only the user running the "
             f"task may own and access it. Fix: if it is yours, run `chmod 700 {self.path}` (and "
             "`chmod 600` or delete the files in it); "
-            "or choose another directory with the connection's `token_cache_dir` extra; "
-            "or set `token_cache: memory` to keep tokens in the task process only",
+            "or choose another directory with the connection's `credential_cache_dir` extra; "
+            "or set `credential_cache: memory` to keep tokens in the task process only",
             field=_FIELD,
         )
 

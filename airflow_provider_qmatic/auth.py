@@ -13,21 +13,22 @@ process on the host so that they make one token request between them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import requests
 
-from airflow_provider_qmatic import paths, transport
+from airflow_provider_qmatic import contract, transport
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticForbiddenError,
     QmaticServerError,
 )
+from airflow_provider_qmatic.ratelimit import spacing
 from airflow_provider_qmatic.redaction import Redactor
 from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
 from airflow_provider_qmatic.retry import retrying
@@ -43,8 +44,9 @@ SecretSink = Callable[[str], None]
 # Reuse a token until this long before it runs out (5 minutes, or half its life if it is short,
 # as the sandbox's test tokens are).
 REFRESH_MARGIN_S = 300.0
-# Qmatic allows one token request per second per client; a little margin keeps two requests in a
-# row from landing inside one second at the server.
+# Qmatic allows one token request per second; a little margin keeps two requests in a row from
+# landing inside one second at the server. Spaced per Qmatic host for every client of the process
+# and, with the file credential cache, every process of this user on this machine.
 TOKEN_ENDPOINT_INTERVAL_S = 1.1
 TOKEN_ATTEMPTS = 6
 # Qmatic's tokens live 60 minutes. A longer lifetime is believed up to a day, never more: a
@@ -103,8 +105,10 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        self._endpoint_lock = threading.Lock()
-        self._last_request_at = 0.0
+        digest = hashlib.sha256(config.base_url.encode()).hexdigest()[:32]
+        self._spacing = spacing(
+            TOKEN_ENDPOINT_INTERVAL_S, key=f"token-{digest}", shared_dir=config.shared_dir()
+        )
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)
@@ -191,11 +195,11 @@ class TokenProvider:
         raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
 
     def _request_token(self, scopes: frozenset[Scope]) -> CachedToken:
-        self._pace_token_endpoint()
+        self._spacing.wait(self._sleep)
         if self._limiter is not None:
             self._limiter.acquire()
         config = self._config
-        url = config.base_url + paths.TOKEN
+        url = config.base_url + contract.TOKEN.path
         try:
             response = transport.send(
                 self._session,
@@ -221,6 +225,8 @@ class TokenProvider:
             error = error_from_response(
                 response, operation="the token request", idempotent=True, redact=self.redact
             )
+            if response.status_code == 429:  # every client of this host waits, not only this one
+                self._spacing.hold_off(error.retry_after or TOKEN_ENDPOINT_INTERVAL_S)
             if error.code == "invalid_scope":
                 raise QmaticForbiddenError(
                     f"{error.message}. The client is not granted scope {scope_string(scopes)!r} for tenant "
@@ -266,13 +272,6 @@ class TokenProvider:
         expires_in = _lifetime(payload.get("expires_in", 3600))
         self.last_expires_in = expires_in
         return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
-
-    def _pace_token_endpoint(self) -> None:
-        with self._endpoint_lock:
-            wait = self._last_request_at + TOKEN_ENDPOINT_INTERVAL_S - time.monotonic()
-            if wait > 0:
-                self._sleep(wait)
-            self._last_request_at = time.monotonic()
 
     def _where(self) -> str:
         if self._config.region:

@@ -56,6 +56,7 @@ from airflow_provider_qmatic.bulk_args import (
     DEFAULT_MAX_ROWS,
     MAX_CONCURRENCY,
     SKIP_EXISTING_MODES,
+    XCOM_OUTCOMES_MAX,
     check_max_rows,
     check_policy_values,
 )
@@ -69,7 +70,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import Journal, JournalState, QmaticJournalBusyError
+from airflow_provider_qmatic.bulk_journal import Journal, JournalState
 from airflow_provider_qmatic.bulk_progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
@@ -79,10 +80,13 @@ from airflow_provider_qmatic.bulk_progress import (
 )
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
+    QmaticBulkError,
+    QmaticBulkRetryableError,
     QmaticConfigError,
     QmaticCoordinationError,
     QmaticError,
     QmaticForbiddenError,
+    QmaticJournalBusyError,
     QmaticServerError,
     QmaticValidationError,
 )
@@ -102,21 +106,8 @@ SKIPPED_EXISTING = "skipped_existing"
 FAILED = "failed"
 INVALID = "invalid"
 STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
-# Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
-XCOM_OUTCOMES_MAX = 1000
 # Errors that no other row can escape either: stop the run instead of failing every row alike.
 _FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
-
-
-class QmaticBulkError(QmaticError):
-    """A bulk job broke its failure policy with failures a retry cannot fix (4xx, invalid rows)."""
-
-
-class QmaticBulkRetryableError(QmaticBulkError):
-    """A bulk job broke its failure policy, but only because of failures a retry may fix (5xx,
-    429, timeouts). Retrying the task is safe: ``skip_existing=auto`` skips the rows already done."""
-
-    retryable = True
 
 
 # -- results -------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 SKIP_EXISTING_MODES: tuple[str, ...] = ("auto", "always", "never")
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 32
+# Per-row outcomes are returned in XCom only up to this many rows; larger jobs use results_path.
+XCOM_OUTCOMES_MAX = 1000
 # Rows one job may have: a million validate in well under a minute in a few hundred MB; more is
 # likely a mistake (the wrong file) and, at Qmatic's 100 requests a minute, weeks of work.
 DEFAULT_MAX_ROWS = 1_000_000

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_qmatic._private_dir import PrivateDirectory, flock_available, write_all
-from airflow_provider_qmatic.exceptions import QmaticError
+from airflow_provider_qmatic.exceptions import QmaticError, QmaticJournalBusyError
 from airflow_provider_qmatic.flows import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,6 @@ EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, FAILE
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING})
 
 
-class QmaticJournalBusyError(QmaticError):
-    """Another attempt of the same task instance holds the journal on this host: try again later."""
-
-    retryable = True
-
-
 def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
     """A file name for one task instance's journal: a hash, so names reveal nothing and are safe."""
     key = json.dumps(
@@ -84,14 +78,14 @@ def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | Non
     return hashlib.sha256(key.encode()).hexdigest()[:40] + _SUFFIX
 
 
-def default_journal_dir(token_cache_dir: str | None = None) -> Path:
+def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
     """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
     from airflow_provider_qmatic.token_cache import default_cache_dir
 
-    base = Path(token_cache_dir).expanduser() if token_cache_dir else default_cache_dir()
+    base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
     return base / "bulk-journals"
 
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import platform
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_qmatic import __version__, paths, transport
+from airflow_provider_qmatic import contract, transport
 from airflow_provider_qmatic.auth import SecretSink, TokenProvider
+from airflow_provider_qmatic.contract import Operation
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticConflictError,
@@ -32,10 +31,11 @@ from airflow_provider_qmatic.exceptions import (
     QmaticRateLimitError,
     QmaticServerError,
     QmaticUnknownOutcomeError,
+    TokenRequestFailed,
 )
 from airflow_provider_qmatic.responses import error_from_response, json_body
 from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, retrying
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE, Scope
 from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache, TokenCache
 
 if TYPE_CHECKING:
@@ -47,43 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BOOK = frozenset({Scope.BOOK})
-RESCHEDULE = frozenset({Scope.RESCHEDULE})
-CANCEL = frozenset({Scope.CANCEL})
 DEFAULT_ATTEMPTS = 6
 # Connections kept per host: two per bulk worker thread at the most (32 threads).
 POOL_SIZE = 64
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One API operation: how it is called and whether repeating it is safe."""
-
-    name: str
-    method: str
-    path: str
-    idempotent: bool
-    localised: bool = False
-
-
-# The operation table: every call the client makes, in one place (paths from ``paths``).
-OPERATIONS: dict[str, Operation] = {
-    op.name: op
-    for op in (
-        Operation("list_branches", "GET", paths.BRANCHES, idempotent=True, localised=True),
-        Operation("list_services", "GET", paths.SERVICES, idempotent=True, localised=True),
-        Operation("find_timeslots", "GET", paths.TIMESLOTS, idempotent=True, localised=True),
-        Operation("reserve", "POST", paths.RESERVATIONS, idempotent=False),
-        Operation("release_reservation", "DELETE", paths.RESERVATION, idempotent=True),
-        # A second confirm of one reservation is answered 409, never a second booking.
-        Operation("confirm", "POST", paths.CONFIRM, idempotent=True),
-        Operation("get_appointment", "GET", paths.APPOINTMENT, idempotent=True),
-        # A search changes nothing, whatever its method.
-        Operation("search_appointments", "POST", paths.SEARCH, idempotent=True, localised=True),
-        Operation("reschedule", "PUT", paths.RESCHEDULE, idempotent=True),
-        Operation("cancel", "DELETE", paths.APPOINTMENT, idempotent=True),
-    )
-}
 
 
 def shared_limiter(
@@ -98,7 +64,6 @@ def shared_limiter(
     every host shares one budget in Redis. A ``bulk`` budget leaves a reserve for single calls.
     """
     from airflow_provider_qmatic.ratelimit import RateLimiter
-    from airflow_provider_qmatic.token_cache import default_cache_dir
 
     # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
     # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
@@ -106,26 +71,28 @@ def shared_limiter(
     # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
     # capped (and lost) while a bulk thread is late to wake.
     reserve = max(0.0, burst - 2.0) if bulk else 0.0
-    if config.token_cache == "redis":
+    if config.credential_cache == "redis":
         from airflow_provider_qmatic import redis_state
 
         return redis_state.rate_limiter(config, burst=burst, reserve=reserve)
     digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
-    if config.token_cache != "file":
+    if config.credential_cache != "file":
         shared_dir = None
     elif shared_dir is None:
-        shared_dir = config.token_cache_dir or default_cache_dir()
+        shared_dir = config.shared_dir()
     return RateLimiter(
         config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}", reserve=reserve
     )
 
 
 def _token_cache(config: ClientConfig) -> TokenCache:
-    if config.token_cache == "redis":
+    """The token cache the connection's ``credential_cache`` names: memory, host file or Redis."""
+    if config.credential_cache == "redis":
         from airflow_provider_qmatic import redis_state
 
         return redis_state.token_cache(config)
-    return FileTokenCache(config.token_cache_dir) if config.token_cache == "file" else MemoryTokenCache()
+    shared = config.shared_dir()
+    return MemoryTokenCache() if shared is None else FileTokenCache(shared)
 
 
 def build_client(
@@ -147,10 +114,6 @@ def build_client(
         on_secret=on_secret,
         **kwargs,
     )
-
-
-def default_user_agent() -> str:
-    return f"airflow-provider-qmatic/{__version__} python/{platform.python_version()}"
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -198,7 +161,7 @@ class QmaticClient:
         }
         self.session = session or requests.Session()
         transport.prepare_session(self.session, pool_size=pool_size)
-        self.session.headers["User-Agent"] = config.user_agent or default_user_agent()
+        self.session.headers["User-Agent"] = config.user_agent
         if token_cache is None:
             token_cache = _token_cache(config)
         self.tokens = TokenProvider(
@@ -233,29 +196,34 @@ class QmaticClient:
         path_params: Mapping[str, str] | None = None,
         json: Any = None,
         params: Mapping[str, str] | None = None,
-        expected: tuple[int, ...] = (200, 201, 204),
     ) -> Any:
-        """Send one operation with retries; the decoded JSON body, or None for 204."""
-        op = OPERATIONS[operation]
+        """Send one operation of :mod:`~airflow_provider_qmatic.contract` with retries; the decoded
+        JSON body, or None for 204.
+
+        ``scopes`` are used if the contract lets a token with them call the operation; otherwise
+        the operation's own scope is, so a token the endpoint would refuse is never sent.
+        """
+        op = contract.OPERATIONS[operation]
         if not self.config.system_id:
             raise QmaticConfigError(
                 "system_id is missing: API calls send it as X-TENANT-ID; set the `system_id` extra "
                 "of the connection to the tenant's system id",
                 field="system_id",
             )
+        scopes = op.token_scopes(scopes)
         path = op.path.format(**{k: _path_segment(k, v) for k, v in (path_params or {}).items()})
         unclear = False  # an attempt was sent and got no clear answer: it may have taken effect
         try:
             for attempt in self._retrying[op.idempotent]:
                 with attempt:
                     try:
-                        return self._attempt(op, scopes, path, json=json, params=params, expected=expected)
+                        return self._attempt(op, scopes, path, json=json, params=params)
                     except QmaticServerError as exc:
                         unclear = unclear or not (
                             isinstance(exc, QmaticNotSentError) or exc.status in NOT_PROCESSED_STATUSES
                         )
                         raise
-        except _TokenFailure as failure:
+        except TokenRequestFailed as failure:
             # The token provider has already waited and retried as the token endpoint allows;
             # repeating that here would multiply the attempts.
             raise failure.error from None
@@ -272,16 +240,17 @@ class QmaticClient:
         *,
         json: Any,
         params: Mapping[str, str] | None,
-        expected: tuple[int, ...],
     ) -> Any:
         """One try: send, and turn the answer into data or the matching QmaticError."""
         response = self._send_authorised(op, scopes, path, json=json, params=params)
-        if response.status_code in expected:
+        if 200 <= response.status_code < 300:
             if self.limiter is not None:
                 self.limiter.on_success()
-            return None if response.status_code == 204 else json_body(response, operation=op.name)
+            if response.status_code == 204:
+                return None
+            return json_body(response, operation=f"the {op.name} request")
         error = error_from_response(
-            response, operation=op.name, idempotent=op.idempotent, redact=self.tokens.redact
+            response, operation=f"the {op.name} request", idempotent=op.idempotent, redact=self.tokens.redact
         )
         if isinstance(error, QmaticRateLimitError) and self.limiter is not None:
             self.limiter.on_rate_limited(error.retry_after)
@@ -312,7 +281,7 @@ class QmaticClient:
         try:
             return self.tokens.token(scopes)
         except QmaticError as exc:
-            raise _TokenFailure(exc) from None
+            raise TokenRequestFailed(exc) from None
 
     def _send(
         self, op: Operation, path: str, token: str, *, json: Any, params: Mapping[str, str] | None
@@ -362,13 +331,13 @@ class QmaticClient:
         """Every branch of the tenant."""
         from airflow_provider_qmatic.models import Branch
 
-        return Branch.parse_list(self.call("list_branches", scopes))
+        return Branch.parse_list(self.call("branches", scopes))
 
     def list_services(self, branch_id: str, *, scopes: frozenset[Scope] = BOOK) -> list[Service]:
         """The services a branch offers, with their durations."""
         from airflow_provider_qmatic.models import Service
 
-        data = self.call("list_services", scopes, path_params={"branch_id": branch_id})
+        data = self.call("services", scopes, path_params={"branch_id": branch_id})
         return Service.parse_list(data)
 
     def find_timeslots(
@@ -384,7 +353,7 @@ class QmaticClient:
         from airflow_provider_qmatic.models import Slot
 
         data = self.call(
-            "find_timeslots",
+            "timeslots",
             scopes,
             path_params={"branch_id": branch_id, "service_id": service_id},
             params={"from": date_from.isoformat(), "to": date_to.isoformat()},
@@ -402,7 +371,7 @@ class QmaticClient:
 
     def release_reservation(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> None:
         """Free a reservation that will not be confirmed."""
-        self.call("release_reservation", scopes, path_params={"appointment_id": appointment_id})
+        self.call("release", scopes, path_params={"appointment_id": appointment_id})
 
     def confirm(
         self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
@@ -417,7 +386,7 @@ class QmaticClient:
         """One appointment (or reservation) by id."""
         from airflow_provider_qmatic.models import Appointment
 
-        data = self.call("get_appointment", scopes, path_params={"appointment_id": appointment_id})
+        data = self.call("get", scopes, path_params={"appointment_id": appointment_id})
         return Appointment.parse(data)
 
     def search_appointments(
@@ -426,9 +395,7 @@ class QmaticClient:
         """A customer's appointments, found by their personal identifier."""
         from airflow_provider_qmatic.models import Appointment
 
-        data = self.call(
-            "search_appointments", scopes, json={"customer": {"personalIdentifier": personal_identifier}}
-        )
+        data = self.call("search", scopes, json={"customer": {"personalIdentifier": personal_identifier}})
         return Appointment.parse_list(data)
 
     def reschedule(
@@ -458,14 +425,6 @@ class QmaticClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _TokenFailure(Exception):
-    """Carries a token error past the API retry loop, which must not repeat it."""
-
-    def __init__(self, error: QmaticError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 def _path_segment(name: str, value: str) -> str:

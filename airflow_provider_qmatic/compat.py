@@ -10,18 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 try:  # Airflow 3.x
-    from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath, get_current_context
+    from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath
     from airflow.sdk.exceptions import AirflowFailException
-
-    AIRFLOW_V3 = True
 except ImportError:  # Airflow 2.11
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
     from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
     from airflow.models import BaseOperator  # type: ignore[no-redef]
-    from airflow.operators.python import get_current_context  # type: ignore[no-redef]
-
-    AIRFLOW_V3 = False
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,12 +50,10 @@ def airflow_version() -> str:
 
 
 __all__ = [
-    "AIRFLOW_V3",
     "AirflowFailException",
     "BaseHook",
     "BaseOperator",
     "ObjectStoragePath",
     "airflow_version",
-    "get_current_context",
     "mask_secret",
 ]

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 REGIONS: tuple[str, ...] = ("eu-west-1", "us-east-1")
 LANGUAGES: tuple[str, ...] = ("en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es")
-TOKEN_CACHES: tuple[str, ...] = ("file", "memory", "redis")
+CREDENTIAL_CACHES: tuple[str, ...] = ("file", "memory", "redis")
 DEFAULT_REDIS_CONN_ID = "redis_default"
 DEFAULT_LANGUAGE = "en_US"
 DEFAULT_TIMEOUT_S = 30.0
@@ -56,8 +57,8 @@ class ClientConfig:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout: float = DEFAULT_TIMEOUT_S
     requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
-    token_cache: str = "file"
-    token_cache_dir: str | None = None
+    credential_cache: str = "file"
+    credential_cache_dir: str | None = None
     # With credential_cache "redis": the Airflow connection of the Redis shared by the whole cluster.
     redis_conn_id: str = DEFAULT_REDIS_CONN_ID
     user_agent: str = "airflow-provider-qmatic"
@@ -67,6 +68,15 @@ class ClientConfig:
         """``(connect, total)``: connecting may take ``connect`` seconds, a whole attempt ``total``
         (see :func:`airflow_provider_qmatic.transport.send`)."""
         return (self.connect_timeout, self.read_timeout)
+
+    def shared_dir(self) -> Path | None:
+        """Where the task processes of this host share tokens, the request budget and the token
+        endpoint's spacing: the credential cache directory, or None with ``credential_cache: memory``."""
+        if self.credential_cache != "file":
+            return None
+        from airflow_provider_qmatic.token_cache import default_cache_dir
+
+        return Path(self.credential_cache_dir) if self.credential_cache_dir else default_cache_dir()
 
     @property
     def secret_fingerprint(self) -> str:
@@ -86,8 +96,8 @@ class ClientConfig:
         language: str | None = None,
         timeout: Any = None,
         requests_per_minute: Any = None,
-        token_cache: str | None = None,
-        token_cache_dir: str | None = None,
+        credential_cache: str | None = None,
+        credential_cache_dir: str | None = None,
         redis_conn_id: str | None = None,
         user_agent: str | None = None,
     ) -> ClientConfig:
@@ -136,8 +146,8 @@ class ClientConfig:
             connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
             read_timeout=read_timeout,
             requests_per_minute=rpm,
-            token_cache=_check_choice("credential_cache", token_cache, TOKEN_CACHES, "file"),
-            token_cache_dir=(str(token_cache_dir) if token_cache_dir else None),
+            credential_cache=_check_choice("credential_cache", credential_cache, CREDENTIAL_CACHES, "file"),
+            credential_cache_dir=(str(credential_cache_dir) if credential_cache_dir else None),
             redis_conn_id=_optional_text("redis_conn_id", redis_conn_id, DEFAULT_REDIS_CONN_ID),
             user_agent=_check_user_agent(user_agent),
         )

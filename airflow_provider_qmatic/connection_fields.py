@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_qmatic.config import DEFAULT_REDIS_CONN_ID, LANGUAGES, REGIONS, TOKEN_CACHES
+from airflow_provider_qmatic.config import CREDENTIAL_CACHES, DEFAULT_REDIS_CONN_ID, LANGUAGES, REGIONS
 
 CONN_TYPE = "qmatic"
 
@@ -63,7 +63,7 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "Credential cache",
         "file: share tokens and the request budget between task processes on a host; "
         "memory: per process only; redis: across every host of the cluster (needs the [redis] extra).",
-        {"type": ["string", "null"], "enum": list(TOKEN_CACHES), "default": "file"},
+        {"type": ["string", "null"], "enum": list(CREDENTIAL_CACHES), "default": "file"},
     ),
     "redis_conn_id": (
         "Redis connection",

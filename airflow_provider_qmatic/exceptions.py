@@ -4,9 +4,13 @@ Every error carries what a human needs to act (the HTTP status, Qmatic's error c
 the field at fault) and nothing that must stay secret: messages are built from values the
 provider chose or the server returned, never from credentials or tokens.
 
-``retryable`` says whether repeating the same request later can succeed. Operators turn a
-non-retryable error into a failed task without Airflow retries; a retryable one propagates so
-that Airflow's own ``retries`` apply.
+``retryable`` is the one meaning of "retryable" for a task: whether running the task (or the bulk
+row) again later can succeed. Operators turn a non-retryable error into a failed task without
+Airflow retries; a retryable one propagates so that Airflow's own ``retries`` apply. Whether one
+HTTP request may be repeated at once is a different question, answered by
+:func:`airflow_provider_qmatic.retry.is_retryable` alone.
+
+Every exception class of the provider lives here (the sandbox, a separate program, has its own).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from __future__ import annotations
 class QmaticError(Exception):
     """Base of every error raised by this provider."""
 
-    retryable: bool = False
+    @property
+    def retryable(self) -> bool:
+        """Whether the task (or bulk row) may succeed when run again later; see the module docstring."""
+        return False
 
     def __init__(
         self,
@@ -87,12 +94,19 @@ class QmaticNotFoundError(QmaticError):
 class QmaticConflictError(QmaticError):
     """409: slot full, reservation expired or used, or the appointment's state forbids the change.
 
+    Retryable only when the reservation expired: running again reserves a new hold. A full slot or
+    an appointment in the wrong state stays so when the same task runs again.
+
     ``after_unclear_attempt`` is True when the client's own earlier attempt of the same call was
     sent and got no clear answer: the 409 may then answer that attempt's effect (Part B: "a client
     that retried its own cancel treats that as done").
     """
 
     after_unclear_attempt: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        return self.code == "reservation_expired"
 
 
 class QmaticOwnHoldsError(QmaticConflictError):
@@ -144,6 +158,32 @@ class QmaticRedirectError(QmaticError):
     """3xx: the server pointed elsewhere. Never followed, since the request carries credentials,
     the tenant's system id and customers' data; usually a wrong ``base_url`` or a misconfigured
     gateway, so repeating the request cannot help."""
+
+
+class QmaticBulkError(QmaticError):
+    """A bulk job broke its failure policy with failures a retry cannot fix (4xx, invalid rows)."""
+
+
+class QmaticBulkRetryableError(QmaticBulkError):
+    """A bulk job broke its failure policy, but only because of failures a retry may fix (5xx,
+    429, timeouts). Retrying the task is safe: ``skip_existing=auto`` skips the rows already done."""
+
+    retryable = True
+
+
+class QmaticJournalBusyError(QmaticError):
+    """Another attempt of the same task instance holds the journal on this host: try again later."""
+
+    retryable = True
+
+
+class TokenRequestFailed(Exception):
+    """Carries a token error past the API call's retry loop, which must not repeat it: the token
+    provider has already waited and retried as the token endpoint allows. Never escapes the client."""
+
+    def __init__(self, error: QmaticError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 # The status each class stands for; the client maps responses through this table alone.

@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar, get_args
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,13 +66,15 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
-from pydantic_core import to_jsonable_python
+from pydantic.alias_generators import to_camel, to_snake
+from pydantic_core import PydanticCustomError
 
 from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationError
 
@@ -137,18 +140,11 @@ _SEPARATOR = " | "
 # --------------------------------------------------------------------------------------------------
 
 
-class _Rule(ValueError):
-    """A broken rule, raised inside validators; converted to QmaticValidationError at the boundary.
-
-    It subclasses ValueError so that pydantic collects it (with every other failure of the same
-    input) instead of stopping at the first one. ``field`` names the field when the rule is checked
-    at model level (for example "end after start"), where pydantic itself knows no field.
-    """
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+def _rule(message: str, field: str | None = None) -> PydanticCustomError:
+    """A broken rule, raised inside validators: pydantic collects it with every other failure of
+    the same input, and :func:`_problems` turns it into ``field: message``. ``field`` names the
+    field when the rule is checked at model level (for example "end after start")."""
+    return PydanticCustomError("rule", "{rule}", {"rule": message, "field": field})
 
 
 def _kind(value: Any) -> str:
@@ -197,13 +193,6 @@ def _a(noun: str) -> str:
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _camel_to_snake(name: str) -> str:
-    """``expiresAt`` -> ``expires_at``; used for XCom keys of fields this module does not know."""
-    step = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    step = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", step)
-    return step.replace("-", "_").lower()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,29 +273,29 @@ def _read_datetime_text(text: str) -> datetime | None:
 
 
 def _aware_datetime(value: Any, zone: tzinfo | None) -> datetime:
-    """The rule behind :func:`parse_aware_datetime`, raising :class:`_Rule` (no field name)."""
+    """The rule behind :func:`parse_aware_datetime`, raising a rule error (no field name)."""
     if isinstance(value, str):
         text = value.strip()
         parsed = _read_datetime_text(text)
         if parsed is None:
             if _DATE_PATTERN.fullmatch(text):
-                raise _Rule(
+                raise _rule(
                     f"{_show(text)} is a date without a time of day; give the time too, "
                     f"for example {EXAMPLE_TIME}"
                 )
-            raise _Rule(
+            raise _rule(
                 f"cannot read {_show(text)} as a date and time; write it as ISO-8601 with an offset, "
                 f"for example {EXAMPLE_TIME}"
             )
     elif isinstance(value, datetime):
         parsed = value
     elif isinstance(value, date):
-        raise _Rule(
+        raise _rule(
             f"{_show(value.isoformat())} is a date without a time of day; give a date and time, "
             f"for example {EXAMPLE_TIME}"
         )
     else:
-        raise _Rule(
+        raise _rule(
             f"must be a date and time (ISO-8601 text such as {EXAMPLE_TIME}, or a timezone-aware "
             f"datetime), got {_kind(value)}"
         )
@@ -316,7 +305,7 @@ def _aware_datetime(value: Any, zone: tzinfo | None) -> datetime:
     naive = result.replace(tzinfo=None)
     shown = naive.isoformat(timespec="seconds")
     if zone is None:
-        raise _Rule(
+        raise _rule(
             f"{shown} has no UTC offset, so the moment it names is ambiguous; add the offset "
             f"(for example {EXAMPLE_TIME}) or pass timezone= to the operator "
             f'(for example timezone="{EXAMPLE_ZONE}") to read it in that time zone'
@@ -336,7 +325,7 @@ def _localise(naive: datetime, zone: tzinfo) -> datetime:
     label = _zone_label(zone)
     utc = dt_timezone.utc
     if first.astimezone(utc).astimezone(zone).replace(tzinfo=None) != naive:
-        raise _Rule(
+        raise _rule(
             f"{shown} does not exist in {label}: the clocks skip it when daylight saving time starts; "
             "choose another time or give an explicit offset"
         )
@@ -345,7 +334,7 @@ def _localise(naive: datetime, zone: tzinfo) -> datetime:
         options = " or ".join(
             naive.replace(tzinfo=zone, fold=f).isoformat(timespec="seconds") for f in (0, 1)
         )
-        raise _Rule(
+        raise _rule(
             f"{shown} happens twice in {label} (the clocks go back when daylight saving time ends); "
             f"give the offset to say which: {options}"
         )
@@ -369,8 +358,8 @@ def parse_aware_datetime(value: Any, *, field: str, timezone: str | tzinfo | Non
     zone = resolve_timezone(timezone)
     try:
         return _aware_datetime(value, zone)
-    except _Rule as rule:
-        error = QmaticValidationError(f"{field}: {rule.message}", field=field)
+    except PydanticCustomError as rule:
+        error = QmaticValidationError(f"{field}: {rule.message()}", field=field)
     raise error
 
 
@@ -423,19 +412,24 @@ def _time_field(value: Any, info: ValidationInfo) -> Any:
 
 def _end_after_start(start: datetime | None, end: datetime | None, fix: str) -> None:
     if start is not None and end is not None and end <= start:
-        raise _Rule(
+        raise _rule(
             f"must be after start_time (start {format_wire_datetime(start)}, end "
             f"{format_wire_datetime(end)}); {fix}",
             field="end_time",
         )
 
 
-WireDateTime = Annotated[datetime, PlainSerializer(format_wire_datetime, return_type=str, when_used="json")]
-"""An aware datetime that serialises (JSON mode) as :func:`format_wire_datetime` writes it."""
+WireDateTime = Annotated[
+    datetime,
+    BeforeValidator(_time_field),
+    PlainSerializer(format_wire_datetime, return_type=str, when_used="json"),
+]
+"""A request time: aware (or read in ``parse(..., timezone=...)``'s zone), serialised (JSON mode) as
+:func:`format_wire_datetime` writes it."""
 
 
 # --------------------------------------------------------------------------------------------------
-# Field rules (each returns the clean value or raises _Rule with the rule and the fix)
+# Field rules (each returns the clean value or raises a rule error with the rule and the fix)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -443,10 +437,10 @@ def _guid(value: Any) -> str:
     if isinstance(value, UUID):
         return str(value)
     if not isinstance(value, str):
-        raise _Rule(f"must be a GUID such as {EXAMPLE_GUID}, got {_kind(value)}")
+        raise _rule(f"must be a GUID such as {EXAMPLE_GUID}, got {_kind(value)}")
     text = value.strip()
     if not _GUID_PATTERN.fullmatch(text):
-        raise _Rule(
+        raise _rule(
             f"must be a GUID such as {EXAMPLE_GUID}, got {_show(text)}; copy the whole id as Qmatic shows it"
         )
     return text
@@ -455,24 +449,27 @@ def _guid(value: Any) -> str:
 def _text(value: Any, *, limit: int, what: str) -> str:
     """Required single-line text: personal data, so never quoted in a message."""
     if not isinstance(value, str):
-        raise _Rule(f"must be text, got {_kind(value)}")
+        raise _rule(f"must be text, got {_kind(value)}")
     text = value.strip()
     if not text:
-        raise _Rule(f"must not be blank; give {what}")
+        raise _rule(f"must not be blank; give {what}")
     if len(text) > limit:
-        raise _Rule(f"must be at most {limit} characters, got {len(text)}; shorten it")
+        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten it")
     if not text.isprintable():
-        raise _Rule("must not contain line breaks, tabs or other control characters; remove them")
+        raise _rule("must not contain line breaks, tabs or other control characters; remove them")
     return text
+
+
+_name = partial(_text, limit=NAME_MAX)
 
 
 def _long_text(value: Any, *, limit: int, what: str) -> str:
     """Free text that may span lines (notes, answers); may hold personal data, so never quoted."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Rule(f"must be text, got {_kind(value)}")
+        raise _rule(f"must be text, got {_kind(value)}")
     text = value.strip() if isinstance(value, str) else str(value)
     if len(text) > limit:
-        raise _Rule(f"must be at most {limit} characters, got {len(text)}; shorten {what}")
+        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten {what}")
     return text
 
 
@@ -489,11 +486,11 @@ Note = Annotated[str | None, BeforeValidator(_note)]
 def _personal_identifier(value: Any) -> str:
     rule = f"must be {PERSONAL_IDENTIFIER_MIN} to {PERSONAL_IDENTIFIER_MAX} letters or digits (A-Z, a-z, 0-9)"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise _Rule(
+        raise _rule(
             f"{rule}, got a number; write it as text (in JSON, inside quotes) so leading zeros survive"
         )
     if not isinstance(value, str):
-        raise _Rule(f"{rule}, got {_kind(value)}")
+        raise _rule(f"{rule}, got {_kind(value)}")
     text = value.strip()
     length_ok = PERSONAL_IDENTIFIER_MIN <= len(text) <= PERSONAL_IDENTIFIER_MAX
     if length_ok and text.isascii() and text.isalnum():  # the common case, cheaply (bulk rows)
@@ -513,7 +510,7 @@ def _personal_identifier(value: Any) -> str:
         if bad
         else "check that the whole identifier was copied"
     )
-    raise _Rule(f"{rule}, but " + " and ".join(parts) + f"; {fix}")
+    raise _rule(f"{rule}, but " + " and ".join(parts) + f"; {fix}")
 
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
@@ -522,10 +519,10 @@ _SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
 def _email(value: Any) -> str:
     rule = "must be an email address such as name@example.com"
     if not isinstance(value, str):
-        raise _Rule(f"{rule}, got {_kind(value)}")
+        raise _rule(f"{rule}, got {_kind(value)}")
     text = value.strip()
     if len(text) > EMAIL_MAX:
-        raise _Rule(f"must be at most {EMAIL_MAX} characters, got {len(text)}; check the address")
+        raise _rule(f"must be at most {EMAIL_MAX} characters, got {len(text)}; check the address")
     problem = None
     ats = text.count("@")
     if _SPACE.search(text):
@@ -545,28 +542,28 @@ def _email(value: Any) -> str:
         elif domain.startswith(".") or domain.endswith(".") or ".." in domain:
             problem = "the part after the '@' has an empty label (a dot at its start or end, or '..')"
     if problem:
-        raise _Rule(f"{rule}, but {problem}; correct the address")
+        raise _rule(f"{rule}, but {problem}; correct the address")
     return text
 
 
 def _phone(value: Any) -> str:
     if not isinstance(value, str):
         if isinstance(value, int) and not isinstance(value, bool):
-            raise _Rule("must be text, got a number; write it as text so a leading 0 or + survives")
-        raise _Rule(f"must be text, got {_kind(value)}")
+            raise _rule("must be text, got a number; write it as text so a leading 0 or + survives")
+        raise _rule(f"must be text, got {_kind(value)}")
     text = value.strip()
     if len(text) > PHONE_MAX:
-        raise _Rule(f"must be at most {PHONE_MAX} characters, got {len(text)}; shorten it")
+        raise _rule(f"must be at most {PHONE_MAX} characters, got {len(text)}; shorten it")
     if not _PHONE_CHARS.issuperset(text):
         bad = [ch for ch in text if ch not in _PHONE_CHARS]
         first = _describe_char(bad[0]) if not bad[0].isalpha() else "a letter"
-        raise _Rule(
+        raise _rule(
             "may contain only digits, spaces, '+', '-' and parentheses, but it contains "
             f"{first}{' and other characters' if len(set(bad)) > 1 else ''}; remove them "
             "(for example write +46 8 123 456 78)"
         )
     if not text.strip(" +-()"):  # every character is allowed, so whatever is left is a digit
-        raise _Rule("must contain at least one digit")
+        raise _rule("must contain at least one digit")
     return text
 
 
@@ -579,17 +576,17 @@ def _date_of_birth(value: Any) -> date:
     elif isinstance(value, str):
         text = value.strip()
         if not _DATE_PATTERN.fullmatch(text):
-            raise _Rule(f"{rule}; rewrite it in that form")
+            raise _rule(f"{rule}; rewrite it in that form")
         try:
             born = date.fromisoformat(text)
         except ValueError:
-            raise _Rule(f"{rule}, but it is not a real calendar date; check the month and day") from None
+            raise _rule(f"{rule}, but it is not a real calendar date; check the month and day") from None
     else:
-        raise _Rule(f"{rule}, got {_kind(value)}")
+        raise _rule(f"{rule}, got {_kind(value)}")
     # "Today" differs by up to a day around the world: allow tomorrow (UTC) so nobody born today
     # east of UTC is refused.
     if born > datetime.now(dt_timezone.utc).date() + timedelta(days=1):
-        raise _Rule("is in the future; check the year")
+        raise _rule("is in the future; check the year")
     return date(born.year, born.month, born.day)
 
 
@@ -597,7 +594,7 @@ def _reservations(value: Any) -> int:
     rule = f"must be a whole number from 1 to {RESERVATIONS_MAX}"
     number: int | None = None
     if isinstance(value, bool):
-        raise _Rule(f"{rule}, got true/false")
+        raise _rule(f"{rule}, got true/false")
     if isinstance(value, int):
         number = value
     elif isinstance(value, float) and value.is_integer():
@@ -615,9 +612,9 @@ def _reservations(value: Any) -> int:
                 number = int(as_float)
     if number is None:
         shown = _show(value) if isinstance(value, (str, float)) else _kind(value)
-        raise _Rule(f"{rule}, got {shown}")
+        raise _rule(f"{rule}, got {shown}")
     if not 1 <= number <= RESERVATIONS_MAX:
-        raise _Rule(f"{rule}, got {number}; use 1 for one appointment")
+        raise _rule(f"{rule}, got {number}; use 1 for one appointment")
     return number
 
 
@@ -653,36 +650,11 @@ class _Model(BaseModel):
 
     # hide_input_in_errors: should anyone call the constructor or model_validate directly (parse()
     # is the intended door), pydantic's own message must not print personal data either.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, loc_by_alias=False, hide_input_in_errors=True
+    )
 
     _label: ClassVar[str] = "value"
-
-    def _xcom_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            out[name] = _xcom_value(getattr(self, name))
-        for key, value in (self.model_extra or {}).items():
-            out.setdefault(_camel_to_snake(str(key)), _xcom_value(value))
-        return out
-
-
-def _xcom_value(value: Any) -> Any:
-    """JSON-ready form: snake_case keys for models, datetimes as ISO-8601 text with their offset."""
-    if isinstance(value, _Model):
-        return value._xcom_dict()
-    if isinstance(value, datetime):
-        return _to_stdlib(value).isoformat(timespec="seconds")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _xcom_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_xcom_value(v) for v in value]
-    return to_jsonable_python(value)
 
 
 @functools.cache
@@ -719,7 +691,7 @@ class _RequestModel(_Model):
             for key in data:
                 name = by_key.get(key) if isinstance(key, str) else None
                 if name in seen:
-                    raise _Rule(f"is given twice, as {seen[name]!r} and {key!r}; keep one", field=name)
+                    raise _rule(f"is given twice, as {seen[name]!r} and {key!r}; keep one", field=name)
                 if name is not None:
                     seen[name] = key
         return {
@@ -766,12 +738,23 @@ class _Hidden:
 _HIDDEN = _Hidden()
 
 
+class _PersonalData(BaseModel):
+    """A model of personal data: ``repr`` names the fields that are set and hides every value."""
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name in type(self).model_fields:
+            if getattr(self, name) is not None:
+                yield name, _HIDDEN
+        for key in self.model_extra or {}:
+            yield str(key), _HIDDEN
+
+
 # --------------------------------------------------------------------------------------------------
 # Requests
 # --------------------------------------------------------------------------------------------------
 
 
-class Customer(_RequestModel):
+class Customer(_PersonalData, _RequestModel):
     """The customer sent when a reservation is confirmed (Part A's documented rules).
 
     Unknown keys are allowed and sent to Qmatic unchanged (tenants can define extra customer
@@ -782,38 +765,12 @@ class Customer(_RequestModel):
     model_config = ConfigDict(extra="allow")
     _label: ClassVar[str] = "customer"
 
-    personal_identifier: str
-    first_name: str
-    last_name: str
-    email: str
-    phone_number: str | None = None
-    date_of_birth: date | None = None
-
-    @field_validator("personal_identifier", mode="before")
-    @classmethod
-    def _check_personal_identifier(cls, value: Any) -> str:
-        return _personal_identifier(value)
-
-    @field_validator("first_name", "last_name", mode="before")
-    @classmethod
-    def _check_name(cls, value: Any, info: ValidationInfo) -> str:
-        what = "the customer's first name" if info.field_name == "first_name" else "the customer's last name"
-        return _text(value, limit=NAME_MAX, what=what)
-
-    @field_validator("email", mode="before")
-    @classmethod
-    def _check_email(cls, value: Any) -> str:
-        return _email(value)
-
-    @field_validator("phone_number", mode="before")
-    @classmethod
-    def _check_phone(cls, value: Any) -> str:
-        return _phone(value)
-
-    @field_validator("date_of_birth", mode="before")
-    @classmethod
-    def _check_date_of_birth(cls, value: Any) -> date:
-        return _date_of_birth(value)
+    personal_identifier: Annotated[str, BeforeValidator(_personal_identifier)]
+    first_name: Annotated[str, BeforeValidator(partial(_name, what="the customer's first name"))]
+    last_name: Annotated[str, BeforeValidator(partial(_name, what="the customer's last name"))]
+    email: Annotated[str, BeforeValidator(_email)]
+    phone_number: Annotated[str | None, BeforeValidator(_phone)] = None
+    date_of_birth: Annotated[date | None, BeforeValidator(_date_of_birth)] = None
 
     @model_validator(mode="after")
     def _check_extras(self) -> Customer:
@@ -825,24 +782,17 @@ class Customer(_RequestModel):
             # which would otherwise reach Qmatic as an unknown key while the real field stays empty.
             near = known.get(_squash(str(key)))
             if near is not None:
-                raise _Rule(
+                raise _rule(
                     f"looks like {near} but is spelled differently; write it as {near} or {to_camel(near)}",
                     field=str(key),
                 )
             if not _is_json_value(value):
-                raise _Rule(
+                raise _rule(
                     f"an extra customer field must hold text, a number, true/false, null, a list or an "
                     f"object, got {_kind(value)}",
                     field=str(key),
                 )
         return self
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name in type(self).model_fields:
-            if getattr(self, name) is not None:
-                yield name, _HIDDEN
-        for key in self.model_extra or {}:
-            yield str(key), _HIDDEN
 
 
 def _squash(name: str) -> str:
@@ -859,30 +809,26 @@ def _is_json_value(value: Any) -> bool:
     return False
 
 
+def _question_id(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _rule(f"must be text, got {_kind(value)}")
+    text = value.strip()
+    if len(text) > QUESTION_ID_MAX:
+        raise _rule(f"must be at most {QUESTION_ID_MAX} characters, got {len(text)}")
+    return text
+
+
 class InformationAnswer(_RequestModel):
     """An answer to one of the service's information questions (at most 2048 characters)."""
 
     _label: ClassVar[str] = "information answer"
 
-    question_id: str
-    answer: str = Field(repr=False)
-
-    @field_validator("question_id", mode="before")
-    @classmethod
-    def _check_question_id(cls, value: Any) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            raise _Rule(f"must be text, got {_kind(value)}")
-        text = value.strip()
-        if len(text) > QUESTION_ID_MAX:
-            raise _Rule(f"must be at most {QUESTION_ID_MAX} characters, got {len(text)}")
-        return text
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _check_answer(cls, value: Any) -> str:
-        return _long_text(value, limit=ANSWER_MAX, what="the answer")
+    question_id: Annotated[str, BeforeValidator(_question_id)]
+    answer: Annotated[str, BeforeValidator(partial(_long_text, limit=ANSWER_MAX, what="the answer"))] = Field(
+        repr=False
+    )
 
 
 class _TimedRequest(_RequestModel):
@@ -893,11 +839,6 @@ class _TimedRequest(_RequestModel):
         end_time: datetime | None
 
     _end_fix: ClassVar[str] = "correct the times, or leave end_time out and fill it with with_end(duration)"
-
-    @field_validator("start_time", "end_time", mode="before", check_fields=False)
-    @classmethod
-    def _check_time(cls, value: Any, info: ValidationInfo) -> Any:
-        return _time_field(value, info)
 
     @model_validator(mode="after")
     def _check_order(self: _T) -> _T:
@@ -934,11 +875,6 @@ class TimeSlot(_RequestModel):
     start_time: WireDateTime
     end_time: WireDateTime
 
-    @field_validator("start_time", "end_time", mode="before")
-    @classmethod
-    def _check_time(cls, value: Any, info: ValidationInfo) -> Any:
-        return _time_field(value, info)
-
     @model_validator(mode="after")
     def _check_order(self) -> TimeSlot:
         _end_after_start(self.start_time, self.end_time, "correct the times or use TimeSlot.from_duration")
@@ -952,13 +888,6 @@ class TimeSlot(_RequestModel):
         start = parse_aware_datetime(start_time, field="start_time", timezone=timezone)
         end = _add_minutes(start, _check_duration(duration_minutes))
         return cls.model_construct(start_time=start, end_time=end)
-
-    def to_wire(self) -> dict[str, Any]:
-        """``{"startTime": ..., "endTime": ...}``."""
-        return {
-            "startTime": format_wire_datetime(self.start_time),
-            "endTime": format_wire_datetime(self.end_time),
-        }
 
 
 class BookingRequest(_TimedRequest):
@@ -976,13 +905,8 @@ class BookingRequest(_TimedRequest):
     end_time: WireDateTime | None = None
     customer: Customer
     notes: Note = Field(default=None, repr=False)
-    number_of_reservations: int = 1
+    number_of_reservations: Annotated[int, BeforeValidator(_reservations)] = 1
     information_questions: list[InformationAnswer] = Field(default_factory=list)
-
-    @field_validator("number_of_reservations", mode="before")
-    @classmethod
-    def _check_reservations(cls, value: Any) -> int:
-        return _reservations(value)
 
     @field_validator("information_questions", mode="before")
     @classmethod
@@ -991,7 +915,7 @@ class BookingRequest(_TimedRequest):
         if isinstance(value, Mapping):
             return [{"question_id": key, "answer": answer} for key, answer in value.items()]
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise _Rule(
+            raise _rule(
                 "must be a list of {question_id, answer} objects or a mapping of question id to "
                 f"answer, got {_kind(value)}"
             )
@@ -1013,10 +937,8 @@ class BookingRequest(_TimedRequest):
 
     def confirmation_body(self) -> dict[str, Any]:
         """The confirm body: ``{customer{...}, informationQuestions?: [{questionId, answer}]}``."""
-        body: dict[str, Any] = {"customer": self.customer.to_wire()}
-        if self.information_questions:
-            body["informationQuestions"] = [answer.to_wire() for answer in self.information_questions]
-        return body
+        fields = {"customer", "information_questions"}
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True, include=fields)
 
 
 class RescheduleRequest(_TimedRequest):
@@ -1091,8 +1013,8 @@ def _checked(rule_fn: Callable[[Any], _V], value: Any, field: str) -> _V:
     """Apply a field rule outside a model, raising the provider's error named after ``field``."""
     try:
         return rule_fn(value)
-    except _Rule as rule:
-        error = QmaticValidationError(f"{field}: {rule.message}", field=field)
+    except PydanticCustomError as rule:
+        error = QmaticValidationError(f"{field}: {rule.message()}", field=field)
     raise error
 
 
@@ -1115,6 +1037,9 @@ class AppointmentStatus(str, Enum):
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
 
+    def __str__(self) -> str:  # the wire value in messages and f-strings, on every Python
+        return self.value
+
     @classmethod
     def lenient(cls, value: Any) -> AppointmentStatus | None:
         """The matching member (case-insensitive), or None for a status this version does not know."""
@@ -1134,8 +1059,8 @@ def _lenient_datetime(value: Any) -> Any:
         parsed = _read_datetime_text(value.strip())
         if parsed is not None:
             return _to_stdlib(parsed)
-        raise _Rule(f"is not an ISO-8601 date and time, such as {EXAMPLE_TIME}")
-    raise _Rule(f"must be ISO-8601 date-and-time text, got {_kind(value)}")
+        raise _rule(f"is not an ISO-8601 date and time, such as {EXAMPLE_TIME}")
+    raise _rule(f"must be ISO-8601 date-and-time text, got {_kind(value)}")
 
 
 # What an id from the server may be, since ids go back into URL paths (confirm, get, release):
@@ -1150,14 +1075,18 @@ def _id_text(value: Any) -> Any:
         value = str(value)
     if isinstance(value, str) and not _SAFE_ID.fullmatch(value):
         # The value is not quoted: it came from a server that is misbehaving.
-        raise _Rule(
+        raise _rule(
             "is not a usable id (1-128 letters, digits, '-', '_', '.' or '~', as in a GUID); it is not "
             "sent back to Qmatic"
         )
     return value
 
 
-LenientDateTime = Annotated[datetime, BeforeValidator(_lenient_datetime)]
+LenientDateTime = Annotated[
+    datetime,
+    BeforeValidator(_lenient_datetime),
+    PlainSerializer(lambda value: value.isoformat(timespec="seconds"), return_type=str, when_used="json"),
+]
 IdText = Annotated[str, BeforeValidator(_id_text)]
 
 
@@ -1199,9 +1128,18 @@ class _ResponseModel(_Model):
             )
         return [cls.parse(item) for item in data]
 
+    @model_serializer(mode="wrap")
+    def _snake_case_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Fields Qmatic adds (kept as sent, camelCase) get snake_case keys like the known ones."""
+        data: dict[str, Any] = handler(self)
+        for key in self.model_extra or {}:
+            value = data.pop(key)
+            data.setdefault(to_snake(str(key)), value)
+        return data
+
     def to_xcom(self) -> dict[str, Any]:
         """JSON-ready dict for XCom: snake_case keys (also for unknown fields), times with offset."""
-        return self._xcom_dict()
+        return self.model_dump(mode="json")
 
 
 class NamedRef(_ResponseModel):
@@ -1222,7 +1160,7 @@ class AppointmentTimeSlot(_ResponseModel):
     end_time: LenientDateTime | None = None
 
 
-class CustomerInfo(_ResponseModel):
+class CustomerInfo(_PersonalData, _ResponseModel):
     """A customer as Qmatic returns it: no request rules applied; ``repr`` hides every value."""
 
     _label: ClassVar[str] = "customer"
@@ -1233,13 +1171,6 @@ class CustomerInfo(_ResponseModel):
     email: str | None = None
     phone_number: str | None = None
     date_of_birth: str | None = None
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name in type(self).model_fields:
-            if getattr(self, name) is not None:
-                yield name, _HIDDEN
-        for key in self.model_extra or {}:
-            yield str(key), _HIDDEN
 
 
 class Appointment(_ResponseModel):
@@ -1268,7 +1199,7 @@ class Appointment(_ResponseModel):
         XCom values are stored in Airflow's database and shown in its UI to everyone who can see the
         DAG; the customer's personal data stays out of them unless a task really needs it there.
         """
-        out = self._xcom_dict()
+        out = self.model_dump(mode="json")
         if not include_personal_data:
             out["customer"] = None
         return out
@@ -1307,7 +1238,7 @@ def _available(value: Any) -> Any:
             return text == "true"
         if text.isdigit():
             return int(text)
-    raise _Rule(f"must be a count or true/false, got {_kind(value)}")
+    raise _rule(f"must be a count or true/false, got {_kind(value)}")
 
 
 class Slot(_ResponseModel):
@@ -1317,12 +1248,7 @@ class Slot(_ResponseModel):
 
     start_time: LenientDateTime
     end_time: LenientDateTime | None = None
-    available: bool | int | None = None
-
-    @field_validator("available", mode="before")
-    @classmethod
-    def _check_available(cls, value: Any) -> Any:
-        return _available(value)
+    available: Annotated[bool | int | None, BeforeValidator(_available)] = None
 
     @property
     def is_available(self) -> bool:
@@ -1345,19 +1271,11 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _field_of(model: type[BaseModel] | None, key: str) -> tuple[str, type[BaseModel] | None]:
-    """The snake_case name of ``key`` (a name or an alias) in ``model``, and the model nested in it."""
-    if model is not None:
-        for name, info in model.model_fields.items():
-            if key in (name, info.alias):
-                return name, _nested_model(info.annotation)
-    return key, None
-
-
 def _resolve(
     root: type[BaseModel] | None, loc: Sequence[int | str]
 ) -> tuple[str, type[BaseModel] | None, str | None]:
-    """Dotted snake_case path of an error location, the model that holds the last part, and the field."""
+    """Dotted path of an error location (field names: ``loc_by_alias`` is off), the model that
+    holds its last part, and that part."""
     path = ""
     current: type[BaseModel] | None = root
     parent: type[BaseModel] | None = root
@@ -1366,8 +1284,9 @@ def _resolve(
         if isinstance(item, int):
             path += f"[{item}]"
             continue
-        parent = current
-        last, current = _field_of(current, item)
+        parent, last = current, str(item)
+        info = current.model_fields.get(last) if current is not None else None
+        current = _nested_model(info.annotation) if info is not None else None
         path = f"{path}.{last}" if path else last
     return path, parent, last
 
@@ -1380,13 +1299,12 @@ def _problems(
     for err in exc.errors(include_url=False):
         loc: tuple[int | str, ...] = tuple(err["loc"])
         ctx = err.get("ctx") or {}
-        cause = ctx.get("error")
         kind = err["type"]
-        if isinstance(cause, _Rule) and cause.field:
-            loc = (*loc, cause.field)
+        if kind == "rule" and ctx.get("field"):
+            loc = (*loc, ctx["field"])
         path, parent, last = _resolve(root, loc)
-        if isinstance(cause, _Rule):
-            rule = cause.message
+        if kind == "rule":
+            rule = str(ctx["rule"])
         elif kind == "missing" and response:
             rule = "is missing from the answer"
         elif kind == "missing":

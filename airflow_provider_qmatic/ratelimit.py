@@ -45,6 +45,15 @@ The shared state is stamped with the limiter's ``clock``. The default, :func:`ti
 ``CLOCK_MONOTONIC`` on Linux: one clock for the whole host (seconds since boot), comparable between
 processes, and immune to wall-clock jumps that would otherwise grant a burst or a long stall.
 A state file whose stamps lie in the future (left over from before a reboot) is discarded.
+
+Spacing
+-------
+The token endpoint takes one request per second, and a bucket is the wrong tool for that: it must
+never admit two requests inside one second, whichever clients send them. :func:`spacing` hands out
+one :class:`Spacing` per key for the whole process (two clients of one task, a book and a
+reschedule scope, share it) and, with ``shared_dir``, keeps its one number, the earliest moment
+of the next request, in ``<shared_dir>/<key>.next`` under ``flock``, so the task processes of the
+host share it too. Each caller books its moment and sleeps once until it comes.
 """
 
 from __future__ import annotations
@@ -347,6 +356,85 @@ class RateLimiter:
         if bucket.paused_until is not None and bucket.paused_until > now + MAX_PAUSE_S:
             bucket.paused_until = now + MAX_PAUSE_S
         return bucket
+
+
+class Spacing:
+    """At most one event per ``interval`` seconds for a key, across threads and, with ``shared_dir``,
+    across the processes of this user on this host. Build it with :func:`spacing`."""
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        key: str,
+        shared_dir: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not SAFE_NAME.fullmatch(key):
+            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
+        self.interval = interval
+        self._key = key
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self._shared: PrivateDirectory | None = None
+        if shared_dir is not None and flock_available():
+            self._shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
+            with self._shared.opened():  # fail now, before any request, if it is unusable
+                pass
+
+    def wait(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Book the next free moment and sleep until it; returns the seconds slept."""
+        delay = self._book(lambda now, next_at: (max(now, next_at), max(now, next_at) + self.interval))
+        if delay > 0:
+            sleep(delay)
+        return delay
+
+    def hold_off(self, seconds: float) -> None:
+        """Nobody starts before ``seconds`` from now (the endpoint answered 429)."""
+        pause = min(max(0.0, seconds), MAX_PAUSE_S)
+        self._book(lambda now, next_at: (now, max(next_at, now + pause)))
+
+    def _book(self, step: Callable[[float, float], tuple[float, float]]) -> float:
+        """Apply ``step(now, next_at) -> (start, new next_at)`` atomically; ``start - now``."""
+        with self._lock:
+            if self._shared is None:
+                now = self._clock()
+                start, self._next_at = step(now, self._next_at)
+                return start - now
+            with self._shared.opened() as dir_fd:
+                fd = self._shared.open_file(dir_fd, f"{self._key}.next", os.O_RDWR | os.O_CREAT)
+                try:
+                    lock_exclusive(fd)
+                    now = self._clock()
+                    try:
+                        next_at = float(os.pread(fd, 64, 0).decode() or 0.0)
+                    except ValueError:  # torn or foreign content: no booking to respect
+                        next_at = 0.0
+                    if not math.isfinite(next_at) or next_at > now + MAX_PAUSE_S:  # from before a reboot
+                        next_at = 0.0
+                    start, next_at = step(now, next_at)
+                    data = repr(next_at).encode()
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    write_all(fd, data)
+                    os.ftruncate(fd, len(data))
+                    return start - now
+                finally:
+                    os.close(fd)
+
+
+_spacings: dict[tuple[str, str | None], Spacing] = {}
+_spacings_lock = threading.Lock()
+
+
+def spacing(interval: float, *, key: str, shared_dir: str | os.PathLike[str] | None = None) -> Spacing:
+    """The process's one :class:`Spacing` for ``key`` (and ``shared_dir``), created on first use."""
+    where = None if shared_dir is None else os.fspath(shared_dir)
+    with _spacings_lock:
+        found = _spacings.get((key, where))
+        if found is None:
+            found = _spacings[(key, where)] = Spacing(interval, key=key, shared_dir=shared_dir)
+        return found
 
 
 def _parse_bucket(raw: bytes) -> _Bucket | None:

@@ -47,8 +47,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic.bulk_journal import RETENTION_DAYS, Journal, JournalState, QmaticJournalBusyError
-from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticCoordinationError
+from airflow_provider_qmatic.bulk_journal import RETENTION_DAYS, Journal, JournalState
+from airflow_provider_qmatic.exceptions import (
+    QmaticConfigError,
+    QmaticCoordinationError,
+    QmaticJournalBusyError,
+)
 from airflow_provider_qmatic.ratelimit import BACKOFF_BASE_S, BACKOFF_CAP_S, DECREASE_FACTOR, MAX_PAUSE_S
 from airflow_provider_qmatic.token_cache import CachedToken
 

@@ -28,6 +28,10 @@ class Scope(str, Enum):
 
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+# The scope sets the provider asks tokens for: one scope each (least privilege).
+BOOK: frozenset[Scope] = frozenset({Scope.BOOK})
+RESCHEDULE: frozenset[Scope] = frozenset({Scope.RESCHEDULE})
+CANCEL: frozenset[Scope] = frozenset({Scope.CANCEL})
 
 
 def scope_string(scopes: frozenset[Scope]) -> str:

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
+
 if TYPE_CHECKING:
     from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
-
-DEFAULT_CONN_ID = "qmatic_default"
 
 _MISSING_EXTRA = (
     "the Qmatic sandbox needs FastAPI and uvicorn: pip install 'airflow-provider-qmatic[sandbox]'"

@@ -4,10 +4,10 @@ Qmatic's token endpoint takes one request per second per client, and a token liv
 Airflow worker may start dozens of task processes for one connection at the same moment; without a
 shared cache each would fetch its own token and most would be refused with 429. So:
 
-- :class:`MemoryTokenCache` shares tokens between the threads of one process (``token_cache:
+- :class:`MemoryTokenCache` shares tokens between the threads of one process (``credential_cache:
   memory``); each task process still fetches its own token.
 - :class:`FileTokenCache` shares tokens between all processes of one user on one host
-  (``token_cache: file``, the default): a per-key ``flock`` makes exactly one of them fetch while the
+  (``credential_cache: file``, the default): a per-key ``flock`` makes exactly one of them fetch while the
   others wait and then read what it stored.
 
 Both implement :class:`TokenCache`. Tokens are never logged and never appear in ``repr`` or in

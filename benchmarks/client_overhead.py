@@ -51,14 +51,15 @@ if variant == "bare":
         response.raise_for_status()
         return response.json()
 else:
-    from airflow_provider_qmatic.client import BOOK, QmaticClient, shared_limiter
+    from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+    from airflow_provider_qmatic.scopes import BOOK
     from airflow_provider_qmatic.config import ClientConfig
     values.pop("scope")
     config = ClientConfig.from_values(**values)
     limiter = shared_limiter(config) if variant == "hook" else None
     client = QmaticClient(config, limiter=limiter)
     if variant == "core":
-        once = lambda: client.call("list_branches", BOOK)
+        once = lambda: client.call("branches", BOOK)
     else:
         once = client.list_branches
 for _ in range(warmup):
@@ -111,10 +112,10 @@ def run() -> Section:
                 values = box.config_values(scope=scope_string(frozenset({Scope.BOOK})))
                 if variant == "hook":
                     values.update(
-                        token_cache="file", token_cache_dir=cache_dir, requests_per_minute=1_000_000
+                        credential_cache="file", credential_cache_dir=cache_dir, requests_per_minute=1_000_000
                     )
                 else:
-                    values.update(token_cache="memory")
+                    values.update(credential_cache="memory")
                 result = run_child(CHILD, variant, json.dumps(values), str(CALLS), str(WARMUP))
                 cpu[variant].append(result["cpu_us"])
                 wall[variant].append(result["wall_us"])

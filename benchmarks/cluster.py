@@ -252,8 +252,8 @@ def measure(
     def values(name: str) -> dict[str, Any]:
         extra = {"redis_conn_id": redis.conn_id} if redis is not None else {}
         return box.config_values(
-            token_cache="redis" if redis is not None else "file",
-            token_cache_dir=str(workdir / name),
+            credential_cache="redis" if redis is not None else "file",
+            credential_cache_dir=str(workdir / name),
             requests_per_minute=LIMIT,
             **extra,
         )

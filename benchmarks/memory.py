@@ -105,7 +105,7 @@ def run() -> Section:
         ) as box,
         tempfile.TemporaryDirectory(prefix="qmatic-bench-memory-") as tmp,
     ):
-        values = json.dumps(box.config_values(token_cache="memory", requests_per_minute=1_000_000))
+        values = json.dumps(box.config_values(credential_cache="memory", requests_per_minute=1_000_000))
         warm = Path(tmp) / "warm.csv"
         write_rows(box, warm, 10)
         measured: dict[tuple[str, int], dict[str, float]] = {}

@@ -93,7 +93,7 @@ def _run(box: Sandbox, *, kill: bool, retry_skip: str) -> dict[str, float]:
         work = Path(tmp)
         (work / "journals").mkdir(mode=0o700)
         values = box.config_values(
-            token_cache="file", token_cache_dir=str(work / "tokens"), requests_per_minute=LIMIT
+            credential_cache="file", credential_cache_dir=str(work / "tokens"), requests_per_minute=LIMIT
         )
         journal = work / "journals" / "task.jsonl"
         source = work / "rows.json"

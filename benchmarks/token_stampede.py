@@ -11,6 +11,11 @@ under the token endpoint's limit of 1 request per second (the sandbox's default)
 
 Each process imports everything and builds its client first, then waits for a "go" line on stdin,
 so the K processes really start their requests together. Counts are the sandbox's own.
+
+A second figure: two clients of ONE process (a book task's and a reschedule task's scopes, so
+two token requests are needed) start together, ROUNDS times. This provider spaces token requests
+per Qmatic host for the whole process; the baseline is two clients that each pace only themselves
+(as this provider did before), which the token endpoint answers with a 429 for one of them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from benchmarks.common import REPO, Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 KS = (1, 8, 32)
+ROUNDS = 5
 
 PROVIDER_CHILD = r"""
 import json, sys, time
@@ -122,6 +128,61 @@ def _race(box: Sandbox, k: int, code: str, arg: str) -> dict[str, float]:
     }
 
 
+def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
+    """ROUNDS times: two clients of this process ask for a token (book, reschedule) at once."""
+    import base64
+    import threading
+
+    import requests
+
+    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.scopes import BOOK, RESCHEDULE, scope_string
+
+    values = box.config_values(credential_cache="memory", requests_per_minute=6000)
+    basic = base64.b64encode(f"{box.client_id}:{box.client_secret}".encode()).decode()
+
+    def naive(scopes: frozenset[object]) -> None:
+        # Paces only itself: one request, and on 429 one second's wait before the next.
+        with requests.Session() as session:
+            while True:
+                response = session.post(
+                    box.base_url + "/oauth2/token",
+                    headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": box.tenant},
+                    data={"grant_type": "client_credentials", "scope": scope_string(scopes)},  # type: ignore[arg-type]
+                    timeout=30,
+                )
+                if response.status_code != 429:
+                    response.raise_for_status()
+                    return
+                time.sleep(1)
+
+    token_requests = rate_limited = 0.0
+    elapsed: list[float] = []
+    for _ in range(ROUNDS):
+        time.sleep(1.2)  # the endpoint's one request per second, free again
+        box.reset()
+        if spaced:
+            clients = [QmaticClient(ClientConfig.from_values(**values)) for _ in range(2)]
+            actions = [
+                lambda c=c, s=s: c.tokens.token(s) for c, s in zip(clients, (BOOK, RESCHEDULE), strict=True)
+            ]
+        else:
+            actions = [lambda s=s: naive(s) for s in (BOOK, RESCHEDULE)]
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=lambda a=a, b=barrier: (b.wait(), a())) for a in actions]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        elapsed.append(time.perf_counter() - start)
+        stats = box.stats()
+        token_requests += stats["token_requests"]
+        rate_limited += stats["rate_limited"]["token"]
+    return {"token_requests": token_requests, "token_429": rate_limited, "max_s": max(elapsed)}
+
+
 def run() -> Section:
     from airflow_provider_qmatic.scopes import Scope, scope_string
 
@@ -133,7 +194,7 @@ def run() -> Section:
                 # requests_per_minute of the connection raised so that pacing API calls does not
                 # blur the token figure (the shared limiter is still in the path, as the hook builds it).
                 values = box.config_values(
-                    token_cache="file", token_cache_dir=cache_dir, requests_per_minute=6000
+                    credential_cache="file", credential_cache_dir=cache_dir, requests_per_minute=6000
                 )
                 ours = _race(box, k, PROVIDER_CHILD, json.dumps(values))
             naive_cfg = {**box.config_values(), "scope": scope_string(frozenset({Scope.BOOK}))}
@@ -158,6 +219,18 @@ def run() -> Section:
                     f"all K calls done: {ours['all_done_s']:.3f} s vs {naive['all_done_s']:.3f} s",
                 )
             )
+        ours2, naive2 = _two_clients(box, spaced=True), _two_clients(box, spaced=False)
+        section.rows.append(
+            Row(
+                "1 token stampede",
+                f"2 clients in 1 process, {ROUNDS} starts: token 429s",
+                fmt(ours2["token_429"], 0),
+                fmt(naive2["token_429"], 0),
+                ratio(ours2["token_429"], naive2["token_429"]),
+                f"token requests {ours2['token_requests']:.0f} vs {naive2['token_requests']:.0f}; "
+                f"slowest start {ours2['max_s']:.2f} s vs {naive2['max_s']:.2f} s",
+            )
+        )
     return section
 
 

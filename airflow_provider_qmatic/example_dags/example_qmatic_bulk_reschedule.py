@@ -58,6 +58,7 @@ with DAG(
     def plan_moves(params: dict[str, Any]) -> list[dict[str, str]]:
         """One row ``{appointment_id, start_time, end_time}`` per appointment to move."""
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+        from airflow_provider_qmatic.models import AppointmentStatus
 
         with open(params["booking_results"], newline="", encoding="utf-8") as handle:
             booked = [
@@ -71,7 +72,7 @@ with DAG(
             appointment = hook.get_appointment(appointment_id)
             slot = appointment.time_slot
             if (
-                appointment.status == "CONFIRMED"
+                appointment.status_enum is AppointmentStatus.CONFIRMED
                 and appointment.branch is not None
                 and appointment.branch.id == params["branch_id"]
                 and slot is not None

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_qmatic import __version__
+from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from airflow_provider_qmatic.scopes import Scope
@@ -72,7 +72,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     Connection fields: Login = client ID, Password = client secret; extras ``region``
     (``eu-west-1`` | ``us-east-1``), ``tenant`` (account name, sent as X-ACCOUNT), ``system_id``
     (sent as X-TENANT-ID), and optionally ``base_url`` (or Host), ``language``, ``timeout``,
-    ``requests_per_minute``, ``credential_cache`` (``file`` | ``memory`` | ``redis``), ``redis_conn_id``.
+    ``requests_per_minute``, ``credential_cache`` (``file`` | ``memory`` | ``redis``; also read as
+    ``token_cache``), ``credential_cache_dir`` and ``redis_conn_id``.
 
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
@@ -82,7 +83,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     """
 
     conn_name_attr = "qmatic_conn_id"
-    default_conn_name = "qmatic_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "qmatic"
     hook_name = "Qmatic Cloud"
 
@@ -126,8 +127,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             language=extras.get("language"),
             timeout=extras.get("timeout"),
             requests_per_minute=extras.get("requests_per_minute"),
-            token_cache=extras.get("credential_cache"),
-            token_cache_dir=extras.get("credential_cache_dir"),
+            credential_cache=extras.get("credential_cache"),
+            credential_cache_dir=extras.get("credential_cache_dir"),
             redis_conn_id=extras.get("redis_conn_id"),
             user_agent=user_agent(),
         )

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     # Bulk operators draw from the tenant's budget leaving a reserve that single calls may use.
     bulk_budget: ClassVar[bool] = False
 
-    def __init__(self, *, qmatic_conn_id: str = "qmatic_default", **kwargs: Any) -> None:
+    def __init__(self, *, qmatic_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.qmatic_conn_id = qmatic_conn_id
 

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         number_of_reservations: int | str = 1,
         information_questions: Any = None,
         timezone: str | None = None,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -186,7 +187,7 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         end_time: str | datetime | None = None,
         timezone: str | None = None,
         notes: str | None = None,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -247,7 +248,7 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
         *,
         appointment_id: str,
         missing_ok: bool = False,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -324,7 +325,7 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         date_to: str | date | None = None,
         only_available: bool = True,
         limit: int | str | None = None,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)

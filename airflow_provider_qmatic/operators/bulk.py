@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
+from airflow_provider_qmatic.bulk_args import XCOM_OUTCOMES_MAX
 from airflow_provider_qmatic.compat import ObjectStoragePath
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator
@@ -25,9 +27,6 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk import BulkRunner
     from airflow_provider_qmatic.bulk_journal import Journal
-
-# Mirrors airflow_provider_qmatic.bulk.XCOM_OUTCOMES_MAX (not imported here to keep parsing light).
-XCOM_OUTCOMES_MAX = 1000
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):
@@ -66,7 +65,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
         max_rows: int = 1_000_000,
-        qmatic_conn_id: str = "qmatic_default",
+        qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         """Arguments shared by the three bulk operators.
@@ -133,7 +132,9 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             rows = self._source(self.rows)
             results = _object_path(self.results_path) if self.results_path else None
             directory = (
-                Path(self.journal_dir) if self.journal_dir else default_journal_dir(config.token_cache_dir)
+                Path(self.journal_dir)
+                if self.journal_dir
+                else default_journal_dir(config.credential_cache_dir)
             )
             map_index = getattr(ti, "map_index", -1)
             name = journal_name(
@@ -142,7 +143,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else int(map_index),
             )
-            if config.token_cache == "redis":  # a retry on another worker must find it
+            if config.credential_cache == "redis":  # a retry on another worker must find it
                 from airflow_provider_qmatic import redis_state
 
                 journal: Path | Journal = redis_state.journal(config, name)

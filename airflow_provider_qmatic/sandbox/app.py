@@ -9,7 +9,7 @@ error messages follow the contract. The gateway concerns (413, 429, faults, coun
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, timedelta
 from enum import Enum
 from typing import Any
@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
-from airflow_provider_qmatic import __version__, paths
+from airflow_provider_qmatic import __version__, contract
+from airflow_provider_qmatic.contract import Operation
 from airflow_provider_qmatic.sandbox import validation
 from airflow_provider_qmatic.sandbox.auth import authenticate_bearer, issue_token
 from airflow_provider_qmatic.sandbox.errors import SandboxError, bad_request
@@ -97,33 +98,24 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
-    def auth(request: Request, endpoint: str) -> Token:
-        headers = request.headers
-        return authenticate_bearer(
-            sb.store, sb.clock, headers.get("authorization"), headers.get("x-tenant-id"), endpoint
-        )
+    """One route per row of the contract table: its method, path and success status come from
+    the row, and a bearer token passes only with one of the row's scopes."""
 
     async def body_object(request: Request) -> dict[str, Any]:
         return validation.json_object(await request.body())
 
-    @app.post(paths.TOKEN, tags=["oauth2"])
     async def token(request: Request) -> Response:
         answer = issue_token(sb.settings, sb.store, request.headers, await request.body())
         return _json(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    @app.get(paths.BRANCHES, tags=["catalogue"])
-    async def branches(request: Request) -> Response:
-        auth(request, "branches")
-        return _json(sb.store.branches())
+    async def branches(request: Request, _token: Token) -> Any:
+        return sb.store.branches()
 
-    @app.get(paths.SERVICES, tags=["catalogue"])
-    async def services(request: Request, branch_id: str) -> Response:
-        auth(request, "services")
-        return _json(sb.store.services(branch_id))
+    async def services(request: Request, _token: Token) -> Any:
+        return sb.store.services(request.path_params["branch_id"])
 
-    @app.get(paths.TIMESLOTS, tags=["catalogue"])
-    async def timeslots(request: Request, branch_id: str, service_id: str) -> Response:
-        auth(request, "timeslots")
+    async def timeslots(request: Request, _token: Token) -> Any:
+        branch_id, service_id = request.path_params["branch_id"], request.path_params["service_id"]
         query = request.query_params
         branch = next((b for b in sb.store.seed.branches if b.id == branch_id), None)
         today = sb.clock.now().astimezone(ZoneInfo(branch.time_zone)).date() if branch else date.today()
@@ -135,13 +127,11 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
         )
         if last < first:
             raise bad_request("to", "must not be before from")
-        return _json(sb.store.timeslots(branch_id, service_id, first, last))
+        return sb.store.timeslots(branch_id, service_id, first, last)
 
-    @app.post(paths.RESERVATIONS, status_code=201, tags=["booking"])
-    async def reserve(request: Request) -> Response:
-        token = auth(request, "reserve")
+    async def reserve(request: Request, token: Token) -> Any:
         req = validation.parse_reserve(await body_object(request))
-        appointment = sb.store.reserve(
+        return sb.store.reserve(
             tenant=token.tenant,
             client_id=token.client_id,
             branch_id=req.branch_id,
@@ -152,42 +142,57 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
             notes=req.notes,
             resource_id=req.resource_id,
         )
-        return _json(appointment, 201)
 
-    @app.delete(paths.RESERVATION, status_code=204, tags=["booking"])
-    async def release(request: Request, appointment_id: str) -> Response:
-        token = auth(request, "release")
-        sb.store.release(token.tenant, appointment_id)
-        return Response(status_code=204)
+    async def release(request: Request, token: Token) -> Any:
+        sb.store.release(token.tenant, request.path_params["appointment_id"])
 
-    @app.post(paths.SEARCH, tags=["appointments"])
-    async def search(request: Request) -> Response:
-        token = auth(request, "search")
-        personal_identifier = validation.parse_search(await body_object(request))
-        return _json(sb.store.search(token.tenant, personal_identifier))
-
-    @app.post(paths.CONFIRM, status_code=201, tags=["booking"])
-    async def confirm(request: Request, appointment_id: str) -> Response:
-        token = auth(request, "confirm")
+    async def confirm(request: Request, token: Token) -> Any:
         customer, questions = validation.parse_confirm(await body_object(request))
-        return _json(sb.store.confirm(token.tenant, appointment_id, customer, questions), 201)
+        return sb.store.confirm(token.tenant, request.path_params["appointment_id"], customer, questions)
 
-    @app.get(paths.APPOINTMENT, tags=["appointments"])
-    async def get_appointment(request: Request, appointment_id: str) -> Response:
-        token = auth(request, "get")
-        return _json(sb.store.get(token.tenant, appointment_id))
+    async def get(request: Request, token: Token) -> Any:
+        return sb.store.get(token.tenant, request.path_params["appointment_id"])
 
-    @app.put(paths.RESCHEDULE, tags=["appointments"])
-    async def reschedule(request: Request, appointment_id: str) -> Response:
-        token = auth(request, "reschedule")
+    async def search(request: Request, token: Token) -> Any:
+        personal_identifier = validation.parse_search(await body_object(request))
+        return sb.store.search(token.tenant, personal_identifier)
+
+    async def reschedule(request: Request, token: Token) -> Any:
         reservation_id = validation.parse_reschedule(await body_object(request))
-        return _json(sb.store.reschedule(token.tenant, appointment_id, reservation_id))
+        return sb.store.reschedule(token.tenant, request.path_params["appointment_id"], reservation_id)
 
-    @app.delete(paths.APPOINTMENT, status_code=204, tags=["appointments"])
-    async def cancel(request: Request, appointment_id: str) -> Response:
-        token = auth(request, "cancel")
-        sb.store.cancel(token.tenant, appointment_id)
-        return Response(status_code=204)
+    async def cancel(request: Request, token: Token) -> Any:
+        sb.store.cancel(token.tenant, request.path_params["appointment_id"])
+
+    handlers: dict[str, Callable[[Request, Token], Awaitable[Any]]] = {
+        "branches": branches,
+        "services": services,
+        "timeslots": timeslots,
+        "reserve": reserve,
+        "release": release,
+        "confirm": confirm,
+        "get": get,
+        "search": search,
+        "reschedule": reschedule,
+        "cancel": cancel,
+    }
+
+    def endpoint(op: Operation, handler: Callable[[Request, Token], Awaitable[Any]]) -> Callable[..., Any]:
+        async def answer(request: Request) -> Response:
+            headers = request.headers
+            caller = authenticate_bearer(
+                sb.store, sb.clock, headers.get("authorization"), headers.get("x-tenant-id"), op
+            )
+            content = await handler(request, caller)
+            return Response(status_code=op.success) if op.success == 204 else _json(content, op.success)
+
+        return answer
+
+    app.add_api_route(contract.TOKEN.path, token, methods=[contract.TOKEN.method], tags=["oauth2"])
+    for op in contract.API_OPERATIONS:
+        app.add_api_route(
+            op.path, endpoint(op, handlers[op.name]), methods=[op.method], name=op.name, tags=["api"]
+        )
 
 
 def _int_query(request: Request, name: str, default: int, low: int = 0) -> int:

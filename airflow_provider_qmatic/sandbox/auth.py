@@ -15,25 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from airflow_provider_qmatic.contract import Operation
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError
 from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings
 from airflow_provider_qmatic.sandbox.store import Store, Token
-from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
+from airflow_provider_qmatic.scopes import Scope
 
-# Any ONE of these scopes lets a token call the endpoint (Part B's scope table).
-REQUIRED_SCOPES: dict[str, frozenset[Scope]] = {
-    "branches": ALL_SCOPES,
-    "services": ALL_SCOPES,
-    "timeslots": ALL_SCOPES,
-    "get": ALL_SCOPES,
-    "search": ALL_SCOPES,
-    "reserve": frozenset({Scope.BOOK, Scope.RESCHEDULE}),
-    "release": frozenset({Scope.BOOK}),
-    "confirm": frozenset({Scope.BOOK}),
-    "reschedule": frozenset({Scope.RESCHEDULE}),
-    "cancel": frozenset({Scope.CANCEL}),
-}
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="qmatic"'}
 
 
@@ -75,9 +63,10 @@ def issue_token(
 
 
 def authenticate_bearer(
-    store: Store, clock: Clock, authorization: str | None, tenant_header: str | None, endpoint: str
+    store: Store, clock: Clock, authorization: str | None, tenant_header: str | None, operation: Operation
 ) -> Token:
-    """The caller's token after the 401 and 403 checks of Part B, for ``endpoint``."""
+    """The caller's token after the 401 and 403 checks of Part B, for ``operation``: a token with
+    any one of the operation's scopes in the contract table may call it."""
     scheme, _, value = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise _invalid_token("an Authorization: Bearer <token> header is required")
@@ -94,7 +83,7 @@ def authenticate_bearer(
         raise SandboxError(
             403, "forbidden_tenant", "X-TENANT-ID is not the system id of this client's tenant"
         )
-    needed = REQUIRED_SCOPES[endpoint]
+    needed = frozenset(operation.scopes)
     if not (token.scopes & needed):
         wanted = " or ".join(sorted(s.value for s in needed))
         raise SandboxError(

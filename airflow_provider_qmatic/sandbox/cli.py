@@ -19,6 +19,7 @@ from datetime import date
 from types import FrameType
 from typing import Any
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import connection_json, env_var_name
 from airflow_provider_qmatic.sandbox.settings import (
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a tenant's system id (X-TENANT-ID); without TENANT= it is the first client's tenant. "
         "Default: a GUID derived from the tenant name",
     )
-    add("--conn-id", default="qmatic_default", help="Airflow connection id of the first client")
+    add("--conn-id", default=DEFAULT_CONN_ID, help="Airflow connection id of the first client")
     data = parser.add_argument_group("seed data")
     data.add_argument("--branches", type=int, default=3, help=f"number of branches (1-{MAX_BRANCHES})")
     data.add_argument("--weeks", type=int, default=4, help="weeks of time slots")

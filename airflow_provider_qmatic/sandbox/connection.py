@@ -10,9 +10,8 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.sandbox.settings import SandboxClient
-
-DEFAULT_CONN_ID = "qmatic_default"
 
 
 def connection_extra(client: SandboxClient, base_url: str) -> dict[str, Any]:

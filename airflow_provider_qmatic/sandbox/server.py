@@ -23,10 +23,9 @@ from typing import Any
 
 import requests
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import DEFAULT_CONN_ID, contract
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import (
-    DEFAULT_CONN_ID,
     connection_env,
     connection_json,
     connection_uri,
@@ -307,7 +306,7 @@ class SandboxServer:
         )
         basic = base64.b64encode(f"{who.client_id}:{who.client_secret}".encode()).decode()
         response = self.admin.session.post(
-            self.base_url + paths.TOKEN,
+            self.base_url + contract.TOKEN.path,
             headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": who.tenant},
             data={"grant_type": "client_credentials", "scope": scope_string(wanted)},
             timeout=10,

@@ -21,25 +21,14 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, InstanceOf, TypeAdapter, ValidationError
 
 from airflow_provider_qmatic.config import normalise_tenant
+from airflow_provider_qmatic.contract import OPERATIONS
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
 
-# Names of API endpoints, used by statistics and to aim faults (``fault_endpoints``).
-ENDPOINTS: tuple[str, ...] = (
-    "token",
-    "branches",
-    "services",
-    "timeslots",
-    "reserve",
-    "release",
-    "confirm",
-    "get",
-    "search",
-    "reschedule",
-    "cancel",
-)
+# Names of the contract's operations, used by statistics and to aim faults (``fault_endpoints``).
+ENDPOINTS: tuple[str, ...] = tuple(OPERATIONS)
 # The endpoints that change state: the only ones "commit then fail" applies to.
-WRITE_ENDPOINTS: frozenset[str] = frozenset({"reserve", "release", "confirm", "reschedule", "cancel"})
+WRITE_ENDPOINTS: frozenset[str] = frozenset(op.name for op in OPERATIONS.values() if op.writes)
 RATE_LIMIT_ALGORITHMS: tuple[str, ...] = ("token_bucket", "sliding_window")
 COMMIT_THEN_FAIL_MODES: tuple[str, ...] = ("500", "drop", "both")
 FAULT_BODIES: tuple[str, ...] = ("json", "empty", "html")

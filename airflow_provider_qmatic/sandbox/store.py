@@ -19,21 +19,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
+from airflow_provider_qmatic.models import AppointmentStatus
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError, conflict, not_found
 from airflow_provider_qmatic.sandbox.seed import Branch, SeedData, Service
 from airflow_provider_qmatic.sandbox.settings import SandboxClient
 from airflow_provider_qmatic.scopes import Scope
 
-RESERVED = "RESERVED"
-CONFIRMED = "CONFIRMED"
-CANCELLED = "CANCELLED"
-RELEASED = "RELEASED"
-EXPIRED = "EXPIRED"
-# A reservation whose slot went to an appointment through reschedule. Not in Part B's list of
-# appointment states because an appointment never reaches it; only a reservation used up by a
-# reschedule does.
-CONSUMED = "CONSUMED"
+RESERVED = AppointmentStatus.RESERVED
+CONFIRMED = AppointmentStatus.CONFIRMED
+CANCELLED = AppointmentStatus.CANCELLED
+RELEASED = AppointmentStatus.RELEASED
+EXPIRED = AppointmentStatus.EXPIRED
 
 
 class Slot:
@@ -332,7 +329,7 @@ class Store:
         with self._lock:
             now = self._expire_due()
             appointment = self._appointment(tenant, appointment_id)
-            if appointment.status in (EXPIRED, CONSUMED):
+            if appointment.status == EXPIRED:
                 raise conflict("reservation_expired", f"reservation {appointment_id} is {appointment.status}")
             if appointment.status != RESERVED:
                 raise conflict(
@@ -355,7 +352,7 @@ class Store:
         with self._lock:
             now = self._expire_due()
             appointment = self._appointment(tenant, appointment_id)
-            if appointment.status in (EXPIRED, CONSUMED, RELEASED):
+            if appointment.status in (EXPIRED, RELEASED):
                 raise conflict(
                     "reservation_expired",
                     f"reservation {appointment_id} is {appointment.status}: reserve a slot again",
@@ -417,9 +414,9 @@ class Store:
             appointment.slot = reservation.slot
             appointment.number = reservation.number
             appointment.updated_at = now
-            reservation.status = CONSUMED
-            reservation.expires_at = None
-            reservation.updated_at = now
+            # Part B leaves open what a used reservation reads as; the sandbox takes the one answer
+            # that needs no status outside Part B: it is gone (404), its slot now the appointment's.
+            del self._appointments[reservation.id]
             return appointment.to_json()
 
     def cancel(self, tenant: str, appointment_id: str) -> None:
@@ -498,4 +495,4 @@ def _shorten(text: str) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
-STATUSES: tuple[str, ...] = (RESERVED, CONFIRMED, CANCELLED, RELEASED, EXPIRED, CONSUMED)
+STATUSES: tuple[str, ...] = tuple(status.value for status in AppointmentStatus)

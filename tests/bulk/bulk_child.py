@@ -26,10 +26,11 @@ def main() -> None:
         client = build_client(config)
         BulkRunner(client, journal_path=args["journal"], attempt=1).book(args["rows"])
     elif mode == "one_call":
-        from airflow_provider_qmatic.client import BOOK, QmaticClient
+        from airflow_provider_qmatic.client import QmaticClient
+        from airflow_provider_qmatic.scopes import BOOK
 
         with QmaticClient(config) as client:
-            client.call("list_branches", BOOK)
+            client.call("branches", BOOK)
             print(json.dumps({"token_requests": client.token_requests}))
     else:
         raise SystemExit(f"unknown mode {mode}")

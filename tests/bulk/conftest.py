@@ -25,7 +25,7 @@ _numbers = itertools.count()
 
 
 def make_config(
-    server: SandboxServer, token_dir: Path, *, rpm: float = 60_000, token_cache: str = "file"
+    server: SandboxServer, token_dir: Path, *, rpm: float = 60_000, credential_cache: str = "file"
 ) -> ClientConfig:
     """The sandbox connection's values, as the hook would validate them."""
     return ClientConfig.from_values(
@@ -35,8 +35,8 @@ def make_config(
         base_url=server.base_url,
         system_id=server.system_id,
         requests_per_minute=rpm,
-        token_cache=token_cache,
-        token_cache_dir=str(token_dir),
+        credential_cache=credential_cache,
+        credential_cache_dir=str(token_dir),
     )
 
 

@@ -150,7 +150,7 @@ def test_sigkill_mid_run_then_retry_books_every_row_once(
         "base_url": config.base_url,
         "system_id": config.system_id,
         "requests_per_minute": config.requests_per_minute,
-        "token_cache_dir": config.token_cache_dir,
+        "credential_cache_dir": config.credential_cache_dir,
     }
     journal = journal_dir / "task.jsonl"
     args = json.dumps({"config": values, "rows": str(source), "journal": str(journal)})

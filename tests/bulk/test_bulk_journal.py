@@ -12,11 +12,10 @@ from airflow_provider_qmatic.bulk import BulkRunner, _fingerprint, _instant
 from airflow_provider_qmatic.bulk_journal import (
     RETENTION_DAYS,
     Journal,
-    QmaticJournalBusyError,
     journal_name,
 )
 from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
 from airflow_provider_qmatic.models import BookingRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
 

@@ -52,7 +52,7 @@ def connection(
     """``qmatic_default`` pointing at the sandbox, paced at 60000/min, with private token and
     journal directories."""
     conn = json.loads(sandbox.conn_json)
-    conn["extra"].update(requests_per_minute=60000, token_cache_dir=str(tmp_path / "tokens"))
+    conn["extra"].update(requests_per_minute=60000, credential_cache_dir=str(tmp_path / "tokens"))
     monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEFAULT", json.dumps(conn))
     monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
     return "qmatic_default"

@@ -16,13 +16,11 @@ from airflow_provider_qmatic.bulk import (
     BulkResult,
     BulkRunner,
     BulkSummary,
-    QmaticBulkError,
-    QmaticBulkRetryableError,
     RowOutcome,
 )
 from airflow_provider_qmatic.bulk_io import read_outcomes
 from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticBulkRetryableError, QmaticConfigError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer
 
@@ -204,7 +202,7 @@ def test_wrong_credentials_stop_the_run_early(sandbox: SandboxServer, tmp_path: 
         tenant=config.tenant,
         base_url=config.base_url,
         system_id=config.system_id,
-        token_cache_dir=config.token_cache_dir,
+        credential_cache_dir=config.credential_cache_dir,
     )
     client = QmaticClient(config, limiter=shared_limiter(config))
     result = BulkRunner(client, concurrency=2).book(rows)

@@ -48,7 +48,7 @@ def redis_config(
     server: SandboxServer, token_dir: Path, redis_conn_id: str, *, rpm: float = 600
 ) -> ClientConfig:
     """The sandbox connection with ``credential_cache: redis`` on the Redis of ``redis_conn_id``."""
-    return replace(make_config(server, token_dir, rpm=rpm, token_cache="redis"), redis_conn_id=redis_conn_id)
+    return replace(make_config(server, token_dir, rpm=rpm, credential_cache="redis"), redis_conn_id=redis_conn_id)
 
 
 def config_values(config: ClientConfig) -> dict[str, object]:
@@ -60,7 +60,7 @@ def config_values(config: ClientConfig) -> dict[str, object]:
         "base_url": config.base_url,
         "system_id": config.system_id,
         "requests_per_minute": config.requests_per_minute,
-        "token_cache": config.token_cache,
-        "token_cache_dir": config.token_cache_dir,
+        "credential_cache": config.credential_cache,
+        "credential_cache_dir": config.credential_cache_dir,
         "redis_conn_id": config.redis_conn_id,
     }

@@ -15,10 +15,14 @@ import pytest
 import redis
 
 from airflow_provider_qmatic import redis_state
-from airflow_provider_qmatic.bulk_journal import DONE, RESERVED, QmaticJournalBusyError
+from airflow_provider_qmatic.bulk_journal import DONE, RESERVED
 from airflow_provider_qmatic.client import BOOK, QmaticClient, shared_limiter
 from airflow_provider_qmatic.config import ClientConfig
-from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticCoordinationError
+from airflow_provider_qmatic.exceptions import (
+    QmaticConfigError,
+    QmaticCoordinationError,
+    QmaticJournalBusyError,
+)
 from airflow_provider_qmatic.ratelimit import RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
 from benchmarks.cluster import RedisServer, free_port
@@ -37,9 +41,9 @@ def _raw(server: RedisServer) -> redis.Redis:
 
 def test_config_reads_redis_choice_and_conn_id_with_its_default() -> None:
     base = {"client_id": "c", "client_secret": "s", "tenant": "t", "region": "eu-west-1"}
-    assert ClientConfig.from_values(**base, token_cache="redis").redis_conn_id == "redis_default"
-    config = ClientConfig.from_values(**base, token_cache="Redis", redis_conn_id=" cluster_redis ")
-    assert (config.token_cache, config.redis_conn_id) == ("redis", "cluster_redis")
+    assert ClientConfig.from_values(**base, credential_cache="redis").redis_conn_id == "redis_default"
+    config = ClientConfig.from_values(**base, credential_cache="Redis", redis_conn_id=" cluster_redis ")
+    assert (config.credential_cache, config.redis_conn_id) == ("redis", "cluster_redis")
     with pytest.raises(QmaticConfigError) as caught:
         ClientConfig.from_values(**base, redis_conn_id="a\nb")
     assert caught.value.field == "redis_conn_id"
@@ -55,7 +59,7 @@ def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: R
         json.dumps({"conn_type": "qmatic", "login": "c", "password": "s", "extra": extra}),
     )
     config = QmaticHook("qmatic_redis").config
-    assert (config.token_cache, config.redis_conn_id) == ("redis", redis_server.conn_id)
+    assert (config.credential_cache, config.redis_conn_id) == ("redis", redis_server.conn_id)
 
 
 def test_connection_form_offers_redis() -> None:
@@ -157,7 +161,7 @@ def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
     client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id), max_attempts=2)
     redis_server.stop()
     with pytest.raises(QmaticCoordinationError) as caught:
-        client.call("list_branches", BOOK)
+        client.call("branches", BOOK)
     assert caught.value.retryable
     assert redis_server.conn_id in str(caught.value)
     assert sandbox.stats()["token_requests"] == 0

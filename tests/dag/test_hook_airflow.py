@@ -217,7 +217,7 @@ def test_extras_in_legacy_prefixed_form_and_tenant_normalised(
     hook = QmaticHook()
     assert hook.config.tenant == "demo"
     assert hook.config.base_url == qmatic_sandbox.base_url
-    assert hook.config.token_cache == "memory"
+    assert hook.config.credential_cache == "memory"
     # Airflow 3 logs hooks through structlog to stdout; 2.11 through logging.
     assert "normalised to 'demo'" in caplog.text + capsys.readouterr().out
     assert len(hook.list_branches()) == 3
@@ -230,7 +230,7 @@ def test_old_token_cache_key_still_read(
 
     for name, value in conn_env(qmatic_sandbox, extra={"token_cache": "memory"}).items():
         monkeypatch.setenv(name, value)
-    assert QmaticHook().config.token_cache == "memory"
+    assert QmaticHook().config.credential_cache == "memory"
 
 
 def test_host_field_used_when_no_base_url(

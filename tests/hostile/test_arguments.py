@@ -233,7 +233,7 @@ def test_unknown_branch_is_a_clear_404_after_exactly_one_reserve(conn: SandboxSe
 def test_unknown_branch_without_end_time_stops_at_the_service_lookup(conn: SandboxServer) -> None:
     message, error = _fail(book(branch_id=UNKNOWN_GUID, end_time=None))
     assert isinstance(error, QmaticNotFoundError)
-    assert "list_services" in message
+    assert "the services request" in message
     assert requests_made(conn) == {"token": {"200": 1}, "services": {"404": 1}}
     assert_no_secret(message, server=conn)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import INVALID, SUCCEEDED, BulkRunner, QmaticBulkError
-from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.bulk import INVALID, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticConfigError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.hostile.conftest import (
     PASSPORT,

@@ -90,7 +90,7 @@ def make_client(
         system_id="sys-1",
         base_url=server.base_url,
         requests_per_minute=600000,
-        **{"token_cache": "memory", **values},
+        **{"credential_cache": "memory", **values},
     )
     return QmaticClient(config, sleep=Sleeps(), max_attempts=attempts, session=session)
 
@@ -355,7 +355,7 @@ def test_a_poisoned_token_answer_is_refused_and_cached_nowhere(
     origin.script(TOKEN_PATH, Reply(200, body, headers={"Content-Type": "application/json"}))
     origin.script(BRANCHES, Reply(200, []))
     cache_dir = tmp_path / "tokens"
-    client = make_client(origin, token_cache="file", token_cache_dir=str(cache_dir))
+    client = make_client(origin, credential_cache="file", credential_cache_dir=str(cache_dir))
     for _ in range(2):
         with pytest.raises(QmaticAuthError) as info:
             client.list_branches()
@@ -370,7 +370,7 @@ def test_a_long_lifetime_is_capped_at_a_day(origin: ScriptedServer, tmp_path: Pa
     origin.script(TOKEN_PATH, Reply(200, _token_body(expires_in=10**12)))
     origin.script(BRANCHES, Reply(200, []))
     cache_dir = tmp_path / "tokens"
-    client = make_client(origin, token_cache="file", token_cache_dir=str(cache_dir))
+    client = make_client(origin, credential_cache="file", credential_cache_dir=str(cache_dir))
     client.list_branches()
     (stored,) = [json.loads(p.read_text()) for p in cache_dir.glob("*.json")]
     assert stored["access_token"] == TOKEN
@@ -393,7 +393,7 @@ def test_a_planted_cached_token_is_dropped_and_replaced(
     origin.script(TOKEN_PATH, token_reply(TOKEN))
     origin.script(BRANCHES, Reply(200, []))
     cache_dir = tmp_path / "tokens"
-    client = make_client(origin, token_cache="file", token_cache_dir=str(cache_dir))
+    client = make_client(origin, credential_cache="file", credential_cache_dir=str(cache_dir))
     config = client.config
     key = make_cache_key(
         base_url=config.base_url,

@@ -167,14 +167,14 @@ CASES = [
         "api-200-html",
         token_reply(TOKEN),
         QmaticServerError,
-        ("list_branches", "HTTP 200", "text/html body", "instead of JSON"),
+        ("the branches request", "HTTP 200", "text/html body", "instead of JSON"),
         api=Reply(200, HTML_PAGE),
     ),
     Case(
         "api-404-html-page",
         token_reply(TOKEN),
         QmaticNotFoundError,
-        ("list_branches", "HTTP 404", "text/html body"),
+        ("the branches request", "HTTP 404", "text/html body"),
         api=Reply(404, HTML_PAGE),
     ),
     Case(
@@ -188,7 +188,7 @@ CASES = [
         "api-400-echoing-the-bearer-token",
         token_reply(TOKEN),
         QmaticValidationError,
-        ("list_branches", "HTTP 400"),
+        ("the branches request", "HTTP 400"),
         api=_json(
             400, {"error": "invalid_request", "message": f"header Authorization: Bearer {TOKEN} rejected"}
         ),

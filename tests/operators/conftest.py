@@ -119,7 +119,7 @@ class Sandbox:
                 tenant=who.tenant,
                 base_url=self.server.base_url,
                 system_id=who.system_id,
-                token_cache="memory",
+                credential_cache="memory",
             )
             self._client = QmaticClient(config)
         return self._client

@@ -136,8 +136,9 @@ CONTEXT = {"ti": SimpleNamespace(try_number=1)}
         QmaticRateLimitError("over the limit", status=429, code="rate_limited"),
         QmaticServerError("bad gateway", status=502),
         QmaticUnknownOutcomeError("no answer to reserve"),
+        QmaticConflictError("hold ran out", status=409, code="reservation_expired"),
     ],
-    ids=["429", "502", "unknown-outcome"],
+    ids=["429", "502", "unknown-outcome", "reservation-expired"],
 )
 def test_retryable_errors_reach_airflow_unchanged(error: Exception) -> None:
     """So that the task's own retries apply."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from airflow_provider_qmatic.scopes import Scope
 
@@ -79,13 +79,13 @@ class Api:
 
     # The booking steps, asserting success.
     def reserve(self, slot: dict[str, Any], number: int = 1, **extra: Any) -> dict[str, Any]:
-        response = self.post(paths.RESERVATIONS, json=reserve_body(slot, number, **extra))
+        response = self.post(contract.RESERVE.path, json=reserve_body(slot, number, **extra))
         assert response.status_code == 201, response.text
         return dict(response.json())
 
     def confirm(self, appointment_id: str, customer: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.post(
-            paths.CONFIRM.format(appointment_id=appointment_id), json={"customer": customer or CUSTOMER}
+            contract.CONFIRM.path.format(appointment_id=appointment_id), json={"customer": customer or CUSTOMER}
         )
         assert response.status_code == 201, response.text
         return dict(response.json())

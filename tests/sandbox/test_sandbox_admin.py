@@ -10,12 +10,12 @@ import pytest
 import requests
 from sandbox_helpers import DEMO, Api
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 
 def test_stats_tokens_and_appointments(sandbox: SandboxServer, api: Api, slot: dict[str, Any]) -> None:
-    api.get(paths.BRANCHES)
+    api.get(contract.BRANCHES.path)
     api.book(slot)
     stats = sandbox.stats()
     assert stats["token_requests"] == 1
@@ -37,7 +37,7 @@ def test_stats_tokens_and_appointments(sandbox: SandboxServer, api: Api, slot: d
 
 
 def test_recent_requests_redact_credentials(sandbox: SandboxServer, api: Api) -> None:
-    api.get(paths.BRANCHES, headers={"Accept-Language": "de_DE"})
+    api.get(contract.BRANCHES.path, headers={"Accept-Language": "de_DE"})
     log = sandbox.recent_requests()
     assert [e["endpoint"] for e in log] == ["token", "branches"]
     assert log[1]["headers"]["accept-language"] == "de_DE"
@@ -76,7 +76,7 @@ def test_reset_restores_everything(sandbox: SandboxServer, api: Api, slot: dict[
 
 def test_reset_can_keep_tokens(sandbox: SandboxServer, api: Api) -> None:
     sandbox.reset(keep_tokens=True)
-    assert api.get(paths.BRANCHES).status_code == 200
+    assert api.get(contract.BRANCHES.path).status_code == 200
 
 
 def test_clock(sandbox: SandboxServer) -> None:

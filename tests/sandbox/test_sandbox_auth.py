@@ -8,7 +8,7 @@ import pytest
 import requests
 from sandbox_helpers import ACME, BOOK_ONLY, CUSTOMER, DEMO, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.scopes import Scope
 
@@ -17,7 +17,7 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 def test_missing_token_is_401(sandbox: SandboxServer) -> None:
     response = requests.get(
-        sandbox.base_url + paths.BRANCHES, headers={"X-TENANT-ID": DEMO.system_id}, timeout=10
+        sandbox.base_url + contract.BRANCHES.path, headers={"X-TENANT-ID": DEMO.system_id}, timeout=10
     )
     assert error_of(response)[:2] == (401, "invalid_token")
     assert "invalid_token" in response.headers["WWW-Authenticate"]
@@ -25,14 +25,14 @@ def test_missing_token_is_401(sandbox: SandboxServer) -> None:
 
 def test_unknown_token_is_401(sandbox: SandboxServer) -> None:
     headers = {"Authorization": "Bearer made-up", "X-TENANT-ID": DEMO.system_id}
-    response = requests.get(sandbox.base_url + paths.BRANCHES, headers=headers, timeout=10)
+    response = requests.get(sandbox.base_url + contract.BRANCHES.path, headers=headers, timeout=10)
     assert error_of(response)[:2] == (401, "invalid_token")
 
 
 def test_expired_token_is_401(sandbox: SandboxServer, api: Api) -> None:
-    assert api.get(paths.BRANCHES).status_code == 200
+    assert api.get(contract.BRANCHES.path).status_code == 200
     sandbox.advance_clock(3600)
-    status, code, message = error_of(api.get(paths.BRANCHES))
+    status, code, message = error_of(api.get(contract.BRANCHES.path))
     assert (status, code) == (401, "invalid_token")
     assert "expired" in message
 
@@ -40,28 +40,28 @@ def test_expired_token_is_401(sandbox: SandboxServer, api: Api) -> None:
 def test_short_lived_token_expires(sandbox: SandboxServer) -> None:
     sandbox.configure(token_lifetime=1)
     api = Api(sandbox)
-    assert api.get(paths.BRANCHES).status_code == 200
+    assert api.get(contract.BRANCHES.path).status_code == 200
     sandbox.advance_clock(1.01)
-    assert error_of(api.get(paths.BRANCHES))[:2] == (401, "invalid_token")
+    assert error_of(api.get(contract.BRANCHES.path))[:2] == (401, "invalid_token")
 
 
 def test_tokens_do_not_survive_a_reset(sandbox: SandboxServer, api: Api) -> None:
     sandbox.reset()
-    assert error_of(api.get(paths.BRANCHES))[:2] == (401, "invalid_token")
+    assert error_of(api.get(contract.BRANCHES.path))[:2] == (401, "invalid_token")
 
 
 def test_missing_tenant_header_is_403(api: Api) -> None:
-    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": ""})
+    response = api.get(contract.BRANCHES.path, headers={"X-TENANT-ID": ""})
     assert error_of(response)[:2] == (403, "forbidden_tenant")
 
 
 def test_other_tenants_system_id_is_403(api: Api) -> None:
-    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": ACME.system_id})
+    response = api.get(contract.BRANCHES.path, headers={"X-TENANT-ID": ACME.system_id})
     assert error_of(response)[:2] == (403, "forbidden_tenant")
 
 
 def test_account_name_instead_of_system_id_is_403(api: Api) -> None:
-    response = api.get(paths.BRANCHES, headers={"X-TENANT-ID": "demo"})
+    response = api.get(contract.BRANCHES.path, headers={"X-TENANT-ID": "demo"})
     assert error_of(response)[:2] == (403, "forbidden_tenant")
 
 
@@ -70,20 +70,20 @@ def _call(api: Api, endpoint: str, ids: dict[str, str]) -> requests.Response:
     slot: dict[str, Any] = ids["slot"]  # type: ignore[assignment]
     aid = ids["appointment"]
     calls = {
-        "branches": lambda: api.get(paths.BRANCHES),
-        "services": lambda: api.get(paths.SERVICES.format(branch_id=slot["branchId"])),
+        "branches": lambda: api.get(contract.BRANCHES.path),
+        "services": lambda: api.get(contract.SERVICES.path.format(branch_id=slot["branchId"])),
         "timeslots": lambda: api.get(
-            paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+            contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
         ),
-        "get": lambda: api.get(paths.APPOINTMENT.format(appointment_id=aid)),
-        "search": lambda: api.post(paths.SEARCH, json={"customer": {"personalIdentifier": "CUST000000001"}}),
-        "reserve": lambda: api.post(paths.RESERVATIONS, json=reserve_body(slot)),
-        "release": lambda: api.delete(paths.RESERVATION.format(appointment_id=aid)),
-        "confirm": lambda: api.post(paths.CONFIRM.format(appointment_id=aid), json={"customer": CUSTOMER}),
+        "get": lambda: api.get(contract.GET.path.format(appointment_id=aid)),
+        "search": lambda: api.post(contract.SEARCH.path, json={"customer": {"personalIdentifier": "CUST000000001"}}),
+        "reserve": lambda: api.post(contract.RESERVE.path, json=reserve_body(slot)),
+        "release": lambda: api.delete(contract.RELEASE.path.format(appointment_id=aid)),
+        "confirm": lambda: api.post(contract.CONFIRM.path.format(appointment_id=aid), json={"customer": CUSTOMER}),
         "reschedule": lambda: api.put(
-            paths.RESCHEDULE.format(appointment_id=aid), json={"reservationId": UNKNOWN_ID}
+            contract.RESCHEDULE.path.format(appointment_id=aid), json={"reservationId": UNKNOWN_ID}
         ),
-        "cancel": lambda: api.delete(paths.APPOINTMENT.format(appointment_id=aid)),
+        "cancel": lambda: api.delete(contract.GET.path.format(appointment_id=aid)),
     }
     return calls[endpoint]()
 
@@ -114,5 +114,5 @@ def test_scope_table(sandbox: SandboxServer, slot: dict[str, Any], scope: Scope)
 
 def test_book_only_client_cannot_cancel(sandbox: SandboxServer) -> None:
     api = Api(sandbox, client=BOOK_ONLY)
-    response = api.delete(paths.APPOINTMENT.format(appointment_id=UNKNOWN_ID))
+    response = api.delete(contract.GET.path.format(appointment_id=UNKNOWN_ID))
     assert error_of(response)[:2] == (403, "insufficient_scope")

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 import pytest
 from sandbox_helpers import SETTINGS, Api, error_of
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.seed import build_seed
 
 
 def test_branches(api: Api) -> None:
-    response = api.get(paths.BRANCHES, headers={"Accept-Language": "sv_SE"})
+    response = api.get(contract.BRANCHES.path, headers={"Accept-Language": "sv_SE"})
     assert response.status_code == 200
     branches = response.json()
     assert len(branches) >= 3
@@ -25,12 +25,12 @@ def test_branches(api: Api) -> None:
 
 @pytest.mark.parametrize("language", ["en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es"])
 def test_accept_language_is_accepted(api: Api, language: str) -> None:
-    assert api.get(paths.BRANCHES, headers={"Accept-Language": language}).status_code == 200
+    assert api.get(contract.BRANCHES.path, headers={"Accept-Language": language}).status_code == 200
 
 
 def test_services(api: Api) -> None:
-    for branch in api.get(paths.BRANCHES).json():
-        services = api.get(paths.SERVICES.format(branch_id=branch["id"])).json()
+    for branch in api.get(contract.BRANCHES.path).json():
+        services = api.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()
         assert 2 <= len(services) <= 4
         for service in services:
             assert set(service) == {"id", "name", "durationMinutes"}
@@ -38,9 +38,9 @@ def test_services(api: Api) -> None:
 
 
 def test_timeslots_are_weekday_slots_of_the_service_duration_with_offsets(api: Api) -> None:
-    branch = api.get(paths.BRANCHES).json()[1]  # New York
-    service = api.get(paths.SERVICES.format(branch_id=branch["id"])).json()[0]
-    url = paths.TIMESLOTS.format(branch_id=branch["id"], service_id=service["id"])
+    branch = api.get(contract.BRANCHES.path).json()[1]  # New York
+    service = api.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()[0]
+    url = contract.TIMESLOTS.path.format(branch_id=branch["id"], service_id=service["id"])
     first = (
         datetime.fromisoformat(api.get(url).json()[0]["startTime"]).date() if api.get(url).json() else None
     )
@@ -66,7 +66,7 @@ def test_timeslots_are_weekday_slots_of_the_service_duration_with_offsets(api: A
 
 def test_timeslots_default_to_a_week_from_today(api: Api, sandbox: SandboxServer) -> None:
     slot = sandbox.free_slots(limit=1)[0]
-    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
     slots = api.get(url).json()
     days = {datetime.fromisoformat(s["startTime"]).date() for s in slots}
     assert days
@@ -75,7 +75,7 @@ def test_timeslots_default_to_a_week_from_today(api: Api, sandbox: SandboxServer
 
 def test_full_slots_are_not_listed(api: Api, sandbox: SandboxServer) -> None:
     slot = sandbox.free_slots(limit=1)[0]
-    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
     day = slot["startTime"][:10]
     api.reserve(slot)
     listed = {s["startTime"]: s["available"] for s in api.get(url, params={"from": day, "to": day}).json()}
@@ -88,15 +88,15 @@ def test_full_slots_are_not_listed(api: Api, sandbox: SandboxServer) -> None:
 def test_unknown_branch_and_service_are_404(api: Api, sandbox: SandboxServer) -> None:
     slot = sandbox.free_slots(limit=1)[0]
     unknown = "00000000-0000-4000-8000-000000000000"
-    assert error_of(api.get(paths.SERVICES.format(branch_id=unknown)))[:2] == (404, "not_found")
-    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=unknown)
+    assert error_of(api.get(contract.SERVICES.path.format(branch_id=unknown)))[:2] == (404, "not_found")
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=unknown)
     assert error_of(api.get(url))[:2] == (404, "not_found")
-    assert error_of(api.get(paths.SERVICES.format(branch_id="not-a-guid")))[:2] == (404, "not_found")
+    assert error_of(api.get(contract.SERVICES.path.format(branch_id="not-a-guid")))[:2] == (404, "not_found")
 
 
 def test_bad_dates_are_400_naming_the_parameter(api: Api, sandbox: SandboxServer) -> None:
     slot = sandbox.free_slots(limit=1)[0]
-    url = paths.TIMESLOTS.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
     status, code, message = error_of(api.get(url, params={"from": "01/12/2026"}))
     assert (status, code) == (400, "invalid_request")
     assert message.startswith("from")
@@ -118,10 +118,10 @@ def test_two_servers_with_the_same_seed_serve_the_same_data(sandbox: SandboxServ
         assert twin.seed()["branches"] == sandbox.seed()["branches"]
         assert twin.free_slots(limit=50) == sandbox.free_slots(limit=50)
         mine, theirs = Api(sandbox), Api(twin)
-        branch = mine.get(paths.BRANCHES).json()[2]
-        assert theirs.get(paths.BRANCHES).json()[2] == branch
-        service = mine.get(paths.SERVICES.format(branch_id=branch["id"])).json()[0]
-        url = paths.TIMESLOTS.format(branch_id=branch["id"], service_id=service["id"])
+        branch = mine.get(contract.BRANCHES.path).json()[2]
+        assert theirs.get(contract.BRANCHES.path).json()[2] == branch
+        service = mine.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()[0]
+        url = contract.TIMESLOTS.path.format(branch_id=branch["id"], service_id=service["id"])
         assert mine.get(url).json() == theirs.get(url).json()
 
 

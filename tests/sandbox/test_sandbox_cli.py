@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox.cli import parse_client
 from airflow_provider_qmatic.sandbox.settings import derive_system_id
 from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
@@ -92,7 +92,7 @@ def get_token(base_url: str, conn: dict[str, object]) -> requests.Response:
     assert isinstance(extra, dict)
     basic = base64.b64encode(f"{conn['login']}:{conn['password']}".encode()).decode()
     return requests.post(
-        base_url + paths.TOKEN,
+        base_url + contract.TOKEN.path,
         headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": str(extra["tenant"])},
         data={"grant_type": "client_credentials", "scope": Scope.BOOK.value},
         timeout=10,
@@ -115,7 +115,7 @@ def test_start_print_token_and_stop(cli: list[Running], sig: signal.Signals) -> 
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     headers = {"Authorization": f"Bearer {token}", "X-TENANT-ID": str(extra["system_id"])}
-    assert requests.get(running.base_url + paths.BRANCHES, headers=headers, timeout=10).status_code == 200
+    assert requests.get(running.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code == 200
     running.process.send_signal(sig)
     assert running.process.wait(15) == 0
     assert running.process.stdout is not None

@@ -8,7 +8,7 @@ from typing import Any
 
 from sandbox_helpers import Api, reserve_body
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 
@@ -20,7 +20,7 @@ def test_eight_threads_race_for_a_slot_of_capacity_two(sandbox: SandboxServer, s
 
     def attempt(api: Api) -> None:
         barrier.wait()
-        response = api.post(paths.RESERVATIONS, json=reserve_body(slot))
+        response = api.post(contract.RESERVE.path, json=reserve_body(slot))
         with lock:
             results.append((response.status_code, response.json().get("error", "")))
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 from sandbox_helpers import CUSTOMER, DEMO, Api, basic, reserve_body
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 
@@ -18,7 +18,7 @@ def statuses(api: Api, n: int) -> list[int | str]:
     out: list[int | str] = []
     for _ in range(n):
         try:
-            out.append(api.get(paths.BRANCHES).status_code)
+            out.append(api.get(contract.BRANCHES.path).status_code)
         except requests.ConnectionError:
             out.append("dropped")
     return out
@@ -45,15 +45,15 @@ def test_500_and_503_fractions_are_roughly_as_configured_and_reproducible(
 
 def test_fault_bodies(sandbox: SandboxServer, api: Api) -> None:
     sandbox.configure(fail_rate=1.0)
-    response = api.get(paths.BRANCHES)
+    response = api.get(contract.BRANCHES.path)
     assert response.status_code == 500
     assert response.json()["error"] == "internal_error"
     sandbox.configure(fault_body="empty")
-    response = api.get(paths.BRANCHES)
+    response = api.get(contract.BRANCHES.path)
     assert response.status_code == 500
     assert response.content == b""
     sandbox.configure(fault_body="html", fail_rate=0.0, unavailable_rate=1.0)
-    response = api.get(paths.BRANCHES)
+    response = api.get(contract.BRANCHES.path)
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("text/html")
 
@@ -61,31 +61,31 @@ def test_fault_bodies(sandbox: SandboxServer, api: Api) -> None:
 def test_dropped_connection_is_a_connection_error(sandbox: SandboxServer, api: Api) -> None:
     sandbox.configure(drop_rate=1.0)
     with pytest.raises(requests.ConnectionError):
-        api.get(paths.BRANCHES)
+        api.get(contract.BRANCHES.path)
     with pytest.raises(requests.ConnectionError):  # also on a fresh connection
-        requests.get(sandbox.base_url + paths.BRANCHES, headers=api.headers, timeout=10)
+        requests.get(sandbox.base_url + contract.BRANCHES.path, headers=api.headers, timeout=10)
     stats = sandbox.stats()
     assert stats["faults"] == {"drop": 2}
     assert stats["requests"]["branches"] == {"dropped": 2}
     sandbox.configure(drop_rate=0.0)
-    assert api.get(paths.BRANCHES).status_code == 200  # the session recovers
+    assert api.get(contract.BRANCHES.path).status_code == 200  # the session recovers
 
 
 def test_commit_then_500(sandbox: SandboxServer, api: Api, slot: dict[str, Any]) -> None:
     sandbox.configure(commit_then_fail_rate=1.0, commit_then_fail_mode="500")
-    response = api.post(paths.RESERVATIONS, json=reserve_body(slot))
+    response = api.post(contract.RESERVE.path, json=reserve_body(slot))
     assert response.status_code == 500
     (stored,) = sandbox.appointments()
     assert stored["status"] == "RESERVED"  # the write happened
     confirm = api.post(
-        paths.CONFIRM.format(appointment_id=stored["appointmentId"]), json={"customer": CUSTOMER}
+        contract.CONFIRM.path.format(appointment_id=stored["appointmentId"]), json={"customer": CUSTOMER}
     )
     assert confirm.status_code == 500
     assert sandbox.appointments()[0]["status"] == "CONFIRMED"
     # Reads are never "commit then fail"; a failing write is answered truthfully.
-    assert api.get(paths.APPOINTMENT.format(appointment_id=stored["appointmentId"])).status_code == 200
+    assert api.get(contract.GET.path.format(appointment_id=stored["appointmentId"])).status_code == 200
     again = api.post(
-        paths.CONFIRM.format(appointment_id=stored["appointmentId"]), json={"customer": CUSTOMER}
+        contract.CONFIRM.path.format(appointment_id=stored["appointmentId"]), json={"customer": CUSTOMER}
     )
     assert again.status_code == 409
     assert sandbox.stats()["faults"] == {"commit_then_fail_500": 2}
@@ -95,7 +95,7 @@ def test_commit_then_drop(sandbox: SandboxServer, api: Api, slot: dict[str, Any]
     booked = api.book(slot)
     sandbox.configure(commit_then_fail_rate=1.0, commit_then_fail_mode="drop")
     with pytest.raises(requests.ConnectionError):
-        api.delete(paths.APPOINTMENT.format(appointment_id=booked["appointmentId"]))
+        api.delete(contract.GET.path.format(appointment_id=booked["appointmentId"]))
     assert sandbox.appointments()[0]["status"] == "CANCELLED"
     assert sandbox.stats()["faults"] == {"commit_then_fail_drop": 1}
 
@@ -106,7 +106,7 @@ def test_commit_then_fail_both_modes(sandbox: SandboxServer, api: Api) -> None:
     seen = Counter()
     for _ in range(30):
         try:
-            seen[api.post(paths.RESERVATIONS, json=reserve_body(slot)).status_code] += 1
+            seen[api.post(contract.RESERVE.path, json=reserve_body(slot)).status_code] += 1
         except requests.ConnectionError:
             seen["dropped"] += 1
     assert seen[500] > 0
@@ -117,10 +117,10 @@ def test_commit_then_fail_both_modes(sandbox: SandboxServer, api: Api) -> None:
 
 def test_faults_aimed_at_one_endpoint(sandbox: SandboxServer, api: Api, slot: dict[str, Any]) -> None:
     sandbox.configure(fail_rate=1.0, fault_endpoints=["confirm"])
-    assert api.get(paths.BRANCHES).status_code == 200
+    assert api.get(contract.BRANCHES.path).status_code == 200
     reserved = api.reserve(slot)
     confirm = api.post(
-        paths.CONFIRM.format(appointment_id=reserved["appointmentId"]), json={"customer": CUSTOMER}
+        contract.CONFIRM.path.format(appointment_id=reserved["appointmentId"]), json={"customer": CUSTOMER}
     )
     assert confirm.status_code == 500
     assert sandbox.appointments()[0]["status"] == "RESERVED"  # a plain 500 is not processed
@@ -132,7 +132,7 @@ def test_token_endpoint_and_admin_are_spared_unless_asked(sandbox: SandboxServer
     assert sandbox.stats()["faults"] == {}  # /_sandbox/ is never faulted
     sandbox.configure(faults_on_token=True)
     response = requests.post(
-        sandbox.base_url + paths.TOKEN,
+        sandbox.base_url + contract.TOKEN.path,
         headers={"Authorization": basic(DEMO.client_id, DEMO.client_secret), "X-ACCOUNT": DEMO.tenant},
         data={"grant_type": "client_credentials"},
         timeout=10,
@@ -143,9 +143,10 @@ def test_token_endpoint_and_admin_are_spared_unless_asked(sandbox: SandboxServer
 def test_latency(sandbox: SandboxServer, api: Api) -> None:
     sandbox.configure(latency_ms=150, latency_jitter_ms=50)
     started = time.monotonic()
-    assert api.get(paths.BRANCHES).status_code == 200
+    assert api.get(contract.BRANCHES.path).status_code == 200
     elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.0
+    assert elapsed >= 0.15
+    assert elapsed < 10  # a loaded machine adds delay; only the lower bound is the sandbox's doing
     assert sandbox.stats()["faults"] == {"latency": 1}
 
 

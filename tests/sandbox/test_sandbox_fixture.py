@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 
 
@@ -28,7 +28,7 @@ def test_qmatic_sandbox_sets_the_default_connection(qmatic_sandbox: SandboxServe
     assert qmatic_sandbox.base_url.startswith("http://127.0.0.1:")
     token = qmatic_sandbox.get_token(["book"])
     response = requests.get(
-        qmatic_sandbox.base_url + paths.BRANCHES, headers=qmatic_sandbox.api_headers(token), timeout=10
+        qmatic_sandbox.base_url + contract.BRANCHES.path, headers=qmatic_sandbox.api_headers(token), timeout=10
     )
     assert response.status_code == 200
 
@@ -103,7 +103,7 @@ def test_stop_works_with_open_keep_alive_connections() -> None:
     assert session.get(server.base_url + "/_sandbox/health", timeout=10).status_code == 200
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the keep-alive timeout; generous for a busy machine
     assert not server.running
     with pytest.raises(requests.ConnectionError):
         session.get(server.base_url + "/_sandbox/health", timeout=5)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from sandbox_helpers import BOOK_ONLY, DEMO, EXAMPLE_ID, EXAMPLE_SECRET, ISB, basic, error_of
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.scopes import Scope
 
@@ -24,7 +24,7 @@ EXAMPLE_BASIC = (
 
 
 def post_token(sandbox: SandboxServer, headers: dict[str, str], data: object) -> requests.Response:
-    return requests.post(sandbox.base_url + paths.TOKEN, headers=headers, data=data, timeout=10)
+    return requests.post(sandbox.base_url + contract.TOKEN.path, headers=headers, data=data, timeout=10)
 
 
 def good_headers(client=DEMO) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -81,9 +81,9 @@ def test_the_documented_request_through_requests(sandbox: SandboxServer) -> None
     token = response.json()["access_token"]
     # The book-only token reads and reserves, but cannot cancel.
     headers = {"Authorization": f"Bearer {token}", "X-TENANT-ID": ISB.system_id}
-    assert requests.get(sandbox.base_url + paths.BRANCHES, headers=headers, timeout=10).status_code == 200
+    assert requests.get(sandbox.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code == 200
     cancel = requests.delete(
-        sandbox.base_url + paths.APPOINTMENT.format(appointment_id="x"), headers=headers, timeout=10
+        sandbox.base_url + contract.GET.path.format(appointment_id="x"), headers=headers, timeout=10
     )
     assert error_of(cancel)[:2] == (403, "insufficient_scope")
 
@@ -140,7 +140,7 @@ def test_bad_client_credentials_are_401_invalid_client(
 
 def test_wrong_content_type_is_400_invalid_request(sandbox: SandboxServer) -> None:
     response = requests.post(
-        sandbox.base_url + paths.TOKEN,
+        sandbox.base_url + contract.TOKEN.path,
         headers=good_headers(),
         json={"grant_type": "client_credentials", "scope": BOOK},
         timeout=10,

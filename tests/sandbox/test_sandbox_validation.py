@@ -8,7 +8,7 @@ import pytest
 import requests
 from sandbox_helpers import CUSTOMER, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import paths
+from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 
@@ -47,7 +47,7 @@ CUSTOMER_CASES = [
 def test_customer_rules(api: Api, slot: dict[str, Any], field: str, customer: dict[str, Any] | None) -> None:
     reserved = api.reserve(slot)
     body: dict[str, Any] = {} if customer is None else {"customer": customer}
-    response = api.post(paths.CONFIRM.format(appointment_id=reserved["appointmentId"]), json=body)
+    response = api.post(contract.CONFIRM.path.format(appointment_id=reserved["appointmentId"]), json=body)
     status, code, message = error_of(response)
     assert (status, code) == (400, "invalid_request")
     assert message.split(":")[0] == field, message
@@ -75,7 +75,7 @@ def test_customer_limits_that_are_allowed(api: Api, sandbox: SandboxServer) -> N
 def test_information_questions(api: Api, slot: dict[str, Any], questions: Any, field: str) -> None:
     reserved = api.reserve(slot)
     body = {"customer": CUSTOMER, "informationQuestions": questions}
-    response = api.post(paths.CONFIRM.format(appointment_id=reserved["appointmentId"]), json=body)
+    response = api.post(contract.CONFIRM.path.format(appointment_id=reserved["appointmentId"]), json=body)
     status, code, message = error_of(response)
     assert (status, code) == (400, "invalid_request")
     assert message.split(":")[0] == field
@@ -85,7 +85,7 @@ def test_information_questions(api: Api, slot: dict[str, Any], questions: Any, f
 def test_naive_timestamps_are_400_naming_the_field(api: Api, slot: dict[str, Any], field: str) -> None:
     body = reserve_body(slot)
     body["timeSlot"][field] = body["timeSlot"][field][:19]  # drop the offset
-    status, code, message = error_of(api.post(paths.RESERVATIONS, json=body))
+    status, code, message = error_of(api.post(contract.RESERVE.path, json=body))
     assert (status, code) == (400, "invalid_request")
     assert message.startswith(f"timeSlot.{field}:")
     assert "offset" in message
@@ -111,7 +111,7 @@ def test_naive_timestamps_are_400_naming_the_field(api: Api, slot: dict[str, Any
 def test_reserve_body_rules(api: Api, slot: dict[str, Any], mutate: Any, field: str) -> None:
     body = reserve_body(slot)
     mutate(body)
-    status, code, message = error_of(api.post(paths.RESERVATIONS, json=body))
+    status, code, message = error_of(api.post(contract.RESERVE.path, json=body))
     assert (status, code) == (400, "invalid_request")
     assert message.split(":")[0] == field, message
 
@@ -121,19 +121,19 @@ def test_reserve_body_rules(api: Api, slot: dict[str, Any], mutate: Any, field: 
     [{}, {"customer": {}}, {"customer": {"personalIdentifier": "short"}}, {"customer": "CUST000000001"}],
 )
 def test_search_rules(api: Api, body: dict[str, Any]) -> None:
-    status, code, message = error_of(api.post(paths.SEARCH, json=body))
+    status, code, message = error_of(api.post(contract.SEARCH.path, json=body))
     assert (status, code) == (400, "invalid_request")
     assert message.startswith("customer")
 
 
 def test_body_over_2_mb_is_413(api: Api, slot: dict[str, Any], sandbox: SandboxServer) -> None:
     body = reserve_body(slot, notes="x" * (2 * 1024 * 1024))
-    status, code, _ = error_of(api.post(paths.RESERVATIONS, json=body))
+    status, code, _ = error_of(api.post(contract.RESERVE.path, json=body))
     assert (status, code) == (413, "payload_too_large")
     assert sandbox.appointments() == []
     # Just under the limit is fine (the notes field has no length rule of its own).
     body = reserve_body(slot, notes="x" * (2 * 1024 * 1024 - 400))
-    assert api.post(paths.RESERVATIONS, json=body).status_code == 201
+    assert api.post(contract.RESERVE.path, json=body).status_code == 201
 
 
 def test_chunked_body_over_2_mb_is_413(api: Api, slot: dict[str, Any]) -> None:
@@ -144,10 +144,10 @@ def test_chunked_body_over_2_mb_is_413(api: Api, slot: dict[str, Any]) -> None:
             yield b"x" * 65536
         yield b'"}'
 
-    response = api.post(paths.RESERVATIONS, data=chunks(), headers={"Content-Type": "application/json"})
+    response = api.post(contract.RESERVE.path, data=chunks(), headers={"Content-Type": "application/json"})
     assert error_of(response)[:2] == (413, "payload_too_large")
 
 
 def test_413_on_the_token_endpoint_too(sandbox: SandboxServer) -> None:
-    response = requests.post(sandbox.base_url + paths.TOKEN, data=b"x" * (2 * 1024 * 1024 + 1), timeout=10)
+    response = requests.post(sandbox.base_url + contract.TOKEN.path, data=b"x" * (2 * 1024 * 1024 + 1), timeout=10)
     assert error_of(response)[:2] == (413, "payload_too_large")

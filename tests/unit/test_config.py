@@ -30,7 +30,7 @@ def test_defaults_and_region_url() -> None:
     assert config.timeout == (10.0, 30.0)
     assert config.requests_per_minute == 100
     assert config.language == "en_US"
-    assert config.token_cache == "file"
+    assert config.credential_cache == "file"
     assert build(region="us-east-1").base_url == "https://api.us-east-1.qmatic.io"
 
 
@@ -75,7 +75,7 @@ def test_secret_not_in_repr_and_fingerprint_changes_with_secret() -> None:
         ({"requests_per_minute": "fast"}, "requests_per_minute", "number"),
         ({"requests_per_minute": 0}, "requests_per_minute", "at least 1"),
         ({"language": "sv_SE"}, "language", "en_US"),
-        ({"token_cache": "etcd"}, "credential_cache", "redis"),
+        ({"credential_cache": "etcd"}, "credential_cache", "redis"),
         ({"system_id": "has space"}, "system_id", "system id"),
     ],
 )

@@ -208,7 +208,7 @@ def test_a_slow_fetch_does_not_block_other_keys() -> None:
     thread.start()
     started = time.monotonic()
     token, _ = cache.get_or_fetch(KEY, CountingFetch(), min_ttl=0)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 4.0  # not the 5 s the other key's fetch holds its lock
     release.set()
     thread.join()
     assert token.access_token == "token-1"
@@ -373,11 +373,11 @@ def test_sixteen_processes_fetch_once(tmp_path: Path, cache_dir: Path) -> None:
 
 def assert_refused(error: pytest.ExceptionInfo[QmaticConfigError], directory: Path) -> None:
     message = str(error.value)
-    assert error.value.field == "token_cache_dir"
+    assert error.value.field == "credential_cache_dir"
     assert str(directory) in message
     assert "chmod 700" in message
-    assert "token_cache: memory" in message
-    assert "token_cache_dir" in message
+    assert "credential_cache: memory" in message
+    assert "credential_cache_dir" in message
     assert SECRET_TOKEN not in message
     assert SECRET_TOKEN not in repr(error.value)
 

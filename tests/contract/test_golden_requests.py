@@ -1,0 +1,308 @@
+"""Golden requests: every Part B endpoint, byte for byte as a server receives it.
+
+Written from ``qmatic-cloud-api.md`` (Part A headers, Part B table and scope rules), NOT from the
+provider's contract table: the sandbox reads that table too, so only an independent statement of
+the contract catches a mistake in it. Each case uses a fresh client against a scripted loopback
+server, so exactly two requests arrive: the token request (whose ``scope`` shows which token the
+call used) and the call itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.token_cache import MemoryTokenCache
+from tests.scripted_server import Recorded, Reply, ScriptedServer, scripted, token_reply
+
+CLIENT_ID = "golden-client"
+SECRET = "golden-secret-0123456789abcdef"
+TENANT = "Golden Tenant"  # sent as X-ACCOUNT lowercase, spaces stripped
+SYSTEM_ID = "a1b2c3d4-0000-4000-8000-000000000001"
+LANGUAGE = "fr_FR"
+BRANCH = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+SERVICE = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+APPOINTMENT = "0f8fad5b-d9cb-469f-a165-70867728950e"
+RESERVATION = "9b2d3c4e-1111-4222-8333-444455556666"
+PERSON = "CUST000000001"
+
+BOOK = "com.qmatic.saas.appointments/external.appointment.book"
+RESCHEDULE = "com.qmatic.saas.appointments/external.appointment.reschedule"
+CANCEL = "com.qmatic.saas.appointments/external.appointment.cancel"
+
+_APPOINTMENT: dict[str, Any] = {
+    "appointmentId": APPOINTMENT,
+    "status": "CONFIRMED",
+    "timeSlot": {"startTime": "2030-01-07T09:00:00+01:00", "endTime": "2030-01-07T09:20:00+01:00"},
+    "branch": {"id": BRANCH, "name": "Central"},
+    "service": {"id": SERVICE, "name": "Passport"},
+    "customer": None,
+    "numberOfReservations": 1,
+    "notes": None,
+    "expiresAt": None,
+}
+_RESERVE_BODY = {
+    "branchId": BRANCH,
+    "serviceId": SERVICE,
+    "timeSlot": {"startTime": "2030-01-07T09:00:00+01:00", "endTime": "2030-01-07T09:20:00+01:00"},
+    "numberOfReservations": 1,
+}
+_CONFIRM_BODY = {
+    "customer": {"personalIdentifier": PERSON, "firstName": "Ada", "lastName": "Lovelace", "email": "a@b.se"}
+}
+
+
+@dataclass(frozen=True)
+class Golden:
+    """One call and the request Part B says it is."""
+
+    call: Callable[[QmaticClient], object]
+    method: str
+    path: str
+    scope: str  # the scope string of the token the call must carry
+    answer: Reply
+    localised: bool = False  # listing and search calls send Accept-Language
+    body: Any = None  # the JSON body, or None for none at all
+    query: dict[str, list[str]] | None = None
+
+
+GOLDEN: dict[str, Golden] = {
+    "list branches": Golden(
+        lambda c: c.list_branches(),
+        "GET",
+        "/external/v1/branches",
+        BOOK,
+        Reply(200, [{"id": BRANCH, "name": "Central", "timeZone": "Europe/Stockholm"}]),
+        localised=True,
+    ),
+    "list branches, cancel token": Golden(
+        lambda c: c.list_branches(scopes=frozenset({Scope.CANCEL})),
+        "GET",
+        "/external/v1/branches",
+        CANCEL,  # reads accept any of the three: the caller's least privilege is kept
+        Reply(200, []),
+        localised=True,
+    ),
+    "list services": Golden(
+        lambda c: c.list_services(BRANCH),
+        "GET",
+        f"/external/v1/branches/{BRANCH}/services",
+        BOOK,
+        Reply(200, [{"id": SERVICE, "name": "Passport", "durationMinutes": 20}]),
+        localised=True,
+    ),
+    "free time slots": Golden(
+        lambda c: c.find_timeslots(BRANCH, SERVICE, date(2030, 1, 7), date(2030, 1, 9)),
+        "GET",
+        f"/external/v1/branches/{BRANCH}/services/{SERVICE}/timeslots",
+        BOOK,
+        Reply(200, []),
+        localised=True,
+        query={"from": ["2030-01-07"], "to": ["2030-01-09"]},
+    ),
+    "reserve": Golden(
+        lambda c: c.reserve(_RESERVE_BODY),
+        "POST",
+        "/external/v1/reservations",
+        BOOK,
+        Reply(201, {**_APPOINTMENT, "status": "RESERVED"}),
+        body=_RESERVE_BODY,
+    ),
+    "reserve for a reschedule": Golden(
+        lambda c: c.reserve(_RESERVE_BODY, scopes=frozenset({Scope.RESCHEDULE})),
+        "POST",
+        "/external/v1/reservations",
+        RESCHEDULE,  # "its reserve step needs book or reschedule"
+        Reply(201, {**_APPOINTMENT, "status": "RESERVED"}),
+        body=_RESERVE_BODY,
+    ),
+    "release": Golden(
+        lambda c: c.release_reservation(RESERVATION),
+        "DELETE",
+        f"/external/v1/reservations/reservations/{RESERVATION}",
+        BOOK,
+        Reply(204),
+    ),
+    "release after a failed reschedule": Golden(
+        lambda c: c.release_reservation(RESERVATION, scopes=frozenset({Scope.RESCHEDULE})),
+        "DELETE",
+        f"/external/v1/reservations/reservations/{RESERVATION}",
+        BOOK,  # release needs book, even when the flow that reserved held a reschedule token
+        Reply(204),
+    ),
+    "confirm": Golden(
+        lambda c: c.confirm(RESERVATION, _CONFIRM_BODY),
+        "POST",
+        f"/external/v1/appointments/{RESERVATION}/confirm",
+        BOOK,
+        Reply(201, _APPOINTMENT),
+        body=_CONFIRM_BODY,
+    ),
+    "get": Golden(
+        lambda c: c.get_appointment(APPOINTMENT),
+        "GET",
+        f"/external/v1/appointments/{APPOINTMENT}",
+        BOOK,
+        Reply(200, _APPOINTMENT),
+    ),
+    "get, reschedule token": Golden(
+        lambda c: c.get_appointment(APPOINTMENT, scopes=frozenset({Scope.RESCHEDULE})),
+        "GET",
+        f"/external/v1/appointments/{APPOINTMENT}",
+        RESCHEDULE,
+        Reply(200, _APPOINTMENT),
+    ),
+    "search": Golden(
+        lambda c: c.search_appointments(PERSON),
+        "POST",
+        "/external/v1/appointments/search",
+        BOOK,
+        Reply(200, [_APPOINTMENT]),
+        localised=True,
+        body={"customer": {"personalIdentifier": PERSON}},
+    ),
+    "search, cancel token": Golden(
+        lambda c: c.search_appointments(PERSON, scopes=frozenset({Scope.CANCEL})),
+        "POST",
+        "/external/v1/appointments/search",
+        CANCEL,
+        Reply(200, []),
+        localised=True,
+        body={"customer": {"personalIdentifier": PERSON}},
+    ),
+    "reschedule": Golden(
+        lambda c: c.reschedule(APPOINTMENT, RESERVATION),
+        "PUT",
+        f"/external/v1/appointments/{APPOINTMENT}/reschedule",
+        RESCHEDULE,
+        Reply(200, _APPOINTMENT),
+        body={"reservationId": RESERVATION},
+    ),
+    "reschedule asked with a book token": Golden(
+        lambda c: c.reschedule(APPOINTMENT, RESERVATION, scopes=frozenset({Scope.BOOK})),
+        "PUT",
+        f"/external/v1/appointments/{APPOINTMENT}/reschedule",
+        RESCHEDULE,  # reschedule needs reschedule
+        Reply(200, _APPOINTMENT),
+        body={"reservationId": RESERVATION},
+    ),
+    "cancel": Golden(
+        lambda c: c.cancel(APPOINTMENT),
+        "DELETE",
+        f"/external/v1/appointments/{APPOINTMENT}",
+        CANCEL,
+        Reply(204),
+    ),
+    "cancel asked with a book token": Golden(
+        lambda c: c.cancel(APPOINTMENT, scopes=frozenset({Scope.BOOK})),
+        "DELETE",
+        f"/external/v1/appointments/{APPOINTMENT}",
+        CANCEL,  # cancel needs cancel
+        Reply(204),
+    ),
+}
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    yield from scripted()
+
+
+def _client(server: ScriptedServer) -> QmaticClient:
+    config = ClientConfig.from_values(
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        tenant=TENANT,
+        base_url=server.base_url,
+        system_id=SYSTEM_ID,
+        language=LANGUAGE,
+        credential_cache="memory",
+    )
+    return QmaticClient(config, token_cache=MemoryTokenCache())
+
+
+def _headers(request: Recorded) -> dict[str, str]:
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def _check_token_request(request: Recorded, scope: str) -> None:
+    headers = _headers(request)
+    assert (request.method, request.path) == ("POST", "/oauth2/token")
+    assert headers["authorization"] == "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
+    assert headers["x-account"] == "goldentenant"
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert "x-tenant-id" not in headers
+    assert parse_qs(request.body.decode(), strict_parsing=True) == {
+        "grant_type": ["client_credentials"],
+        "scope": [scope],
+    }
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_request(server: ScriptedServer, name: str) -> None:
+    golden = GOLDEN[name]
+    token = "tok-" + name.replace(" ", "-").replace(",", "")
+    server.script("/oauth2/token", token_reply(token))
+    server.script("/external/v1/", golden.answer)
+    with _client(server) as client:
+        golden.call(client)
+    token_request, call = server.requests  # exactly these two
+    _check_token_request(token_request, golden.scope)
+
+    url = urlsplit(call.path)
+    assert call.method == golden.method
+    assert url.path == golden.path
+    assert (parse_qs(url.query) if url.query else None) == golden.query
+    headers = _headers(call)
+    assert headers["authorization"] == f"Bearer {token}"
+    assert headers["x-tenant-id"] == SYSTEM_ID
+    assert "x-account" not in headers
+    if golden.localised:
+        assert headers["accept-language"] == LANGUAGE
+    else:
+        assert "accept-language" not in headers
+    if golden.body is None:
+        assert call.body == b""
+        assert "content-type" not in headers
+    else:
+        assert headers["content-type"] == "application/json"
+        assert json.loads(call.body) == golden.body
+
+
+def test_every_part_b_endpoint_has_a_golden_request() -> None:
+    """The ten rows of Part B's table, by method and path template."""
+    part_b = {
+        ("GET", "/external/v1/branches"),
+        ("GET", "/external/v1/branches/{branchId}/services"),
+        ("GET", "/external/v1/branches/{branchId}/services/{serviceId}/timeslots"),
+        ("POST", "/external/v1/reservations"),
+        ("DELETE", "/external/v1/reservations/reservations/{appointmentId}"),
+        ("POST", "/external/v1/appointments/{appointmentId}/confirm"),
+        ("GET", "/external/v1/appointments/{appointmentId}"),
+        ("POST", "/external/v1/appointments/search"),
+        ("PUT", "/external/v1/appointments/{appointmentId}/reschedule"),
+        ("DELETE", "/external/v1/appointments/{appointmentId}"),
+    }
+    ids = {
+        BRANCH: "{branchId}",
+        SERVICE: "{serviceId}",
+        APPOINTMENT: "{appointmentId}",
+        RESERVATION: "{appointmentId}",
+    }
+    covered = set()
+    for golden in GOLDEN.values():
+        path = golden.path
+        for value, template in ids.items():
+            path = path.replace(value, template)
+        covered.add((golden.method, path))
+    assert covered == part_b
