@@ -89,7 +89,9 @@ with DAG(
         notes="{{ params.notes }}",
     )
 
-    @task.short_circuit
+    # No Airflow retries for this read: the client already waits out 429s and server faults, and
+    # what is left (a wrong secret, a missing scope) no retry can fix, so the run fails at once.
+    @task.short_circuit(retries=0)
     def not_booked_yet(params: dict[str, Any]) -> bool:
         """False (the booking is skipped) if the customer already has an upcoming appointment here.
 

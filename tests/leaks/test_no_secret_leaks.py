@@ -43,7 +43,7 @@ import pytest
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
 
-# The module fixture runs eight `airflow dags test` processes (each bounded by run_airflow's own
+# The module fixture runs ten `airflow dags test` processes (each bounded by run_airflow's own
 # 300 s) before the first test: 230-300 s on a loaded 2-core machine, which the suite-wide 300 s
 # pytest-timeout would cut off. 1200 s is four times that, and still catches a hung run.
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
