@@ -58,7 +58,6 @@ with DAG(
         """
         from airflow_provider_qmatic.exceptions import QmaticNotFoundError
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.scopes import Scope
 
         if not os.path.exists(params["booking_results"]):
             print("No booking results yet (run example_qmatic_bulk_book first): nothing to cancel")
@@ -73,7 +72,7 @@ with DAG(
         rows = []
         for appointment_id in booked:
             try:
-                hook.get_appointment(appointment_id, scopes=frozenset({Scope.CANCEL}))
+                hook.get_appointment(appointment_id)
             except QmaticNotFoundError:
                 print(f"Appointment {appointment_id} is unknown to Qmatic: left out")
                 continue

@@ -60,20 +60,18 @@ with DAG(
         """``{appointment_id, start_time}``: the configured ones, or found through the API."""
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
         from airflow_provider_qmatic.models import BookingRequest
-        from airflow_provider_qmatic.scopes import Scope
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
-        resched = frozenset({Scope.RESCHEDULE})
         if params["appointment_id"] and params["new_start_time"]:
             return {"appointment_id": params["appointment_id"], "start_time": params["new_start_time"]}
         if params["appointment_id"]:
-            appointment = hook.get_appointment(params["appointment_id"], scopes=resched)
+            appointment = hook.get_appointment(params["appointment_id"])
         else:
             now = datetime.now(timezone.utc)
             upcoming = sorted(
                 (
                     a
-                    for a in hook.search_appointments(params["personal_identifier"], scopes=resched)
+                    for a in hook.search_appointments(params["personal_identifier"])
                     if a.status == "CONFIRMED"
                     and a.time_slot is not None
                     and a.time_slot.start_time is not None
@@ -94,7 +92,7 @@ with DAG(
                     )
                     if s.is_available
                 )
-                appointment = hook.book(
+                booked = hook.book(
                     BookingRequest.parse(
                         {
                             "branch_id": params["branch_id"],
@@ -110,6 +108,7 @@ with DAG(
                         }
                     )
                 )
+                appointment = booked.appointment
                 print(f"No upcoming appointment found: booked {appointment.appointment_id} to move")
         if params["new_start_time"]:
             return {"appointment_id": appointment.appointment_id, "start_time": params["new_start_time"]}
