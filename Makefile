@@ -15,11 +15,7 @@ LEGACY_FORM_VENV := .venv-form-3.1
 
 CHROMIUM ?= /usr/bin/chromium
 
-<<<<<<< HEAD
-.PHONY: setup setup-compat redis-server test test-compat test-ui lint typecheck pytest demo docs bench dist clean
-=======
-.PHONY: setup setup-compat test test-compat test-lines test-ui lint typecheck pytest demo docs bench dist clean
->>>>>>> d5fe98b (Every supported Airflow line in CI (make test-lines), examples that run as-is and never book twice, an Asset-triggered example, qmatic-sandbox --catalogue, metrics through Airflow's Stats)
+.PHONY: setup setup-compat redis-server test test-compat test-lines test-ui lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
