@@ -15,7 +15,7 @@ LEGACY_FORM_VENV := .venv-form-3.1
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup setup-compat redis-server test test-compat test-ui lint typecheck pytest demo docs bench dist clean
+.PHONY: setup setup-compat redis-server test test-compat test-lines test-ui lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
@@ -53,6 +53,13 @@ test: lint typecheck pytest
 
 test-compat: setup-compat redis-server
 	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
+
+# Every supported Airflow line (2.11, 3.0, 3.1, 3.2, 3.3; Python 3.10 to 3.13), one venv each:
+# install, provider registration, the CLI connection test and `airflow dags test` of an example
+# against the sandbox, metrics included (the tests marked `lines`; about 8 minutes on 2 cores).
+# QMATIC_LINES="3.2.2=3.12" runs a subset.
+test-lines: setup
+	$(PY) scripts/test_lines.py $(PYTEST_ARGS)
 
 # The main job on the embedded default: the sandbox, a throwaway Airflow home, the three bulk DAGs.
 demo: setup
@@ -92,4 +99,4 @@ dist: setup
 	$(PY) scripts/check_dist.py dist
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .mypy_cache .ruff_cache .pytest_cache site dist
+	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .venv-line-* .mypy_cache .ruff_cache .pytest_cache site dist

@@ -33,6 +33,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
     TokenRequestFailed,
 )
+from airflow_provider_qmatic.metrics import MetricSink, count_responses
 from airflow_provider_qmatic.responses import error_from_response, json_body
 from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, retrying
 from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE, Scope
@@ -133,6 +134,8 @@ class QmaticClient:
     :param limiter: paces requests; the bulk runner shares one between its threads.
     :param on_secret: called with every secret the moment it exists (the hook passes Airflow's
         ``mask_secret``), so logs never show it.
+    :param on_metric: called with ``(name, count)`` for every answer received (API or token
+        request, 429s); the hook passes Airflow's ``Stats`` (see ``metrics.py``).
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class QmaticClient:
         token_cache: TokenCache | None = None,
         limiter: Limiter | None = None,
         on_secret: SecretSink | None = None,
+        on_metric: MetricSink | None = None,
         max_attempts: int = DEFAULT_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 16,
@@ -162,6 +166,8 @@ class QmaticClient:
         self.session = session or requests.Session()
         transport.prepare_session(self.session, pool_size=pool_size)
         self.session.headers["User-Agent"] = config.user_agent
+        if on_metric is not None:
+            count_responses(self.session, on_metric)
         if token_cache is None:
             token_cache = _token_cache(config)
         self.tokens = TokenProvider(

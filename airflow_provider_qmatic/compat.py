@@ -7,6 +7,7 @@ edit. Nothing heavy is imported: this module is loaded whenever a DAG file impor
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 try:  # Airflow 3.x
@@ -42,6 +43,24 @@ def mask_secret(value: Any, name: str | None = None) -> None:
         _mask_secret(value, name)
 
 
+@functools.cache
+def _stats() -> Any:
+    try:  # Airflow 3.2+
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # Airflow 2.11 to 3.1
+        from airflow.stats import Stats  # type: ignore[no-redef]
+    return Stats
+
+
+def incr_stat(name: str, count: int = 1) -> None:
+    """Count ``name`` in Airflow's metrics (StatsD or OpenTelemetry, as ``[metrics]`` configures).
+
+    Imported on first use: DAG files import this module at every parse and count nothing.
+    """
+    if count:
+        _stats().incr(name, count)
+
+
 def airflow_version() -> str:
     """The installed Airflow version, for the User-Agent."""
     from airflow import __version__
@@ -55,5 +74,6 @@ __all__ = [
     "BaseOperator",
     "ObjectStoragePath",
     "airflow_version",
+    "incr_stat",
     "mask_secret",
 ]

@@ -1,5 +1,8 @@
 """Book one Qmatic appointment: find the first free slot, then book it for a customer.
 
+Safe to trigger twice: a customer who already has an upcoming appointment for this service at this
+branch is not booked again (the booking task is skipped and the log names the appointment).
+
 Trigger it with a config to choose the branch, service and customer, for example::
 
     airflow dags trigger example_qmatic_book --conf '{"customer": {"personal_identifier": "19800430X1234",
@@ -12,12 +15,14 @@ and list_services(branch_id) print them).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 try:  # Airflow 3
-    from airflow.sdk import DAG
+    from airflow.sdk import DAG, task
 except ImportError:  # Airflow 2.11
     from airflow import DAG
+    from airflow.decorators import task
 
 from airflow_provider_qmatic.operators.appointments import (
     QmaticBookAppointmentOperator,
@@ -30,6 +35,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
+    max_active_runs=1,  # two quick Triggers run one after the other, so the second sees the first
     tags=["example", "qmatic"],
     params={
         "branch_id": "e3e70682-c209-4cac-a29f-6fbed82c07cd",  # sandbox seed 0: Stockholm City
@@ -83,4 +89,33 @@ with DAG(
         notes="{{ params.notes }}",
     )
 
-    find_slot >> book
+    # No Airflow retries for this read: the client already waits out 429s and server faults, and
+    # what is left (a wrong secret, a missing scope) no retry can fix, so the run fails at once.
+    @task.short_circuit(retries=0)
+    def not_booked_yet(params: dict[str, Any]) -> bool:
+        """False (the booking is skipped) if the customer already has an upcoming appointment here.
+
+        The booking operator is exactly-once within a run (a retry finds its own booking); this
+        check makes a second run, e.g. a second press of Trigger, book nobody twice.
+        """
+        from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+        hook = QmaticHook(qmatic_conn_id="qmatic_default")
+        now = datetime.now(timezone.utc)
+        for appointment in hook.search_appointments(params["customer"]["personal_identifier"]):
+            slot, branch, service = appointment.time_slot, appointment.branch, appointment.service
+            if (
+                appointment.status == "CONFIRMED"
+                and branch is not None
+                and branch.id == params["branch_id"]
+                and service is not None
+                and service.id == params["service_id"]
+                and slot is not None
+                and slot.start_time is not None
+                and slot.start_time > now
+            ):
+                print(f"Already booked: appointment {appointment.appointment_id}; nothing to book")
+                return False
+        return True
+
+    not_booked_yet() >> find_slot >> book

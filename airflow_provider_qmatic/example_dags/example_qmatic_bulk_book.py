@@ -12,6 +12,13 @@ therefore asks the find-timeslots API for the next free slots and writes the com
 production your file usually arrives with its times (``rows="s3://my_conn@bucket/bookings/{{ ds
 }}.csv"``) and ``plan_bookings`` goes away.
 
+Safe to schedule and to trigger: pressing Trigger in the UI (which also unpauses the DAG, so the
+day's scheduled run comes too) books nobody twice. ``plan_bookings`` gives a customer who already
+has an upcoming appointment for the service that appointment's time, and the bulk task runs with
+``skip_existing="always"``: it checks each row against Qmatic first and reports it as
+``skipped_existing`` (with the appointment id) instead of booking again. The same holds for a file
+per day delivered twice. ``max_active_runs=1`` makes a second run start after the first.
+
 Every row's outcome (``row, status, appointment_id, error``: no personal data) is written to
 ``bulk_book_results.csv`` in the output directory (param ``output_dir``, default
 ``$QMATIC_EXAMPLE_OUTPUT_DIR`` or ``<tmp>/qmatic-examples``). ``example_qmatic_bulk_reschedule``
@@ -25,7 +32,7 @@ import csv
 import os
 import re
 import tempfile
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +65,7 @@ with DAG(
     params={"customers_file": str(CUSTOMERS_FILE), "output_dir": OUTPUT_DIR},
     default_args={
         # A bulk task fails only after every row was tried. Failures a retry can fix (5xx, 429)
-        # fail it retryably: the retry skips what is already booked (skip_existing="auto").
+        # fail it retryably: the retry skips what is already booked (skip_existing, below).
         # Failures a retry cannot fix (invalid rows, a slot taken) fail it without retries.
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
@@ -84,8 +91,21 @@ with DAG(
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
         free: dict[tuple[str, str], list[Any]] = {}
         rows = []
+        now = datetime.now(timezone.utc)
         for customer in customers:
             key = (customer["branch_id"], customer["service_id"])
+            booked = [
+                a.time_slot
+                for a in hook.search_appointments(customer["personal_identifier"])
+                if a.status == "CONFIRMED"
+                and (a.branch.id if a.branch else None, a.service.id if a.service else None) == key
+                and a.time_slot is not None
+                and a.time_slot.start_time is not None
+                and a.time_slot.start_time > now
+            ]
+            if booked:  # already booked (an earlier run): the bulk task finds it and skips the row
+                rows.append({**customer, "start_time": booked[0].start_time.isoformat(), "end_time": ""})
+                continue
             if key not in free:
                 today = date.today()
                 slots = hook.find_timeslots(key[0], key[1], today, today + timedelta(days=SEARCH_DAYS))
@@ -118,6 +138,9 @@ with DAG(
         # column_map={"Branch": "branch_id", "Personnummer": "personal_identifier", ...}.
         results_path="{{ params.output_dir }}/bulk_book_results.csv",
         # Times in the file carry their offset; timezone="Europe/Stockholm" would read naive ones.
+        # Check every row against Qmatic before booking (one search per row), not only on a retry:
+        # a row already booked by an earlier run is reported as skipped_existing, never booked twice.
+        skip_existing="always",
         max_failed_rows=0,  # any failed or invalid row fails the task (after all rows were tried)
         concurrency=4,  # threads; the connection's requests_per_minute (default 100) sets the pace
     )

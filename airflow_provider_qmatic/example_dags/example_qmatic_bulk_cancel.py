@@ -6,8 +6,10 @@ leaves the sandbox as it was. In production the list is usually a file or a quer
 path/URI (``rows="s3://my_conn@bucket/cancellations/{{ ds }}.csv"``, one ``appointment_id``
 column) or an upstream task's list of ``{"appointment_id": ...}`` dicts, as here.
 
-Exactly once: an appointment already cancelled is reported as ``skipped_existing``, so a retry or
-a cleared run cancels nothing twice and does not fail on Qmatic's 409.
+Safe to trigger twice, and as-is: without booking results there is nothing to cancel, and ids that
+Qmatic does not know are left out. Exactly once: an appointment already cancelled is reported as
+``skipped_existing``, so a retry or a cleared run cancels nothing twice and does not fail on
+Qmatic's 409.
 """
 
 from __future__ import annotations
@@ -50,13 +52,32 @@ with DAG(
 
     @task
     def appointments_to_cancel(params: dict[str, Any]) -> list[dict[str, str]]:
-        """The appointment ids the bulk booking reported, one row each."""
+        """The appointment ids the bulk booking reported, one row each; none if it has not run.
+
+        Ids Qmatic does not know (a results file left from an earlier sandbox) are left out.
+        """
+        from airflow_provider_qmatic.exceptions import QmaticNotFoundError
+        from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+        if not os.path.exists(params["booking_results"]):
+            print("No booking results yet (run example_qmatic_bulk_book first): nothing to cancel")
+            return []
         with open(params["booking_results"], newline="", encoding="utf-8") as handle:
-            return [
-                {"appointment_id": row["appointment_id"]}
+            booked = [
+                row["appointment_id"]
                 for row in csv.DictReader(handle)
                 if row["status"] in ("succeeded", "skipped_existing") and row["appointment_id"]
             ]
+        hook = QmaticHook(qmatic_conn_id="qmatic_default")
+        rows = []
+        for appointment_id in booked:
+            try:
+                hook.get_appointment(appointment_id)
+            except QmaticNotFoundError:
+                print(f"Appointment {appointment_id} is unknown to Qmatic: left out")
+                continue
+            rows.append({"appointment_id": appointment_id})
+        return rows
 
     QmaticBulkCancelAppointmentsOperator(
         task_id="bulk_cancel",

@@ -8,9 +8,10 @@ those at the branch on the day (param ``day``, default: the earliest day booked 
 each the next free slot of its service from the following day on. The bulk operator gets the plan
 as a list of rows through XCom.
 
-The move is exactly once: a row whose appointment is already at its new time is skipped, so a
-retry or a cleared run does not move anything twice. The branch id is the sandbox's seed 0
-"Stockholm City"; replace it with yours.
+Run as-is before any booking, it has nothing to move and succeeds. The move is exactly once: a row
+whose appointment is already at its new time is skipped, so a retry or a cleared run does not move
+anything twice; triggered twice, it moves the appointments twice, booking nobody twice. The branch
+id is the sandbox's seed 0 "Stockholm City"; replace it with yours.
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ with DAG(
     @task
     def plan_moves(params: dict[str, Any]) -> list[dict[str, str]]:
         """One row ``{appointment_id, start_time, end_time}`` per appointment to move."""
+        from airflow_provider_qmatic.exceptions import QmaticNotFoundError
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
         from airflow_provider_qmatic.models import AppointmentStatus
 
+        if not os.path.exists(params["booking_results"]):
+            print("No booking results yet (run example_qmatic_bulk_book first): nothing to move")
+            return []
         with open(params["booking_results"], newline="", encoding="utf-8") as handle:
             booked = [
                 r["appointment_id"]
@@ -69,7 +74,11 @@ with DAG(
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
         here = []
         for appointment_id in booked:
-            appointment = hook.get_appointment(appointment_id)
+            try:
+                appointment = hook.get_appointment(appointment_id)
+            except QmaticNotFoundError:  # a results file older than this Qmatic (or sandbox) run
+                print(f"Appointment {appointment_id} is unknown to Qmatic: left out")
+                continue
             slot = appointment.time_slot
             if (
                 appointment.status_enum is AppointmentStatus.CONFIRMED

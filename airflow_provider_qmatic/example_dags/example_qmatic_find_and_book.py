@@ -7,13 +7,16 @@ own. Trigger it with your customers::
     airflow dags trigger example_qmatic_find_and_book --conf '{"customers": [{"personal_identifier":
         "19800430ADA01", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}]}'
 
+Safe to trigger twice: customers who already have an upcoming appointment for the service at the
+branch are left out, so a second run books nobody twice.
+
 For hundreds or thousands of bookings use the bulk operators instead: they pace requests across
 the 100-per-minute limit within one task rather than one task per booking.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 try:  # Airflow 3
@@ -70,12 +73,39 @@ with DAG(
     # Parallel bookings share Qmatic's 100 requests per minute (2 requests per booking); a few at a
     # time stay well below it, and any 429 is waited out by the client and then by task retries.
     max_active_tasks=8,
+    max_active_runs=1,  # a second run starts after the first, and so sees its bookings
 ) as dag:
+    # No Airflow retries for this read: the client already waits out 429s and server faults, and
+    # what is left (a wrong secret, a missing scope) no retry can fix, so the run fails at once.
+    @task(retries=0)
+    def customers_to_book(params: dict[str, Any]) -> list[dict[str, Any]]:
+        """This run's customers without an upcoming appointment for the service at the branch.
 
-    @task
-    def customers_to_book(**context: Any) -> list[dict[str, Any]]:
-        """The customers of this run; in production, read them from your system of record."""
-        return list(context["params"]["customers"])
+        In production, read the customers from your system of record.
+        """
+        from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+
+        hook = QmaticHook(qmatic_conn_id="qmatic_default")
+        now = datetime.now(timezone.utc)
+        to_book = []
+        for number, person in enumerate(params["customers"], 1):
+            booked = [
+                a.appointment_id
+                for a in hook.search_appointments(person["personal_identifier"])
+                if a.status == "CONFIRMED"
+                and a.branch is not None
+                and a.branch.id == params["branch_id"]
+                and a.service is not None
+                and a.service.id == params["service_id"]
+                and a.time_slot is not None
+                and a.time_slot.start_time is not None
+                and a.time_slot.start_time > now
+            ]
+            if booked:
+                print(f"Customer {number} already has appointment {booked[0]}: left out")
+            else:
+                to_book.append(person)
+        return to_book
 
     customers = customers_to_book()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
-from airflow_provider_qmatic.compat import BaseHook, airflow_version, mask_secret
+from airflow_provider_qmatic.compat import BaseHook, airflow_version, incr_stat, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from airflow_provider_qmatic.scopes import Scope
 
@@ -150,7 +150,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         limiter = self._limiter
         if limiter is None and self._bulk:
             limiter = shared_limiter(self.config, bulk=True)
-        return build_client(self.config, limiter=limiter, on_secret=mask_secret)
+        return build_client(self.config, limiter=limiter, on_secret=mask_secret, on_metric=incr_stat)
 
     def get_conn(self) -> QmaticClient:
         """Airflow's conventional accessor for the underlying client."""

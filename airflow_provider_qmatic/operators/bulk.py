@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.bulk_args import XCOM_OUTCOMES_MAX
-from airflow_provider_qmatic.compat import ObjectStoragePath
+from airflow_provider_qmatic.compat import ObjectStoragePath, incr_stat
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 
@@ -122,8 +122,9 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_provider_qmatic.bulk import BulkRunner
+        from airflow_provider_qmatic.bulk import STATUSES, BulkRunner
         from airflow_provider_qmatic.bulk_journal import default_journal_dir, journal_name
+        from airflow_provider_qmatic.metrics import BULK_ROWS
 
         ti = context["ti"]
         attempt = int(getattr(ti, "try_number", 1) or 1)
@@ -168,6 +169,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             finally:
                 self.hook.client.close()
                 self._runner = None
+            for outcome in STATUSES:  # rows by outcome, for alerts on failed rows
+                incr_stat(BULK_ROWS.format(outcome=outcome), getattr(result.summary, outcome))
             summary = result.to_xcom(self.xcom_outcomes_max)
             # Pushed before the policy is applied, so a failed task still shows what happened.
             ti.xcom_push(key="summary", value=result.to_xcom(0))

@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: a GUID derived from the tenant name",
     )
     add("--conn-id", default=DEFAULT_CONN_ID, help="Airflow connection id of the first client")
+    add(
+        "--catalogue",
+        action="store_true",
+        help="print the seeded branches and services with their ids (for DAG params) and exit",
+    )
     data = parser.add_argument_group("seed data")
     data.add_argument("--branches", type=int, default=3, help=f"number of branches (1-{MAX_BRANCHES})")
     data.add_argument("--weeks", type=int, default=4, help="weeks of time slots")
@@ -320,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    if args.catalogue:
+        print("\n".join(_catalogue(settings)))
+        return 0
+
     from airflow_provider_qmatic.sandbox.server import SandboxServer
 
     stop = threading.Event()
@@ -373,6 +382,20 @@ def _announce(server: Any, first_conn_id: str, hidden: dict[str, str]) -> None:
         conn_id = _conn_id_for(index, c, first_conn_id)
         shown = dataclasses.replace(c, client_secret=hidden[c.client_id]) if c.client_id in hidden else c
         out.append(f"{env_var_name(conn_id)}={shlex.quote(connection_json(shown, server.base_url))}")
+    out.extend(_catalogue(s))
     out.append(f"Introspection: {server.base_url}/_sandbox/stats  API docs: {server.base_url}/_sandbox/docs")
     out.append("Press Ctrl-C to stop.")
     print("\n".join(out), flush=True)
+
+
+def _catalogue(settings: SandboxSettings) -> list[str]:
+    """The branches and services a DAG's ``branch_id`` and ``service_id`` can name (fixed by the seed)."""
+    from datetime import datetime, timezone
+
+    from airflow_provider_qmatic.sandbox.seed import build_seed
+
+    out = ["Branches and services (branch_id, service_id):"]
+    for branch in build_seed(settings, datetime.now(timezone.utc)).branches:
+        out.append(f"  branch {branch.id}  {branch.name} ({branch.time_zone})")
+        out.extend(f"    service {sv.id}  {sv.name}, {sv.duration_minutes} min" for sv in branch.services)
+    return out

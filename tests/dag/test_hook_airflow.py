@@ -35,6 +35,7 @@ def api_requests(sandbox: SandboxServer) -> int:
     return sum(sum(by_status.values()) for by_status in sandbox.stats()["requests"].values())
 
 
+@pytest.mark.lines
 def test_cli_connection_test_succeeds(qmatic_sandbox: SandboxServer, airflow_db: Path) -> None:
     result = run_airflow("connections", "test", "qmatic_default", env=conn_env(qmatic_sandbox))
     output = result.stdout + result.stderr

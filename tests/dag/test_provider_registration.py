@@ -56,6 +56,7 @@ def test_every_listed_module_imports() -> None:
     assert getattr(importlib.import_module(module), cls).conn_type == "qmatic"
 
 
+@pytest.mark.lines
 def test_providers_manager_registers_hook_and_version() -> None:
     from airflow.providers_manager import ProvidersManager
 
@@ -69,6 +70,7 @@ def test_providers_manager_registers_hook_and_version() -> None:
     assert hook.connection_id_attribute_name == "qmatic_conn_id"
 
 
+@pytest.mark.lines
 def test_cli_lists_provider_and_hook(airflow_db: Path) -> None:
     providers = run_airflow("providers", "list", "-o", "json")
     assert providers.returncode == 0, providers.stderr[-2000:]
@@ -130,6 +132,13 @@ def test_legacy_form_widgets_match_provider_info() -> None:
 
 
 def _json_part(stdout: str) -> str:
-    """CLI output may carry log lines before the JSON document."""
-    start = min(i for i in (stdout.find("["), stdout.find("{")) if i >= 0)
-    return stdout[start:]
+    """The JSON document of CLI output, which may carry log lines (``[2026-...] {file.py:1}``) first."""
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(stdout):
+        if char in "[{":
+            try:
+                _, end = decoder.raw_decode(stdout, start)
+            except ValueError:
+                continue
+            return stdout[start:end]
+    raise AssertionError(f"no JSON document in the output: {stdout[-2000:]}")

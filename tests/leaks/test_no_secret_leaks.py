@@ -26,6 +26,7 @@ it in each kind of source, so a search that silently looked nowhere would fail.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import pickle
 import sqlite3
@@ -42,7 +43,7 @@ import pytest
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
 
-# The module fixture runs eight `airflow dags test` processes (each bounded by run_airflow's own
+# The module fixture runs ten `airflow dags test` processes (each bounded by run_airflow's own
 # 300 s) before the first test: 230-300 s on a loaded 2-core machine, which the suite-wide 300 s
 # pytest-timeout would cut off. 1200 s is four times that, and still catches a hung run.
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -175,6 +176,28 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)}, str(out_dir))
         dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf, str(out_dir))
         dags_test("bulk_cancel", "example_qmatic_bulk_cancel", bulk_conf, str(out_dir))
+        # The Asset-triggered example books the file that arrived in incoming/ (no params: the
+        # conf only marks the run).
+        incoming = out_dir / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        bea, slot = person("b"), server.free_slots(limit=24)[-1]
+        with open(incoming / "bookings.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["branch_id", "service_id", "start_time", *bea])
+            writer.writeheader()
+            writer.writerow(
+                {
+                    "branch_id": slot["branchId"],
+                    "service_id": slot["serviceId"],
+                    "start_time": slot["startTime"],
+                    **bea,
+                }
+            )
+        dags_test(
+            "bulk_book_on_asset",
+            "example_qmatic_bulk_book_on_asset",
+            {"delivery": str(incoming)},
+            str(incoming),
+        )
         dags_test(
             "wrong_secret",
             "example_qmatic_book",

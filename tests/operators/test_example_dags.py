@@ -1,9 +1,13 @@
-"""The example DAGs: every file in airflow_provider_qmatic/example_dags/ loads, and the Qmatic ones run end to end through
-the real ``airflow dags test`` CLI against the sandbox."""
+"""The example DAGs (airflow_provider_qmatic/example_dags/): every file loads; each runs green as-is
+(no config) against a fresh seed-0 sandbox, twice, without booking anyone twice (``dag.test()``,
+what ``airflow dags test`` runs; the book example also through the real CLI); the
+single-appointment ones run end to end with a config."""
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,18 +28,21 @@ OURS = {
 }
 
 
-@pytest.fixture(scope="module")
-def dag_bag() -> Any:
-    try:
-        from airflow.models import DagBag
+def _load_examples() -> Any:
+    from airflow.models import DagBag
 
+    try:
         return DagBag(dag_folder=str(EXAMPLES), include_examples=False)
     except TypeError:  # Airflow 3's DagBag never loads Airflow's own examples
-        from airflow.models import DagBag
-
         return DagBag(dag_folder=str(EXAMPLES))
 
 
+@pytest.fixture(scope="module")
+def dag_bag() -> Any:
+    return _load_examples()
+
+
+@pytest.mark.lines
 def test_every_example_dag_file_loads(dag_bag: Any) -> None:
     assert dag_bag.import_errors == {}
     files = {Path(p).name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
@@ -82,8 +89,10 @@ def _last_run(dag_id: str) -> tuple[str, dict[tuple[str, int], str]]:
         return str(getattr(run.state, "value", run.state)), states
 
 
-def _dags_test(sandbox: Sandbox, dag_id: str, conf: dict[str, Any]) -> str:
-    result = run_airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=sandbox.env)
+def _dags_test(sandbox: Sandbox, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    """``airflow dags test`` (with ``conf``, or as-is without); the run must succeed."""
+    args = ["dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf is not None else [])
+    result = run_airflow(*args, env=sandbox.env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     state, tasks = _last_run(dag_id)
@@ -123,7 +132,7 @@ def test_book_reschedule_and_cancel_examples_end_to_end(dag_bag: Any, sandbox: S
     who = customer()
     first_free = sandbox.free_slots(limit=1)[0]
 
-    _run_example(dag_bag, sandbox, "example_qmatic_book", {"customer": who})
+    _run_example(dag_bag, "example_qmatic_book", {"customer": who})
 
     (booked,) = sandbox.of_customer(who["personal_identifier"])
     assert booked["status"] == "CONFIRMED"
@@ -135,7 +144,6 @@ def test_book_reschedule_and_cancel_examples_end_to_end(dag_bag: Any, sandbox: S
     local = datetime.fromisoformat(later["startTime"]).strftime("%Y-%m-%d %H:%M")  # wall clock, no offset
     _run_example(
         dag_bag,
-        sandbox,
         "example_qmatic_reschedule",
         {"appointment_id": booked["appointmentId"], "new_start_time": local, "timezone": "Europe/Stockholm"},
     )
@@ -145,7 +153,7 @@ def test_book_reschedule_and_cancel_examples_end_to_end(dag_bag: Any, sandbox: S
     assert moved["timeSlot"] == {"startTime": later["startTime"], "endTime": later["endTime"]}
 
     dag_run = _run_example(
-        dag_bag, sandbox, "example_qmatic_cancel", {"personal_identifier": who["personal_identifier"]}
+        dag_bag, "example_qmatic_cancel", {"personal_identifier": who["personal_identifier"]}
     )
 
     (cancelled,) = sandbox.of_customer(who["personal_identifier"])
@@ -155,8 +163,123 @@ def test_book_reschedule_and_cancel_examples_end_to_end(dag_bag: Any, sandbox: S
     assert sandbox.appointments("RESERVED") == []
 
 
-def _run_example(dag_bag: Any, sandbox: Sandbox, dag_id: str, conf: dict[str, Any]) -> Any:
+def _run_example(dag_bag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> Any:
+    """One successful run with ``dag.test()`` (what ``airflow dags test`` runs); the DagRun."""
     dag_run = run_dag(dag_bag.dags[dag_id], conf=conf)
-    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
-    assert set(states.values()) == {"success"}, (dag_id, states)
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success", (dag_id, _states(dag_run))
     return dag_run
+
+
+def _states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
+
+
+# Every example, as a user would press Trigger on it: in this order (the bulk reschedule and cancel
+# read what the bulk booking wrote), each twice in a row, against one fresh sandbox.
+AS_IS_ORDER = (
+    "example_qmatic_book",
+    "example_qmatic_find_and_book",
+    "example_qmatic_reschedule",
+    "example_qmatic_cancel",
+    "example_qmatic_bulk_book",
+    "example_qmatic_bulk_reschedule",
+    "example_qmatic_bulk_cancel",
+    "example_qmatic_bulk_book_on_asset",
+)
+ACTIVE = ("CONFIRMED", "RESERVED")
+
+
+def _active_by_customer(sandbox: Sandbox) -> Counter[str]:
+    """Active appointments per customer, from the sandbox's own store (``/_sandbox/appointments``)."""
+    return Counter(
+        a["customer"]["personalIdentifier"] for status in ACTIVE for a in sandbox.appointments(status)
+    )
+
+
+def test_book_example_runs_as_is_with_airflow_dags_test(sandbox: Sandbox) -> None:
+    """The first example as a user runs it: ``airflow dags test`` with no config."""
+    _dags_test(sandbox, "example_qmatic_book")
+    (booked,) = sandbox.appointments("CONFIRMED")
+    assert booked["customer"]["personalIdentifier"] == "19800430ADA01"
+    assert (booked["branch"]["id"], booked["service"]["id"]) == (STOCKHOLM, PASSPORT)
+
+
+def test_as_is_order_covers_every_example(dag_bag: Any) -> None:
+    assert set(AS_IS_ORDER) == set(dag_bag.dags)
+
+
+def _examples_writing_to(out: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The example DAGs parsed afresh with their output directory at ``out``."""
+    monkeypatch.setenv("QMATIC_EXAMPLE_OUTPUT_DIR", str(out))
+    return _load_examples()
+
+
+@pytest.mark.slow
+def test_every_example_runs_as_is_twice_and_books_nobody_twice(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "examples"
+    bag = _examples_writing_to(out, monkeypatch)
+    seen: dict[str, int] = {}
+    for dag_id in AS_IS_ORDER:
+        for _ in range(2):
+            _run_example(bag, dag_id)
+            twice = {who: n for who, n in _active_by_customer(sandbox).items() if n > 1}
+            assert twice == {}, (dag_id, twice)
+        seen[dag_id] = sum(_active_by_customer(sandbox).values())
+    # What each example left behind: Ada booked once by the book example; Grace added by
+    # find-and-book; Ada's appointment moved, then cancelled; the bulk customers booked once each,
+    # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing.
+    with open(EXAMPLES / "data" / "bulk_customers.csv", newline="") as handle:
+        bulk = len(list(csv.DictReader(handle)))
+    assert seen == {
+        "example_qmatic_book": 1,
+        "example_qmatic_find_and_book": 2,
+        "example_qmatic_reschedule": 2,
+        "example_qmatic_cancel": 1,
+        "example_qmatic_bulk_book": 1 + bulk,
+        "example_qmatic_bulk_reschedule": 1 + bulk,
+        "example_qmatic_bulk_cancel": 1,
+        "example_qmatic_bulk_book_on_asset": 1,
+    }
+    with open(out / "bulk_book_results.csv", newline="") as handle:
+        statuses = Counter(row["status"] for row in csv.DictReader(handle))
+    assert statuses == {"skipped_existing": bulk}  # the second run found every row booked
+    assert sandbox.appointments("RESERVED") == []
+
+
+@pytest.mark.slow
+def test_asset_triggered_example_books_a_file_once_however_often_it_runs(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "examples"
+    bag = _examples_writing_to(out, monkeypatch)
+    dag = bag.dags["example_qmatic_bulk_book_on_asset"]
+    # Scheduled on the one asset, the file's location (an Asset on 3.x, a Dataset on 2.11).
+    condition = getattr(dag.timetable, "asset_condition", None) or dag.timetable.dataset_condition
+    (uri,) = [asset.uri for asset in condition.objects]
+    assert uri == (out / "incoming" / "bookings.csv").as_uri()
+
+    nothing_yet = _run_example(bag, dag.dag_id)
+    assert _states(nothing_yet) == {"bookings_file": "success", "bulk_book": "skipped"}
+
+    (out / "incoming").mkdir(parents=True)
+    people = [customer(str(i)) for i in range(3)]
+    slots = sandbox.free_slots(limit=3)
+    with open(out / "incoming" / "bookings.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["branch_id", "service_id", "start_time", *people[0]])
+        writer.writeheader()
+        for person, slot in zip(people, slots, strict=True):
+            writer.writerow(
+                {"branch_id": STOCKHOLM, "service_id": PASSPORT, "start_time": slot["startTime"], **person}
+            )
+
+    for _ in range(2):  # the same file twice, e.g. two asset events for one delivery
+        assert _states(_run_example(bag, dag.dag_id)) == {"bookings_file": "success", "bulk_book": "success"}
+
+    for person, slot in zip(people, slots, strict=True):
+        (booked,) = sandbox.of_customer(person["personal_identifier"], "CONFIRMED")
+        assert booked["timeSlot"]["startTime"] == slot["startTime"]
+    assert sandbox.stats()["requests"]["confirm"] == {"201": 3}
+    with open(out / "incoming" / "bookings_results.csv", newline="") as handle:
+        assert [row["status"] for row in csv.DictReader(handle)] == ["skipped_existing"] * 3

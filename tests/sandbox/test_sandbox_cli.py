@@ -199,6 +199,23 @@ def test_bad_values_exit_2() -> None:
     assert "fail_rate" in result.stderr
 
 
+def test_catalogue_prints_the_ids_the_examples_use(qmatic_sandbox: object) -> None:
+    """``--catalogue`` prints the seed's branch and service ids (what the quickstart points to)."""
+    result = subprocess.run(
+        [*command(), "--catalogue"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    printed = set(re.findall(r"(branch|service) ([0-9a-f-]{36})", result.stdout))
+    served = qmatic_sandbox.seed()  # type: ignore[attr-defined]
+    assert {("branch", b["id"]) for b in served["branches"]} <= printed
+    assert ("branch", "e3e70682-c209-4cac-a29f-6fbed82c07cd") in printed  # Stockholm City, seed 0
+    assert ("service", "c8a70639-eb11-47b3-a7a9-c3787c65c1e5") in printed  # its Passport application
+    other = subprocess.run(
+        [*command(), "--catalogue", "--seed", "1"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "e3e70682-c209-4cac-a29f-6fbed82c07cd" not in other.stdout
+
+
 def test_python_dash_m_help() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "airflow_provider_qmatic.sandbox", "--help"],
