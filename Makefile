@@ -12,10 +12,12 @@ UV := $(VENV)/bin/uv
 PY := $(VENV)/bin/python
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 LEGACY_FORM_VENV := .venv-form-3.1
+CLUSTER_VENV := .venv-cluster
+CLUSTER_PY := $(CLUSTER_VENV)/bin/python
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup setup-compat redis-server test test-compat test-lines test-ui lint typecheck pytest demo docs bench dist clean
+.PHONY: setup setup-compat redis-server test test-compat test-lines test-ui test-cluster lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
 # only, bootstrapped into the venv with the interpreter's own pip.
@@ -88,6 +90,17 @@ test-ui: setup setup-compat
 	$(UV) pip install --quiet --python $(LEGACY_FORM_VENV)/bin/python -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_LEGACY_FORM_VERSION)"
 	QMATIC_UI_TESTS=1 $(LEGACY_FORM_VENV)/bin/python -m pytest tests/ui -q -k hook_meta $(PYTEST_ARGS)
 
+# A real CeleryExecutor cluster on this machine (docs/cluster-tests.md): Redis and PostgreSQL from
+# Debian (installed when missing; needs root, as CI runs), an Airflow scheduler, dag-processor and
+# API server, two Celery workers as two hosts, the sandbox; one worker is killed mid-task. Its own
+# venv, so the Celery, Redis and Postgres providers never leak into the plain test runs.
+test-cluster: setup redis-server
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	$(UV) venv --quiet --allow-existing --python $(PY) $(CLUSTER_VENV)
+	$(UV) pip install --quiet --python $(CLUSTER_PY) -e ".[sandbox,test,redis]" "apache-airflow[celery,postgres]==$(AIRFLOW_VERSION)"
+	QMATIC_CLUSTER_TESTS=1 $(CLUSTER_PY) -m pytest tests/cluster/test_celery_cluster.py -q -p no:cacheprovider $(PYTEST_ARGS)
+
 # The sdist and wheel a user installs (`pip install dist/*.whl`): built from a clean dist/, their
 # metadata and long description checked as a package index would (twine --strict), then opened to
 # check what they ship (licence, example DAGs, py.typed, entry points).
@@ -99,4 +112,4 @@ dist: setup
 	$(PY) scripts/check_dist.py dist
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) .venv-line-* .mypy_cache .ruff_cache .pytest_cache site dist
+	rm -rf $(VENV) $(COMPAT_VENV) $(LEGACY_FORM_VENV) $(CLUSTER_VENV) .venv-line-* .mypy_cache .ruff_cache .pytest_cache site dist
