@@ -195,11 +195,17 @@ def start_hosts(
         hosts.append(process)
     for process in hosts:
         assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if line != "ready":
+        # Airflow 2.11 logs to stdout (e.g. "Retrieving connection ..." when the Redis hook starts):
+        # skip such lines until the host says it is ready, or its output ends.
+        seen: list[str] = []
+        for line in process.stdout:
+            if line.strip() == "ready":
+                break
+            seen.append(line.strip())
+        else:
             process.kill()
             raise RuntimeError(
-                f"a host did not start: {line}\n{process.stderr.read()[-3000:] if process.stderr else ''}"
+                f"a host did not start: {seen[-5:]}\n{process.stderr.read()[-3000:] if process.stderr else ''}"
             )
     return hosts
 
