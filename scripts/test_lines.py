@@ -75,7 +75,19 @@ def run_line(uv: str, airflow: str, minor: str) -> tuple[bool, float, float]:
             return False, time.monotonic() - started, 0.0
     installed = time.monotonic()
     smoke = subprocess.run(
-        [str(python), "-m", "pytest", "-m", "lines", "-q", "-p", "no:cacheprovider", *sys.argv[1:]],
+        # tests/cluster needs the [redis] extra, which the line venvs do not install; it has no smoke test.
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-m",
+            "lines",
+            "--ignore=tests/cluster",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *sys.argv[1:],
+        ],
         cwd=REPO,
         check=False,
     )
