@@ -68,14 +68,10 @@ def cluster_tests_enabled() -> bool:
 def cluster_wide_state() -> bool:
     """Whether the connection keeps the token cache, budget and journal in Redis (issue 13).
 
-    Yes when the provider can; ``QMATIC_CLUSTER_STATE=host-local`` runs the same cluster with each
-    worker's state on its own host, to see what Redis changes (the cluster-wide checks then fail).
+    Yes, unless ``QMATIC_CLUSTER_STATE=host-local`` runs the same cluster with each worker's state
+    on its own host, to see what Redis changes (the cluster-wide checks then fail, as expected).
     """
-    from airflow_provider_qmatic import config
-
-    if os.environ.get("QMATIC_CLUSTER_STATE", "redis") == "host-local":
-        return False
-    return "redis" in getattr(config, "TOKEN_CACHES", ())
+    return os.environ.get("QMATIC_CLUSTER_STATE", "redis") != "host-local"
 
 
 def free_port() -> int:
