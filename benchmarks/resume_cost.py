@@ -23,11 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from benchmarks.bulk_throughput import booking_rows
 from benchmarks.common import REPO, Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 ROWS = 200
@@ -46,27 +45,6 @@ FLAGS = (
     "--slot-capacity",
     "1000000",
 )
-
-
-def booking_rows(box: Sandbox, n: int) -> list[dict[str, Any]]:
-    slots = box.admin.free_slots(limit=50)
-    rows = []
-    for i in range(n):
-        slot = slots[i % len(slots)]
-        pid = f"RESUME{uuid.uuid4().hex[:12].upper()}{i:06d}"
-        rows.append(
-            {
-                "branch_id": slot["branchId"],
-                "service_id": slot["serviceId"],
-                "start_time": slot["startTime"],
-                "end_time": slot["endTime"],
-                "personal_identifier": pid,
-                "first_name": "Bench",
-                "last_name": "Mark",
-                "email": f"{pid.lower()}@example.com",
-            }
-        )
-    return rows
 
 
 def _child(raw: str) -> None:
