@@ -816,11 +816,13 @@ class BulkRunner:
         if state.entries:
             self.log.info(
                 "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d in flight, %d "
-                "reservation(s) without an outcome%s",
+                "reservation(s) without an outcome, %d reserve(s) whose answer was lost (each may "
+                "hold its slot until Qmatic's 15-minute hold ends)%s",
                 action,
                 len(state.done),
                 len(state.in_flight() - set(state.done)),
                 len(state.open_reservations),
+                sum(history.lost for history in state.rows.values()),
                 "" if self._complete else "; it misses an earlier attempt, so every row is looked up",
             )
         for reservation_id, (fingerprint, row, _appointment_id) in state.open_reservations.items():

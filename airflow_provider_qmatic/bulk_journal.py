@@ -94,8 +94,11 @@ class RowHistory:
     """One row's past in the journal, over every attempt."""
 
     reserves: int = 0  # reserves sent (or about to be) for it: they draw from its one budget
-    lost: int = 0  # reserves whose answer was lost: holds nobody can name
+    # Reserves whose answer was lost, holds nobody can name: those recorded lost, and those an
+    # attempt started but never saw answered (it was killed while the request was out).
+    lost: int = 0
     in_flight: bool = False  # a write was started and no outcome recorded since
+    unanswered: bool = False  # its last reserve has no answer (yet) in the journal
 
 
 @dataclass
@@ -236,7 +239,11 @@ class Journal:
                 history.in_flight = True
             if event == RESERVING:
                 history.reserves += 1
-            elif event == LOST:
+                history.lost += history.unanswered  # the one before was never answered
+                history.unanswered = True
+            elif event in (RESERVED, LOST, DONE, FAILED):
+                history.unanswered = False
+            if event == LOST:
                 history.lost += 1
             elif event == RESERVED and isinstance(reservation_id, str):
                 appointment = appointment_id if isinstance(appointment_id, str) else None
@@ -250,6 +257,9 @@ class Journal:
                     state.open_reservations.pop(reservation_id, None)
             elif event == FAILED:
                 history.in_flight = False
+        for history in state.rows.values():  # every attempt that wrote these lines has ended
+            history.lost += history.unanswered
+            history.unanswered = False
         return state
 
     def _remove_expired(self, dir_fd: int) -> None:

@@ -27,6 +27,7 @@ from airflow_provider_qmatic.exceptions import QmaticOwnHoldsError, QmaticServer
 from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, Flows
 from airflow_provider_qmatic.models import BookingRequest, RescheduleRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.scopes import Scope
 
 from .conftest import booking_rows, make_client, make_config, requests_to, statuses
 
@@ -187,6 +188,36 @@ def test_a_slot_full_of_its_own_lost_reserves_fails_retryably_and_a_later_retry_
     retry = BulkRunner(client, attempt=2, journal_path=journal).book([bulk_row])
     assert [o.status for o in retry.outcomes] == [SUCCEEDED]
     assert statuses(sandbox).get("RESERVED", 0) == 0
+
+
+def test_a_reserve_a_killed_attempt_never_saw_answered_counts_as_a_possible_hold(
+    sandbox: SandboxServer, tmp_path: Path, journal_dir: Path
+) -> None:
+    """Killed while its reserve was out: Qmatic stored the hold, the journal has only "reserving".
+    The retry's 409 on the full slot is then the row's own hold (retryable), not a refusal."""
+    sandbox.configure(slot_capacity=1)
+    [row] = booking_rows(sandbox, 1)
+    client = _no_wait_client(sandbox, tmp_path)
+    client.reserve(_booking(row).reservation_body(), scopes=frozenset({Scope.BOOK}))  # the stored hold
+    journal = journal_dir / "task.jsonl"
+    killed = Journal(journal)
+    killed.open()
+    killed.record_attempt(1)
+    killed.record(RESERVING, fingerprint=_fingerprint_of(row), row=1)
+    killed.close()
+
+    second = BulkRunner(client, attempt=2, journal_path=journal, sleep=lambda _s: None).book([row])
+    (outcome,) = second.outcomes
+    assert (outcome.status, outcome.error, outcome.retryable) == (
+        FAILED,
+        "reserve: HTTP 409 slot_unavailable",
+        True,
+    )
+
+    sandbox.advance_clock(HOLD_S + 1)  # the hold expires; the next retry books the row
+    third = BulkRunner(client, attempt=3, journal_path=journal).book([row])
+    assert [o.status for o in third.outcomes] == [SUCCEEDED]
+    assert requests_to(sandbox, "reserve") == 3  # the killed one, the refused one, the booking
 
 
 # -- (d) one reserve budget per row, across task retries -------------------------------------------
