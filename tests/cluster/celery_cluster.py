@@ -423,7 +423,9 @@ def _airflow_env(cluster: Cluster, api_port: int, secret: str) -> dict[str, str]
             "AIRFLOW_CONN_QMATIC_DEFAULT": json.dumps(
                 {"conn_type": "qmatic", "login": CLIENT_ID, "password": secret, "extra": extra}
             ),
-            "AIRFLOW_CONN_REDIS_DEFAULT": f"{cluster.redis_url}/1",
+            # The provider's state in db 1, apart from the broker's (db 0). A URI's path is not the
+            # db for RedisHook, its extra is.
+            "AIRFLOW_CONN_REDIS_DEFAULT": f"{cluster.redis_url}?db=1",
             "QMATIC_CLUSTER_DATA": str(cluster.work / "data"),
             # The scheduler, API server and CLI are a third "host": their own token cache directory.
             "QMATIC_TOKEN_CACHE_DIR": str(cluster.work / "control" / "qmatic"),

@@ -89,6 +89,7 @@ class Outcome:
     tokens: list[dict[str, Any]]
     appointments: list[dict[str, Any]]
     seconds: dict[str, float]
+    unanswered_reserves: int  # reserves an attempt sent and never saw answered (from the journals)
 
 
 def _token(cluster: Cluster) -> str:
@@ -122,13 +123,28 @@ def _kill_host(cluster: Cluster, host: str, task_pid: int | None) -> None:
     if task_pid:
         _sigkill(task_pid)
     cluster.procs[host].kill_group(signal.SIGKILL)
+    # Sweep until nothing of the host is left (a process may fork while the sweep runs): a survivor
+    # would keep its task's journal lease and make this a different test.
+    deadline = time.monotonic() + 10
+    while survivors := _processes_of(host):
+        assert time.monotonic() < deadline, f"processes of {host} survived SIGKILL: {survivors}"
+        for pid in survivors:
+            _sigkill(pid)
+        time.sleep(0.2)
+
+
+def _processes_of(host: str) -> list[int]:
+    """Live (not zombie) processes started with ``host``'s environment."""
     marker = f"QMATIC_CLUSTER_HOST={host}".encode()
+    found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            if marker in environ.read_bytes().split(b"\0"):
-                _sigkill(int(environ.parent.name))
-        except OSError:
+            stat = (environ.parent / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except (OSError, IndexError):
             continue
+    return found
 
 
 def _sigkill(pid: int) -> None:
@@ -148,17 +164,27 @@ def outcome(cluster: Cluster) -> Outcome:
 
     On any failure the tail of every process's log and the task states are printed."""
     try:
-        return _run(cluster)
+        result = _run(cluster)
     except BaseException:
         print(cluster.logs())
-        for log in sorted((cluster.work / "airflow-home" / "logs").glob(f"dag_id={DAG_ID}/**/*.log")):
-            errors = [
-                line[:1500] for line in log.read_text(errors="replace").splitlines() if '"error"' in line
-            ]
-            if errors:
-                print(f"===== {log.relative_to(cluster.work)}", *errors[:3], sep="\n")
-        print(cluster.sql("SELECT task_id, map_index, try_number, state, hostname FROM task_instance"))
+        _print_task_errors(cluster)
         raise
+    if result.run_state != "success":  # the tests below fail: say why the tasks did
+        _print_task_errors(cluster)
+    return result
+
+
+def _print_task_errors(cluster: Cluster) -> None:
+    """The error and warning lines of every task try's log, and the task states."""
+    for log in sorted((cluster.work / "airflow-home" / "logs").glob(f"dag_id={DAG_ID}/**/*.log")):
+        errors = [
+            line[:1500]
+            for line in log.read_text(errors="replace").splitlines()
+            if '"error"' in line or '"warning"' in line
+        ]
+        if errors:
+            print(f"===== {log.relative_to(cluster.work)}", *errors[:6], sep="\n")
+    print(cluster.sql("SELECT task_id, map_index, try_number, state, hostname FROM task_instance"))
 
 
 def _run(cluster: Cluster) -> Outcome:
@@ -251,6 +277,7 @@ def _run(cluster: Cluster) -> Outcome:
         tokens=admin.tokens(),
         appointments=admin.appointments(),
         seconds=seconds,
+        unanswered_reserves=_unanswered_reserves(cluster),
     )
     admin.close()
     print(f"\nkilled {kill}; timings { ({k: round(v) for k, v in seconds.items()}) }")
@@ -258,6 +285,34 @@ def _run(cluster: Cluster) -> Outcome:
     for t in sorted(tries, key=lambda t: (t["task_id"], t["map_index"], t["try_number"])):
         print(f"  {t['task_id']}[{t['map_index']}] try {t['try_number']}: {t['state']} on {t['hostname']}")
     return result
+
+
+def _unanswered_reserves(cluster: Cluster) -> int:
+    """Reserves in the bulk journals (Redis) that no answer followed before the attempt ended: sent
+    (or about to be) when a host was killed. Read here independently of the provider's own reader."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(f"{cluster.redis_url}/1")
+    unanswered = 0
+    for key in client.scan_iter("qmatic:journal:*"):
+        if key.endswith(b":lease"):
+            continue
+        waiting: set[str] = set()  # rows whose last reserve has no answer yet
+        for raw in client.lrange(key, 0, -1):
+            entry = json.loads(raw)
+            if entry["e"] == "attempt":  # the attempt before has ended
+                unanswered += len(waiting)
+                waiting.clear()
+            elif entry["e"] == "reserving":
+                unanswered += entry["fp"] in waiting
+                waiting.add(entry["fp"])
+            elif entry["e"] in ("reserved", "lost", "done", "failed"):
+                waiting.discard(entry["fp"])
+        unanswered += len(waiting)
+    client.close()
+    return unanswered
 
 
 def _expected_customers() -> set[str]:
@@ -301,10 +356,18 @@ def test_the_killed_task_was_retried_on_the_other_host(outcome: Outcome) -> None
 
 @needs_redis
 def test_no_reservation_left_held(outcome: Outcome) -> None:
-    """The killed attempt held a reservation; the retry on the other host must find and settle it."""
+    """The killed attempt held a reservation; the retry on the other host must find and settle it.
+
+    The one exception is a reserve the kill cut off before its answer: Qmatic may have stored it,
+    and no API can find a reservation without its id (it expires after 15 minutes). The journals
+    show how many such reserves there were; nothing else may be left held.
+    """
     assert outcome.kill.held_before > 0
     held = [a["appointmentId"] for a in outcome.appointments if a["status"] == "RESERVED"]
-    assert held == [], f"{len(held)} reservation(s) still held after the run (killed on {outcome.kill})"
+    assert len(held) <= outcome.unanswered_reserves, (
+        f"{len(held)} reservation(s) still held after the run, {outcome.unanswered_reserves} reserve(s) "
+        f"unanswered at the kill (killed on {outcome.kill})"
+    )
 
 
 @needs_redis
