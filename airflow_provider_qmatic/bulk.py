@@ -816,8 +816,9 @@ class BulkRunner:
         if state.entries:
             self.log.info(
                 "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d in flight, %d "
-                "reservation(s) without an outcome, %d reserve(s) whose answer was lost (each may "
-                "hold its slot until Qmatic's 15-minute hold ends)%s",
+                "reservation(s) without an outcome, %d reserve(s) without an answer (lost, or cut "
+                "off by the end of the attempt: each that reached Qmatic may hold its slot until "
+                "the 15-minute hold ends)%s",
                 action,
                 len(state.done),
                 len(state.in_flight() - set(state.done)),

@@ -123,14 +123,54 @@ class Proc:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, sig)
 
+    def session(self) -> list[int]:
+        """Live (not zombie) processes of its session: it and all it started. Airflow's task
+        processes take process groups of their own, so a signal to the group misses them, but they
+        stay in the session. (Their environment cannot tell either: ``setproctitle`` writes the
+        process title over it.)"""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[3]) == self.popen.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def kill_session(self) -> None:
+        """Power it off: freeze every process of the session (SIGSTOP), then SIGKILL them all.
+
+        Freezing first makes the kill one instant, as a power cut is: no process outlives another
+        (a task process outliving its supervisor would fail its task on a broken log pipe, or run
+        on unseen, which a dead host does not).
+        """
+        frozen: set[int] = set()
+        deadline = time.monotonic() + 10
+        while new := set(self.session()) - frozen:  # a process may fork while the sweep runs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of {self.name} kept appearing: {sorted(new)}")
+            for pid in new:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            frozen |= new
+        for pid in frozen:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        while survivors := self.session():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of {self.name} survived SIGKILL: {survivors}")
+            time.sleep(0.1)
+
     def stop(self, grace: float = 10.0) -> None:
-        """``stop_signal`` to the whole group, SIGKILL what is left after ``grace`` seconds."""
+        """``stop_signal`` to the whole group, SIGKILL what is left of the session after ``grace``
+        seconds."""
         if self.alive():
             self.kill_group(self.stop_signal)
             with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
-        # Children (Celery's pool, task processes) may outlive the leader: kill the group anyway.
-        self.kill_group(signal.SIGKILL)
+        # Children (Celery's pool, task processes) may outlive the leader: kill the session anyway.
+        self.kill_session()
         with suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
 

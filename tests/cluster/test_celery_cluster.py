@@ -3,9 +3,10 @@
 ``make test-cluster`` (see ``celery_cluster.py`` for what it starts) triggers ``qmatic_cluster`` through
 the REST API: a bulk booking in mapped tasks spread over both workers plus single bookings at the
 same time, against a sandbox whose limit is scaled down so the tenant's budget is saturated. While a
-bulk task is halfway through its chunk on one worker, that whole "host" is killed with SIGKILL (its
-task process, the supervisor and the Celery worker); Airflow notices the missing heartbeat and runs
-the task again, and only the other worker is left to take it.
+bulk task is halfway through its chunk on one worker, that whole "host" is powered off: every
+process of it (the Celery worker, its pool, the task supervisors and the task processes) frozen and
+then killed with SIGKILL at one instant. Airflow notices the missing heartbeats and runs the tasks
+again, and only the other worker is left to take them.
 
 Then, from the sandbox's ``/_sandbox/`` introspection: every customer booked exactly once, no
 reservation left held, no 429 answered, one token request per scope set; and from Airflow's
@@ -17,14 +18,10 @@ without it.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,6 +87,8 @@ class Outcome:
     appointments: list[dict[str, Any]]
     seconds: dict[str, float]
     unanswered_reserves: int  # reserves an attempt sent and never saw answered (from the journals)
+    kill_time: float  # time.time() of the kill
+    recent_requests: list[dict[str, Any]]  # the sandbox's log of the last requests
 
 
 def _token(cluster: Cluster) -> str:
@@ -116,42 +115,6 @@ def _confirmed_by_customer(admin: Any) -> Counter[str]:
     )
 
 
-def _kill_host(cluster: Cluster, host: str, task_pid: int | None) -> None:
-    """SIGKILL everything of ``host``: its task process, then the worker's whole process group, then
-    any straggler started with that host's environment (a task process in a session of its own)."""
-    cluster.killed.add(host)
-    if task_pid:
-        _sigkill(task_pid)
-    cluster.procs[host].kill_group(signal.SIGKILL)
-    # Sweep until nothing of the host is left (a process may fork while the sweep runs): a survivor
-    # would keep its task's journal lease and make this a different test.
-    deadline = time.monotonic() + 10
-    while survivors := _processes_of(host):
-        assert time.monotonic() < deadline, f"processes of {host} survived SIGKILL: {survivors}"
-        for pid in survivors:
-            _sigkill(pid)
-        time.sleep(0.2)
-
-
-def _processes_of(host: str) -> list[int]:
-    """Live (not zombie) processes started with ``host``'s environment."""
-    marker = f"QMATIC_CLUSTER_HOST={host}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            stat = (environ.parent / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
-def _sigkill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with running_cluster() as started:
@@ -171,7 +134,25 @@ def outcome(cluster: Cluster) -> Outcome:
         raise
     if result.run_state != "success":  # the tests below fail: say why the tasks did
         _print_task_errors(cluster)
+    _print_doubles(cluster, result)
     return result
+
+
+def _print_doubles(cluster: Cluster, result: Outcome) -> None:
+    """For a customer booked more than once: the bookings, and the requests around them."""
+    confirmed = [a for a in result.appointments if a["status"] == "CONFIRMED" and a["customer"]]
+    counts = Counter(str(a["customer"]["personalIdentifier"]) for a in confirmed)
+    doubles = {pid for pid, n in counts.items() if n > 1}
+    if not doubles:
+        return
+    print(f"booked more than once: {sorted(doubles)}; killed at {result.kill_time:.3f}")
+    for a in confirmed:
+        if a["customer"]["personalIdentifier"] in doubles:
+            print("  ", a["appointmentId"], a.get("createdAt"), a.get("updatedAt"), a.get("notes"))
+    for request in result.recent_requests:
+        if request["endpoint"] in ("search", "reserve", "confirm", "get", "release"):
+            print(f"  {request['time']:.3f} {request['endpoint']} {request['path']} {request.get('status')}")
+    _print_task_errors(cluster)
 
 
 def _print_task_errors(cluster: Cluster) -> None:
@@ -180,10 +161,10 @@ def _print_task_errors(cluster: Cluster) -> None:
         errors = [
             line[:1500]
             for line in log.read_text(errors="replace").splitlines()
-            if '"error"' in line or '"warning"' in line
+            if '"error"' in line or '"warning"' in line or "Qmatic" in line or "ppointment" in line
         ]
         if errors:
-            print(f"===== {log.relative_to(cluster.work)}", *errors[:6], sep="\n")
+            print(f"===== {log.relative_to(cluster.work)}", *errors[:12], sep="\n")
     print(cluster.sql("SELECT task_id, map_index, try_number, state, hostname FROM task_instance"))
 
 
@@ -215,17 +196,17 @@ def _run(cluster: Cluster) -> Outcome:
     # visibility timeout (Airflow: 6 hours) or Airflow's task_queued_timeout -- Celery's matter.
     all_started: list[float] = []
 
-    def mid_task() -> tuple[str, int, int, int, int | None] | None:
+    def mid_task() -> tuple[str, int, int, int] | None:
         cluster.check_alive()
         if run_state() in ("success", "failed"):
             raise AssertionError(f"the run ended ({run_state()}) before a bulk task could be killed")
         tis = cluster.sql(
-            "SELECT task_id, map_index, state, hostname, pid FROM task_instance "
+            "SELECT task_id, map_index, state, hostname FROM task_instance "
             "WHERE dag_id = %s AND run_id = %s ORDER BY map_index",
             (DAG_ID, run_id),
         )
         if len(tis) < 1 + CHUNKS + SINGLES or any(
-            state not in ("running", "success") for _, _, state, _, _ in tis
+            state not in ("running", "success") for _, _, state, _ in tis
         ):
             return None
         # Both hosts drawing on the budget together for a while first: long enough for two hosts
@@ -235,21 +216,23 @@ def _run(cluster: Cluster) -> Outcome:
             return None
         booked = _confirmed_by_customer(admin)
         held = Counter(a["notes"] for a in admin.appointments(status="RESERVED"))
-        for task_id, map_index, state, host, pid in tis:
+        for task_id, map_index, state, host in tis:
             if task_id != "bulk_book" or state != "running" or host not in WORKERS:
                 continue
             done = sum(booked[bulk_customer_id(map_index, row)] for row in range(ROWS_PER_CHUNK))
             if 1 <= done <= ROWS_PER_CHUNK - 2 and held[chunk_note(map_index)]:
-                return host, map_index, done, held[chunk_note(map_index)], pid
+                return host, map_index, done, held[chunk_note(map_index)]
         return None
 
-    host, map_index, done, holding, pid = wait_for(
+    host, map_index, done, holding = wait_for(
         "a bulk task halfway through its chunk, holding a reservation",
         mid_task,
         MID_TASK_TIMEOUT,
         interval=0.2,
     )
-    _kill_host(cluster, host, pid)
+    kill_wall_time = time.time()
+    cluster.killed.add(host)
+    cluster.procs[host].kill_session()
     kill = Kill(host=host, map_index=map_index, booked_before=done, held_before=holding)
     seconds["trigger -> kill"] = time.monotonic() - start - seconds["dag parsed + triggered"]
 
@@ -278,6 +261,8 @@ def _run(cluster: Cluster) -> Outcome:
         appointments=admin.appointments(),
         seconds=seconds,
         unanswered_reserves=_unanswered_reserves(cluster),
+        kill_time=kill_wall_time,
+        recent_requests=admin.recent_requests(400),
     )
     admin.close()
     print(f"\nkilled {kill}; timings { ({k: round(v) for k, v in seconds.items()}) }")
@@ -358,16 +343,24 @@ def test_the_killed_task_was_retried_on_the_other_host(outcome: Outcome) -> None
 def test_no_reservation_left_held(outcome: Outcome) -> None:
     """The killed attempt held a reservation; the retry on the other host must find and settle it.
 
-    The one exception is a reserve the kill cut off before its answer: Qmatic may have stored it,
-    and no API can find a reservation without its id (it expires after 15 minutes). The journals
-    show how many such reserves there were; nothing else may be left held.
+    Two exceptions, as documented: a bulk reserve the kill cut off before its answer (Qmatic may
+    have stored it, and no API finds a reservation without its id; the journals show how many there
+    were), and the reservation of a single booking killed before its confirm (that operator keeps no
+    journal). Both expire after 15 minutes; nothing else may be left held.
     """
     assert outcome.kill.held_before > 0
-    held = [a["appointmentId"] for a in outcome.appointments if a["status"] == "RESERVED"]
-    assert len(held) <= outcome.unanswered_reserves, (
-        f"{len(held)} reservation(s) still held after the run, {outcome.unanswered_reserves} reserve(s) "
-        f"unanswered at the kill (killed on {outcome.kill})"
+    held = [a for a in outcome.appointments if a["status"] == "RESERVED"]
+    held_bulk = [a["appointmentId"] for a in held if str(a["notes"]).startswith("cluster chunk")]
+    killed_singles = [
+        t
+        for t in outcome.tries
+        if t["task_id"] == "book_single" and t["hostname"] == outcome.kill.host and t["state"] == "failed"
+    ]
+    assert len(held_bulk) <= outcome.unanswered_reserves, (
+        f"{len(held_bulk)} bulk reservation(s) still held after the run, {outcome.unanswered_reserves} "
+        f"reserve(s) unanswered at the kill (killed on {outcome.kill})"
     )
+    assert len(held) - len(held_bulk) <= len(killed_singles), (held, killed_singles)
 
 
 @needs_redis
