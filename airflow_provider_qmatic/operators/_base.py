@@ -16,6 +16,7 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
+    from airflow_provider_qmatic.bulk_journal import Journal
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
 
@@ -37,6 +38,30 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
         return QmaticHook(qmatic_conn_id=self.qmatic_conn_id, bulk=self.bulk_budget)
+
+    def task_journal(self, context: Any, journal_dir: str | None = None) -> Journal:
+        """This task instance's journal (see :mod:`~airflow_provider_qmatic.bulk_journal`), which its
+        retries read: in Redis with ``credential_cache: redis`` (a retry may run on another worker),
+        else a file in ``journal_dir`` or the default journal directory."""
+        from pathlib import Path
+
+        from airflow_provider_qmatic.bulk_journal import Journal, default_journal_dir, journal_name
+
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        name = journal_name(
+            dag_id=ti.dag_id,
+            run_id=context.get("run_id") or ti.run_id,
+            task_id=ti.task_id,
+            map_index=-1 if map_index is None else int(map_index),
+        )
+        config = self.hook.config
+        if config.credential_cache == "redis":
+            from airflow_provider_qmatic import redis_state
+
+            return redis_state.journal(config, name)
+        directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
+        return Journal(directory / name)
 
     @contextmanager
     def failing_fast(self) -> Iterator[None]:

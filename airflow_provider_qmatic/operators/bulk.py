@@ -26,7 +26,6 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk import BulkRunner
-    from airflow_provider_qmatic.bulk_journal import Journal
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):
@@ -123,39 +122,19 @@ class _QmaticBulkOperator(QmaticBaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_provider_qmatic.bulk import STATUSES, BulkRunner
-        from airflow_provider_qmatic.bulk_journal import default_journal_dir, journal_name
         from airflow_provider_qmatic.metrics import BULK_ROWS
 
         ti = context["ti"]
         attempt = int(getattr(ti, "try_number", 1) or 1)
         with self.failing_fast():
-            config = self.hook.config
             rows = self._source(self.rows)
             results = _object_path(self.results_path) if self.results_path else None
-            directory = (
-                Path(self.journal_dir)
-                if self.journal_dir
-                else default_journal_dir(config.credential_cache_dir)
-            )
-            map_index = getattr(ti, "map_index", -1)
-            name = journal_name(
-                dag_id=ti.dag_id,
-                run_id=context.get("run_id") or ti.run_id,
-                task_id=ti.task_id,
-                map_index=-1 if map_index is None else int(map_index),
-            )
-            if config.credential_cache == "redis":  # a retry on another worker must find it
-                from airflow_provider_qmatic import redis_state
-
-                journal: Path | Journal = redis_state.journal(config, name)
-            else:
-                journal = directory / name
             runner = BulkRunner(
                 self.hook.client,
                 concurrency=self.concurrency,
                 skip_existing=self.skip_existing,
                 attempt=attempt,
-                journal_path=journal,
+                journal_path=self.task_journal(context, self.journal_dir),
                 timezone=self.timezone or None,
                 logger=self.log,
                 progress_every_seconds=self.progress_every_seconds,

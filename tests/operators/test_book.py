@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -368,3 +375,63 @@ def test_retry_returns_the_booking_of_an_earlier_try(
     assert requests["search"] == {"200": 2}  # each second try looked first
     out = capfd.readouterr().out
     assert "is already CONFIRMED (booked by an earlier try); returning it instead of booking again" in out
+
+
+_KILLED_TRY = """
+import json, os, sys, time
+from types import SimpleNamespace
+from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.operators.appointments import QmaticBookAppointmentOperator
+
+args = json.loads(sys.argv[1])
+
+def confirm_never(self, *a, **kw):  # the reservation is journaled: say so, and wait for the kill
+    open(args["ready"], "w").close()
+    time.sleep(120)
+
+QmaticClient.confirm = confirm_never
+op = QmaticBookAppointmentOperator(task_id="book", **args["op"])
+op.execute({"ti": SimpleNamespace(try_number=1, **args["ti"])})
+"""
+
+
+def test_retry_after_a_try_killed_before_its_confirm_releases_its_hold_and_books_once(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL between reserve and confirm: the reservation is in the task's journal, so the retry
+    releases it (nothing stays held for 15 minutes) and books the customer once."""
+    monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
+    [slot] = sandbox.free_slots(limit=1)
+    who = customer()
+    arguments = {
+        "branch_id": slot["branchId"],
+        "service_id": slot["serviceId"],
+        "start_time": slot["startTime"],
+        "customer": who,
+    }
+    ti = {"dag_id": "book_killed", "task_id": "book", "run_id": "manual__1", "map_index": -1}
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_TRY, json.dumps({"op": arguments, "ti": ti, "ready": str(ready)})]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None, "the first try ended before its confirm"
+            assert time.monotonic() < deadline, "the first try never reached its confirm"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert [a["status"] for a in sandbox.of_customer(who["personal_identifier"])] == []
+    assert len(sandbox.appointments("RESERVED")) == 1  # the killed try's hold
+
+    retry = QmaticBookAppointmentOperator(task_id="book", **arguments)
+    booked = retry.execute({"ti": SimpleNamespace(try_number=2, **ti)})
+
+    stored = sandbox.of_customer(who["personal_identifier"])
+    assert [a["status"] for a in stored] == ["CONFIRMED"]
+    assert booked["appointment_id"] == stored[0]["appointmentId"]
+    assert sandbox.appointments("RESERVED") == []  # released by the retry, not left to expire
+    assert sandbox.stats()["requests"]["release"] == {"204": 1}

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -98,19 +99,18 @@ def test_templated_fields() -> None:
 
 
 class _Hook:
-    """The facade the operators use, failing every call with ``error``."""
+    """The facade the operators use, failing every call with ``error``; its journals in ``tmp``."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, tmp: Path) -> None:
         self.error = error
+        self.config = SimpleNamespace(credential_cache="file", credential_cache_dir=str(tmp))
+        self.flows = SimpleNamespace(book=self.find_timeslots, settle=self.find_timeslots)
 
     def find_timeslots(self, *args: Any, **kwargs: Any) -> list[Any]:
         raise self.error
 
-    def book(self, request: Any, **kwargs: Any) -> Any:
-        raise self.error
 
-
-def _book_operator(error: Exception) -> QmaticBookAppointmentOperator:
+def _book_operator(error: Exception, tmp: Path) -> QmaticBookAppointmentOperator:
     op = QmaticBookAppointmentOperator(
         task_id="book",
         branch_id=STOCKHOLM,
@@ -123,11 +123,11 @@ def _book_operator(error: Exception) -> QmaticBookAppointmentOperator:
             "email": "ada@example.com",
         },
     )
-    op.__dict__["hook"] = _Hook(error)  # the hook is a cached_property: replace it
+    op.__dict__["hook"] = _Hook(error, tmp)  # the hook is a cached_property: replace it
     return op
 
 
-CONTEXT = {"ti": SimpleNamespace(try_number=1)}
+CONTEXT = {"ti": SimpleNamespace(try_number=1, dag_id="d", task_id="book", run_id="r", map_index=-1)}
 
 
 @pytest.mark.parametrize(
@@ -140,21 +140,21 @@ CONTEXT = {"ti": SimpleNamespace(try_number=1)}
     ],
     ids=["429", "502", "unknown-outcome", "reservation-expired"],
 )
-def test_retryable_errors_reach_airflow_unchanged(error: Exception) -> None:
+def test_retryable_errors_reach_airflow_unchanged(error: Exception, tmp_path: Path) -> None:
     """So that the task's own retries apply."""
     with pytest.raises(type(error)) as raised:
-        _book_operator(error).execute(CONTEXT)
+        _book_operator(error, tmp_path).execute(CONTEXT)
     assert raised.value is error
     find = QmaticFindTimeslotsOperator(task_id="find", branch_id=STOCKHOLM, service_id=PASSPORT)
-    find.__dict__["hook"] = _Hook(error)
+    find.__dict__["hook"] = _Hook(error, tmp_path)
     with pytest.raises(type(error)):
         find.execute(CONTEXT)
 
 
-def test_refusals_become_a_failure_without_retry() -> None:
+def test_refusals_become_a_failure_without_retry(tmp_path: Path) -> None:
     error = QmaticConflictError("slot full", status=409, code="slot_unavailable")
     with pytest.raises(AirflowFailException, match="QmaticConflictError: slot full"):
-        _book_operator(error).execute(CONTEXT)
+        _book_operator(error, tmp_path).execute(CONTEXT)
 
 
 @pytest.mark.parametrize(
