@@ -7,7 +7,7 @@ the task's ``retries`` apply. Kept free of heavy imports: DAG files import opera
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,7 +17,9 @@ from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk_journal import Journal
+    from airflow_provider_qmatic.flows import FlowEvents, FlowResult
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
+    from airflow_provider_qmatic.models import Appointment
 
 
 class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
@@ -62,6 +64,45 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
             return redis_state.journal(config, name)
         directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
         return Journal(directory / name)
+
+    def journaled(
+        self, context: Any, *, booking: bool, flow: Callable[[FlowEvents], FlowResult[Appointment]]
+    ) -> FlowResult[Appointment]:
+        """Run one booking or move (``flow``) through the task instance's journal, as a bulk row is.
+
+        The reservation is written down before its confirm or move, so a retry after a killed try
+        first settles the hold that try left (released, or found used), and the row's one reserve
+        budget spans the tries. ``booking`` says which flow left the reservations (see
+        :meth:`~airflow_provider_qmatic.flows.Flows.settle`).
+        """
+        from airflow_provider_qmatic.exceptions import QmaticServerError
+        from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
+
+        journal = self.task_journal(context)
+
+        def record(
+            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
+        ) -> None:
+            journal.record(
+                event, fingerprint="task", row=1, reservation_id=reservation_id, appointment_id=appointment_id
+            )
+
+        with journal as state:
+            history = state.rows.get("task")
+            events = FlowEvents(
+                reserves_left=RESERVE_BUDGET - (history.reserves if history else 0),
+                held_before=history.lost if history else 0,
+                record=record,
+            )
+            for reservation_id in list(state.open_reservations):
+                if self.hook.flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
+                    raise QmaticServerError(
+                        f"reservation {reservation_id} of an earlier try could not be checked (Qmatic did "
+                        "not answer); not going on before it is known, so that nobody is booked twice"
+                    )
+            ti = context["ti"]
+            journal.record_attempt(int(getattr(ti, "try_number", 1) or 1))
+            return flow(events)
 
     @contextmanager
     def failing_fast(self) -> Iterator[None]:

@@ -28,8 +28,6 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.bulk_journal import Journal
-    from airflow_provider_qmatic.flows import FlowResult
     from airflow_provider_qmatic.models import Appointment, BookingRequest, Slot
 
     Context = Mapping[str, Any]
@@ -122,7 +120,12 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         with self.failing_fast():
             request = self._request()  # every argument checked before any request
             try_number = _try_number(context)
-            result = self._book(request, try_number, self.task_journal(context))
+            flows = self.hook.flows
+            result = self.journaled(
+                context,
+                booking=True,
+                flow=lambda events: flows.book(request, check_existing=try_number > 1, events=events),
+            )
         appointment = result.appointment
         if result.changed:
             self.log.info(
@@ -137,41 +140,6 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
                 _describe(appointment, self.timezone),
             )
         return appointment.to_xcom()
-
-    def _book(self, request: BookingRequest, try_number: int, journal: Journal) -> FlowResult[Appointment]:
-        """Book through the task instance's journal, as a bulk row is: the reservation is written
-        down before its confirm, so a retry after a killed try releases a hold the try left (a
-        confirmed one is found by the search), and the reserve budget spans the tries."""
-        from airflow_provider_qmatic.exceptions import QmaticServerError
-        from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
-
-        def record(
-            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
-        ) -> None:
-            journal.record(
-                event,
-                fingerprint="booking",
-                row=1,
-                reservation_id=reservation_id,
-                appointment_id=appointment_id,
-            )
-
-        flows = self.hook.flows
-        with journal as state:
-            history = state.rows.get("booking")
-            events = FlowEvents(
-                reserves_left=RESERVE_BUDGET - (history.reserves if history else 0),
-                held_before=history.lost if history else 0,
-                record=record,
-            )
-            for reservation_id in list(state.open_reservations):
-                if flows.settle(reservation_id, booking=True, events=events).fate == "unknown":
-                    raise QmaticServerError(
-                        f"reservation {reservation_id} of an earlier try could not be checked (Qmatic did "
-                        "not answer); not booking again before it is known, so that nobody is booked twice"
-                    )
-            journal.record_attempt(try_number)
-            return flows.book(request, check_existing=try_number > 1, events=events)
 
     def _request(self) -> BookingRequest:
         from airflow_provider_qmatic.models import BookingRequest
@@ -196,7 +164,9 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
 
     A new slot is reserved and the appointment moved onto it; if moving fails the new reservation
     is released and the appointment keeps its old time. An appointment already at the target time
-    is left alone and the task succeeds, so a retried task is harmless.
+    is left alone and the task succeeds, so a retried task is harmless. The new reservation is
+    written to the task instance's journal before the move, so a retry after a killed try releases
+    the hold that try left.
 
     XCom: the moved appointment as a dict (``Appointment.to_xcom()``).
 
@@ -249,7 +219,10 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
                 },
                 timezone=self.timezone,
             )
-            result = self.hook.reschedule(request)
+            flows = self.hook.flows
+            result = self.journaled(
+                context, booking=False, flow=lambda events: flows.reschedule(request, events=events)
+            )
         appointment = result.appointment
         if result.changed:
             self.log.info(

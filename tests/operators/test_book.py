@@ -377,22 +377,26 @@ def test_retry_returns_the_booking_of_an_earlier_try(
     assert "is already CONFIRMED (booked by an earlier try); returning it instead of booking again" in out
 
 
-_KILLED_TRY = """
-import json, os, sys, time
-from types import SimpleNamespace
-from airflow_provider_qmatic.client import QmaticClient
-from airflow_provider_qmatic.operators.appointments import QmaticBookAppointmentOperator
+KILLED_TRY = Path(__file__).with_name("killed_try.py")
 
-args = json.loads(sys.argv[1])
 
-def confirm_never(self, *a, **kw):  # the reservation is journaled: say so, and wait for the kill
-    open(args["ready"], "w").close()
-    time.sleep(120)
-
-QmaticClient.confirm = confirm_never
-op = QmaticBookAppointmentOperator(task_id="book", **args["op"])
-op.execute({"ti": SimpleNamespace(try_number=1, **args["ti"])})
-"""
+def kill_first_try(
+    tmp_path: Path, operator: str, arguments: dict[str, Any], ti: dict[str, Any], block: str
+) -> None:
+    """Run the operator's first try in a child process and SIGKILL it once it reaches ``block``."""
+    ready = tmp_path / "ready"
+    args = {"operator": operator, "arguments": arguments, "ti": ti, "block": block, "ready": str(ready)}
+    child = subprocess.Popen([sys.executable, str(KILLED_TRY), json.dumps(args)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None, f"the first try ended before its {block}"
+            assert time.monotonic() < deadline, f"the first try never reached its {block}"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
 
 
 def test_retry_after_a_try_killed_before_its_confirm_releases_its_hold_and_books_once(
@@ -410,21 +414,8 @@ def test_retry_after_a_try_killed_before_its_confirm_releases_its_hold_and_books
         "customer": who,
     }
     ti = {"dag_id": "book_killed", "task_id": "book", "run_id": "manual__1", "map_index": -1}
-    ready = tmp_path / "ready"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_TRY, json.dumps({"op": arguments, "ti": ti, "ready": str(ready)})]
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert child.poll() is None, "the first try ended before its confirm"
-            assert time.monotonic() < deadline, "the first try never reached its confirm"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(30)
-    assert [a["status"] for a in sandbox.of_customer(who["personal_identifier"])] == []
+    kill_first_try(tmp_path, "QmaticBookAppointmentOperator", arguments, ti, "confirm")
+    assert sandbox.of_customer(who["personal_identifier"]) == []
     assert len(sandbox.appointments("RESERVED")) == 1  # the killed try's hold
 
     retry = QmaticBookAppointmentOperator(task_id="book", **arguments)

@@ -7,6 +7,8 @@ for any other scope (e.g. "book" for a read) would be refused its token and fail
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from tests.operators.conftest import (
     state_of,
     xcom_of,
 )
+from tests.operators.test_book import kill_first_try
 
 pytestmark = pytest.mark.airflow
 
@@ -175,3 +178,25 @@ def test_cancel_refuses_an_unconfirmed_reservation(sandbox: Sandbox) -> None:
 
     assert state_of(dag_run, "cancel") == ("failed", 1)
     assert _stored(sandbox, reservation.appointment_id)["status"] == "RESERVED"
+
+
+def test_retry_after_a_try_killed_before_its_move_releases_its_hold_and_moves_once(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL between the new slot's reserve and the move: the retry releases that reservation
+    (nothing stays held for 15 minutes) and moves the appointment."""
+    monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
+    slots = sandbox.free_slots(limit=2)
+    booked = sandbox.book_directly(customer(), slots[0])
+    arguments = {"appointment_id": booked["appointment_id"], "start_time": slots[1]["startTime"]}
+    ti = {"dag_id": "move_killed", "task_id": "move", "run_id": "manual__1", "map_index": -1}
+    kill_first_try(tmp_path, "QmaticRescheduleAppointmentOperator", arguments, ti, "reschedule")
+    assert len(sandbox.appointments("RESERVED")) == 1  # the killed try's hold on the new slot
+
+    retry = QmaticRescheduleAppointmentOperator(task_id="move", **arguments)
+    moved = retry.execute({"ti": SimpleNamespace(try_number=2, **ti)})
+
+    assert moved["time_slot"]["start_time"] == slots[1]["startTime"]
+    assert _stored(sandbox, booked["appointment_id"])["timeSlot"]["startTime"] == slots[1]["startTime"]
+    assert sandbox.appointments("RESERVED") == []
+    assert sandbox.stats()["requests"]["release"] == {"204": 1}
