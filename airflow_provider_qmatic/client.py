@@ -315,7 +315,9 @@ class QmaticClient:
             )
         except requests.RequestException as exc:
             kind = type(exc).__name__
-            if _never_sent(exc):
+            if transport.answer_too_large(exc):
+                kind = f"the answer was cut off at {transport.MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
+            elif _never_sent(exc):
                 raise QmaticNotSentError(f"Qmatic {op.name} could not be sent: {kind}") from None
             self._count(op)
             if op.idempotent:

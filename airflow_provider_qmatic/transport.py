@@ -9,6 +9,9 @@ line, the headers and the body together get at most the read timeout. Passing ``
 one attempt lasts at most ``timeout`` seconds from start to last byte (name resolution aside,
 which no socket timeout covers).
 
+An answer is read up to :data:`MAX_ANSWER_BYTES` and then cut off (:class:`AnswerTooLarge`), so a
+broken or hostile server cannot fill a worker's memory either.
+
 Redirects are never followed: :func:`send` passes ``allow_redirects=False``, and the session
 :func:`prepare_session` prepares has no redirect target for any answer, so even a call through it
 that forgets the flag sends no credentials, system id or customer data to another host.
@@ -32,9 +35,29 @@ from urllib3.util import Timeout
 
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 
+# Far above any answer of the API (two weeks of a branch's time slots are about 100 KB).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+class AnswerTooLarge(OSError):
+    """An answer (status line, headers and body) over :data:`MAX_ANSWER_BYTES`: cut off."""
+
+
+def answer_too_large(exc: BaseException) -> bool:
+    """True if ``exc`` (as ``requests`` wraps it) was raised because the answer was cut off."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        current = seen.pop()
+        if isinstance(current, AnswerTooLarge):
+            return True
+        seen.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        seen.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
+
 
 class _DeadlineReader(io.RawIOBase):
-    """A socket reader that gives each read only the time left before a fixed deadline."""
+    """A socket reader that gives each read only the time left before a fixed deadline, and stops
+    at :data:`MAX_ANSWER_BYTES`."""
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         super().__init__()
@@ -43,6 +66,7 @@ class _DeadlineReader(io.RawIOBase):
         # close its socket object while the answer is still being read (``Connection: close``).
         self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
+        self._read = 0
 
     def readable(self) -> bool:
         return True
@@ -52,7 +76,11 @@ class _DeadlineReader(io.RawIOBase):
         if left <= 0:
             raise TimeoutError("the answer took longer than the timeout")
         self._sock.settimeout(left)
-        return self._raw.readinto(buffer)
+        count = self._raw.readinto(buffer)
+        self._read += count or 0
+        if self._read > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"the answer is longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
+        return count
 
     def close(self) -> None:
         self._raw.close()

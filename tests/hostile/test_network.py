@@ -32,6 +32,7 @@ from airflow_provider_qmatic.exceptions import (
 )
 from airflow_provider_qmatic.scopes import scope_string
 from airflow_provider_qmatic.token_cache import CachedToken, FileTokenCache, make_cache_key
+from airflow_provider_qmatic.transport import MAX_ANSWER_BYTES
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 CLIENT_ID = "net-client"
@@ -495,6 +496,25 @@ def test_an_answer_in_time_still_works_through_the_deadline(origin: ScriptedServ
     client = make_client(origin, timeout=5)
     for _ in range(3):
         assert len(client.list_branches()) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "operation", "error", "attempts"),
+    [
+        pytest.param(BRANCHES, "list_branches", QmaticServerError, 2, id="read-retried"),
+        pytest.param(RESERVE, "reserve", QmaticUnknownOutcomeError, 1, id="write-not-repeated"),
+    ],
+)
+def test_an_answer_too_large_is_cut_off_not_held_in_memory(
+    origin: ScriptedServer, path: str, operation: str, error: type[QmaticError], attempts: int
+) -> None:
+    """A server answering without end (or with gigabytes) cannot fill the worker's memory."""
+    origin.script(TOKEN_PATH, token_reply(TOKEN))
+    origin.script(path, Reply(200, b"[" + b" " * (MAX_ANSWER_BYTES + 1024) + b"]"))
+    client = make_client(origin, attempts=2, timeout=30)
+    with pytest.raises(error, match="cut off at 16 MiB"):
+        _call(client, operation)
+    assert origin.paths().count(path) == attempts
 
 
 # -- 6b. errors raised while building a request ------------------------------------------------------
