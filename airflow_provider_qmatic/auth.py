@@ -28,7 +28,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticForbiddenError,
     QmaticServerError,
 )
-from airflow_provider_qmatic.ratelimit import spacing
+from airflow_provider_qmatic.ratelimit import Spacing, spacing
 from airflow_provider_qmatic.redaction import Redactor
 from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
 from airflow_provider_qmatic.retry import retrying
@@ -38,6 +38,7 @@ from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_ca
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.ratelimit import Limiter
+    from airflow_provider_qmatic.redis_state import RedisSpacing
 
 SecretSink = Callable[[str], None]
 
@@ -105,10 +106,18 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        digest = hashlib.sha256(config.base_url.encode()).hexdigest()[:32]
-        self._spacing = spacing(
-            TOKEN_ENDPOINT_INTERVAL_S, key=f"token-{digest}", shared_dir=config.shared_dir()
-        )
+        # The token endpoint's one request a second: for every process of this host, or with
+        # credential_cache "redis" of every host.
+        self._spacing: Spacing | RedisSpacing
+        if config.credential_cache == "redis":
+            from airflow_provider_qmatic import redis_state
+
+            self._spacing = redis_state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
+        else:
+            digest = hashlib.sha256(config.base_url.encode()).hexdigest()[:32]
+            self._spacing = spacing(
+                TOKEN_ENDPOINT_INTERVAL_S, key=f"token-{digest}", shared_dir=config.shared_dir()
+            )
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)

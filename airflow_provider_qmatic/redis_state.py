@@ -157,26 +157,63 @@ local raw = redis.call('GET', KEYS[1])
 if raw and cjson.decode(raw)['access_token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1] next free moment of the token endpoint; ARGV[1] interval (s). Books a moment, returns the
-# seconds to wait for it (as text: Lua numbers come back from Redis as integers).
-_SPACE = """
+# KEYS[1] next free moment of the token endpoint; ARGV[1] 'wait' (book the next moment, ARGV[2]
+# the interval) or 'hold' (nobody before now + ARGV[2] s: a 429). Returns the seconds to wait (as
+# text: Lua numbers come back from Redis as integers).
+_SPACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local interval = tonumber(ARGV[1])
-local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-if start > now + 300 then start = now end
-local ttl = math.ceil((start + interval - now) * 1000) + 1000
-redis.call('SET', KEYS[1], tostring(start + interval), 'PX', ttl)
+local next_at = tonumber(redis.call('GET', KEYS[1]) or '0')
+if next_at > now + {MAX_PAUSE_S} then next_at = now end
+local start, after
+if ARGV[1] == 'hold' then
+  start, after = now, math.max(next_at, now + tonumber(ARGV[2]))
+else
+  start = math.max(now, next_at)
+  after = start + tonumber(ARGV[2])
+end
+redis.call('SET', KEYS[1], tostring(after), 'PX', math.ceil((after - now) * 1000) + 1000)
 return tostring(start - now)
 """
+
+
+class RedisSpacing:
+    """The token endpoint's one request per ``interval``, kept by every process on every host: the
+    :class:`~airflow_provider_qmatic.ratelimit.Spacing` interface, in Redis."""
+
+    def __init__(self, client: Redis, *, key: str, interval: float, conn_id: str, address: str) -> None:
+        self.interval = interval
+        self._key = f"{PREFIX}:tokspace:{{{key}}}"
+        self._conn_id = conn_id
+        self._address = address
+        self._script = client.register_script(_SPACE)
+
+    def __repr__(self) -> str:
+        return f"RedisSpacing(interval={self.interval:g}, address={self._address!r})"
+
+    def wait(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Book the next free moment cluster-wide and sleep until it; returns the seconds slept.
+        Raises QmaticCoordinationError if Redis is lost (nothing is sent then)."""
+        with _redis_call(self._conn_id, self._address, "the token endpoint's spacing"):
+            delay = float(self._script(keys=[self._key], args=["wait", self.interval]))
+        if delay > 0:
+            sleep(delay)
+        return delay
+
+    def hold_off(self, seconds: float) -> None:
+        """Nobody on any host starts before ``seconds`` from now (the endpoint answered 429)."""
+        pause = min(max(0.0, seconds), MAX_PAUSE_S)
+        try:  # an answer has arrived; losing Redis now must not replace it with another error
+            with _redis_call(self._conn_id, self._address, "the token endpoint's spacing"):
+                self._script(keys=[self._key], args=["hold", pause])
+        except QmaticCoordinationError as exc:
+            log.warning("Qmatic token endpoint spacing: %s", exc.message)
 
 
 class RedisTokenCache:
     """Tokens shared by every process on every host (see the module documentation).
 
     :param client: a Redis client (from :func:`redis_for`).
-    :param spacing_key: names the Qmatic host whose token endpoint is spaced cluster-wide.
-    :param spacing_s: the least time between two token requests to that host.
     """
 
     def __init__(
@@ -185,19 +222,14 @@ class RedisTokenCache:
         *,
         conn_id: str,
         address: str,
-        spacing_key: str,
-        spacing_s: float,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._redis = client
         self._conn_id = conn_id
         self._address = address
-        self._spacing_key = f"{PREFIX}:tokspace:{{{spacing_key}}}"
-        self._spacing_s = spacing_s
         self._sleep = sleep
         self._release = client.register_script(_RELEASE)
         self._invalidate = client.register_script(_INVALIDATE)
-        self._space = client.register_script(_SPACE)
         self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -222,10 +254,7 @@ class RedisTokenCache:
                 cached = _parse_token(self._redis.get(entry))  # stored between our miss and our lock
                 if cached is not None and cached.ttl() > min_ttl:
                     return cached, False
-                wait = float(self._space(keys=[self._spacing_key], args=[self._spacing_s]))
-                if wait > 0:
-                    self._sleep(wait)
-                token = fetch()
+                token = fetch()  # spaced cluster-wide by the token provider's RedisSpacing
                 ttl_ms = int(token.ttl() * 1000)
                 if ttl_ms > 0:
                     value = json.dumps({"access_token": token.access_token, "expires_at": token.expires_at})
@@ -575,15 +604,19 @@ def budget_key(config: ClientConfig) -> str:
 
 
 def token_cache(config: ClientConfig) -> RedisTokenCache:
-    from airflow_provider_qmatic.auth import TOKEN_ENDPOINT_INTERVAL_S
-
     client, address = redis_for(config.redis_conn_id)
-    return RedisTokenCache(
+    return RedisTokenCache(client, conn_id=config.redis_conn_id, address=address)
+
+
+def token_spacing(config: ClientConfig, interval: float) -> RedisSpacing:
+    """One spacing per Qmatic host (its token endpoint counts per client address, not per tenant)."""
+    client, address = redis_for(config.redis_conn_id)
+    return RedisSpacing(
         client,
+        key=_digest("token-endpoint", config.base_url),
+        interval=interval,
         conn_id=config.redis_conn_id,
         address=address,
-        spacing_key=_digest("token-endpoint", config.base_url),
-        spacing_s=TOKEN_ENDPOINT_INTERVAL_S,
     )
 
 

@@ -178,6 +178,29 @@ def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> redis_state.Re
     )
 
 
+def _spacing(server: RedisServer, interval: float) -> redis_state.RedisSpacing:
+    client, address = redis_state.redis_for(server.conn_id)
+    return redis_state.RedisSpacing(
+        client, key="test-endpoint", interval=interval, conn_id=server.conn_id, address=address
+    )
+
+
+def test_token_endpoint_spacing_and_its_429_pause_hold_on_every_host(redis_server: RedisServer) -> None:
+    """Two hosts' token providers book moments one interval apart; a 429 seen by one holds both."""
+    one, other = _spacing(redis_server, 0.5), _spacing(redis_server, 0.5)
+    slept: list[float] = []
+    assert one.wait(slept.append) == 0.0
+    other.wait(slept.append)
+    assert 0.4 < slept[-1] <= 0.5  # the other host waits for the next free moment
+    one.hold_off(3.0)
+    other.wait(slept.append)
+    assert 2.5 < slept[-1] <= 3.0
+    redis_server.stop()
+    with pytest.raises(QmaticCoordinationError):
+        one.wait(slept.append)
+    one.hold_off(1.0)  # after an answer: a warning, not an error
+
+
 def test_budget_starts_empty_and_restarts_empty_after_redis_loses_it(redis_server: RedisServer) -> None:
     limiter = _limiter(redis_server, 600, burst=5)  # 9.9 a second once paced
     started = time.monotonic()
