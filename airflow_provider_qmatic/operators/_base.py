@@ -78,6 +78,9 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         from airflow_provider_qmatic.exceptions import QmaticServerError
         from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
 
+        ti = context.get("ti") or context.get("task_instance")
+        if ti is None:  # run outside a task instance (a script, a test): no retry to resume
+            return flow(FlowEvents())
         journal = self.task_journal(context)
 
         def record(
@@ -100,7 +103,6 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
                         f"reservation {reservation_id} of an earlier try could not be checked (Qmatic did "
                         "not answer); not going on before it is known, so that nobody is booked twice"
                     )
-            ti = context["ti"]
             journal.record_attempt(int(getattr(ti, "try_number", 1) or 1))
             return flow(events)
 
