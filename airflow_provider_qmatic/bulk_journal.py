@@ -1,6 +1,7 @@
 """The bulk runner's journal: what earlier attempts did, for the next attempt to finish cleanly and cheaply.
 
-The single book operator keeps one too, as a one-row job (see ``QmaticBookAppointmentOperator``).
+The single book and reschedule operators keep one too, as a one-row job (see
+``QmaticBaseOperator.journaled``).
 
 Booking is reserve-then-confirm, and rescheduling is reserve-then-move. A reservation holds its slot
 for 15 minutes and no API can list reservations (they carry no customer until confirmed), so a task

@@ -17,7 +17,7 @@ from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk_journal import Journal
-    from airflow_provider_qmatic.flows import FlowEvents, FlowResult
+    from airflow_provider_qmatic.flows import FlowEvents, FlowResult, Flows
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
     from airflow_provider_qmatic.models import Appointment
 
@@ -66,9 +66,14 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         return Journal(directory / name)
 
     def journaled(
-        self, context: Any, *, booking: bool, flow: Callable[[FlowEvents], FlowResult[Appointment]]
+        self,
+        context: Any,
+        *,
+        booking: bool,
+        flow: Callable[[Flows, FlowEvents], FlowResult[Appointment]],
     ) -> FlowResult[Appointment]:
-        """Run one booking or move (``flow``) through the task instance's journal, as a bulk row is.
+        """Run one booking or move (``flow(flows, events)``) through the task instance's journal, as
+        a bulk row is.
 
         The reservation is written down before its confirm or move, so a retry after a killed try
         first settles the hold that try left (released, or found used), and the row's one reserve
@@ -78,9 +83,10 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         from airflow_provider_qmatic.exceptions import QmaticServerError
         from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
 
+        flows = self.hook.flows
         ti = context.get("ti") or context.get("task_instance")
         if ti is None:  # run outside a task instance (a script, a test): no retry to resume
-            return flow(FlowEvents())
+            return flow(flows, FlowEvents())
         journal = self.task_journal(context)
 
         def record(
@@ -98,13 +104,13 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
                 record=record,
             )
             for reservation_id in list(state.open_reservations):
-                if self.hook.flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
+                if flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
                     raise QmaticServerError(
                         f"reservation {reservation_id} of an earlier try could not be checked (Qmatic did "
                         "not answer); not going on before it is known, so that nobody is booked twice"
                     )
             journal.record_attempt(int(getattr(ti, "try_number", 1) or 1))
-            return flow(events)
+            return flow(flows, events)
 
     @contextmanager
     def failing_fast(self) -> Iterator[None]:

@@ -120,11 +120,10 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         with self.failing_fast():
             request = self._request()  # every argument checked before any request
             try_number = _try_number(context)
-            flows = self.hook.flows
             result = self.journaled(
                 context,
                 booking=True,
-                flow=lambda events: flows.book(request, check_existing=try_number > 1, events=events),
+                flow=lambda flows, events: flows.book(request, check_existing=try_number > 1, events=events),
             )
         appointment = result.appointment
         if result.changed:
@@ -219,9 +218,8 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
                 },
                 timezone=self.timezone,
             )
-            flows = self.hook.flows
             result = self.journaled(
-                context, booking=False, flow=lambda events: flows.reschedule(request, events=events)
+                context, booking=False, flow=lambda flows, events: flows.reschedule(request, events=events)
             )
         appointment = result.appointment
         if result.changed:
