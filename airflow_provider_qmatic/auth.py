@@ -230,6 +230,10 @@ class TokenProvider:
             ) from None
         finally:
             self.token_requests += 1
+            # The server counts the second from when a request arrives, and a request can sit in
+            # a slow network or server for a while: the next one waits a full interval from this
+            # answer, not only from this send, so two can never arrive inside one second.
+            self._spacing.hold_off(TOKEN_ENDPOINT_INTERVAL_S)
         if response.status_code != 200:
             error = error_from_response(
                 response, operation="the token request", idempotent=True, redact=self.redact

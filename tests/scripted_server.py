@@ -25,6 +25,7 @@ class Reply:
     # byte at a time, as a slow-loris server or a broken gateway would, until the client hangs up.
     drip: float = 0.0
     drip_body_only: bool = False  # send the status line and headers at once, then drip the body
+    delay: float = 0.0  # seconds to hold the request before answering, as a busy server would
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, (dict, list)):
@@ -40,6 +41,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float  # time.monotonic() when the whole request had arrived
 
 
 class ScriptedServer:
@@ -59,8 +61,12 @@ class ScriptedServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                server.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                at = time.monotonic()
+                server.requests.append(
+                    Recorded(self.command, self.path, dict(self.headers.items()), body, at)
+                )
                 reply = server._next(self.path)
+                time.sleep(reply.delay)
                 payload, content_type = reply.encoded()
                 if reply.drip:
                     self._drip(reply, payload, content_type)

@@ -152,7 +152,7 @@ def test_refused_token_is_dropped_cluster_wide_but_a_newer_one_is_kept(
     first.tokens.invalidate(BOOK, token)  # a stale invalidation must not drop the newer token
     third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
     assert third.tokens.token(BOOK) == fresh
-    assert sandbox.stats()["token_requests"] == 2
+    assert sandbox.stats()["requests"]["token"]["200"] == 2  # granted; a jittered 429 may add a retry
 
 
 def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(

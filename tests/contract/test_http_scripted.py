@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -47,7 +47,9 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def make_client(server: ScriptedServer, sleeps: Sleeps | None = None, **config: object) -> QmaticClient:
+def make_client(
+    server: ScriptedServer, sleeps: Callable[[float], None] | None = None, **config: object
+) -> QmaticClient:
     values: dict[str, object] = {
         "client_id": CLIENT_ID,
         "client_secret": SECRET,
@@ -119,6 +121,23 @@ def test_tokens_cached_per_scope_set(server: ScriptedServer) -> None:
     assert server.paths().count("/oauth2/token") == 2
     bearer = [r.headers["Authorization"] for r in server.requests if r.path.startswith("/external")]
     assert bearer == ["Bearer tok-a"] * 5 + ["Bearer tok-b", "Bearer tok-a"]
+    assert client.token_requests == 2
+
+
+def test_next_token_request_waits_a_full_second_after_the_last_answer(server: ScriptedServer) -> None:
+    # A busy server (or network) may take a request in late: the server's one-a-second count then
+    # starts when it took it, not when the client sent it. Spacing from the send alone let two
+    # requests 1.1 s apart reach a loaded sandbox 0.9 s apart (a 429 in CI); spacing from the answer
+    # cannot.
+    import time
+
+    server.script("/oauth2/token", Reply(200, token_reply("tok-a").body, delay=0.6), token_reply("tok-b"))
+    server.script("/external/v1/appointments/", Reply(200, appointment()))
+    client = make_client(server, sleeps=time.sleep)
+    client.get_appointment(APPOINTMENT_ID)
+    client.get_appointment(APPOINTMENT_ID, scopes=frozenset({Scope.CANCEL}))
+    first, second = (r for r in server.requests if r.path == "/oauth2/token")
+    assert second.at - (first.at + 0.6) >= 1.0
     assert client.token_requests == 2
 
 

@@ -75,7 +75,9 @@ def test_test_connection_reports_tenant_lifetime_and_scopes(
     assert "scopes granted: book, reschedule, cancel" in message
     assert "3 branches listed" in message
     # One token per scope, and the read reused the first one instead of asking for another.
-    assert qmatic_sandbox.stats()["token_requests"] == 3
+    # Counted as tokens granted: on a loaded machine two requests sent 1.1 s apart can still reach
+    # the server inside one second, and the hook then rightly retries the 429.
+    assert qmatic_sandbox.stats()["requests"]["token"]["200"] == 3
     assert qmatic_sandbox.stats()["api_requests"] == 1
 
 
