@@ -5,6 +5,7 @@ execution on Airflow 3, the classic task runner on 2.11), and the example DAGs' 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +131,45 @@ def test_a_broken_policy_fails_the_task_without_retries(
     summary = ti.xcom_pull(task_ids="bulk_book", key="summary")
     assert (summary["succeeded"], summary["invalid"]) == (2, 1)  # every other row was still done
     assert requests_to(sandbox, "reserve") == 2
+
+
+def test_a_big_file_is_validated_in_two_processes_inside_the_task(
+    sandbox: SandboxServer, connection: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The helper process is started from the running task (here a wrapper around the real Python
+    # that notes each start); its rows are booked exactly as the task's own.
+    from airflow_provider_qmatic import bulk_helper
+
+    started = tmp_path / "helper-started"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {started}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))
+    monkeypatch.setattr(bulk_helper, "MIN_FILE_BYTES", 0)
+    rows = booking_rows(sandbox, 6)
+    rows.insert(3, dict(rows[0]))  # row 4 repeats row 1 (a helper's row against the task's)
+    rows[4]["email"] = "not-an-email"  # row 5, the task's own
+    rows[5]["personal_identifier"] = "SHORT"  # row 6, the helper's
+    source = tmp_path / "bookings.csv"
+    header = list(rows[0])
+    source.write_text("\n".join([",".join(header)] + [",".join(r[h] for h in header) for r in rows]) + "\n")
+    with _dag("helper") as dag:
+        QmaticBulkBookAppointmentsOperator(
+            task_id="bulk_book", qmatic_conn_id=connection, rows=str(source), max_failed_rows=3
+        )
+
+    dag_run = run_dag(dag)
+
+    ti = _ti(dag_run, "bulk_book")
+    assert _state(ti) == "success"
+    assert started.read_text().split() == ["-m", "airflow_provider_qmatic.bulk_helper"]
+    summary = ti.xcom_pull(task_ids="bulk_book")
+    outcomes = {o["row"]: (o["status"], o.get("error") or "") for o in summary["outcomes"]}
+    assert [outcomes[n][0] for n in range(1, 8)] == ["succeeded"] * 3 + ["invalid"] * 3 + ["succeeded"]
+    assert outcomes[4][1] == "duplicate of row 1 (same customer, branch, service and start)"
+    assert outcomes[5][1].startswith("customer.email: must be an email address")
+    assert outcomes[6][1].startswith("customer.personal_identifier: must be 10 to 48 letters")
+    assert sorted(confirmed_by_customer(sandbox).values()) == [1] * 4
 
 
 def test_operator_arguments_are_checked_when_the_dag_is_parsed() -> None:

@@ -1,0 +1,199 @@
+"""A second process that validates every other row of a big input file, on the machine's other core.
+
+Validating a row is CPU work (the models' rules, about 25 µs a row), and one Python process uses one
+core: a million-row file took 30-45 s. Above :data:`MIN_FILE_BYTES`, when this process may run on
+more than one CPU, :meth:`BulkRunner.prepare <airflow_provider_qmatic.bulk.BulkRunner.prepare>`
+starts a helper (``python -m airflow_provider_qmatic.bulk_helper``). Both read the whole file; the
+helper validates the even-numbered rows and writes one line per row, ``number TAB dedupe key TAB
+customer TAB error``; the runner validates the odd ones itself and takes the helper's lines in
+order, so duplicates are found exactly as one process finds them.
+
+The helper is only ever a speed-up, never a second opinion: it runs the runner's own row parser on
+the same file with the same settings, and if it cannot start, dies, falls behind the runner's row
+numbers or writes anything unexpected, the runner stops it and validates the rest of its rows
+itself. What it sends back holds no personal data: dedupe keys are hashes, customers are the
+personal identifiers the runner already holds, and validation messages never quote a value. It is
+a subprocess, not :mod:`multiprocessing`, because Celery's pool processes may not have children
+of their own, and no fork of a process with threads is made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+# Below this, starting a second Python (about 0.4 s) costs more than it saves.
+MIN_FILE_BYTES = 8 * 1024 * 1024
+# A helper silent this long while the runner waits for its next row is taken for stuck: it
+# validates some 40,000 rows a second.
+STALL_S = 10.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+RowResult = tuple[str, str | None, str | None]  # (dedupe key, customer, "") or ("", None, error)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+class HelperValidation:
+    """The runner's side: start the helper, take its result for each of its rows, stop it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process: subprocess.Popen[bytes] | None = process
+        self._out: IO[bytes] | None = process.stdout
+        self._buffer = b""
+        self._at = 0
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        action: str,
+        path: Path,
+        column_map: Mapping[str, str] | None,
+        max_rows: int,
+        timezone: str | None,
+    ) -> HelperValidation | None:
+        """A running helper for ``path``, or None when one would not help or cannot start."""
+        try:
+            if _cpus() < 2 or not sys.executable or path.stat().st_size < MIN_FILE_BYTES:
+                return None
+            environment = dict(os.environ)
+            # The helper runs this very code, whatever sys.path the task process was given.
+            environment["PYTHONPATH"] = os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, environment.get("PYTHONPATH")) if p
+            )
+            process = subprocess.Popen(
+                [sys.executable, "-m", "airflow_provider_qmatic.bulk_helper"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=environment,
+            )
+        except OSError as exc:
+            log.info("validating on one core: no helper process (%s)", type(exc).__name__)
+            return None
+        settings = {
+            "action": action,
+            "path": os.fspath(path),
+            "column_map": dict(column_map or {}),
+            "max_rows": max_rows,
+            "timezone": timezone,
+        }
+        helper = cls(process)
+        try:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(settings).encode())
+            process.stdin.close()
+        except OSError:
+            helper.close()
+            return None
+        return helper
+
+    @staticmethod
+    def owns(number: int) -> bool:
+        return number % 2 == 0
+
+    @property
+    def running(self) -> bool:
+        return self._out is not None
+
+    def take(self, number: int) -> RowResult | None:
+        """The helper's result for row ``number`` (one of its rows), or None if it has stopped
+        (the caller then validates the row itself, as it does every row after)."""
+        if self._out is None:
+            return None
+        line = self._line(self._out.fileno())
+        try:
+            shown, dedupe, customer, error = line.decode().rstrip("\n").split("\t")
+            if int(shown) != number:
+                raise ValueError("out of step")
+            if error:
+                message = json.loads(error)
+                if not isinstance(message, str):
+                    raise ValueError("not a message")
+                return "", None, message
+            if not dedupe:
+                raise ValueError("no key")
+            return dedupe, customer or None, ""
+        except ValueError:  # EOF, an error exit, or output that is not ours: do the rest here
+            code = self.close()
+            log.warning(
+                "the validation helper stopped at row %d (exit code %s); validating the rest here",
+                number,
+                code,
+            )
+            return None
+
+    def _line(self, fd: int) -> bytes:
+        """The next line, or b"" at the end or when the helper has written nothing for
+        :data:`STALL_S` (a stuck helper must not hold the task)."""
+        end = self._buffer.find(b"\n", self._at)
+        while end < 0:
+            ready, _, _ = select.select([fd], [], [], STALL_S)
+            chunk = os.read(fd, 1 << 16) if ready else b""
+            if not chunk:
+                return b""
+            self._buffer = self._buffer[self._at :] + chunk
+            self._at = 0
+            end = self._buffer.find(b"\n")
+        line, self._at = self._buffer[self._at : end + 1], end + 1
+        return line
+
+    def close(self) -> int | None:
+        """Stop the helper (a no-op once stopped); its exit code."""
+        process, self._process, self._out = self._process, None, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+        return process.wait()
+
+
+def _main() -> int:
+    """The helper's side: validate the even rows of the file the runner names on stdin."""
+    from airflow_provider_qmatic.bulk import _row_parser, _validation_text
+    from airflow_provider_qmatic.bulk_io import load_rows
+    from airflow_provider_qmatic.exceptions import QmaticValidationError
+    from airflow_provider_qmatic.models import resolve_timezone
+
+    settings: dict[str, Any] = json.loads(sys.stdin.buffer.read())
+    action = settings["action"]
+    loaded = load_rows(
+        settings["path"], action=action, column_map=settings["column_map"], max_rows=settings["max_rows"]
+    )
+    parse = _row_parser(action, resolve_timezone(settings["timezone"]))
+    out = sys.stdout.buffer
+    for number, flat in loaded:
+        if not HelperValidation.owns(number):
+            continue
+        try:
+            item, dedupe = parse(number, flat)
+            line = f"{number}\t{dedupe}\t{item.customer or ''}\t\n"
+        except QmaticValidationError as exc:
+            line = f"{number}\t\t\t{json.dumps(_validation_text(exc))}\n"
+        out.write(line.encode())
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_main())
+    except BrokenPipeError:  # the runner stopped listening
+        sys.exit(1)
