@@ -3,7 +3,7 @@
 Validating a row is CPU work (the models' rules, about 25 µs a row), and one Python process uses one
 core: a million-row file took 30-45 s. Above :data:`MIN_FILE_BYTES`, when this process may run on
 more than one CPU, :meth:`BulkRunner.prepare <airflow_provider_qmatic.bulk.BulkRunner.prepare>`
-starts a helper (``python -m airflow_provider_qmatic.bulk_helper``). Both read the whole file; the
+starts a helper (:func:`main`, in a new Python process). Both read the whole file; the
 helper validates the even-numbered rows and writes one line per row, ``number TAB dedupe key TAB
 customer TAB error``; the runner validates the odd ones itself and takes the helper's lines in
 order, so duplicates are found exactly as one process finds them.
@@ -31,12 +31,19 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
+# The helper must run the task's own copy of this package: it checks that it was imported from
+# here. (Putting this on the helper's PYTHONPATH instead could let site-packages shadow the stdlib.)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The helper's program. ``-c`` (like ``-m``) puts the working directory first on sys.path, where a
+# stray json.py or a checkout of this package would shadow the real ones: it is dropped first.
+_HELPER_COMMAND = (
+    "import sys; del sys.path[0]; from airflow_provider_qmatic.bulk_helper import main; sys.exit(main())"
+)
 # Below this, starting a second Python (about 0.4 s) costs more than it saves.
 MIN_FILE_BYTES = 8 * 1024 * 1024
 # A helper silent this long while the runner waits for its next row is taken for stuck: it
 # validates some 40,000 rows a second.
 STALL_S = 10.0
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 RowResult = tuple[str, str | None, str | None]  # (dedupe key, customer, "") or ("", None, error)
 
@@ -71,22 +78,17 @@ class HelperValidation:
         try:
             if _cpus() < 2 or not sys.executable or path.stat().st_size < MIN_FILE_BYTES:
                 return None
-            environment = dict(os.environ)
-            # The helper runs this very code, whatever sys.path the task process was given.
-            environment["PYTHONPATH"] = os.pathsep.join(
-                p for p in (_PACKAGE_ROOT, environment.get("PYTHONPATH")) if p
-            )
-            process = subprocess.Popen(
-                [sys.executable, "-m", "airflow_provider_qmatic.bulk_helper"],
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed program, no shell
+                [sys.executable, "-c", _HELPER_COMMAND],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env=environment,
             )
         except OSError as exc:
             log.info("validating on one core: no helper process (%s)", type(exc).__name__)
             return None
         settings = {
+            "package": _PACKAGE_ROOT,
             "action": action,
             "path": os.fspath(path),
             "column_map": dict(column_map or {}),
@@ -165,14 +167,23 @@ class HelperValidation:
         return process.wait()
 
 
-def _main() -> int:
+def main() -> int:
     """The helper's side: validate the even rows of the file the runner names on stdin."""
+    try:
+        return _validate_even_rows()
+    except BrokenPipeError:  # the runner stopped listening
+        return 1
+
+
+def _validate_even_rows() -> int:
     from airflow_provider_qmatic.bulk import _row_parser, _validation_text
     from airflow_provider_qmatic.bulk_io import load_rows
     from airflow_provider_qmatic.exceptions import QmaticValidationError
     from airflow_provider_qmatic.models import resolve_timezone
 
     settings: dict[str, Any] = json.loads(sys.stdin.buffer.read())
+    if settings["package"] != _PACKAGE_ROOT:  # another installed copy: not the task's code
+        return 3
     action = settings["action"]
     loaded = load_rows(
         settings["path"], action=action, column_map=settings["column_map"], max_rows=settings["max_rows"]
@@ -190,10 +201,3 @@ def _main() -> int:
         out.write(line.encode())
     out.flush()
     return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(_main())
-    except BrokenPipeError:  # the runner stopped listening
-        sys.exit(1)

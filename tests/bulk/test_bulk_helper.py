@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -235,6 +236,30 @@ def test_a_helper_that_fails_is_replaced_by_validating_here(
     assert total == 300
     assert invalid
     assert STOPPED in caplog.text
+
+
+def test_a_helper_that_imports_another_copy_of_the_package_is_not_used(
+    both_ways: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another installed version could validate by other rules: the helper must run the task's code.
+    other = tmp_path / "other-site"
+    shutil.copytree(
+        Path(bulk_helper.__file__).parent,
+        other / "airflow_provider_qmatic",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    path = write_mixed(tmp_path / "rows.csv", 100)
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, f'PYTHONPATH={other} exec "$REAL" "$@"'))
+    both_ways(path)
+    assert "stopped at row 2 (exit code 3)" in caplog.text
+    # A copy in the working directory is never imported by the helper (Python puts the working
+    # directory first on sys.path for -c and -m; the helper drops it).
+    monkeypatch.undo()
+    monkeypatch.setattr(bulk_helper, "STALL_S", 5.0)
+    monkeypatch.chdir(other)
+    both_ways(path)
+    assert USED in caplog.text
+    assert STOPPED not in caplog.text
 
 
 def test_no_helper_when_it_cannot_start_or_would_not_help(
