@@ -1,19 +1,21 @@
 """A second process that validates every other row of a big input file, on the machine's other core.
 
 Validating a row is CPU work (the models' rules, about 25 µs a row), and one Python process uses one
-core: a million-row file took 30-45 s. Above :data:`MIN_FILE_BYTES`, when this process may run on
-more than one CPU, :meth:`BulkRunner.prepare <airflow_provider_qmatic.bulk.BulkRunner.prepare>`
+core: a million-row file took 30-45 s. Above :data:`MIN_FILE_BYTES`, when this process may use two
+CPUs or more, :meth:`BulkRunner.prepare <airflow_provider_qmatic.bulk.BulkRunner.prepare>`
 starts a helper (:func:`main`, in a new Python process). Both read the whole file; the
 helper validates the even-numbered rows and writes one line per row, ``number TAB dedupe key TAB
 customer TAB error``; the runner validates the odd ones itself and takes the helper's lines in
 order, so duplicates are found exactly as one process finds them.
 
-The helper is only ever a speed-up, never a second opinion: it runs the runner's own row parser on
-the same file with the same settings, and if it cannot start, dies, falls behind the runner's row
-numbers or writes anything unexpected, the runner stops it and validates the rest of its rows
-itself. What it sends back holds no personal data: dedupe keys are hashes, customers are the
-personal identifiers the runner already holds, and validation messages never quote a value. It is
-a subprocess, not :mod:`multiprocessing`, because Celery's pool processes may not have children
+The helper is only ever a speed-up, never a second opinion: it runs the task's own row parser (it
+refuses to run another installed copy of this package) on the same file with the same settings,
+and if it cannot start, dies, falls out of step with the task's row numbers, is silent for
+:data:`STALL_S` or writes anything unexpected, the task stops it and validates the rest of its rows
+itself. It is given the file's path and the job's settings, never credentials; what it sends back
+goes only through a pipe to the task: dedupe keys (hashes), customers' personal identifiers (which
+the task reads from the same file anyway) and validation messages, which never quote a value. It
+is a subprocess, not :mod:`multiprocessing`, because Celery's pool processes may not have children
 of their own, and no fork of a process with threads is made.
 """
 
@@ -48,11 +50,30 @@ STALL_S = 10.0
 RowResult = tuple[str, str | None, str | None]  # (dedupe key, customer, "") or ("", None, error)
 
 
-def _cpus() -> int:
+# Where Linux control groups cap this process's CPU time (a Kubernetes pod's CPU limit): version 2
+# writes "quota period" (or "max period") in one file, version 1 in two.
+CGROUP_CPU_FILES = (
+    ("/sys/fs/cgroup/cpu.max",),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
+
+
+def _cpus() -> float:
+    """The CPUs this process may use: the ones it may run on, less any CPU-time quota (a pod with
+    a limit of one CPU sees all of its node's CPUs, and two processes there would share one)."""
     try:
-        return len(os.sched_getaffinity(0))
+        count: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    for files in CGROUP_CPU_FILES:
+        try:
+            fields = " ".join(Path(name).read_text() for name in files).split()
+            quota, period = float(fields[0]), float(fields[1])
+        except (OSError, ValueError, IndexError):  # absent, "max" (no quota) or unreadable
+            continue
+        if quota > 0 and period > 0:
+            count = min(count, quota / period)
+    return count
 
 
 class HelperValidation:

@@ -271,9 +271,19 @@ def test_no_helper_when_it_cannot_start_or_would_not_help(
     assert USED not in caplog.text
     assert "validating on one core" in caplog.text
     monkeypatch.setattr(bulk_helper, "MIN_FILE_BYTES", 0)
-    monkeypatch.setattr(bulk_helper, "_cpus", lambda: 1)
+    v2, v1_quota, v1_period = tmp_path / "cpu.max", tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
+    monkeypatch.setattr(bulk_helper, "CGROUP_CPU_FILES", ((str(v2),), (str(v1_quota), str(v1_period))))
+    v2.write_text("max 100000\n")  # no quota
+    v1_quota.write_text("-1\n")
+    v1_period.write_text("100000\n")
+    assert bulk_helper._cpus() == len(os.sched_getaffinity(0))
+    v2.write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
+    assert bulk_helper._cpus() == min(1.5, len(os.sched_getaffinity(0)))
+    v2.unlink()
+    v1_quota.write_text("100000\n")  # cgroup v1, one CPU
+    assert bulk_helper._cpus() == 1
     rows = [dict(zip(HEADER, booking(i), strict=True)) for i in range(20)]
     caplog.clear()
-    for source in (path, rows):  # one CPU; a list of rows is never handed to a helper
+    for source in (path, rows):  # one CPU's time; a list of rows is never handed to a helper
         runner().prepare("book", source)
     assert USED not in caplog.text
