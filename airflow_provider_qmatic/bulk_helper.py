@@ -130,10 +130,6 @@ class HelperValidation:
     def owns(number: int) -> bool:
         return number % 2 == 0
 
-    @property
-    def running(self) -> bool:
-        return self._out is not None
-
     def take(self, number: int) -> RowResult | None:
         """The helper's result for row ``number`` (one of its rows), or None if it has stopped
         (the caller then validates the row itself, as it does every row after)."""
@@ -152,7 +148,7 @@ class HelperValidation:
             if not dedupe:
                 raise ValueError("no key")
             return dedupe, customer or None, ""
-        except ValueError:  # EOF, an error exit, or output that is not ours: do the rest here
+        except (ValueError, RecursionError):  # EOF, an error exit, or not our output: do the rest here
             code = self.close()
             log.warning(
                 "the validation helper stopped at row %d (exit code %s); validating the rest here",
