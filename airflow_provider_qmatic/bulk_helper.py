@@ -44,8 +44,8 @@ _HELPER_COMMAND = (
 # Below this, starting a second Python (about 0.4 s) costs more than it saves.
 MIN_FILE_BYTES = 8 * 1024 * 1024
 # A helper silent this long while the runner waits for its next row is taken for stuck: it
-# validates some 40,000 rows a second.
-STALL_S = 10.0
+# validates some 40,000 rows a second, and starts in well under a second even on a busy machine.
+STALL_S = 30.0
 
 RowResult = tuple[str, str | None, str | None]  # (dedupe key, customer, "") or ("", None, error)
 
@@ -121,8 +121,9 @@ class HelperValidation:
             assert process.stdin is not None
             process.stdin.write(json.dumps(settings).encode())
             process.stdin.close()
-        except OSError:
-            helper.close()
+        except OSError:  # it has already exited
+            code = helper.close()
+            log.warning("the validation helper stopped at its start (exit code %s); validating here", code)
             return None
         return helper
 
