@@ -70,8 +70,10 @@ def shared_limiter(
     # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
     burst = max(1.0, min(5.0, config.requests_per_minute / 20))
     # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
-    # capped (and lost) while a bulk thread is late to wake.
-    reserve = max(0.0, burst - 2.0) if bulk else 0.0
+    # capped (and lost) while a bulk thread is late to wake. Below 60 requests a minute (a burst
+    # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
+    # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
+    reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
     if config.credential_cache == "redis":
         from airflow_provider_qmatic import redis_state
 

@@ -26,6 +26,7 @@ from airflow_provider_qmatic.exceptions import (
 from airflow_provider_qmatic.ratelimit import RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
 from benchmarks.cluster import RedisServer, free_port
+from tests.bulk.conftest import make_config
 
 from .conftest import config_values, redis_config
 
@@ -282,6 +283,44 @@ def test_single_calls_do_not_queue_behind_bulk(where: str, tmp_path: Path, redis
         stop.set()
     # Behind eight bulk threads without a reserve, three requests would take about 3 * 8 * 0.5 s.
     assert waited < 1.5, waited
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("cache", ["file", "redis"])
+def test_single_calls_go_first_at_a_low_limit_too(
+    cache: str, sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """At 30 requests a minute the burst is 1.5, too small for "all but two": the bulk budget still
+    leaves half a request, so a single call takes each next refill (one every 2.1 s) before four
+    saturating bulk threads. Without it, each of the three would wait behind the threads (about
+    5 refills, 10 s, each)."""
+    tokens = tmp_path / "tokens"
+    config = (
+        redis_config(sandbox, tokens, redis_server.conn_id, rpm=30)
+        if cache == "redis"
+        else make_config(sandbox, tokens, rpm=30)
+    )
+    bulk, single = shared_limiter(config, bulk=True), shared_limiter(config)
+    assert (bulk.reserve, single.reserve) == (0.5, 0.0)
+    stop = threading.Event()
+
+    def saturate() -> None:
+        while not stop.is_set():
+            bulk.acquire()
+
+    threads = [threading.Thread(target=saturate, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(3.0)  # the burst is spent: bulk waits for each refill
+        started = time.monotonic()
+        for _ in range(3):
+            single.acquire()
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+    assert waited < 9.0, waited  # three refills of 2.1 s, with room for a loaded machine
     for thread in threads:
         thread.join(timeout=10)
 
