@@ -23,7 +23,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticCoordinationError,
     QmaticJournalBusyError,
 )
-from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.ratelimit import Limiter, RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
 from benchmarks.cluster import RedisServer, free_port
 from tests.bulk.conftest import make_config
@@ -259,32 +259,10 @@ def test_single_calls_do_not_queue_behind_bulk(where: str, tmp_path: Path, redis
         def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
             return _limiter(redis_server, 120, burst=5, reserve=reserve)
 
-    bulk, single = make(3), make(0)
-    stop = threading.Event()
-    taken = [0]
-
-    def saturate() -> None:
-        while not stop.is_set():
-            bulk.acquire()
-            taken[0] += 1
-
-    threads = [threading.Thread(target=saturate, daemon=True) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(4.0)  # the reserve fills, bulk runs at the pace
-        before = taken[0]
-        assert before >= 2
-        started = time.monotonic()
-        for _ in range(3):
-            single.acquire()
-        waited = time.monotonic() - started
-    finally:
-        stop.set()
+    taken_before, waited = _three_single_requests_among_bulk(make(3), make(0), threads=8, warm_up_s=4.0)
+    assert taken_before >= 2  # the reserve filled, and bulk ran at the pace
     # Behind eight bulk threads without a reserve, three requests would take about 3 * 8 * 0.5 s.
     assert waited < 1.5, waited
-    for thread in threads:
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize("cache", ["file", "redis"])
@@ -303,26 +281,39 @@ def test_single_calls_go_first_at_a_low_limit_too(
     )
     bulk, single = shared_limiter(config, bulk=True), shared_limiter(config)
     assert (bulk.reserve, single.reserve) == (0.5, 0.0)
+    _, waited = _three_single_requests_among_bulk(bulk, single, threads=4, warm_up_s=3.0)
+    assert waited < 9.0, waited  # three refills of 2.1 s, with room for a loaded machine
+
+
+def _three_single_requests_among_bulk(
+    bulk: Limiter, single: Limiter, *, threads: int, warm_up_s: float
+) -> tuple[int, float]:
+    """``threads`` threads take requests from ``bulk`` without pause; after ``warm_up_s`` three
+    are taken from ``single``. Returns the bulk requests taken by then and the seconds the three
+    took."""
     stop = threading.Event()
+    taken = [0]
 
     def saturate() -> None:
         while not stop.is_set():
             bulk.acquire()
+            taken[0] += 1
 
-    threads = [threading.Thread(target=saturate, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    workers = [threading.Thread(target=saturate, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
     try:
-        time.sleep(3.0)  # the burst is spent: bulk waits for each refill
+        time.sleep(warm_up_s)
+        taken_before = taken[0]
         started = time.monotonic()
         for _ in range(3):
             single.acquire()
         waited = time.monotonic() - started
     finally:
         stop.set()
-    assert waited < 9.0, waited  # three refills of 2.1 s, with room for a loaded machine
-    for thread in threads:
-        thread.join(timeout=10)
+    for worker in workers:
+        worker.join(timeout=10)
+    return taken_before, waited
 
 
 # -- the journal -------------------------------------------------------------------------------
