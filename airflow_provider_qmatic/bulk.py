@@ -95,7 +95,6 @@ from airflow_provider_qmatic.flows import BOOK, RESERVE_BUDGET, FlowEvents, Flow
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.bulk_helper import HelperValidation
     from airflow_provider_qmatic.client import QmaticClient
     from airflow_provider_qmatic.models import Appointment, Service
 
@@ -638,8 +637,7 @@ class BulkRunner:
 
         Rows are streamed: what stays in memory per row is its dedupe key (and, for bookings, a count
         per customer), not the row or its parsed request; the valid rows are parsed again as they are
-        run (see :class:`_ValidRows`). A big local file's even rows are validated by a helper
-        process on another core (see :mod:`.bulk_helper`), with the same outcome.
+        run (see :class:`_ValidRows`).
         """
         from airflow_provider_qmatic.models import resolve_timezone
 
@@ -649,34 +647,21 @@ class BulkRunner:
         first_seen: dict[str, int] = {}
         customers: Counter[str] = Counter()
         total = 0
-        helper = self._helper(action, loaded, column_map)
-        try:
-            for number, flat in loaded:
-                total = number
-                checked = helper.take(number) if helper is not None and helper.owns(number) else None
-                if checked is None:
-                    try:
-                        item, dedupe = parse(number, flat)
-                    except QmaticValidationError as exc:
-                        invalid.append(RowOutcome(number, INVALID, error=_validation_text(exc)))
-                        continue
-                    customer = item.customer
-                else:
-                    dedupe, customer, error = checked
-                    if error:
-                        invalid.append(RowOutcome(number, INVALID, error=error))
-                        continue
-                if dedupe in first_seen:
-                    what = "customer, branch, service and start" if action == "book" else "appointment"
-                    duplicate = f"duplicate of row {first_seen[dedupe]} (same {what})"
-                    invalid.append(RowOutcome(number, INVALID, error=duplicate))
-                    continue
-                first_seen[dedupe] = number
-                if customer is not None:
-                    customers[customer] += 1
-        finally:
-            if helper is not None:
-                helper.close()
+        for number, flat in loaded:
+            total = number
+            try:
+                item, dedupe = parse(number, flat)
+            except QmaticValidationError as exc:
+                invalid.append(RowOutcome(number, INVALID, error=_validation_text(exc)))
+                continue
+            if dedupe in first_seen:
+                what = "customer, branch, service and start" if action == "book" else "appointment"
+                duplicate = f"duplicate of row {first_seen[dedupe]} (same {what})"
+                invalid.append(RowOutcome(number, INVALID, error=duplicate))
+                continue
+            first_seen[dedupe] = number
+            if item.customer is not None:
+                customers[item.customer] += 1
         if loaded.ignored:
             self.log.warning(
                 "Qmatic bulk %s: ignoring column(s) that name no field: %s (fields: %s; rename with "
@@ -687,22 +672,6 @@ class BulkRunner:
             )
         self._multi_row_customers = {c for c, n in customers.items() if n > 1}
         return _ValidRows(loaded, parse, first_seen, invalid, total), invalid, total
-
-    def _helper(
-        self, action: str, loaded: InputRows, column_map: Mapping[str, str] | None
-    ) -> HelperValidation | None:
-        """A second process validating half the rows of a big local file (see :mod:`.bulk_helper`)."""
-        path = loaded.local_file
-        if path is None or not (self.timezone is None or isinstance(self.timezone, str)):
-            return None
-        from airflow_provider_qmatic.bulk_helper import HelperValidation
-
-        helper = HelperValidation.start(
-            action=action, path=path, column_map=column_map, max_rows=self.max_rows, timezone=self.timezone
-        )
-        if helper is not None:
-            self.log.info("Qmatic bulk %s: validating %s in two processes", action, loaded.source)
-        return helper
 
     # -- execution -------------------------------------------------------------------------------
 

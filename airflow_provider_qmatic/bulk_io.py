@@ -474,11 +474,6 @@ class InputRows:
         return frozenset(self._columns.taken)
 
     @property
-    def local_file(self) -> Path | None:
-        """The source as a local file path, if it is one (not a list, not a remote URI)."""
-        return None if self._path is None else local_path(self._path)
-
-    @property
     def ignored(self) -> tuple[str, ...]:
         """Input columns that name no field (all of them after one full iteration)."""
         return tuple(c for c, f in self._columns.mapping.items() if f is None)

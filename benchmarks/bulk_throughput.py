@@ -97,7 +97,9 @@ def ours(box: Sandbox) -> dict[str, float]:
     rows = booking_rows(box, OURS_ROWS)
     with tempfile.TemporaryDirectory(prefix="qmatic-bench-bulk-") as cache_dir:
         config = ClientConfig.from_values(
-            **box.config_values(credential_cache="file", credential_cache_dir=cache_dir, requests_per_minute=LIMIT)
+            **box.config_values(
+                credential_cache="file", credential_cache_dir=cache_dir, requests_per_minute=LIMIT
+            )
         )
 
         def run() -> int:
