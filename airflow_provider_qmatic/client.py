@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from datetime import date
 
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.models import Appointment, Branch, Service, Slot
+    from airflow_provider_qmatic.models import Appointment, Branch, Service, ServiceGroup, Slot
     from airflow_provider_qmatic.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class QmaticClient:
         pool_size: int = 16,
     ) -> None:
         self.config = config
+        # The contract table with the deployment's corrected paths (already checked in config).
+        self.operations = contract.resolve(config.endpoints)
         self.limiter = limiter
         self._sleep = sleep
         self._max_attempts = max(1, max_attempts)
@@ -211,7 +213,7 @@ class QmaticClient:
         ``scopes`` are used if the contract lets a token with them call the operation; otherwise
         the operation's own scope is, so a token the endpoint would refuse is never sent.
         """
-        op = contract.OPERATIONS[operation]
+        op = self.operations[operation]
         if not self.config.system_id:
             raise QmaticConfigError(
                 "system_id is missing: API calls send it as X-TENANT-ID; set the `system_id` extra "
@@ -343,12 +345,23 @@ class QmaticClient:
 
         return Branch.parse_list(self.call("branches", scopes))
 
-    def list_services(self, branch_id: str, *, scopes: frozenset[Scope] = BOOK) -> list[Service]:
-        """The services a branch offers, with their durations."""
+    def list_services(
+        self, branch_id: str | None = None, *, scopes: frozenset[Scope] = BOOK
+    ) -> list[Service]:
+        """The tenant's active services (Part B: one tenant-wide list, one item per service and
+        branch), only those of ``branch_id`` when given (filtered here by ``branch.id``)."""
         from airflow_provider_qmatic.models import Service
 
-        data = self.call("services", scopes, path_params={"branch_id": branch_id})
-        return Service.parse_list(data)
+        services = Service.parse_list(self.call("services", scopes))
+        if branch_id is None:
+            return services
+        return [s for s in services if s.branch is not None and s.branch.id == branch_id]
+
+    def list_service_groups(self, *, scopes: frozenset[Scope] = BOOK) -> list[ServiceGroup]:
+        """The tenant's service groups (a guessed path: no public page shows it or its answer)."""
+        from airflow_provider_qmatic.models import ServiceGroup
+
+        return ServiceGroup.parse_list(self.call("service_groups", scopes))
 
     def find_timeslots(
         self,
@@ -421,6 +434,14 @@ class QmaticClient:
             json={"reservationId": reservation_id},
         )
         return Appointment.parse(data)
+
+    def update_customer(
+        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
+    ) -> None:
+        """Replace the customer details of an appointment (``body`` as
+        :meth:`CustomerUpdate.to_wire`); 204, so nothing comes back. A PUT: repeated after a lost
+        answer, it sets the same details again."""
+        self.call("update_customer", scopes, path_params={"appointment_id": appointment_id}, json=dict(body))
 
     def cancel(self, appointment_id: str, *, scopes: frozenset[Scope] = CANCEL) -> None:
         """Cancel a confirmed appointment (raises QmaticConflictError if it is not cancellable)."""

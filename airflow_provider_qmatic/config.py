@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,9 @@ class ClientConfig:
     # With credential_cache "redis": the Airflow connection of the Redis shared by the whole cluster.
     redis_conn_id: str = DEFAULT_REDIS_CONN_ID
     user_agent: str = "airflow-provider-qmatic"
+    # Operation name -> path template, correcting a guessed path of the contract for this
+    # deployment (checked by contract.check_endpoint_overrides); read by the client alone.
+    endpoints: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -100,6 +104,7 @@ class ClientConfig:
         credential_cache_dir: str | None = None,
         redis_conn_id: str | None = None,
         user_agent: str | None = None,
+        endpoints: Any = None,
     ) -> ClientConfig:
         """Validate raw values (strings as a Connection holds them) and build the config."""
         cid = _required_text("client_id", client_id, "the Connection's Login (Client ID)")
@@ -150,6 +155,7 @@ class ClientConfig:
             credential_cache_dir=(str(credential_cache_dir) if credential_cache_dir else None),
             redis_conn_id=_optional_text("redis_conn_id", redis_conn_id, DEFAULT_REDIS_CONN_ID),
             user_agent=_check_user_agent(user_agent),
+            endpoints=check_endpoints(endpoints),
         )
 
 
@@ -215,6 +221,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_endpoints(value: Any) -> dict[str, str]:
+    """The ``endpoints`` extra: a JSON object (or its JSON text, as the form's text field saves it)
+    mapping an operation of the contract table to a corrected path template.
+
+    Checked here, when the connection is read, so a mistyped path fails before any request with a
+    message naming the key and the fix, instead of as a 404 in the middle of a booking.
+    """
+    from airflow_provider_qmatic import contract
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise QmaticConfigError(
+                'endpoints is not valid JSON: write a JSON object such as {"reserve": '
+                '"/external/v1/reservations"} in the `endpoints` extra',
+                field="endpoints",
+            ) from None
+    try:
+        return contract.check_endpoint_overrides(value)
+    except ValueError as exc:
+        raise QmaticConfigError(f"{exc}: fix the `endpoints` extra", field="endpoints") from None
 
 
 def _required_text(name: str, value: Any, where: str) -> str:

@@ -70,6 +70,12 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "With credential cache redis: the Airflow Redis connection every worker shares.",
         {"type": ["string", "null"], "default": DEFAULT_REDIS_CONN_ID},
     ),
+    "endpoints": (
+        "Endpoints",
+        "Optional. A JSON object correcting a guessed API path for this tenant: operation -> path, "
+        'e.g. {"reserve": "/external/v1/reservations"}. Checked before any request.',
+        {"type": ["string", "null"]},
+    ),
 }
 
 # Host is hidden because Base URL says the same thing with its scheme; a Host given in a connection
@@ -92,6 +98,7 @@ PLACEHOLDERS: dict[str, str] = {
     "requests_per_minute": "100",
     "credential_cache": "file",
     "redis_conn_id": DEFAULT_REDIS_CONN_ID,
+    "endpoints": '{"reserve": "/external/v1/reservations"}',
 }
 REQUIRED_MARK = " *"
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.models import (
         Appointment,
         BookingRequest,
+        CustomerUpdate,
         RescheduleRequest,
         Service,
     )
@@ -327,6 +328,41 @@ class Flows:
         events.emit(DONE, appointment_id=appointment_id)
         return FlowResult(appointment_id, None, changed=True)
 
+    def update_customer(
+        self,
+        appointment_id: str,
+        details: CustomerUpdate,
+        *,
+        current: Appointment | None = None,
+        found_by_identifier: bool = False,
+        check_first: bool = False,
+        events: FlowEvents | None = None,
+    ) -> FlowResult[Appointment | None]:
+        """Set an appointment's customer details (``PUT .../customer``, 204).
+
+        A PUT: the client repeats it after a lost answer or a 5xx, and a task retry may send it
+        again, both harmlessly (the same details are set again). A 404 raises QmaticNotFoundError.
+
+        Skipping: given ``current`` (the appointment as the caller just read it) or with
+        ``check_first`` (read here by get), nothing is sent when :func:`customer_matches` finds every
+        field of ``details`` already on the appointment's customer. Public answers never show the
+        personal identifier, so it matches only when shown and equal, or when ``current`` came from
+        a search for ``details.personal_identifier`` (``found_by_identifier=True``): without one of
+        these the update is sent. ``changed`` is False for a skipped update, True for a sent one.
+        """
+        events = events or FlowEvents()
+        if current is None and check_first:
+            events.step = "get"
+            current = self.client.get_appointment(appointment_id, scopes=BOOK)
+            found_by_identifier = False
+        if current is not None and customer_matches(current, details, identifier_known=found_by_identifier):
+            events.emit(DONE, appointment_id=appointment_id)
+            return FlowResult(appointment_id, current, changed=False)
+        events.step = "update_customer"
+        self.client.update_customer(appointment_id, details.to_wire(), scopes=BOOK)
+        events.emit(DONE, appointment_id=appointment_id)
+        return FlowResult(appointment_id, None, changed=True)
+
     # -- resuming a killed try --------------------------------------------------------------------
 
     def settle(self, reservation_id: str, *, booking: bool, events: FlowEvents | None = None) -> Settled:
@@ -475,6 +511,34 @@ def starts_at(appointment: Appointment, start: datetime) -> bool:
     if found is None or found.utcoffset() is None or start.utcoffset() is None:
         return False
     return found == start
+
+
+def customer_matches(appointment: Appointment, details: CustomerUpdate, *, identifier_known: bool) -> bool:
+    """True when the appointment's customer already carries every field of ``details``.
+
+    Each field ``details`` sets must be shown by the answer and equal (email case-insensitively,
+    as addresses are compared; the date of birth as ``YYYY-MM-DD``); a field the answer leaves out
+    counts as different, so an update is never skipped on a field nobody could read. The personal
+    identifier, which no public answer shows, may instead be vouched for by the caller
+    (``identifier_known``: the appointment was found by searching it).
+    """
+    shown = appointment.customer
+    if shown is None:
+        return False
+    wanted = details.to_wire()
+    have = {key: value for key, value in shown.model_dump(by_alias=True).items() if value is not None}
+    if identifier_known and "personalIdentifier" not in have:
+        have["personalIdentifier"] = details.personal_identifier
+    for key, value in wanted.items():
+        found = have.get(key)
+        if found is None:
+            return False
+        if key == "email":
+            if str(found).strip().lower() != str(value).lower():
+                return False
+        elif str(found).strip() != str(value):
+            return False
+    return True
 
 
 def _result(appointment_id: str, appointment: Appointment, events: FlowEvents) -> FlowResult[Appointment]:

@@ -98,10 +98,13 @@ __all__ = [
     "CancelRequest",
     "Customer",
     "CustomerInfo",
+    "CustomerUpdate",
     "InformationAnswer",
     "NamedRef",
     "RescheduleRequest",
     "Service",
+    "ServiceConfig",
+    "ServiceGroup",
     "Slot",
     "TimeSlot",
     "format_wire_datetime",
@@ -795,6 +798,15 @@ class Customer(_PersonalData, _RequestModel):
         return self
 
 
+class CustomerUpdate(Customer):
+    """New customer details for an appointment (update customer, Part B): the six public fields,
+    under :class:`Customer`'s rules. Unknown keys are refused: the page lists no other field, and a
+    misspelt one would otherwise be dropped silently while the old value stays."""
+
+    model_config = ConfigDict(extra="forbid")
+    _label: ClassVar[str] = "customer update"
+
+
 def _squash(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", name).lower()
 
@@ -1216,14 +1228,42 @@ class Branch(_ResponseModel):
     address: Any = None
 
 
+class ServiceConfig(_ResponseModel):
+    """A service's ``config``: ``maxNumberOfReservations`` caps a reservation's
+    ``numberOfReservations`` when above 0 (0, in every public example, sets no cap here)."""
+
+    _label: ClassVar[str] = "service config"
+
+    max_number_of_reservations: int | None = None
+
+
 class Service(_ResponseModel):
-    """A service of a branch: ``{id, name, durationMinutes}``."""
+    """One item of the tenant-wide services list: ``{id, name, branch{id, name}, config?,
+    durationMinutes?}``, one item per service and branch. No public example shows a duration."""
 
     _label: ClassVar[str] = "service"
 
     id: IdText
     name: str | None = None
+    branch: NamedRef | None = None
+    config: ServiceConfig | None = None
     duration_minutes: int | None = None
+
+    @property
+    def max_reservations(self) -> int | None:
+        """The cap on ``numberOfReservations``, or None when the service sets none (absent or 0)."""
+        cap = self.config.max_number_of_reservations if self.config is not None else None
+        return cap if cap is not None and cap > 0 else None
+
+
+class ServiceGroup(_ResponseModel):
+    """A service group. No public page shows the listing's answer, so every field is optional and
+    whatever comes is kept."""
+
+    _label: ClassVar[str] = "service group"
+
+    id: IdText | None = None
+    name: str | None = None
 
 
 def _available(value: Any) -> Any:

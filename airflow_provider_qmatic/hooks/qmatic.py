@@ -20,6 +20,7 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from airflow_provider_qmatic.scopes import Scope
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import date
 
     from airflow_provider_qmatic.client import QmaticClient
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
         Appointment,
         BookingRequest,
         Branch,
+        CustomerUpdate,
         RescheduleRequest,
         Service,
+        ServiceGroup,
         Slot,
     )
     from airflow_provider_qmatic.ratelimit import Limiter
@@ -46,6 +49,7 @@ EXTRA_NAMES = (
     "credential_cache",
     "credential_cache_dir",
     "redis_conn_id",
+    "endpoints",
 )
 # What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
 # connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
@@ -73,7 +77,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     (``eu-west-1`` | ``us-east-1``), ``tenant`` (account name, sent as X-ACCOUNT), ``system_id``
     (sent as X-TENANT-ID), and optionally ``base_url`` (or Host), ``language``, ``timeout``,
     ``requests_per_minute``, ``credential_cache`` (``file`` | ``memory`` | ``redis``; also read as
-    ``token_cache``), ``credential_cache_dir`` and ``redis_conn_id``.
+    ``token_cache``), ``credential_cache_dir``, ``redis_conn_id`` and ``endpoints`` (operation ->
+    corrected path, a JSON object or its text; see ``docs/connection.md``).
 
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
@@ -131,6 +136,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
             credential_cache_dir=extras.get("credential_cache_dir"),
             redis_conn_id=extras.get("redis_conn_id"),
             user_agent=user_agent(),
+            endpoints=extras.get("endpoints"),
         )
         _check_port(conn.port, config.base_url)
         raw_tenant = str(extras.get("tenant", ""))
@@ -273,11 +279,27 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         """Cancel an appointment (see :meth:`~airflow_provider_qmatic.flows.Flows.cancel`)."""
         return self.flows.cancel(appointment_id)
 
+    def update_customer(
+        self, appointment_id: str, details: CustomerUpdate | Mapping[str, Any], *, check_first: bool = False
+    ) -> FlowResult[Appointment | None]:
+        """Set an appointment's customer details (see
+        :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`); ``details`` is validated
+        (:class:`~airflow_provider_qmatic.models.CustomerUpdate`) before any request."""
+        from airflow_provider_qmatic.models import CustomerUpdate
+
+        return self.flows.update_customer(
+            appointment_id, CustomerUpdate.parse(details), check_first=check_first
+        )
+
     def list_branches(self) -> list[Branch]:
         return self.client.list_branches()
 
-    def list_services(self, branch_id: str) -> list[Service]:
+    def list_services(self, branch_id: str | None = None) -> list[Service]:
+        """The tenant's services, only those of ``branch_id`` when given."""
         return self.client.list_services(branch_id)
+
+    def list_service_groups(self) -> list[ServiceGroup]:
+        return self.client.list_service_groups()
 
     def find_timeslots(self, branch_id: str, service_id: str, date_from: date, date_to: date) -> list[Slot]:
         return self.client.find_timeslots(branch_id, service_id, date_from, date_to)
