@@ -419,7 +419,7 @@ class QmaticClient:
         from airflow_provider_qmatic.models import Appointment
 
         data = self.call("search", scopes, json={"customer": {"personalIdentifier": personal_identifier}})
-        return Appointment.parse_list(data)
+        return Appointment.parse_list(data, one_object_ok=True)
 
     def reschedule(
         self, appointment_id: str, reservation_id: str, *, scopes: frozenset[Scope] = RESCHEDULE

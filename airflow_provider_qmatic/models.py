@@ -50,6 +50,7 @@ Importing this module does not import Airflow.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
@@ -78,6 +79,8 @@ from pydantic_core import PydanticCustomError
 
 from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ANSWER_MAX",
     "DURATION_MAX_MINUTES",
@@ -90,21 +93,25 @@ __all__ = [
     "PHONE_MAX",
     "QUESTION_ID_MAX",
     "RESERVATIONS_MAX",
+    "Address",
     "Appointment",
     "AppointmentStatus",
     "AppointmentTimeSlot",
     "BookingRequest",
     "Branch",
+    "BranchRef",
     "CancelRequest",
     "Customer",
     "CustomerInfo",
     "CustomerUpdate",
     "InformationAnswer",
+    "Location",
     "NamedRef",
     "RescheduleRequest",
     "Service",
     "ServiceConfig",
     "ServiceGroup",
+    "ServiceRef",
     "Slot",
     "TimeSlot",
     "format_wire_datetime",
@@ -936,11 +943,12 @@ class BookingRequest(_TimedRequest):
     def reservation_body(self) -> dict[str, Any]:
         """The reserve body (Part B).
 
-        ``{branchId, serviceId, resourceId?, timeSlot{startTime, endTime}, notes?, numberOfReservations}``
+        ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
+        numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
         """
         body: dict[str, Any] = {"branchId": self.branch_id, "serviceId": self.service_id}
         if self.resource_id is not None:
-            body["resourceId"] = self.resource_id
+            body["requestedResourceId"] = self.resource_id
         body["timeSlot"] = self.time_slot().to_wire()
         if self.notes:
             body["notes"] = self.notes
@@ -981,7 +989,7 @@ class RescheduleRequest(_TimedRequest):
             "serviceId": _checked(_guid, service_id, "service_id"),
         }
         if resource_id is not None:
-            body["resourceId"] = _checked(_guid, resource_id, "resource_id")
+            body["requestedResourceId"] = _checked(_guid, resource_id, "resource_id")
         body["timeSlot"] = self.time_slot().to_wire()
         if self.notes:
             body["notes"] = self.notes
@@ -1041,10 +1049,12 @@ def validate_guid(value: Any, *, field: str) -> str:
 
 
 class AppointmentStatus(str, Enum):
-    """The statuses Part B names. Responses keep ``status`` as text: Qmatic may add others."""
+    """The statuses Part B names: CONFIRMED and FINALIZED are public, the others guesses. Responses
+    keep ``status`` as text: Qmatic may send others (reported, never a crash)."""
 
     RESERVED = "RESERVED"
     CONFIRMED = "CONFIRMED"
+    FINALIZED = "FINALIZED"
     CANCELLED = "CANCELLED"
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
@@ -1131,8 +1141,14 @@ class _ResponseModel(_Model):
         raise error
 
     @classmethod
-    def parse_list(cls: type[_P], data: Any) -> list[_P]:
-        """Parse a JSON array of these objects (list endpoints and search)."""
+    def parse_list(cls: type[_P], data: Any, *, one_object_ok: bool = False) -> list[_P]:
+        """Parse a JSON array of these objects (list endpoints and search).
+
+        :param one_object_ok: also take one object as a one-item list, and an empty object as an
+            empty list (the public search example answers one object, not an array).
+        """
+        if one_object_ok and isinstance(data, Mapping):
+            return [cls.parse(data)] if data else []
         if not isinstance(data, list):
             raise QmaticError(
                 f"unexpected answer from Qmatic: expected a JSON array of {cls._label} objects, "
@@ -1155,12 +1171,59 @@ class _ResponseModel(_Model):
 
 
 class NamedRef(_ResponseModel):
-    """A branch or service as embedded in an appointment: ``id``, ``name`` and whatever else comes."""
+    """A branch or service as embedded in an answer: ``id``, ``name`` and whatever else comes."""
 
     _label: ClassVar[str] = "reference"
 
     id: IdText | None = None
     name: str | None = None
+
+
+class ServiceConfig(_ResponseModel):
+    """A service's ``config``: ``maxNumberOfReservations`` caps a reservation's
+    ``numberOfReservations`` when above 0 (0, in every public example, sets no cap here)."""
+
+    _label: ClassVar[str] = "service config"
+
+    max_number_of_reservations: int | None = None
+
+
+class Address(_ResponseModel):
+    """A branch's postal address as the public examples show it."""
+
+    _label: ClassVar[str] = "address"
+
+    street_name: str | None = None
+    zip_code: str | None = None
+    city: str | None = None
+    country: str | None = None
+
+
+class Location(_ResponseModel):
+    """A branch's coordinates."""
+
+    _label: ClassVar[str] = "location"
+
+    longitude: float | None = None
+    latitude: float | None = None
+
+
+class BranchRef(NamedRef):
+    """The branch embedded in an appointment: ``{id, name, address?, location?}``."""
+
+    _label: ClassVar[str] = "branch"
+
+    # Text is the first edition's form; the public examples show an object.
+    address: Address | str | None = None
+    location: Location | None = None
+
+
+class ServiceRef(NamedRef):
+    """The service embedded in an appointment: ``{id, name, config?{maxNumberOfReservations}}``."""
+
+    _label: ClassVar[str] = "service"
+
+    config: ServiceConfig | None = None
 
 
 class AppointmentTimeSlot(_ResponseModel):
@@ -1172,8 +1235,18 @@ class AppointmentTimeSlot(_ResponseModel):
     end_time: LenientDateTime | None = None
 
 
+def _number_as_text(value: Any) -> Any:
+    """The page's table types ``phoneNumber`` as an integer while its examples are text: keep text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class CustomerInfo(_PersonalData, _ResponseModel):
-    """A customer as Qmatic returns it: no request rules applied; ``repr`` hides every value."""
+    """A customer as Qmatic returns it: no request rules applied; ``repr`` hides every value.
+
+    Public answers show the names, email, phone number and date of birth, never the personal
+    identifier."""
 
     _label: ClassVar[str] = "customer"
 
@@ -1181,24 +1254,48 @@ class CustomerInfo(_PersonalData, _ResponseModel):
     first_name: str | None = None
     last_name: str | None = None
     email: str | None = None
-    phone_number: str | None = None
+    phone_number: Annotated[str | None, BeforeValidator(_number_as_text)] = None
     date_of_birth: str | None = None
 
 
+# Status values already reported in this process: a bulk job reads thousands of answers, and one
+# warning per unknown value says all there is to say.
+_REPORTED_STATUSES: set[str] = set()
+
+
 class Appointment(_ResponseModel):
-    """An appointment (reserve, confirm, get, search, reschedule answers)."""
+    """An appointment (reserve, confirm, get, search, reschedule answers).
+
+    Only ``appointmentId`` is required. No public example shows ``status``, ``notes`` or
+    ``expiresAt``, so the flows never depend on them (see ``flows.py``); an unknown ``status`` is
+    kept as text and reported once in the log.
+    """
 
     _label: ClassVar[str] = "appointment"
 
     appointment_id: IdText
     status: str | None = None
     time_slot: AppointmentTimeSlot | None = None
-    branch: NamedRef | None = None
-    service: NamedRef | None = None
+    branch: BranchRef | None = None
+    service: ServiceRef | None = None
     customer: CustomerInfo | None = None
     number_of_reservations: int | None = None
     notes: str | None = Field(default=None, repr=False)
+    support_notes: str | None = Field(default=None, repr=False)
     expires_at: LenientDateTime | None = None
+
+    @model_validator(mode="after")
+    def _report_unknown_status(self) -> Appointment:
+        if self.status is not None and self.status_enum is None:
+            shown = _show(self.status)
+            if shown not in _REPORTED_STATUSES:
+                _REPORTED_STATUSES.add(shown)
+                log.warning(
+                    "Qmatic answered appointment status %s, which this provider version does not know; "
+                    "it is kept as text and no decision is made on it",
+                    shown,
+                )
+        return self
 
     @property
     def status_enum(self) -> AppointmentStatus | None:
@@ -1218,23 +1315,15 @@ class Appointment(_ResponseModel):
 
 
 class Branch(_ResponseModel):
-    """A branch from the branches list: ``{id, name, timeZone, address}``."""
+    """A branch from the branches list: ``{id, name, timeZone?, address?, location?}``."""
 
     _label: ClassVar[str] = "branch"
 
-    id: IdText
+    id: IdText | None = None
     name: str | None = None
     time_zone: str | None = None
-    address: Any = None
-
-
-class ServiceConfig(_ResponseModel):
-    """A service's ``config``: ``maxNumberOfReservations`` caps a reservation's
-    ``numberOfReservations`` when above 0 (0, in every public example, sets no cap here)."""
-
-    _label: ClassVar[str] = "service config"
-
-    max_number_of_reservations: int | None = None
+    address: Address | str | None = None
+    location: Location | None = None
 
 
 class Service(_ResponseModel):
@@ -1243,7 +1332,7 @@ class Service(_ResponseModel):
 
     _label: ClassVar[str] = "service"
 
-    id: IdText
+    id: IdText | None = None
     name: str | None = None
     branch: NamedRef | None = None
     config: ServiceConfig | None = None
@@ -1286,7 +1375,7 @@ class Slot(_ResponseModel):
 
     _label: ClassVar[str] = "time slot"
 
-    start_time: LenientDateTime
+    start_time: LenientDateTime | None = None
     end_time: LenientDateTime | None = None
     available: Annotated[bool | int | None, BeforeValidator(_available)] = None
 

@@ -8,6 +8,7 @@ no message ever quotes it.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -33,9 +34,11 @@ from airflow_provider_qmatic.models import (
     Branch,
     CancelRequest,
     Customer,
+    CustomerUpdate,
     InformationAnswer,
     RescheduleRequest,
     Service,
+    ServiceGroup,
     Slot,
     TimeSlot,
     format_wire_datetime,
@@ -448,12 +451,19 @@ def test_reservation_body_is_part_b_shape() -> None:
     assert body == {
         "branchId": BRANCH,
         "serviceId": SERVICE,
-        "resourceId": RESOURCE,
+        "requestedResourceId": RESOURCE,
         "timeSlot": {"startTime": "2026-12-01T09:00:00+01:00", "endTime": "2026-12-01T09:30:00+01:00"},
         "notes": "Wheelchair access",
         "numberOfReservations": 3,
     }
-    assert list(body) == ["branchId", "serviceId", "resourceId", "timeSlot", "notes", "numberOfReservations"]
+    assert list(body) == [
+        "branchId",
+        "serviceId",
+        "requestedResourceId",
+        "timeSlot",
+        "notes",
+        "numberOfReservations",
+    ]
     assert json.loads(json.dumps(body)) == body
 
 
@@ -891,7 +901,8 @@ def test_reschedule_bodies() -> None:
     with_resource = request.reservation_body(
         branch_id=BRANCH, service_id=SERVICE, resource_id=RESOURCE, number_of_reservations=2
     )
-    assert with_resource["resourceId"] == RESOURCE
+    assert with_resource["requestedResourceId"] == RESOURCE
+    assert "resourceId" not in with_resource
     assert with_resource["numberOfReservations"] == 2
     assert RescheduleRequest.reschedule_body(RESERVATION) == {"reservationId": RESERVATION}
 
@@ -1012,7 +1023,9 @@ def test_appointment_parses_unknown_fields_and_feeds_xcom() -> None:
     appointment = Appointment.parse(FULL_APPOINTMENT)
     assert appointment.status_enum is AppointmentStatus.CONFIRMED
     assert appointment.branch is not None
-    assert appointment.branch.model_extra == {"address": {"streetName": "Storgatan 1", "city": "Stockholm"}}
+    assert appointment.branch.address is not None
+    assert not isinstance(appointment.branch.address, str)
+    assert appointment.branch.address.city == "Stockholm"
     assert appointment.customer is not None
     assert appointment.customer.personal_identifier == "short"  # responses are not judged by request rules
     xcom = appointment.to_xcom()
@@ -1027,12 +1040,14 @@ def test_appointment_parses_unknown_fields_and_feeds_xcom() -> None:
         "branch": {
             "id": BRANCH,
             "name": "Main Street",
-            "address": {"streetName": "Storgatan 1", "city": "Stockholm"},
+            "address": {"street_name": "Storgatan 1", "zip_code": None, "city": "Stockholm", "country": None},
+            "location": None,
         },
-        "service": {"id": SERVICE, "name": "Passport"},
+        "service": {"id": SERVICE, "name": "Passport", "config": None},
         "customer": None,
         "number_of_reservations": 1,
         "notes": "bring ID",
+        "support_notes": None,
         "expires_at": None,
         "external_ref": "crm-42",
         "created_at": "2026-11-20T10:00:00Z",
@@ -1123,10 +1138,15 @@ def test_broken_appointment_answer(data: dict[str, Any], field: str) -> None:
     assert info.value.__context__ is None
 
 
-def test_missing_field_of_an_answer_is_described_as_the_server_s() -> None:
+def test_only_the_appointment_id_is_required_of_an_answer() -> None:
     with pytest.raises(QmaticError) as info:
-        Service.parse({"name": "Passport"})
-    assert info.value.message == "unexpected answer from Qmatic for a service: id: is missing from the answer"
+        Appointment.parse({"timeSlot": {}})
+    assert info.value.message == (
+        "unexpected answer from Qmatic for an appointment: appointment_id: is missing from the answer"
+    )
+    assert Service.parse({"name": "Passport"}).id is None
+    assert Branch.parse({"name": "Main"}).id is None
+    assert Slot.parse({"endTime": "2026-12-01T09:30:00+01:00"}).start_time is None
 
 
 def test_broken_answer_never_quotes_customer_data() -> None:
@@ -1150,6 +1170,104 @@ def test_parse_list() -> None:
         Branch.parse_list({"items": []})
 
 
+# The search example of the public reschedule page (values replaced): no status, notes, expiresAt
+# or personal identifier; a service config; the phone number as text.
+PUBLIC_APPOINTMENT: dict[str, Any] = {
+    "appointmentId": APPOINTMENT,
+    "timeSlot": {"startTime": "2026-12-01T09:00:00+01:00", "endTime": "2026-12-01T09:30:00+01:00"},
+    "customer": {
+        "firstName": FIRST,
+        "lastName": "Lastname",
+        "phoneNumber": PHONE,
+        "email": EMAIL,
+        "dateOfBirth": DOB,
+    },
+    "service": {"id": SERVICE, "name": "Passport", "config": {"maxNumberOfReservations": 0}},
+    "branch": {
+        "id": BRANCH,
+        "name": "Main",
+        "address": {"streetName": "Storgatan 1", "zipCode": "11122", "city": "Stockholm", "country": "SE"},
+        "location": {"longitude": 18.07, "latitude": 59.33},
+    },
+    "numberOfReservations": 1,
+    "supportNotes": "ring the bell",
+}
+
+
+def test_appointment_in_the_public_shape() -> None:
+    appointment = Appointment.parse(PUBLIC_APPOINTMENT)
+    assert appointment.status is None
+    assert appointment.status_enum is None
+    assert appointment.expires_at is None
+    assert appointment.notes is None
+    assert appointment.support_notes == "ring the bell"
+    assert appointment.service is not None
+    assert appointment.service.config is not None
+    assert appointment.service.config.max_number_of_reservations == 0
+    assert appointment.branch is not None
+    assert appointment.branch.location is not None
+    assert appointment.branch.location.latitude == 59.33
+    assert appointment.customer is not None
+    assert appointment.customer.personal_identifier is None
+    assert "ring the bell" not in repr(appointment)
+
+
+def test_phone_number_in_an_answer_may_be_a_number() -> None:
+    appointment = Appointment.parse({"appointmentId": APPOINTMENT, "customer": {"phoneNumber": 46812345}})
+    assert appointment.customer is not None
+    assert appointment.customer.phone_number == "46812345"
+
+
+def test_finalized_is_a_known_status() -> None:
+    appointment = Appointment.parse({"appointmentId": APPOINTMENT, "status": "FINALIZED"})
+    assert appointment.status_enum is AppointmentStatus.FINALIZED
+
+
+def test_unknown_status_is_kept_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_qmatic.models")
+    for _ in range(3):
+        appointment = Appointment.parse({"appointmentId": APPOINTMENT, "status": "NO_SHOW_TEST"})
+        assert appointment.status == "NO_SHOW_TEST"
+        assert appointment.status_enum is None
+    reports = [r for r in caplog.records if "NO_SHOW_TEST" in r.getMessage()]
+    assert len(reports) == 1
+    assert "does not know" in reports[0].getMessage()
+
+
+def test_search_answer_may_be_one_object() -> None:
+    (one,) = Appointment.parse_list(PUBLIC_APPOINTMENT, one_object_ok=True)
+    assert one.appointment_id == APPOINTMENT
+    assert Appointment.parse_list({}, one_object_ok=True) == []
+    assert Appointment.parse_list([PUBLIC_APPOINTMENT], one_object_ok=True)[0].appointment_id == APPOINTMENT
+    with pytest.raises(QmaticError, match="expected a JSON array"):
+        Appointment.parse_list(PUBLIC_APPOINTMENT)
+    with pytest.raises(QmaticError, match="appointment_id: is missing"):
+        Appointment.parse_list({"items": []}, one_object_ok=True)
+
+
+def test_customer_update_follows_the_customer_rules() -> None:
+    update = CustomerUpdate.parse(customer(phone_number=PHONE, date_of_birth=DOB))
+    assert update.to_wire() == {
+        "personalIdentifier": PID,
+        "firstName": FIRST,
+        "lastName": LAST,
+        "email": EMAIL,
+        "phoneNumber": PHONE,
+        "dateOfBirth": DOB,
+    }
+    for secret in (PID, FIRST, EMAIL, PHONE):
+        assert secret not in repr(update)
+    with pytest.raises(QmaticValidationError) as info:
+        CustomerUpdate.parse(customer(email="no-at-sign"))
+    assert info.value.field == "email"
+    with pytest.raises(QmaticValidationError) as info:
+        CustomerUpdate.parse({**customer(), "loyaltyLevel": "gold"})
+    assert info.value.field == "loyaltyLevel"
+    assert "not a field of a customer update" in info.value.message
+    with pytest.raises(QmaticValidationError, match="phone_number: must be text, got a number"):
+        CustomerUpdate.parse(customer(phone_number=46812345))
+
+
 def test_appointment_repr_hides_the_customer() -> None:
     text = repr(Appointment.parse(FULL_APPOINTMENT))
     assert FIRST not in text
@@ -1163,7 +1281,13 @@ def test_branch() -> None:
             "id": 7,
             "name": "Main",
             "timeZone": "Europe/Stockholm",
-            "address": {"city": "Stockholm"},
+            "address": {
+                "streetName": "Storgatan 1",
+                "zipCode": "111 22",
+                "city": "Stockholm",
+                "country": "SE",
+            },
+            "location": {"longitude": 18.07, "latitude": 59.33},
             "phone": "08",
         }
     )
@@ -1172,25 +1296,62 @@ def test_branch() -> None:
         "id": "7",
         "name": "Main",
         "time_zone": "Europe/Stockholm",
-        "address": {"city": "Stockholm"},
+        "address": {"street_name": "Storgatan 1", "zip_code": "111 22", "city": "Stockholm", "country": "SE"},
+        "location": {"longitude": 18.07, "latitude": 59.33},
         "phone": "08",
     }
+    # The first edition's text address and a branch with nothing but an id.
+    assert Branch.parse({"id": BRANCH, "address": "Storgatan 1"}).address == "Storgatan 1"
     assert Branch.parse({"id": BRANCH}).to_xcom() == {
         "id": BRANCH,
         "name": None,
         "time_zone": None,
         "address": None,
+        "location": None,
     }
-    with pytest.raises(QmaticError) as info:
-        Branch.parse({"name": "no id"})
-    assert info.value.field == "id"
 
 
-def test_service() -> None:
+def test_service_in_the_public_shape() -> None:
+    service = Service.parse(
+        {
+            "id": SERVICE,
+            "name": "Passport",
+            "branch": {"id": BRANCH, "name": "Main"},
+            "config": {"maxNumberOfReservations": 2},
+        }
+    )
+    assert service.branch is not None
+    assert service.branch.id == BRANCH
+    assert service.max_reservations == 2
+    assert service.duration_minutes is None
+    assert service.to_xcom() == {
+        "id": SERVICE,
+        "name": "Passport",
+        "branch": {"id": BRANCH, "name": "Main"},
+        "config": {"max_number_of_reservations": 2},
+        "duration_minutes": None,
+    }
+
+
+@pytest.mark.parametrize("config", [None, {}, {"maxNumberOfReservations": 0}])
+def test_service_without_a_cap(config: dict[str, Any] | None) -> None:
+    data: dict[str, Any] = {"id": SERVICE}
+    if config is not None:
+        data["config"] = config
+    assert Service.parse(data).max_reservations is None
+
+
+def test_service_with_the_first_edition_duration() -> None:
     service = Service.parse({"id": SERVICE, "name": "Passport", "durationMinutes": "30", "category": "ID"})
     assert service.duration_minutes == 30
-    assert service.to_xcom() == {"id": SERVICE, "name": "Passport", "duration_minutes": 30, "category": "ID"}
-    assert Service.parse({"id": SERVICE}).duration_minutes is None
+    assert service.to_xcom()["category"] == "ID"
+
+
+def test_service_group_keeps_whatever_comes() -> None:
+    group = ServiceGroup.parse({"id": "g1", "name": "Passports", "services": [{"id": SERVICE}]})
+    assert (group.id, group.name) == ("g1", "Passports")
+    assert group.to_xcom()["services"] == [{"id": SERVICE}]
+    assert ServiceGroup.parse({}).id is None
 
 
 @pytest.mark.parametrize(
@@ -1225,7 +1386,7 @@ def test_slot_available_as_count_or_flag(available: Any, expected: Any, is_avail
 
 
 @pytest.mark.parametrize(
-    "data", [{"startTime": "2026-12-01T09:00:00+01:00", "available": "maybe"}, {"available": 1}]
+    "data", [{"startTime": "2026-12-01T09:00:00+01:00", "available": "maybe"}, {"startTime": "soon"}]
 )
 def test_broken_slot(data: dict[str, Any]) -> None:
     with pytest.raises(QmaticError, match="unexpected answer from Qmatic"):
