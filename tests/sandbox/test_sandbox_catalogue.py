@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from sandbox_helpers import SETTINGS, Api, error_of
@@ -125,11 +126,46 @@ def test_two_servers_with_the_same_seed_serve_the_same_data(sandbox: SandboxServ
         assert mine.get(url).json() == theirs.get(url).json()
 
 
+def weekdays(first: date, weeks: int) -> set[str]:
+    """The Monday-to-Friday dates of ``weeks`` weeks from ``first``: always ``5 * weeks`` of them."""
+    days = (first + timedelta(days=n) for n in range(7 * weeks))
+    return {day.isoformat() for day in days if day.weekday() < 5}
+
+
 def test_branch_count_weeks_and_capacity_are_settings() -> None:
+    """A week of slots is five weekdays per branch, counted from that branch's own first day.
+
+    Each branch starts tomorrow in its own zone. While Stockholm's date is a day ahead of New
+    York's (23:00 to 05:00 UTC in winter) their windows start a day apart, and together they
+    span six weekdays (a Monday and the next Monday). The window is right; "five" holds only
+    per branch.
+    """
     with SandboxServer(branch_count=5, weeks=1, slot_capacity=5000) as server:
         seed = server.seed()
         assert len(seed["branches"]) == 5
         assert seed["slotCapacity"] == 5000
         assert server.free_slots(limit=1)[0]["available"] == 5000
-        days = {s["startTime"][:10] for s in server.free_slots(limit=100_000)}
-        assert 1 <= len(days) <= 5
+        for branch in seed["branches"]:
+            slots = server.free_slots(branch_id=branch["id"], limit=100_000)
+            # startTime carries the branch's offset, so its date is the branch's local date.
+            days = {s["startTime"][:10] for s in slots}
+            assert days == weekdays(date.fromisoformat(branch["firstDay"]), 1), branch["name"]
+
+
+@pytest.mark.parametrize("day", range(7))
+@pytest.mark.parametrize("utc_hour", [1, 12, 23])
+def test_each_branch_gets_its_weekdays_from_tomorrow_in_its_zone_on_any_day(day: int, utc_hour: int) -> None:
+    """The seed at fixed instants of every weekday, including hours when the branches' zones are on
+    different dates (01:00 and 23:00 UTC): each branch starts tomorrow in its own zone and has
+    exactly its five weekdays, whatever day the suite runs on."""
+    now = datetime(2026, 12, 7 + day, utc_hour, 30, tzinfo=timezone.utc)  # 2026-12-07 is a Monday
+    seed = build_seed(SandboxSettings(branch_count=5, weeks=1), now)
+    for branch in seed.branches:
+        tomorrow = now.astimezone(ZoneInfo(branch.time_zone)).date() + timedelta(days=1)
+        assert seed.first_days[branch.id] == tomorrow
+        days = {
+            slot.start.date().isoformat()
+            for service in branch.services
+            for slot in seed.slots[(branch.id, service.id)]
+        }
+        assert days == weekdays(tomorrow, 1), (branch.name, now)
