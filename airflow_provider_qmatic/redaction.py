@@ -11,7 +11,12 @@ Replacing exact values is not enough for that, so the rules here are deliberatel
   its percent-escapes are decoded, and a base64 run that decodes to one (base64 of a prefix of
   ``id:secret``);
 - every personal value of the request being answered (the customer's names, e-mail, phone,
-  personal identifier, date of birth, answers and notes) is replaced where it stands as a word.
+  personal identifier, date of birth, answers and notes) is replaced in every form a server or a
+  gateway is likely to quote it in: the text is read with its escapes decoded (percent-encoding,
+  ``+`` or ``%20`` for a space, JSON ``\\uXXXX``, HTML entities) and letter case ignored, and a
+  value matches by its letters and digits alone, whatever punctuation or spacing stands between
+  them (``+46 70-123 45 67`` is ``+46701234567``, ``19850312-7734`` is ``198503127734``). What is
+  masked is the stretch of the original text the match came from, escapes included.
 
 Over-redacting a server message costs a little clarity; under-redacting leaks a credential into
 task logs and the connection Test message, so the rules err on the first side.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import re
 import threading
@@ -41,6 +47,17 @@ _CREDENTIAL = re.compile(r"(?i)\b(basic|bearer)(?:\s+|%20|\+|:|=)+[A-Za-z0-9\-._
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
 # Words holding a percent-escape: decoded and checked, since any character may be escaped.
 _PERCENT_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+
+# Escapes a server may have applied to a value it quotes: runs of percent-escapes (one UTF-8
+# character may take several), runs of JSON \u escapes (a surrogate pair takes two), HTML entities.
+_ESCAPE = re.compile(
+    r"(?:%[0-9A-Fa-f]{2})+|(?:\\u[0-9A-Fa-f]{4})+|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&[A-Za-z][A-Za-z0-9]{1,31};"
+)
+# Between two letters or digits of a personal value, the quote may hold this much punctuation or
+# spacing ("+46 (70) 123-45 67"); more and the letters are taken to belong to other words.
+_LOOSE_GAP = r"[\W_]{0,3}"
+_NOT_ALNUM_BEFORE = r"(?<![^\W_])"
+_NOT_ALNUM_AFTER = r"(?![^\W_])"
 
 # Request-body keys whose values are the customer's personal data (the confirm and search bodies).
 _PERSONAL_KEYS = frozenset({"customer", "answer", "informationQuestions", "notes"})
@@ -82,10 +99,7 @@ class Redactor:
             text = _PERCENT_RUN.sub(lambda m: MASK if _holds_secret(unquote_plus(m[0]), runs) else m[0], text)
             text = _mask_runs(text, runs)
             text = _BASE64_RUN.sub(lambda m: MASK if _decodes_to_secret(m[0], runs) else m[0], text)
-        # One letter is no one's identity, and masking it would mangle every "a" in the message.
-        for value in sorted({v.strip() for v in personal if len(v.strip()) > 1}, key=len, reverse=True):
-            text = re.sub(rf"(?i)(?<!\w){re.escape(value)}(?!\w)", MASK, text)
-        return text
+        return _mask_personal(text, personal)
 
 
 def personal_values(body: bytes | str | None) -> list[str]:
@@ -108,6 +122,75 @@ def _personal_leaves(data: Any, *, personal: bool) -> Iterator[str]:
             yield from _personal_leaves(item, personal=personal)
     elif personal and isinstance(data, (str, int, float)) and not isinstance(data, bool):
         yield str(data)
+
+
+def _mask_personal(text: str, personal: Iterable[str]) -> str:
+    """``text`` with every stretch that quotes a personal value, in any of the forms the module
+    documentation lists, replaced by ``***``."""
+    # One letter is no one's identity, and masking it would mangle every "a" in the message.
+    values = {v.strip() for v in personal if len(v.strip()) > 1}
+    if not values:
+        return text
+    view, origins = _decoded_view(text)
+    covered: list[tuple[int, int]] = []
+    for value in values:
+        letters = [ch for ch in value.lower() if ch.isalnum()]
+        if len(letters) < 2:  # punctuation alone: only its exact form is masked
+            start = text.lower().find(value.lower())
+            while start >= 0:
+                covered.append((start, start + len(value)))
+                start = text.lower().find(value.lower(), start + len(value))
+            continue
+        pattern = _NOT_ALNUM_BEFORE + _LOOSE_GAP.join(map(re.escape, letters)) + _NOT_ALNUM_AFTER
+        for match in re.finditer(pattern, view):
+            first, last = origins[match.start()], origins[match.end() - 1]
+            covered.append((first[0], last[1]))
+    if not covered:
+        return text
+    out: list[str] = []
+    position = 0
+    for start, end in sorted(covered):
+        if start >= position:
+            out += [text[position:start], MASK]
+            position = end
+        elif end > position:  # overlaps the stretch just masked: that mask grows
+            position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _decoded_view(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` lower-cased with its escapes decoded, and for each character of that view the
+    stretch ``(start, end)`` of ``text`` it came from (an escape's characters all share its stretch)."""
+    view: list[str] = []
+    origins: list[tuple[int, int]] = []
+
+    def emit(decoded: str, start: int, end: int) -> None:
+        for ch in decoded.lower():
+            view.append(ch)
+            origins.append((start, end))
+
+    position = 0
+    for match in _ESCAPE.finditer(text):
+        for index in range(position, match.start()):
+            emit(text[index], index, index + 1)
+        emit(_unescape(match[0]), match.start(), match.end())
+        position = match.end()
+    for index in range(position, len(text)):
+        emit(text[index], index, index + 1)
+    return "".join(view), origins
+
+
+def _unescape(escaped: str) -> str:
+    if escaped.startswith("%"):
+        return bytes.fromhex(escaped.replace("%", "")).decode("utf-8", errors="replace")
+    if escaped.startswith("\\"):
+        try:
+            decoded = json.loads(f'"{escaped}"')
+        except ValueError:
+            return escaped
+        return str(decoded)
+    return html.unescape(escaped)
 
 
 def _windows(text: str) -> Iterator[str]:

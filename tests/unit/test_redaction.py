@@ -91,3 +91,19 @@ def test_personal_values_of_the_request_are_replaced_as_words(redact: Redactor) 
 def test_personal_values_of_a_body_that_is_not_json_are_none() -> None:
     assert personal_values(b"grant_type=client_credentials") == []
     assert personal_values(None) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("call +46-70-123 45 67 now", "call +*** now"),
+        ("id 19850312-7734, born", "id ***, born"),
+        ("name Bergstr%C3%B6m+Okafor.", "name ***."),
+        ("name Bergstr\\u00f6m Okafor!", "name ***!"),
+        ("name Bergstr&ouml;m Okafor;", "name ***;"),
+        ("not 4670123456 nor Bergstroms", "not 4670123456 nor Bergstroms"),
+    ],
+)
+def test_personal_values_are_masked_in_their_altered_forms_and_only_there(text: str, shown: str) -> None:
+    personal = ["+46701234567", "198503127734", "Bergström Okafor"]
+    assert Redactor()(text, personal) == shown
