@@ -27,6 +27,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticConflictError,
     QmaticError,
+    QmaticNotFoundError,
     QmaticNotSentError,
     QmaticRateLimitError,
     QmaticServerError,
@@ -237,7 +238,7 @@ class QmaticClient:
             # The token provider has already waited and retried as the token endpoint allows;
             # repeating that here would multiply the attempts.
             raise failure.error from None
-        except QmaticConflictError as exc:
+        except (QmaticConflictError, QmaticNotFoundError) as exc:
             exc.after_unclear_attempt = unclear
             raise
         raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover

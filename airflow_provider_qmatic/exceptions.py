@@ -17,7 +17,14 @@ from __future__ import annotations
 
 
 class QmaticError(Exception):
-    """Base of every error raised by this provider."""
+    """Base of every error raised by this provider.
+
+    ``after_unclear_attempt`` is True when the client's own earlier attempt of the same call was
+    sent and got no clear answer: a 409 or a 404 may then answer that attempt's effect (Part B: "a
+    client that retried its own cancel treats either as done"). The client sets it on 404 and 409.
+    """
+
+    after_unclear_attempt: bool = False
 
     @property
     def retryable(self) -> bool:
@@ -79,6 +86,24 @@ class QmaticValidationError(QmaticError, ValueError):
     """A request would break Qmatic's field rules (found locally), or Qmatic answered 400."""
 
 
+class QmaticTenantRequiresFieldError(QmaticValidationError):
+    """A confirm was refused (400) for a field the tenant's configuration requires and the request
+    lacked: the date of birth or an information question's answer. The reservation was released.
+
+    ``field`` is the input's name for it, which is also the CSV / JSON Lines column to add:
+    ``date_of_birth``, or ``question:<questionId>`` for an answer (``question:`` alone when Qmatic's
+    message named no question id). Every later booking of this tenant without the field will be
+    refused the same way, so a bulk job can fail such rows before reserving them.
+    """
+
+    @property
+    def question_id(self) -> str | None:
+        """The information question's id, for an answer Qmatic named; else None."""
+        if self.field and self.field.startswith("question:"):
+            return self.field.partition(":")[2] or None
+        return None
+
+
 class QmaticAuthError(QmaticError):
     """401: credentials rejected, or a fresh token was refused too."""
 
@@ -96,13 +121,7 @@ class QmaticConflictError(QmaticError):
 
     Retryable only when the reservation expired: running again reserves a new hold. A full slot or
     an appointment in the wrong state stays so when the same task runs again.
-
-    ``after_unclear_attempt`` is True when the client's own earlier attempt of the same call was
-    sent and got no clear answer: the 409 may then answer that attempt's effect (Part B: "a client
-    that retried its own cancel treats that as done").
     """
-
-    after_unclear_attempt: bool = False
 
     @property
     def retryable(self) -> bool:

@@ -13,11 +13,27 @@ Plain Python (no Airflow), over a :class:`~airflow_provider_qmatic.client.Qmatic
   no customer), so the flow reserves anew; an expired hold is reserved anew too. Every reserve may
   leave a hold that crowds out other customers, so all of these draw from one small budget
   (:data:`RESERVE_BUDGET`), which the bulk runner carries across task retries in its journal.
-* **Already done?** A CONFIRMED appointment of the customer at the branch, service and start
-  instant; an appointment already at the target start; an appointment already CANCELLED.
-* **What happened** comes back as a :class:`FlowResult` (done by this call, or found done), and
-  :class:`FlowEvents` reports each step as it happens (the bulk runner journals them), so no
-  caller reads the client's request counters.
+
+**No decision on a field the public pages do not show** (Part B, second edition). No public
+example of an appointment carries ``status``, ``notes``, ``expiresAt`` or the customer's personal
+identifier, and no service carries a duration. So:
+
+* *already booked* = found by the customer's search at the branch, service and start instant,
+  unless a ``status``, when present, says RESERVED, CANCELLED, RELEASED or EXPIRED;
+* *a lost confirm landed* = the reservation, read by id, shows a customer (a reservation never
+  confirmed shows none: ``customer`` null or absent) whose readable fields are the request's, and
+  no ``status`` other than CONFIRMED or FINALIZED (see :func:`confirmed_by`);
+* *a reschedule landed* = the appointment's time slot starts at the new time;
+* *cancelled* = 204; a 404 after this client's own unclear attempt (or an earlier try's, which the
+  caller says) = cancelled by us; a 404 to a first, clearly answered attempt = already gone
+  (``changed=False``, logged);
+* *end time* of a booking given without one = the end of the listed free time slot that starts at
+  the requested start; a service's ``durationMinutes`` only when that slot is not listed and the
+  listing carries one; else an error asking for ``end_time``;
+* *the hold ends* 15 minutes after the reserve was answered (:data:`HOLD`), whatever ``expiresAt``
+  says (:attr:`FlowEvents.hold_ends`);
+* ``status`` is used when present, never required: a reschedule is refused only when a present
+  status is not CONFIRMED; an unknown value is kept (reported by the models) and decides nothing.
 
 Times are compared as instants (aware datetimes, ``==`` across offsets): Part B promises ISO-8601
 with an offset, and ``09:00+01:00`` is ``08:00+00:00``. A time Qmatic sent without an offset names
@@ -28,9 +44,11 @@ skip a row that was never booked. Statuses are compared as :class:`AppointmentSt
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from airflow_provider_qmatic.exceptions import (
@@ -39,6 +57,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticNotFoundError,
     QmaticOwnHoldsError,
     QmaticServerError,
+    QmaticTenantRequiresFieldError,
     QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
@@ -46,7 +65,7 @@ from airflow_provider_qmatic.retry import backoff_delay
 from airflow_provider_qmatic.scopes import Scope
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import date
 
     from airflow_provider_qmatic.client import QmaticClient
     from airflow_provider_qmatic.models import (
@@ -55,6 +74,7 @@ if TYPE_CHECKING:
         CustomerUpdate,
         RescheduleRequest,
         Service,
+        Slot,
     )
 
 log = logging.getLogger(__name__)
@@ -66,6 +86,9 @@ CANCEL = frozenset({Scope.CANCEL})
 # in bulk, over task retries (the journal carries the count). Each lost answer may hold a place for
 # 15 minutes; one call keeps the last reserve for a later try (see Flows._reserve_and_commit).
 RESERVE_BUDGET = 6
+# How long Qmatic holds a reservation (public: "times out after 15 minutes unless released"),
+# counted from the reserve's answer, never from an ``expiresAt`` no public answer shows.
+HOLD = timedelta(minutes=15)
 
 # Journal events a flow reports through FlowEvents.record (the bulk runner writes them down).
 RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
@@ -106,6 +129,8 @@ class FlowEvents:
         self.reserves = 0
         self.lost_reserves = 0
         self.unreleased = 0
+        # When the last reservation's hold ends: the reserve's answer time plus HOLD.
+        self.hold_ends: datetime | None = None
         self._record = record
         self._stopped = stopped
 
@@ -125,6 +150,8 @@ class FlowEvents:
             self.reserves += 1
         elif event == LOST:
             self.lost_reserves += 1
+        elif event == RESERVED:
+            self.hold_ends = _now() + HOLD
         if self._record is not None:
             self._record(event, reservation_id=reservation_id, appointment_id=appointment_id)
 
@@ -162,8 +189,11 @@ class Flows:
     """The flows over one client.
 
     :param client: every request goes through it (its limiter paces them).
-    :param list_services: how to read a branch's services (the bulk runner caches them per branch).
+    :param list_services: how to read a branch's services (the bulk runner caches them per branch);
+        called with the branch id, it returns that branch's items of the tenant-wide list.
     :param search: how to search a customer's appointments (the bulk runner caches per customer).
+    :param find_timeslots: how to list a service's free slots at a branch between two dates (for the
+        end time of a booking given without one); by default one request each time.
     """
 
     def __init__(
@@ -172,6 +202,7 @@ class Flows:
         *,
         list_services: Callable[[str], list[Service]] | None = None,
         search: Callable[[str], list[Appointment]] | None = None,
+        find_timeslots: Callable[[str, str, date, date], list[Slot]] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
@@ -179,17 +210,21 @@ class Flows:
             lambda branch_id: client.list_services(branch_id, scopes=BOOK)
         )
         self._search = search or (lambda pid: client.search_appointments(pid, scopes=BOOK))
+        self._find_timeslots = find_timeslots or (
+            lambda branch_id, service_id, first, last: client.find_timeslots(
+                branch_id, service_id, first, last, scopes=BOOK
+            )
+        )
         self._sleep = sleep
 
     # -- already done? --------------------------------------------------------------------------
 
     def existing_booking(self, request: BookingRequest) -> Appointment | None:
-        """A CONFIRMED appointment of this customer at the request's branch, service and start."""
-        from airflow_provider_qmatic.models import AppointmentStatus
-
+        """The customer's appointment at the request's branch, service and start, found by search
+        (see :func:`is_booked`)."""
         for appointment in self._search(request.customer.personal_identifier):
             if (
-                appointment.status_enum is AppointmentStatus.CONFIRMED
+                is_booked(appointment)
                 and appointment.branch is not None
                 and appointment.branch.id == request.branch_id
                 and appointment.service is not None
@@ -199,25 +234,57 @@ class Flows:
                 return appointment
         return None
 
-    def service_duration(self, branch_id: str, service_id: str) -> int:
-        """The service's duration at the branch, for a booking given without ``end_time``."""
+    def _service(self, branch_id: str, service_id: str) -> Service | None:
         for service in self._list_services(branch_id):
             if service.id == service_id:
-                if not service.duration_minutes:
-                    raise QmaticValidationError(
-                        f"end_time: Qmatic gives no duration for service {service_id}, so the end "
-                        "cannot be worked out; pass end_time",
-                        field="end_time",
-                    )
-                return int(service.duration_minutes)
-        raise QmaticNotFoundError(
-            f"service {service_id} is not offered at branch {branch_id}; check service_id (the "
-            "branch's services are listed by QmaticHook().list_services(branch_id))",
-            status=404,
-            code="not_found",
+                return service
+        return None
+
+    def end_time(self, request: BookingRequest) -> datetime:
+        """The end of the booking's slot when the request gives none: the end of the listed free
+        time slot that starts at the requested start; the service's ``durationMinutes`` when that
+        slot is not listed and the services list carries one; else a QmaticValidationError asking
+        for ``end_time``.
+
+        The listing asks for the day before to the day after the start's date, one request either
+        way: the branch's local date (no public answer gives its time zone) may differ from the
+        date written in the start's offset.
+        """
+        start = request.start_time
+        day = start.date()
+        for slot in self._find_timeslots(
+            request.branch_id, request.service_id, day - timedelta(days=1), day + timedelta(days=1)
+        ):
+            end = slot.end_time
+            aware_end = end is not None and end.utcoffset() is not None
+            if _same_instant(slot.start_time, start) and aware_end and end is not None and end > start:
+                return end
+        service = self._service(request.branch_id, request.service_id)
+        if service is not None and service.duration_minutes:
+            return request.with_end(int(service.duration_minutes)).time_slot().end_time
+        raise QmaticValidationError(
+            f"end_time: no free time slot of service {request.service_id} at branch {request.branch_id} "
+            "starts at start_time, and Qmatic lists no duration for the service, so the end cannot be "
+            "worked out; pass end_time, or pick a start from find_timeslots (the slot may be taken)",
+            field="end_time",
         )
 
-    # -- the three flows ------------------------------------------------------------------------
+    def check_reservations_cap(self, branch_id: str, service_id: str, number: int) -> None:
+        """Refuse, before any reserve, more reservations than the service's
+        ``config.maxNumberOfReservations`` allows (when above 0). One place per booking is never
+        above a cap, so the services list is read only for a larger ``number``."""
+        if number <= 1:
+            return
+        service = self._service(branch_id, service_id)
+        cap = service.max_reservations if service is not None else None
+        if cap is not None and number > cap:
+            raise QmaticValidationError(
+                f"number_of_reservations: service {service_id} allows at most {cap} per appointment "
+                f"(its config.maxNumberOfReservations), got {number}; lower number_of_reservations",
+                field="number_of_reservations",
+            )
+
+    # -- the flows ----------------------------------------------------------------------------
 
     def book(
         self, request: BookingRequest, *, check_existing: bool = False, events: FlowEvents | None = None
@@ -225,10 +292,10 @@ class Flows:
         """Book one appointment: reserve, confirm, settle.
 
         :param check_existing: search the customer's appointments first and return one already
-            CONFIRMED at this branch, service and start instead of booking again (a retry).
+            booked at this branch, service and start instead of booking again (a retry).
+        :raises QmaticTenantRequiresFieldError: the confirm was refused for a field the tenant
+            requires and the request lacks (the reservation is released first).
         """
-        from airflow_provider_qmatic.models import AppointmentStatus
-
         events = events or FlowEvents()
         if check_existing:
             events.step = "search"
@@ -236,18 +303,22 @@ class Flows:
             if existing is not None:
                 events.emit(DONE, appointment_id=existing.appointment_id)
                 return FlowResult(existing.appointment_id, existing, changed=False)
+        events.step = "list_services"
+        self.check_reservations_cap(request.branch_id, request.service_id, request.number_of_reservations)
         if request.end_time is None:
-            events.step = "list_services"
-            request = request.with_end(self.service_duration(request.branch_id, request.service_id))
+            events.step = "timeslots"
+            request = request.model_copy(update={"end_time": self.end_time(request)})
         confirmation = request.confirmation_body()
 
         def confirm(reservation_id: str) -> Appointment:
-            return self.client.confirm(reservation_id, confirmation, scopes=BOOK)
+            try:
+                return self.client.confirm(reservation_id, confirmation, scopes=BOOK)
+            except QmaticValidationError as exc:
+                raise tenant_required_field(exc, request) or exc from None
 
         def confirmed(reservation_id: str) -> Appointment | None:
             current = self._read(reservation_id, BOOK)
-            ok = current is not None and current.status_enum is AppointmentStatus.CONFIRMED
-            return current if ok else None
+            return current if current is not None and confirmed_by(current, request) else None
 
         appointment = self._reserve_and_commit(
             request.reservation_body(), BOOK, "confirm", confirm, confirmed, events
@@ -257,9 +328,10 @@ class Flows:
     def reschedule(
         self, request: RescheduleRequest, *, events: FlowEvents | None = None
     ) -> FlowResult[Appointment]:
-        """Move a CONFIRMED appointment to ``request.start_time`` (same branch and service).
+        """Move an appointment to ``request.start_time`` (same branch and service).
 
-        Already there: returned unchanged, nothing sent. Otherwise reserve the new slot (with the
+        Already there: returned unchanged, nothing sent. A ``status``, when the answer carries one,
+        must be CONFIRMED; without one Qmatic decides. Otherwise reserve the new slot (with the
         reschedule scope), move the appointment onto it, and on failure release the reservation
         with a book token; the appointment keeps its old time.
         """
@@ -269,10 +341,10 @@ class Flows:
         appointment_id = request.appointment_id
         events.step = "get"
         current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE)
-        if current.status_enum is not AppointmentStatus.CONFIRMED:
+        status = current.status_enum
+        if status is not None and status is not AppointmentStatus.CONFIRMED:
             raise QmaticConflictError(
-                f"the appointment is {current.status or 'in an unknown state'}; only a CONFIRMED one can "
-                "be rescheduled",
+                f"the appointment is {status}; only a confirmed one can be rescheduled",
                 code="invalid_state",
             )
         if starts_at(current, request.start_time):
@@ -294,39 +366,66 @@ class Flows:
         return _result(appointment_id, appointment, events)
 
     def cancel(
-        self, appointment_id: str, *, check_first: bool = False, events: FlowEvents | None = None
+        self,
+        appointment_id: str,
+        *,
+        check_first: bool = False,
+        attempted_before: bool = False,
+        events: FlowEvents | None = None,
     ) -> FlowResult[Appointment | None]:
-        """Cancel a CONFIRMED appointment; one already CANCELLED counts as done (``changed=False``).
+        """Cancel an appointment: 204 is done (``changed=True``).
 
-        A 409 that answers the client's own repeat of a cancel whose first answer was lost means
-        this call cancelled it (Part B): ``changed=True``. A 409 to a first, clearly answered
-        attempt means it was cancelled before.
+        Qmatic may delete a cancelled appointment, so a later cancel or get may answer 404. A 404
+        (or a 409 with the appointment read as CANCELLED or gone) that answers this client's own
+        repeat of a cancel whose first answer was lost, or that follows an earlier try's cancel
+        (``attempted_before``: the caller's journal says one was sent), means this call cancelled it:
+        ``changed=True``. A 404 to a first, clearly answered attempt means it was gone before:
+        ``changed=False``, and a warning says so. A 409 with the appointment still readable and not
+        CANCELLED stands (a FINALIZED appointment, for example).
 
-        :param check_first: read the appointment first and send nothing if it is CANCELLED.
+        :param check_first: read the appointment first and send nothing if it reads CANCELLED or is
+            gone (404).
         """
-        from airflow_provider_qmatic.models import AppointmentStatus
-
         events = events or FlowEvents()
         if check_first:
             events.step = "get"
-            current = self.client.get_appointment(appointment_id, scopes=CANCEL)
-            if current.status_enum is AppointmentStatus.CANCELLED:
+            try:
+                current = self.client.get_appointment(appointment_id, scopes=CANCEL)
+            except QmaticNotFoundError:
+                return self._gone(appointment_id, attempted_before, events)
+            if _reads_cancelled(current):
                 events.emit(DONE, appointment_id=appointment_id)
-                return FlowResult(appointment_id, current, changed=False)
+                return FlowResult(appointment_id, current, changed=attempted_before)
         events.step = "cancel"
         events.emit(CANCELLING, appointment_id=appointment_id)
         try:
             self.client.cancel(appointment_id, scopes=CANCEL)
+        except QmaticNotFoundError as exc:
+            return self._gone(appointment_id, attempted_before or exc.after_unclear_attempt, events)
         except QmaticConflictError as exc:
+            ours = attempted_before or exc.after_unclear_attempt
             events.step = "get"
-            current = self.client.get_appointment(appointment_id, scopes=CANCEL)
-            if current.status_enum is not AppointmentStatus.CANCELLED:
+            try:
+                current = self.client.get_appointment(appointment_id, scopes=CANCEL)
+            except QmaticNotFoundError:
+                return self._gone(appointment_id, ours, events)
+            if not _reads_cancelled(current):
                 events.step = "cancel"  # the refusal stands: report it as the cancel's
                 raise
             events.emit(DONE, appointment_id=appointment_id)
-            return FlowResult(appointment_id, current, changed=exc.after_unclear_attempt)
+            return FlowResult(appointment_id, current, changed=ours)
         events.emit(DONE, appointment_id=appointment_id)
         return FlowResult(appointment_id, None, changed=True)
+
+    def _gone(self, appointment_id: str, ours: bool, events: FlowEvents) -> FlowResult[Appointment | None]:
+        """A 404 for an appointment to cancel: cancelled by us (``ours``) or gone before."""
+        if not ours:
+            log.warning(
+                "Appointment %s is not found (404): cancelled or deleted before this task; nothing sent",
+                appointment_id,
+            )
+        events.emit(DONE, appointment_id=appointment_id)
+        return FlowResult(appointment_id, None, changed=ours)
 
     def update_customer(
         self,
@@ -368,10 +467,12 @@ class Flows:
     def settle(self, reservation_id: str, *, booking: bool, events: FlowEvents | None = None) -> Settled:
         """Find out what became of a reservation a killed try left without an outcome, and clean up.
 
-        A booking's reservation is read: CONFIRMED (or CANCELLED later) means the row is done, still
-        RESERVED means it is released here. A reschedule's reservation is only released: whether
-        the appointment moved is read by the row itself, from the appointment. ``unknown`` (only for
-        bookings) means Qmatic could not say now: the row must wait for a later try.
+        A booking's reservation is read: confirmed (:func:`confirmed_by`: a customer on it and no
+        status against it; or a present status CONFIRMED, FINALIZED, or CANCELLED later) means the
+        row is done; an unconfirmed one is released here; a 404 means it is gone (released, or
+        expired and deleted). A reschedule's reservation is only released: whether the appointment
+        moved is read by the row itself, from the appointment. ``unknown`` (only for bookings)
+        means Qmatic could not say now: the row must wait for a later try.
         """
         from airflow_provider_qmatic.models import AppointmentStatus
 
@@ -390,17 +491,16 @@ class Flows:
                     "Could not read reservation %s (%s); it stays in the journal", reservation_id, exc
                 )
                 return Settled("unknown")
-            status = current.status_enum
-            if status in (AppointmentStatus.CONFIRMED, AppointmentStatus.CANCELLED):
+            if confirmed_by(current) or current.status_enum is AppointmentStatus.CANCELLED:
                 events.emit(DONE, reservation_id=reservation_id, appointment_id=reservation_id)
                 return Settled("done", reservation_id)
-            if status is not AppointmentStatus.RESERVED:
+            if current.status_enum in (AppointmentStatus.RELEASED, AppointmentStatus.EXPIRED):
                 events.emit(RELEASED, reservation_id=reservation_id)
                 return Settled("released")
             try:
                 self.client.release_reservation(reservation_id, scopes=BOOK)
-            except QmaticConflictError:
-                continue  # confirmed or expired meanwhile (a late request of the killed try): look again
+            except (QmaticConflictError, QmaticNotFoundError):
+                continue  # confirmed, expired or gone meanwhile (a late request of the killed try)
             except QmaticError as exc:
                 log.warning(
                     "Could not release reservation %s (%s); it is held until it expires", reservation_id, exc
@@ -469,7 +569,9 @@ class Flows:
                     events.emit(DONE, reservation_id=reservation_id, appointment_id=done.appointment_id)
                     return done
                 self._release(reservation_id, events)
-                if exc.code != "reservation_expired" or events.reserves_left < 2 or events.stopped():
+                if not isinstance(exc, QmaticConflictError) or not _hold_over(exc, events):
+                    raise
+                if events.reserves_left < 2 or events.stopped():
                     raise
                 continue  # the hold ran out before the commit: reserve again
             except BaseException:
@@ -507,10 +609,126 @@ class Flows:
 def starts_at(appointment: Appointment, start: datetime) -> bool:
     """True if the appointment starts at the instant ``start`` (see the module docstring)."""
     slot = appointment.time_slot
-    found = slot.start_time if slot is not None else None
-    if found is None or found.utcoffset() is None or start.utcoffset() is None:
+    return _same_instant(slot.start_time if slot is not None else None, start)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _hold_over(refusal: QmaticConflictError, events: FlowEvents) -> bool:
+    """A 409 to the commit because the reservation's hold ran out: Qmatic's code says so, or the
+    15 minutes since the reserve's answer have passed (no public answer carries an expiry)."""
+    if refusal.code == "reservation_expired":
+        return True
+    return events.hold_ends is not None and _now() >= events.hold_ends
+
+
+def _same_instant(found: datetime | None, wanted: datetime) -> bool:
+    if found is None or found.utcoffset() is None or wanted.utcoffset() is None:
         return False
-    return found == start
+    return found == wanted
+
+
+def is_booked(appointment: Appointment) -> bool:
+    """An appointment a search found (or a get read) counts as booked unless a present status says
+    otherwise (RESERVED, CANCELLED, RELEASED, EXPIRED); an unknown status does not say otherwise."""
+    from airflow_provider_qmatic.models import AppointmentStatus
+
+    return appointment.status_enum not in (
+        AppointmentStatus.RESERVED,
+        AppointmentStatus.CANCELLED,
+        AppointmentStatus.RELEASED,
+        AppointmentStatus.EXPIRED,
+    )
+
+
+def confirmed_by(appointment: Appointment, request: BookingRequest | None = None) -> bool:
+    """Whether a reservation, read by id, has been confirmed (by ``request``'s customer, if given).
+
+    Public answers carry no status, and a reservation never confirmed answers a get too; what tells
+    them apart is the customer, which only a confirm sets: a reservation reads ``customer: null``
+    (or none), a confirmed appointment reads the customer. So: confirmed when the answer shows a
+    customer and no status other than CONFIRMED or FINALIZED, or (richer answers) a present status
+    CONFIRMED or FINALIZED. With ``request``, each customer field the answer shows among the
+    personal identifier, names and email must equal the request's (ours, not someone else's).
+    """
+    from airflow_provider_qmatic.models import AppointmentStatus
+
+    status = appointment.status_enum
+    if appointment.status is not None and status not in (
+        AppointmentStatus.CONFIRMED,
+        AppointmentStatus.FINALIZED,
+    ):
+        return False
+    shown = appointment.customer
+    if shown is None:
+        return status is not None  # a present CONFIRMED or FINALIZED says it without a customer
+    if request is None:
+        return True
+    wanted = request.customer
+    pairs = (
+        (shown.personal_identifier, wanted.personal_identifier),
+        (shown.first_name, wanted.first_name),
+        (shown.last_name, wanted.last_name),
+    )
+    if any(have is not None and have.strip() != want for have, want in pairs):
+        return False
+    return shown.email is None or shown.email.strip().lower() == wanted.email.lower()
+
+
+def _reads_cancelled(appointment: Appointment) -> bool:
+    from airflow_provider_qmatic.models import AppointmentStatus
+
+    return appointment.status_enum is AppointmentStatus.CANCELLED
+
+
+# What a 400 to a confirm names when the tenant requires a field the request lacks.
+_DATE_OF_BIRTH = re.compile(r"date_?of_?birth", re.IGNORECASE)
+_QUESTION = re.compile(r"information_?questions?(?:\[(?P<id>[^\]\s]{1,255})\])?", re.IGNORECASE)
+
+
+def tenant_required_field(
+    refusal: QmaticValidationError, request: BookingRequest
+) -> QmaticTenantRequiresFieldError | None:
+    """The refusal of a confirm as :class:`QmaticTenantRequiresFieldError` when Qmatic named a field
+    the tenant may require (``dateOfBirth``, an information question) and the request lacks it;
+    else None (the refusal is about something else, or the field was given and is wrong).
+
+    Qmatic names the field in its message (Part B); ``informationQuestions[<questionId>]`` names the
+    question, as the sandbox does.
+    """
+    if refusal.status != 400:
+        return None
+    text = f"{refusal.field or ''} {refusal.message}"
+    action = "Qmatic refused the confirm, and the reservation was released"
+    if _DATE_OF_BIRTH.search(text) and request.customer.date_of_birth is None:
+        return QmaticTenantRequiresFieldError(
+            "date_of_birth: this tenant requires the customer's date of birth to confirm a booking "
+            f"({action}); give customer date_of_birth (YYYY-MM-DD): the operator's "
+            "customer={..., 'date_of_birth': ...}, or a date_of_birth column in a bulk file",
+            status=refusal.status,
+            code=refusal.code,
+            field="date_of_birth",
+        )
+    match = _QUESTION.search(text)
+    if match is None:
+        return None
+    question = match.group("id")
+    answered = {answer.question_id for answer in request.information_questions}
+    if question is not None and question in answered:
+        return None
+    if question is None and answered:
+        return None  # some answers were given: the refusal may be about one of them
+    name = question or "<questionId>"
+    return QmaticTenantRequiresFieldError(
+        f"question:{name}: this tenant requires an answer to information question {name} to confirm "
+        f"a booking ({action}); give it: the operator's information_questions={{'{name}': ...}}, or "
+        f"a question:{name} column in a bulk file",
+        status=refusal.status,
+        code=refusal.code,
+        field=f"question:{question or ''}",
+    )
 
 
 def customer_matches(appointment: Appointment, details: CustomerUpdate, *, identifier_known: bool) -> bool:
