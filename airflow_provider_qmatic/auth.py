@@ -226,7 +226,7 @@ class TokenProvider:
             )
         except requests.RequestException as exc:
             raise QmaticServerError(
-                f"could not reach the Qmatic token endpoint at {url}: {type(exc).__name__}"
+                f"could not reach the Qmatic token endpoint at {url}: {transport.failure_kind(exc)}"
             ) from None
         finally:
             self.token_requests += 1

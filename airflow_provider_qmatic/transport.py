@@ -10,7 +10,12 @@ one attempt lasts at most ``timeout`` seconds from start to last byte (name reso
 which no socket timeout covers).
 
 An answer is read up to :data:`MAX_ANSWER_BYTES` and then cut off (:class:`AnswerTooLarge`), so a
-broken or hostile server cannot fill a worker's memory either.
+broken or hostile server cannot fill a worker's memory either. The cap holds twice: on the bytes
+received (status line, headers, body as sent) and on the body as *decoded*. A ``Content-Encoding:
+gzip`` or ``deflate`` answer of a few MiB may inflate to gigabytes; ``urllib3`` inflates it a read
+at a time, and :class:`DeadlineAdapter` counts what each read yields and stops at the cap, so an
+answer is never inflated past :data:`MAX_ANSWER_BYTES`. Either way the caller sees the same
+"cut off" error (:func:`answer_too_large`): a read is retried, a write's answer is lost.
 
 Redirects are never followed: :func:`send` passes ``allow_redirects=False``, and the session
 :func:`prepare_session` prepares has no redirect target for any answer, so even a call through it
@@ -24,6 +29,7 @@ import http.client
 import io
 import socket
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -31,6 +37,8 @@ import requests.auth
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ProtocolError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 
 from airflow_provider_qmatic.exceptions import QmaticConfigError
@@ -40,7 +48,11 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class AnswerTooLarge(OSError):
-    """An answer (status line, headers and body) over :data:`MAX_ANSWER_BYTES`: cut off."""
+    """An answer (status line, headers and body, or the body decoded) over :data:`MAX_ANSWER_BYTES`:
+    cut off."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the answer is longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
 
 
 def answer_too_large(exc: BaseException) -> bool:
@@ -53,6 +65,14 @@ def answer_too_large(exc: BaseException) -> bool:
         seen.extend(arg for arg in current.args if isinstance(arg, BaseException))
         seen.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
+
+
+def failure_kind(exc: BaseException) -> str:
+    """How a request that got no usable answer failed, for an error message: the cut-off answer
+    by name, any other failure by its type (whose text may quote the URL or a header)."""
+    if answer_too_large(exc):
+        return f"the answer was cut off at {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
+    return type(exc).__name__
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -79,7 +99,7 @@ class _DeadlineReader(io.RawIOBase):
         count = self._raw.readinto(buffer)
         self._read += count or 0
         if self._read > MAX_ANSWER_BYTES:
-            raise AnswerTooLarge(f"the answer is longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
+            raise AnswerTooLarge
         return count
 
     def close(self) -> None:
@@ -122,12 +142,38 @@ class _DeadlineHTTPSPool(HTTPSConnectionPool):
 _POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
 
 
+def _capped_stream(stream: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
+    """``urllib3``'s ``stream`` (what ``requests`` reads a body through), stopping once the bytes it
+    yields, decoded, pass :data:`MAX_ANSWER_BYTES`.
+
+    ``urllib3`` inflates at most about one read's worth per call, so stopping here bounds the
+    memory an answer can take whatever its compression ratio. The error is urllib3's
+    ``ProtocolError``, which ``requests`` turns into its own ``ChunkedEncodingError``: every caller
+    already handles that as an answer that broke off.
+    """
+
+    def capped(amt: int | None = 2**16, decode_content: bool | None = None) -> Iterator[bytes]:
+        decoded = 0
+        for chunk in stream(amt, decode_content):
+            decoded += len(chunk)
+            if decoded > MAX_ANSWER_BYTES:
+                raise ProtocolError("the decoded answer is too long", AnswerTooLarge())
+            yield chunk
+
+    return capped
+
+
 class DeadlineAdapter(HTTPAdapter):
-    """A ``requests`` adapter whose read timeout bounds the whole answer, not each socket read."""
+    """A ``requests`` adapter whose read timeout bounds the whole answer, not each socket read, and
+    whose answers are cut off at :data:`MAX_ANSWER_BYTES` received or decoded."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def build_response(self, req: requests.PreparedRequest, resp: BaseHTTPResponse) -> requests.Response:
+        resp.stream = _capped_stream(resp.stream)  # type: ignore[method-assign]
+        return super().build_response(req, resp)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
