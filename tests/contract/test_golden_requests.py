@@ -1,4 +1,4 @@
-"""Golden requests: every Part B endpoint, byte for byte as a server receives it.
+"""Golden requests: every Part B endpoint (second edition), byte for byte as a server receives it.
 
 Written from ``qmatic-cloud-api.md`` (Part A headers, Part B table and scope rules), NOT from the
 provider's contract table: the sandbox reads that table too, so only an independent statement of
@@ -21,6 +21,7 @@ import pytest
 
 from airflow_provider_qmatic.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.models import BookingRequest, CustomerUpdate
 from airflow_provider_qmatic.scopes import Scope
 from airflow_provider_qmatic.token_cache import MemoryTokenCache
 from tests.scripted_server import Recorded, Reply, ScriptedServer, scripted, token_reply
@@ -35,31 +36,65 @@ SERVICE = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 APPOINTMENT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 RESERVATION = "9b2d3c4e-1111-4222-8333-444455556666"
 PERSON = "CUST000000001"
+RESOURCE = "5d4c3b2a-aaaa-4bbb-8ccc-ddddeeeeffff"
+OTHER_BRANCH = "44444444-5555-4666-8777-888888888888"
 
 BOOK = "com.qmatic.saas.appointments/external.appointment.book"
 RESCHEDULE = "com.qmatic.saas.appointments/external.appointment.reschedule"
 CANCEL = "com.qmatic.saas.appointments/external.appointment.cancel"
 
+# Answers in the public shape: no status, notes, expiresAt or personal identifier.
 _APPOINTMENT: dict[str, Any] = {
     "appointmentId": APPOINTMENT,
-    "status": "CONFIRMED",
     "timeSlot": {"startTime": "2030-01-07T09:00:00+01:00", "endTime": "2030-01-07T09:20:00+01:00"},
     "branch": {"id": BRANCH, "name": "Central"},
-    "service": {"id": SERVICE, "name": "Passport"},
-    "customer": None,
+    "service": {"id": SERVICE, "name": "Passport", "config": {"maxNumberOfReservations": 0}},
+    "customer": {"firstName": "Ada", "lastName": "Lovelace", "email": "a@b.se", "phoneNumber": "+46 8 1"},
     "numberOfReservations": 1,
-    "notes": None,
-    "expiresAt": None,
 }
+_SERVICES = [
+    {"id": SERVICE, "name": "Passport", "branch": {"id": BRANCH, "name": "Central"}},
+    {"id": SERVICE, "name": "Passport", "branch": {"id": OTHER_BRANCH, "name": "North"}},
+]
+# Part B: {branchId, serviceId, requestedResourceId?, timeSlot{startTime,endTime}, notes?,
+# numberOfReservations} (always sent, default 1).
 _RESERVE_BODY = {
     "branchId": BRANCH,
     "serviceId": SERVICE,
     "timeSlot": {"startTime": "2030-01-07T09:00:00+01:00", "endTime": "2030-01-07T09:20:00+01:00"},
     "numberOfReservations": 1,
 }
-_CONFIRM_BODY = {
-    "customer": {"personalIdentifier": PERSON, "firstName": "Ada", "lastName": "Lovelace", "email": "a@b.se"}
+_RESERVE_BODY_FULL = {
+    "branchId": BRANCH,
+    "serviceId": SERVICE,
+    "requestedResourceId": RESOURCE,
+    "timeSlot": {"startTime": "2030-01-07T09:00:00+01:00", "endTime": "2030-01-07T09:20:00+01:00"},
+    "notes": "ramp",
+    "numberOfReservations": 2,
 }
+_CUSTOMER = {"personalIdentifier": PERSON, "firstName": "Ada", "lastName": "Lovelace", "email": "a@b.se"}
+_CONFIRM_BODY = {"customer": _CUSTOMER}
+# Part B: {personalIdentifier, firstName, lastName, email, phoneNumber?, dateOfBirth?} at the top
+# level; phoneNumber as a string.
+_UPDATE_BODY = {**_CUSTOMER, "phoneNumber": "+46 8 123 45", "dateOfBirth": "1990-12-10"}
+
+
+def _expect(found: object, wanted: object) -> None:
+    """What a call returned, checked inside the golden case (the request is checked after it)."""
+    assert found == wanted
+
+
+def _booking(**extra: Any) -> BookingRequest:
+    return BookingRequest.parse(
+        {
+            "branch_id": BRANCH,
+            "service_id": SERVICE,
+            "start_time": "2030-01-07T09:00:00+01:00",
+            "end_time": "2030-01-07T09:20:00+01:00",
+            "customer": _CUSTOMER,
+            **extra,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -94,11 +129,27 @@ GOLDEN: dict[str, Golden] = {
         localised=True,
     ),
     "list services": Golden(
-        lambda c: c.list_services(BRANCH),
+        lambda c: c.list_services(),
         "GET",
-        f"/external/v1/branches/{BRANCH}/services",
+        "/external/v1/services",  # tenant-wide: no branch in the path or query
         BOOK,
-        Reply(200, [{"id": SERVICE, "name": "Passport", "durationMinutes": 20}]),
+        Reply(200, _SERVICES),
+        localised=True,
+    ),
+    "list services of a branch": Golden(
+        lambda c: _expect([s.branch.id for s in c.list_services(BRANCH) if s.branch], [BRANCH]),
+        "GET",
+        "/external/v1/services",  # the same request; the branch is picked from the answer
+        BOOK,
+        Reply(200, _SERVICES),
+        localised=True,
+    ),
+    "list service groups": Golden(
+        lambda c: c.list_service_groups(),
+        "GET",
+        "/external/v1/servicegroups",  # not in Part B's table: the contract's guess
+        BOOK,
+        Reply(200, [{"id": "g1", "name": "Passports"}]),
         localised=True,
     ),
     "free time slots": Golden(
@@ -111,19 +162,29 @@ GOLDEN: dict[str, Golden] = {
         query={"from": ["2030-01-07"], "to": ["2030-01-09"]},
     ),
     "reserve": Golden(
-        lambda c: c.reserve(_RESERVE_BODY),
+        lambda c: c.reserve(_booking().reservation_body()),
         "POST",
         "/external/v1/reservations",
         BOOK,
-        Reply(201, {**_APPOINTMENT, "status": "RESERVED"}),
+        Reply(201, {**_APPOINTMENT, "customer": None}),
         body=_RESERVE_BODY,
+    ),
+    "reserve with a resource, notes and two places": Golden(
+        lambda c: c.reserve(
+            _booking(resource_id=RESOURCE, notes="ramp", number_of_reservations=2).reservation_body()
+        ),
+        "POST",
+        "/external/v1/reservations",
+        BOOK,
+        Reply(201, {**_APPOINTMENT, "customer": None}),
+        body=_RESERVE_BODY_FULL,
     ),
     "reserve for a reschedule": Golden(
         lambda c: c.reserve(_RESERVE_BODY, scopes=frozenset({Scope.RESCHEDULE})),
         "POST",
         "/external/v1/reservations",
         RESCHEDULE,  # "its reserve step needs book or reschedule"
-        Reply(201, {**_APPOINTMENT, "status": "RESERVED"}),
+        Reply(201, {**_APPOINTMENT, "customer": None}),
         body=_RESERVE_BODY,
     ),
     "release": Golden(
@@ -141,7 +202,7 @@ GOLDEN: dict[str, Golden] = {
         Reply(204),
     ),
     "confirm": Golden(
-        lambda c: c.confirm(RESERVATION, _CONFIRM_BODY),
+        lambda c: c.confirm(RESERVATION, _booking().confirmation_body()),
         "POST",
         f"/external/v1/appointments/{RESERVATION}/confirm",
         BOOK,
@@ -154,6 +215,7 @@ GOLDEN: dict[str, Golden] = {
         f"/external/v1/appointments/{APPOINTMENT}",
         BOOK,
         Reply(200, _APPOINTMENT),
+        localised=True,  # Part B: Accept-Language on every read
     ),
     "get, reschedule token": Golden(
         lambda c: c.get_appointment(APPOINTMENT, scopes=frozenset({Scope.RESCHEDULE})),
@@ -161,6 +223,7 @@ GOLDEN: dict[str, Golden] = {
         f"/external/v1/appointments/{APPOINTMENT}",
         RESCHEDULE,
         Reply(200, _APPOINTMENT),
+        localised=True,  # Part B: Accept-Language on every read
     ),
     "search": Golden(
         lambda c: c.search_appointments(PERSON),
@@ -168,6 +231,15 @@ GOLDEN: dict[str, Golden] = {
         "/external/v1/appointments/search",
         BOOK,
         Reply(200, [_APPOINTMENT]),
+        localised=True,
+        body={"customer": {"personalIdentifier": PERSON}},
+    ),
+    "search answered with one object": Golden(
+        lambda c: _expect([a.appointment_id for a in c.search_appointments(PERSON)], [APPOINTMENT]),
+        "POST",
+        "/external/v1/appointments/search",
+        BOOK,
+        Reply(200, _APPOINTMENT),  # the public example's form
         localised=True,
         body={"customer": {"personalIdentifier": PERSON}},
     ),
@@ -202,6 +274,24 @@ GOLDEN: dict[str, Golden] = {
         f"/external/v1/appointments/{APPOINTMENT}",
         CANCEL,
         Reply(204),
+    ),
+    "update customer": Golden(
+        lambda c: c.update_customer(APPOINTMENT, CustomerUpdate.parse(_UPDATE_BODY).to_wire()),
+        "PUT",
+        f"/external/v1/appointments/{APPOINTMENT}/customer",
+        BOOK,
+        Reply(204),
+        body=_UPDATE_BODY,
+    ),
+    "update customer asked with a cancel token": Golden(
+        lambda c: c.update_customer(
+            APPOINTMENT, CustomerUpdate.parse(_CUSTOMER).to_wire(), scopes=frozenset({Scope.CANCEL})
+        ),
+        "PUT",
+        f"/external/v1/appointments/{APPOINTMENT}/customer",
+        BOOK,  # update customer needs book
+        Reply(204),
+        body=_CUSTOMER,
     ),
     "cancel asked with a book token": Golden(
         lambda c: c.cancel(APPOINTMENT, scopes=frozenset({Scope.BOOK})),
@@ -280,10 +370,11 @@ def test_golden_request(server: ScriptedServer, name: str) -> None:
 
 
 def test_every_part_b_endpoint_has_a_golden_request() -> None:
-    """The ten rows of Part B's table, by method and path template."""
+    """The eleven rows of Part B's table (second edition), by method and path template, and the
+    contract's one guess outside it (service groups)."""
     part_b = {
         ("GET", "/external/v1/branches"),
-        ("GET", "/external/v1/branches/{branchId}/services"),
+        ("GET", "/external/v1/services"),
         ("GET", "/external/v1/branches/{branchId}/services/{serviceId}/timeslots"),
         ("POST", "/external/v1/reservations"),
         ("DELETE", "/external/v1/reservations/reservations/{appointmentId}"),
@@ -292,6 +383,7 @@ def test_every_part_b_endpoint_has_a_golden_request() -> None:
         ("POST", "/external/v1/appointments/search"),
         ("PUT", "/external/v1/appointments/{appointmentId}/reschedule"),
         ("DELETE", "/external/v1/appointments/{appointmentId}"),
+        ("PUT", "/external/v1/appointments/{appointmentId}/customer"),
     }
     ids = {
         BRANCH: "{branchId}",
@@ -305,4 +397,5 @@ def test_every_part_b_endpoint_has_a_golden_request() -> None:
         for value, template in ids.items():
             path = path.replace(value, template)
         covered.add((golden.method, path))
-    assert covered == part_b
+    assert covered - part_b == {("GET", "/external/v1/servicegroups")}
+    assert part_b <= covered
