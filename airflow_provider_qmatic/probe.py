@@ -378,6 +378,8 @@ class Probe:
             row.verdict = "differs"
             what = "method" if status == 405 else "path"
             row.note = f"{_status_text(answer)}: the tenant does not serve this {what}"
+            if row.operation == "timeslots" and status == 404:
+                row.note += " (or does not know the branch and service the services listing gave)"
             if status == 405:
                 row.note += f" with {op.method} (the method is fixed in the contract: report it)"
             row.fix = _path_fix(op, OPERATIONS[row.operation])
@@ -505,6 +507,7 @@ class Probe:
         data = answer.data
         if data is None or data == [] or data == {}:
             row.verdict = "confirmed"
+            row.shape = ShapeReport()
             how = {type(None): "no body", list: "an empty list", dict: "an empty object"}[type(data)]
             row.note = f"nothing found, answered as {how}"
             return
@@ -749,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else "Exit status 1: something differs, see the notes."
     )
     print(
-        f"\n{client.api_requests} API requests, {client.token_requests} token requests. {verdict}", file=out
+        f"\n{client.api_requests} API requests, {client.token_requests} token request(s). {verdict}", file=out
     )
     return probe.exit_code
 
