@@ -17,6 +17,14 @@ CLUSTER_PY := $(CLUSTER_VENV)/bin/python
 
 CHROMIUM ?= /usr/bin/chromium
 
+# Every venv installs Airflow through scripts/airflow_line.py: the line's constraints/airflow-X.Y.txt
+# (upper bounds on dependencies whose new releases broke it), then a check that Airflow reads a
+# connection from an AIRFLOW_CONN_* variable, which fails loudly, naming the line and the file to
+# add a bound to, when the next new release breaks an old line. `line_constraints` lists the file
+# (if the line has one) so that a changed constraint reinstalls the venv.
+INSTALL_LINE := $(PY) scripts/airflow_line.py
+line_constraints = $(wildcard constraints/airflow-$(word 1,$(subst ., ,$1)).$(word 2,$(subst ., ,$1)).txt)
+
 .PHONY: setup setup-compat redis-server test test-compat test-lines test-ui test-cluster lint typecheck pytest demo docs bench dist clean
 
 # uv resolves and installs Airflow's ~140 packages in seconds instead of minutes; it is a dev tool
@@ -25,13 +33,13 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip uv
 
-$(VENV)/.stamp-$(AIRFLOW_VERSION): pyproject.toml | $(UV)
-	$(UV) pip install --quiet --python $(PY) -e ".[sandbox,test,docs,redis]" "apache-airflow==$(AIRFLOW_VERSION)"
+$(VENV)/.stamp-$(AIRFLOW_VERSION): pyproject.toml $(call line_constraints,$(AIRFLOW_VERSION)) | $(UV)
+	$(INSTALL_LINE) --python $(PY) --airflow $(AIRFLOW_VERSION) -e ".[sandbox,test,docs,redis]"
 	rm -f $(VENV)/.stamp-* && touch $@
 
-$(COMPAT_VENV)/.stamp-$(AIRFLOW_COMPAT_VERSION): pyproject.toml | $(UV)
+$(COMPAT_VENV)/.stamp-$(AIRFLOW_COMPAT_VERSION): pyproject.toml $(call line_constraints,$(AIRFLOW_COMPAT_VERSION)) | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PY) $(COMPAT_VENV)
-	$(UV) pip install --quiet --python $(COMPAT_PY) -e ".[sandbox,test,redis]" "apache-airflow==$(AIRFLOW_COMPAT_VERSION)"
+	$(INSTALL_LINE) --python $(COMPAT_PY) --airflow $(AIRFLOW_COMPAT_VERSION) -e ".[sandbox,test,redis]"
 	rm -f $(COMPAT_VENV)/.stamp-* && touch $@
 
 setup: $(VENV)/.stamp-$(AIRFLOW_VERSION)
@@ -57,7 +65,8 @@ test-compat: setup-compat redis-server
 	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 # Every supported Airflow line (2.11, 3.0, 3.1, 3.2, 3.3; Python 3.10 to 3.13), one venv each:
-# install, provider registration, the CLI connection test and `airflow dags test` of an example
+# install under the line's constraints with the connection check (scripts/airflow_line.py),
+# provider registration, the CLI connection test and `airflow dags test` of an example
 # against the sandbox, metrics included (the tests marked `lines`; about 8 minutes on 2 cores).
 # QMATIC_LINES="3.2.2=3.12" runs a subset.
 test-lines: setup
@@ -80,14 +89,14 @@ docs: setup
 # Chromium through Playwright. Installing Chromium needs root (CI runs as root).
 test-ui: setup setup-compat
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	$(UV) pip install --quiet --python $(PY) -e ".[ui]"
+	$(INSTALL_LINE) --python $(PY) --airflow $(AIRFLOW_VERSION) -e ".[ui]"
 	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/ui -q $(PYTEST_ARGS)
 	@echo "== the classic form and its Test button in Airflow $(AIRFLOW_COMPAT_VERSION)'s webserver"
-	$(UV) pip install --quiet --python $(COMPAT_PY) -e ".[ui]"
+	$(INSTALL_LINE) --python $(COMPAT_PY) --airflow $(AIRFLOW_COMPAT_VERSION) -e ".[ui]"
 	QMATIC_UI_TESTS=1 QMATIC_CHROMIUM=$(CHROMIUM) $(COMPAT_PY) -m pytest tests/ui -q $(PYTEST_ARGS)
 	@echo "== the same form metadata from Airflow $(AIRFLOW_LEGACY_FORM_VERSION)'s API server (hook-method path)"
 	$(UV) venv --quiet --allow-existing --python $(PY) $(LEGACY_FORM_VENV)
-	$(UV) pip install --quiet --python $(LEGACY_FORM_VENV)/bin/python -e ".[sandbox,test]" "apache-airflow==$(AIRFLOW_LEGACY_FORM_VERSION)"
+	$(INSTALL_LINE) --python $(LEGACY_FORM_VENV)/bin/python --airflow $(AIRFLOW_LEGACY_FORM_VERSION) -e ".[sandbox,test]"
 	QMATIC_UI_TESTS=1 $(LEGACY_FORM_VENV)/bin/python -m pytest tests/ui -q -k hook_meta $(PYTEST_ARGS)
 
 # A real CeleryExecutor cluster on this machine (docs/cluster-tests.md): Redis and PostgreSQL from
@@ -98,7 +107,7 @@ test-cluster: setup redis-server
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 	$(UV) venv --quiet --allow-existing --python $(PY) $(CLUSTER_VENV)
-	$(UV) pip install --quiet --python $(CLUSTER_PY) -e ".[sandbox,test,redis]" "apache-airflow[celery,postgres]==$(AIRFLOW_VERSION)"
+	$(INSTALL_LINE) --python $(CLUSTER_PY) --airflow $(AIRFLOW_VERSION) --airflow-extras celery,postgres -e ".[sandbox,test,redis]"
 	QMATIC_CLUSTER_TESTS=1 $(CLUSTER_PY) -m pytest tests/cluster/test_celery_cluster.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The sdist and wheel a user installs (`pip install dist/*.whl`): built from a clean dist/, their

@@ -1,14 +1,16 @@
 """make test-lines: the smoke suite on every supported Airflow line, each in its own venv.
 
 For each ``AIRFLOW=PYTHON`` pair: a uv venv on that Python, the provider installed with that
-Airflow, then ``pytest -m lines``: the provider as Airflow registers it (in-process and through
+Airflow under the line's ``constraints/airflow-X.Y.txt`` and checked to read an ``AIRFLOW_CONN_*``
+connection (``scripts/airflow_line.py``, which names the line and the file to pin in when a new
+dependency release breaks it), then ``pytest -m lines``: the provider as Airflow registers it (in-process and through
 ``airflow providers``), every example DAG file parsed, ``airflow connections test`` and
 ``airflow dags test`` of the Asset-triggered bulk example against the sandbox, with its metrics
 received over StatsD. Prints how long each line took and exits non-zero if any line failed,
 after trying them all.
 
 Airflow's constraints files live on GitHub, which CI cannot reach; the lines resolve from PyPI
-alone, and a dependency that breaks a line is pinned in ``PINS`` instead.
+alone, and a dependency that breaks a line is bounded in the line's file under ``constraints/``.
 """
 
 from __future__ import annotations
@@ -21,20 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_line import install
+
 REPO = Path(__file__).resolve().parent.parent
 # The latest patch release of each supported line, on the oldest and newest supported Pythons
 # (3.10 and 3.13) and those between. Override with QMATIC_LINES="3.1.8=3.11 ...".
 DEFAULT_LINES = "2.11.2=3.10 3.0.6=3.12 3.1.8=3.11 3.2.2=3.12 3.3.2=3.13"
-# Requirements added to a line's install because the unconstrained resolution breaks it.
-PINS: dict[str, list[str]] = {
-    # 3.0 sets no upper bound on FastAPI; with today's FastAPI its execution API refuses every task
-    # start (422, "Input should be a valid dictionary"). 3.1 caps it below 0.118: so does this.
-    "3.0.6": ["fastapi<0.118"],
-    # 3.2 likewise: today's FastAPI breaks its execution API schemas (3.3 caps it below 0.137), and
-    # with svcs 26 its in-process execution API (`airflow dags test`) serves requests before its
-    # startup has run ("'State' object has no attribute 'svcs_registry'"; 3.3 waits for it).
-    "3.2.2": ["fastapi<0.137", "svcs<26"],
-}
 
 
 def find_python(minor: str) -> str:
@@ -65,14 +59,12 @@ def run_line(uv: str, airflow: str, minor: str) -> tuple[bool, float, float]:
     venv = REPO / f".venv-line-{'.'.join(airflow.split('.')[:2])}"
     python = venv / "bin" / "python"
     started = time.monotonic()
-    steps = [
-        [uv, "venv", "--quiet", "--allow-existing", "--python", find_python(minor), str(venv)],
-        [uv, "pip", "install", "--quiet", "--python", str(python), "-e", ".[sandbox,test]",
-         f"apache-airflow=={airflow}", *PINS.get(airflow, [])],
-    ]  # fmt: skip
-    for step in steps:
-        if subprocess.run(step, cwd=REPO, check=False).returncode != 0:
-            return False, time.monotonic() - started, 0.0
+    create = [uv, "venv", "--quiet", "--allow-existing", "--python", find_python(minor), str(venv)]
+    if (
+        subprocess.run(create, cwd=REPO, check=False).returncode != 0
+        or install(uv, python, airflow, "", ["-e", ".[sandbox,test]"]) != 0
+    ):
+        return False, time.monotonic() - started, 0.0
     installed = time.monotonic()
     smoke = subprocess.run(
         # tests/cluster needs the [redis] extra, which the line venvs do not install; it has no smoke test.
