@@ -9,7 +9,19 @@ Fixtures:
 * ``qmatic_sandbox_settings`` -- the session server's settings; override this fixture in your
   ``conftest.py`` to change them (seed, slot capacity, rate limits, extra clients...).
 * ``make_qmatic_sandbox`` -- a factory of extra, private servers with their own settings, stopped
-  at the end of the test: ``make_qmatic_sandbox(slot_capacity=5000, requests_per_minute=0)``.
+  at the end of the test: ``make_qmatic_sandbox(slot_capacity=5000, requests_per_minute=0)``,
+  ``make_qmatic_sandbox(moved_paths={"reserve": "/external/v2/reservations"})`` (the connection it
+  sets carries the matching ``endpoints`` extra), ``make_qmatic_sandbox(answer_shape="rich")``.
+* ``qmatic_answer_shape`` -- the answer shape of ``qmatic_sandbox`` for a test (None: the session's,
+  ``public`` unless changed); parametrize it to run a test in both shapes::
+
+      @pytest.mark.parametrize("qmatic_answer_shape", ["public", "rich"])
+      def test_book(qmatic_sandbox): ...
+
+Marker ``@pytest.mark.qmatic_sandbox(**settings)`` -- run-time settings of ``qmatic_sandbox`` for one
+test (undone by the next test's reset), e.g. ``require_date_of_birth=True``,
+``required_questions=["q1"]``, ``max_reservations={"*": 1}``, ``search_answer="object"``,
+``tenant_config={"demo": {...}}``. Paths cannot move at run time: use ``make_qmatic_sandbox``.
 
 This module is imported by every pytest run in an environment that has the provider, so it
 imports only pytest at module level; the sandbox (FastAPI, uvicorn) is imported by the fixtures.
@@ -43,6 +55,15 @@ def _start_server(settings: SandboxSettings | None = None, **overrides: Any) -> 
     return SandboxServer(settings, **overrides).start()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "qmatic_sandbox(**settings): run-time settings of the qmatic_sandbox fixture for this test "
+        "(answer_shape, search_answer, require_date_of_birth, required_questions, max_reservations, "
+        "service_groups, tenant_config, ...)",
+    )
+
+
 def _point_airflow_at(
     monkeypatch: pytest.MonkeyPatch, server: SandboxServer, conn_id: str = DEFAULT_CONN_ID
 ) -> None:
@@ -69,10 +90,36 @@ def qmatic_sandbox_server(qmatic_sandbox_settings: SandboxSettings) -> Iterator[
 
 
 @pytest.fixture
-def qmatic_sandbox(qmatic_sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+def qmatic_answer_shape() -> str | None:
+    """``public`` or ``rich`` for this test's ``qmatic_sandbox``; None keeps the session's shape.
+    Parametrize it to run one test in both shapes."""
+    return None
+
+
+@pytest.fixture
+def qmatic_sandbox(
+    qmatic_sandbox_server: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    qmatic_answer_shape: str | None,
+) -> SandboxServer:
     """The session sandbox, reset (seed data, settings, clock, counters, tokens) for this test,
-    with ``AIRFLOW_CONN_QMATIC_DEFAULT`` set to it until the test ends."""
+    then given the test's ``qmatic_sandbox`` marker settings and ``qmatic_answer_shape``, with
+    ``AIRFLOW_CONN_QMATIC_DEFAULT`` set to it until the test ends."""
     qmatic_sandbox_server.reset()
+    knobs: dict[str, Any] = {}
+    # Closest marker last, so a test's own marker wins over its module's or class's.
+    for mark in reversed(list(request.node.iter_markers("qmatic_sandbox"))):
+        if mark.args:
+            pytest.fail("the qmatic_sandbox marker takes settings by keyword only", pytrace=False)
+        knobs.update(mark.kwargs)
+    if qmatic_answer_shape is not None:
+        knobs["answer_shape"] = qmatic_answer_shape
+    if knobs:
+        try:
+            qmatic_sandbox_server.configure(**knobs)
+        except ValueError as exc:
+            pytest.fail(f"qmatic_sandbox marker: {exc}", pytrace=False)
     _point_airflow_at(monkeypatch, qmatic_sandbox_server)
     return qmatic_sandbox_server
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
-from airflow_provider_qmatic import __version__, contract
+from airflow_provider_qmatic import __version__
 from airflow_provider_qmatic.contract import Operation
 from airflow_provider_qmatic.sandbox import validation
 from airflow_provider_qmatic.sandbox.auth import authenticate_bearer, issue_token
@@ -70,7 +70,7 @@ def create_app(
     app.sandbox = sb
     app.allowed_hosts = frozenset(allowed_hosts)
     app.state.sandbox = sb
-    _add_error_handlers(app)
+    _add_error_handlers(app, sb)
     _add_api_routes(app, sb)
     _add_admin_routes(app, sb)
     return app
@@ -80,14 +80,16 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return JSONResponse(content, status_code=status, headers=headers)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, sb: Sandbox) -> None:
     async def sandbox_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, SandboxError)
         return _json(exc.body(), exc.status, exc.headers or None)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 404:
+        # A moved operation's old path is gone, even where another method still answers there.
+        vacated = exc.status_code == 405 and sb.routes.vacated(request.method, request.url.path)
+        if exc.status_code == 404 or vacated:
             return _json({"error": "not_found", "message": "no such endpoint"}, 404)
         if exc.status_code == 405:
             return _json({"error": "method_not_allowed", "message": "method not allowed here"}, 405)
@@ -98,8 +100,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
-    """One route per row of the contract table: its method, path and success status come from
-    the row, and a bearer token passes only with one of the row's scopes."""
+    """One route per row of the sandbox's table (the contract's, with any moved paths): its method,
+    path and success status come from the row, and a bearer token passes only with one of the
+    row's scopes."""
 
     async def body_object(request: Request) -> dict[str, Any]:
         return validation.json_object(await request.body())
@@ -111,12 +114,16 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
     async def branches(request: Request, _token: Token) -> Any:
         return sb.store.branches()
 
-    async def services(request: Request, _token: Token) -> Any:
-        return sb.store.services(request.path_params["branch_id"])
+    async def services(request: Request, token: Token) -> Any:
+        return sb.store.services(token.tenant)
 
-    async def timeslots(request: Request, _token: Token) -> Any:
+    async def service_groups(request: Request, token: Token) -> Any:
+        return sb.store.service_groups(token.tenant)
+
+    async def timeslots(request: Request, token: Token) -> Any:
         branch_id, service_id = request.path_params["branch_id"], request.path_params["service_id"]
         query = request.query_params
+        number = validation.parse_timeslot_filters(query)
         branch = next((b for b in sb.store.seed.branches if b.id == branch_id), None)
         today = sb.clock.now().astimezone(ZoneInfo(branch.time_zone)).date() if branch else date.today()
         first = validation.parse_date("from", query["from"]) if query.get("from") else today
@@ -127,7 +134,7 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
         )
         if last < first:
             raise bad_request("to", "must not be before from")
-        return sb.store.timeslots(branch_id, service_id, first, last)
+        return sb.store.timeslots(token.tenant, branch_id, service_id, first, last, number)
 
     async def reserve(request: Request, token: Token) -> Any:
         req = validation.parse_reserve(await body_object(request))
@@ -148,14 +155,23 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
 
     async def confirm(request: Request, token: Token) -> Any:
         customer, questions = validation.parse_confirm(await body_object(request))
+        # Refused before the store is touched: the reservation stays held for the client to release.
+        validation.require_tenant_fields(sb.settings.tenant(token.tenant), customer, questions)
         return sb.store.confirm(token.tenant, request.path_params["appointment_id"], customer, questions)
+
+    async def update_customer(request: Request, token: Token) -> Any:
+        customer = validation.parse_update_customer(await body_object(request))
+        validation.require_tenant_fields(sb.settings.tenant(token.tenant), customer, None, prefix="")
+        sb.store.update_customer(token.tenant, request.path_params["appointment_id"], customer)
 
     async def get(request: Request, token: Token) -> Any:
         return sb.store.get(token.tenant, request.path_params["appointment_id"])
 
     async def search(request: Request, token: Token) -> Any:
         personal_identifier = validation.parse_search(await body_object(request))
-        return sb.store.search(token.tenant, personal_identifier)
+        found = sb.store.search(token.tenant, personal_identifier)
+        # The public example answers one object; "object" mode does so when exactly one matches.
+        return found[0] if len(found) == 1 and sb.settings.search_answer == "object" else found
 
     async def reschedule(request: Request, token: Token) -> Any:
         reservation_id = validation.parse_reschedule(await body_object(request))
@@ -167,6 +183,7 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
     handlers: dict[str, Callable[[Request, Token], Awaitable[Any]]] = {
         "branches": branches,
         "services": services,
+        "service_groups": service_groups,
         "timeslots": timeslots,
         "reserve": reserve,
         "release": release,
@@ -175,6 +192,7 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
         "search": search,
         "reschedule": reschedule,
         "cancel": cancel,
+        "update_customer": update_customer,
     }
 
     def endpoint(op: Operation, handler: Callable[[Request, Token], Awaitable[Any]]) -> Callable[..., Any]:
@@ -188,8 +206,9 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
 
         return answer
 
-    app.add_api_route(contract.TOKEN.path, token, methods=[contract.TOKEN.method], tags=["oauth2"])
-    for op in contract.API_OPERATIONS:
+    token_op = sb.routes.operations["token"]
+    app.add_api_route(token_op.path, token, methods=[token_op.method], tags=["oauth2"])
+    for op in sb.routes.api_operations:
         app.add_api_route(
             op.path, endpoint(op, handlers[op.name]), methods=[op.method], name=op.name, tags=["api"]
         )
@@ -237,6 +256,10 @@ def _add_admin_routes(app: FastAPI, sb: Sandbox) -> None:
         if status is not None and status not in STATUSES:
             raise bad_request("status", f"must be one of {', '.join(STATUSES)}")
         return _json(sb.store.appointments(status=status, tenant=request.query_params.get("tenant") or None))
+
+    @app.post("/_sandbox/appointments/{appointment_id}/finalize", tags=admin)
+    async def finalize(appointment_id: str) -> Response:
+        return _json(sb.store.finalize(appointment_id))
 
     @app.get("/_sandbox/seed", tags=admin)
     async def seed() -> Response:

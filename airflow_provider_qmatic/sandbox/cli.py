@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -23,11 +24,14 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import connection_json, env_var_name
 from airflow_provider_qmatic.sandbox.settings import (
+    ANSWER_SHAPES,
     COMMIT_THEN_FAIL_MODES,
     ENDPOINTS,
     FAULT_BODIES,
     MAX_BRANCHES,
     RATE_LIMIT_ALGORITHMS,
+    SEARCH_ANSWERS,
+    TENANT_KNOBS,
     SandboxClient,
     SandboxSettings,
     parse_scopes,
@@ -229,7 +233,105 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--fault-seed", type=int, default=None, help="seed of the fault generator (default --seed)"
     )
+    answers = parser.add_argument_group("answers and paths")
+    answers.add_argument(
+        "--answer-shape",
+        choices=ANSWER_SHAPES,
+        default="public",
+        help="public: only the fields Qmatic's public examples show; rich: plus status, expiresAt, "
+        "notes, durationMinutes, timeZone and the slots' available",
+    )
+    answers.add_argument(
+        "--search-answer",
+        choices=SEARCH_ANSWERS,
+        default="array",
+        help="object: a search with exactly one match answers the object itself (the public example)",
+    )
+    answers.add_argument(
+        "--move-path",
+        action="append",
+        default=[],
+        metavar="OPERATION=PATH",
+        help="serve an operation at another path, e.g. reserve=/external/v2/reservations (repeatable); "
+        "its old path then answers 404, as on a tenant where the guess is wrong",
+    )
+    tenant = parser.add_argument_group(
+        "tenant configuration (every tenant; --tenant-config sets one tenant's own)"
+    )
+    tenant.add_argument(
+        "--require-date-of-birth", action="store_true", help="a confirm without dateOfBirth is refused (400)"
+    )
+    tenant.add_argument(
+        "--required-question",
+        action="append",
+        default=[],
+        metavar="QUESTION_ID",
+        help="a confirm must answer this information question (repeatable)",
+    )
+    tenant.add_argument(
+        "--max-reservations",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="config.maxNumberOfReservations of a service (id or name; * for every service); a "
+        "larger numberOfReservations is refused (409). 0: no cap (repeatable)",
+    )
+    tenant.add_argument(
+        "--service-group",
+        action="append",
+        default=[],
+        metavar="NAME=SERVICE[,SERVICE...]",
+        help="a service group listed by GET /servicegroups, its services by id or name (repeatable)",
+    )
+    tenant.add_argument(
+        "--tenant-config",
+        action="append",
+        default=[],
+        metavar="TENANT=JSON",
+        help=f"one tenant's own configuration, a JSON object of {', '.join(TENANT_KNOBS)}, e.g. "
+        'acme={"require_date_of_birth": true} (repeatable)',
+    )
     return parser
+
+
+def _pairs(flag: str, values: Sequence[str]) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` items of a repeatable flag; ValueError names the flag and the item."""
+    out = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise ValueError(f"{flag} {value!r}: write it as KEY=VALUE")
+        out.append((key.strip(), rest.strip()))
+    return out
+
+
+def _tenant_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The answer, path and tenant-configuration settings of the command line."""
+    caps: dict[str, int] = {}
+    for service, number in _pairs("--max-reservations", args.max_reservations):
+        if not number.isdigit():
+            raise ValueError(f"--max-reservations {service}={number}: N must be a whole number (0: no cap)")
+        caps[service] = int(number)
+    groups = {
+        name: tuple(m.strip() for m in members.split(",") if m.strip())
+        for name, members in _pairs("--service-group", args.service_group)
+    }
+    per_tenant: dict[str, Any] = {}
+    for tenant, text in _pairs("--tenant-config", args.tenant_config):
+        try:
+            per_tenant[tenant] = json.loads(text)
+        except ValueError:
+            raise ValueError(f"--tenant-config {tenant}=...: the value is not valid JSON") from None
+    return {
+        "answer_shape": args.answer_shape,
+        "search_answer": args.search_answer,
+        "moved_paths": dict(_pairs("--move-path", args.move_path)),
+        "require_date_of_birth": args.require_date_of_birth,
+        "required_questions": tuple(args.required_question),
+        "max_reservations": caps,
+        "service_groups": groups,
+        "tenant_config": per_tenant,
+    }
 
 
 def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
@@ -266,6 +368,7 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
         "faults_on_token": args.faults_on_token,
         "fault_body": args.fault_body,
         "fault_seed": args.fault_seed,
+        **_tenant_knobs(args),
     }
     if not clients and system_ids:
         demo = SandboxSettings(seed=args.seed).client
@@ -368,6 +471,10 @@ def _announce(server: Any, first_conn_id: str, hidden: dict[str, str]) -> None:
         f"slot capacity {s.slot_capacity}, "
         f"{s.requests_per_minute:g} requests/minute, token lifetime {s.token_lifetime:g} s",
     ]
+    out.append(f"  answers in the {s.answer_shape} shape (--answer-shape)")
+    if s.moved_paths:
+        moved = json.dumps(s.moved_paths)
+        out.append(f"  moved paths (old paths answer 404); the connections below carry endpoints {moved}")
     if server.allowed_hosts:
         out.append(f"  answers for Host: loopback names, {', '.join(sorted(server.allowed_hosts))}")
     for c in s.clients:
@@ -381,7 +488,8 @@ def _announce(server: Any, first_conn_id: str, hidden: dict[str, str]) -> None:
     for index, c in enumerate(s.clients):
         conn_id = _conn_id_for(index, c, first_conn_id)
         shown = dataclasses.replace(c, client_secret=hidden[c.client_id]) if c.client_id in hidden else c
-        out.append(f"{env_var_name(conn_id)}={shlex.quote(connection_json(shown, server.base_url))}")
+        connection = connection_json(shown, server.base_url, s.moved_paths)
+        out.append(f"{env_var_name(conn_id)}={shlex.quote(connection)}")
     out.extend(_catalogue(s))
     out.append(f"Introspection: {server.base_url}/_sandbox/stats  API docs: {server.base_url}/_sandbox/docs")
     out.append("Press Ctrl-C to stop.")

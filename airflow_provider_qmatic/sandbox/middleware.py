@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.auth import basic_credentials
 from airflow_provider_qmatic.sandbox.faults import DROP, ERROR_500, ERROR_503
-from airflow_provider_qmatic.sandbox.routes import classify
 from airflow_provider_qmatic.sandbox.runtime import Sandbox
 
 Scope = MutableMapping[str, Any]
@@ -81,7 +80,7 @@ class SandboxMiddleware:
             await self._admin(scope, receive, send, headers)
             return
         method: str = scope["method"]
-        endpoint = classify(method, scope["path"]) or "unknown"
+        endpoint = self.sandbox.routes.classify(method, scope["path"]) or "unknown"
         sandbox = self.sandbox
         settings = sandbox.settings
         entry = {

@@ -13,18 +13,26 @@ from typing import Any
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.faults import FaultInjector
 from airflow_provider_qmatic.sandbox.limits import RateLimiter
-from airflow_provider_qmatic.sandbox.seed import build_seed
-from airflow_provider_qmatic.sandbox.settings import SEED_KNOBS, SandboxClient, SandboxSettings
+from airflow_provider_qmatic.sandbox.routes import RouteTable
+from airflow_provider_qmatic.sandbox.seed import SeedData, build_seed
+from airflow_provider_qmatic.sandbox.settings import (
+    ALL_SERVICES,
+    SEED_KNOBS,
+    SandboxClient,
+    SandboxSettings,
+)
 from airflow_provider_qmatic.sandbox.stats import Stats
 from airflow_provider_qmatic.sandbox.store import Store
 
 
 class Sandbox:
-    """The emulator's state. ``settings`` is the current configuration (replaced, never mutated)."""
+    """The emulator's state. ``settings`` is the current configuration (replaced, never mutated);
+    ``routes`` its operation table (fixed at start: ``moved_paths`` cannot change at run time)."""
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.initial_settings = settings or SandboxSettings()
         self.settings = self.initial_settings
+        self.routes = RouteTable(self.settings.moved_paths)
         self._lock = threading.Lock()
         self.clock = Clock()
         self.stats = Stats()
@@ -32,12 +40,9 @@ class Sandbox:
         self.api_limiter = RateLimiter(self.clock, per_second=0.0, burst=1)
         self.token_limiter = RateLimiter(self.clock, per_second=0.0, burst=1)
         self._apply_limits(self.settings, None)
-        self.store = Store(
-            build_seed(self.settings, self.clock.now()),
-            self.clock,
-            slot_capacity=self.settings.slot_capacity,
-            reservation_hold=self.settings.reservation_hold,
-        )
+        seed = build_seed(self.settings, self.clock.now())
+        _check_service_references(self.settings, seed)
+        self.store = Store(seed, self.clock, self.settings)
         self._clients = {c.client_id: c for c in self.settings.clients}
 
     def client(self, client_id: str) -> SandboxClient | None:
@@ -51,14 +56,20 @@ class Sandbox:
         with self._lock:
             old = self.settings
             new = old.with_changes(changes)
+            if new.moved_paths != old.moved_paths:
+                raise ValueError(
+                    "moved_paths cannot change at run time (routes are built at start); start another sandbox"
+                )
+            reseed = any(getattr(new, k) != getattr(old, k) for k in SEED_KNOBS)
+            seed = build_seed(new, self.clock.now()) if reseed else self.store.seed
+            _check_service_references(new, seed)
             self.settings = new
-            self.store.slot_capacity = new.slot_capacity
-            self.store.reservation_hold = new.reservation_hold
+            self.store.settings = new
             self._apply_limits(new, old)
             if (new.seed, new.fault_seed) != (old.seed, old.fault_seed):
                 self.faults.reseed(new.effective_fault_seed)
-            if any(getattr(new, k) != getattr(old, k) for k in SEED_KNOBS):
-                self.store.load(build_seed(new, self.clock.now()), keep_tokens=True)
+            if reseed:
+                self.store.load(seed, keep_tokens=True)
             return new
 
     def reset(self, *, keep_tokens: bool = False) -> None:
@@ -73,8 +84,7 @@ class Sandbox:
             self.stats.reset()
             self.faults.reseed(self.settings.effective_fault_seed)
             self._apply_limits(self.settings, None)
-            self.store.slot_capacity = self.settings.slot_capacity
-            self.store.reservation_hold = self.settings.reservation_hold
+            self.store.settings = self.settings
             self.store.load(build_seed(self.settings, self.clock.now()), keep_tokens=keep_tokens)
 
     def advance_clock(self, seconds: float) -> float:
@@ -101,6 +111,8 @@ class Sandbox:
             "weeks": self.settings.weeks,
             "slotCapacity": self.settings.slot_capacity,
             "slotCount": self.store.slot_count(),
+            "answerShape": self.settings.answer_shape,
+            "paths": {name: f"{op.method} {op.path}" for name, op in self.routes.operations.items()},
             "clients": [c.public() for c in self.settings.clients],
             "branches": branches,
         }
@@ -118,3 +130,25 @@ class Sandbox:
         token = ("token_requests_per_second", "token_burst")
         if old is None or any(getattr(new, k) != getattr(old, k) for k in token):
             self.token_limiter.configure(per_second=new.token_requests_per_second, burst=new.token_burst)
+
+
+def _check_service_references(settings: SandboxSettings, seed: SeedData) -> None:
+    """Every service a cap or a service group names (by id or name) is in the seed.
+
+    :raises ValueError: naming the setting and the reference, with where to find the ids.
+    """
+    known = {x for b in seed.branches for s in b.services for x in (s.id, s.name)}
+    for tenant in [None, *settings.tenant_config]:
+        where = "" if tenant is None else f"tenant_config[{tenant}]."
+        config = settings.tenant(tenant or "")
+        refs = {k for k in config.max_reservations if k != ALL_SERVICES}
+        for name, members in config.service_groups.items():
+            refs.update(members)
+            if not members:
+                raise ValueError(f"{where}service_groups[{name}]: list at least one service")
+        unknown = refs - known
+        if unknown:
+            raise ValueError(
+                f"{where}max_reservations or service_groups: no seeded service has the id or name "
+                f"{', '.join(sorted(unknown)[:5])} (see /_sandbox/seed or qmatic-sandbox --catalogue)"
+            )

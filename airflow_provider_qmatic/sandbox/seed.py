@@ -18,67 +18,80 @@ from airflow_provider_qmatic.sandbox.settings import (
     SandboxSettings,
 )
 
-# name, IANA zone, address. The first three span three time zones (one of them outside Europe).
-_BRANCHES: tuple[tuple[str, str, dict[str, str]], ...] = (
+# name, IANA zone, address (the public example's fields), (longitude, latitude). The first three
+# span three time zones (one of them outside Europe).
+_BRANCHES: tuple[tuple[str, str, dict[str, str], tuple[float, float]], ...] = (
     (
         "Stockholm City",
         "Europe/Stockholm",
-        {"street": "Drottninggatan 12", "city": "Stockholm", "postalCode": "111 51", "country": "SE"},
+        {"streetName": "Drottninggatan 12", "city": "Stockholm", "zipCode": "111 51", "country": "SE"},
+        (18.0649, 59.3326),
     ),
     (
         "New York Midtown",
         "America/New_York",
-        {"street": "350 Fifth Avenue", "city": "New York", "postalCode": "10118", "country": "US"},
+        {"streetName": "350 Fifth Avenue", "city": "New York", "zipCode": "10118", "country": "US"},
+        (-73.9857, 40.7484),
     ),
     (
         "London Bridge",
         "Europe/London",
-        {"street": "32 London Bridge Street", "city": "London", "postalCode": "SE1 9SG", "country": "GB"},
+        {"streetName": "32 London Bridge Street", "city": "London", "zipCode": "SE1 9SG", "country": "GB"},
+        (-0.0865, 51.5045),
     ),
     (
         "Göteborg Centrum",
         "Europe/Stockholm",
-        {"street": "Kungsportsavenyen 5", "city": "Göteborg", "postalCode": "411 36", "country": "SE"},
+        {"streetName": "Kungsportsavenyen 5", "city": "Göteborg", "zipCode": "411 36", "country": "SE"},
+        (11.9746, 57.7003),
     ),
     (
         "Boston Back Bay",
         "America/New_York",
-        {"street": "100 Boylston Street", "city": "Boston", "postalCode": "02116", "country": "US"},
+        {"streetName": "100 Boylston Street", "city": "Boston", "zipCode": "02116", "country": "US"},
+        (-71.0725, 42.3515),
     ),
     (
         "Amsterdam Zuid",
         "Europe/Amsterdam",
-        {"street": "Beethovenstraat 10", "city": "Amsterdam", "postalCode": "1077 JH", "country": "NL"},
+        {"streetName": "Beethovenstraat 10", "city": "Amsterdam", "zipCode": "1077 JH", "country": "NL"},
+        (4.8731, 52.3454),
     ),
     (
         "Chicago Loop",
         "America/Chicago",
-        {"street": "233 South Wacker Drive", "city": "Chicago", "postalCode": "60606", "country": "US"},
+        {"streetName": "233 South Wacker Drive", "city": "Chicago", "zipCode": "60606", "country": "US"},
+        (-87.6359, 41.8789),
     ),
     (
         "Manchester Piccadilly",
         "Europe/London",
-        {"street": "1 Piccadilly Gardens", "city": "Manchester", "postalCode": "M1 1RG", "country": "GB"},
+        {"streetName": "1 Piccadilly Gardens", "city": "Manchester", "zipCode": "M1 1RG", "country": "GB"},
+        (-2.2374, 53.4808),
     ),
     (
         "Paris Opéra",
         "Europe/Paris",
-        {"street": "8 Rue Auber", "city": "Paris", "postalCode": "75009", "country": "FR"},
+        {"streetName": "8 Rue Auber", "city": "Paris", "zipCode": "75009", "country": "FR"},
+        (2.3319, 48.872),
     ),
     (
         "Malmö Triangeln",
         "Europe/Stockholm",
-        {"street": "Södra Förstadsgatan 41", "city": "Malmö", "postalCode": "211 43", "country": "SE"},
+        {"streetName": "Södra Förstadsgatan 41", "city": "Malmö", "zipCode": "211 43", "country": "SE"},
+        (13.0001, 55.5948),
     ),
     (
         "Los Angeles Downtown",
         "America/Los_Angeles",
-        {"street": "200 North Spring Street", "city": "Los Angeles", "postalCode": "90012", "country": "US"},
+        {"streetName": "200 North Spring Street", "city": "Los Angeles", "zipCode": "90012", "country": "US"},
+        (-118.243, 34.0537),
     ),
     (
         "Berlin Mitte",
         "Europe/Berlin",
-        {"street": "Unter den Linden 21", "city": "Berlin", "postalCode": "10117", "country": "DE"},
+        {"streetName": "Unter den Linden 21", "city": "Berlin", "zipCode": "10117", "country": "DE"},
+        (13.3889, 52.517),
     ),
 )
 
@@ -102,6 +115,7 @@ class Service:
     duration_minutes: int
 
     def to_json(self) -> dict[str, object]:
+        """The admin (introspection) view; API answers are shaped by :mod:`shapes`."""
         return {"id": self.id, "name": self.name, "durationMinutes": self.duration_minutes}
 
 
@@ -111,10 +125,18 @@ class Branch:
     name: str
     time_zone: str
     address: dict[str, str]
+    location: tuple[float, float]  # longitude, latitude
     services: tuple[Service, ...]
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "timeZone": self.time_zone, "address": dict(self.address)}
+        """The rich (and admin) view: the public fields plus ``timeZone``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "address": dict(self.address),
+            "location": {"longitude": self.location[0], "latitude": self.location[1]},
+            "timeZone": self.time_zone,
+        }
 
 
 @dataclass(frozen=True)
@@ -141,12 +163,12 @@ def build_seed(settings: SandboxSettings, now: datetime) -> SeedData:
     """
     rng = random.Random(settings.seed)
     branches: list[Branch] = []
-    for name, zone_name, address in _BRANCHES[: settings.branch_count]:
+    for name, zone_name, address, location in _BRANCHES[: settings.branch_count]:
         branch_id = _guid(rng)
         count = rng.randint(2, MAX_SERVICES_PER_BRANCH)
         picked = sorted(rng.sample(range(len(_SERVICES)), count))
         services = tuple(Service(_guid(rng), _SERVICES[i][0], _SERVICES[i][1]) for i in picked)
-        branches.append(Branch(branch_id, name, zone_name, dict(address), services))
+        branches.append(Branch(branch_id, name, zone_name, dict(address), location, services))
 
     slots: dict[tuple[str, str], tuple[SlotSpec, ...]] = {}
     first_days: dict[str, date] = {}

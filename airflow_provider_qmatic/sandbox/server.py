@@ -17,13 +17,13 @@ import asyncio
 import ipaddress
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import requests
 
-from airflow_provider_qmatic import DEFAULT_CONN_ID, contract
+from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import (
     connection_env,
@@ -79,6 +79,13 @@ class SandboxAdmin:
         """Every appointment and reservation in the store, any status (admin view)."""
         params = {k: v for k, v in (("status", status), ("tenant", tenant)) if v}
         return list(self._call("GET", "appointments", params=params))
+
+    def finalize(self, appointment_id: str) -> dict[str, Any]:
+        """Mark a booked appointment FINALIZED (no public call does); returns its admin view.
+
+        :raises requests.HTTPError: 404 unknown or cancelled, 409 not CONFIRMED.
+        """
+        return dict(self._call("POST", f"appointments/{appointment_id}/finalize", json={}))
 
     def seed(self) -> dict[str, Any]:
         """Branches, services, slot counts and clients (without secrets)."""
@@ -279,19 +286,28 @@ class SandboxServer:
 
     @property
     def conn_json(self) -> str:
-        """The primary client's Airflow connection as JSON."""
-        return connection_json(self.client, self.base_url)
+        """The primary client's Airflow connection as JSON (with ``endpoints`` for moved paths)."""
+        return connection_json(self.client, self.base_url, self.settings.moved_paths)
 
     @property
     def conn_uri(self) -> str:
-        """The primary client's Airflow connection as a URI."""
-        return connection_uri(self.client, self.base_url)
+        """The primary client's Airflow connection as a URI (with ``endpoints`` for moved paths)."""
+        return connection_uri(self.client, self.base_url, self.settings.moved_paths)
 
     def connection_env(
-        self, conn_id: str = DEFAULT_CONN_ID, client: SandboxClient | None = None
+        self,
+        conn_id: str = DEFAULT_CONN_ID,
+        client: SandboxClient | None = None,
+        *,
+        endpoints: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
-        """``{"AIRFLOW_CONN_<CONN_ID>": <json>}`` for this sandbox (primary client by default)."""
-        return connection_env(client or self.client, self.base_url, conn_id)
+        """``{"AIRFLOW_CONN_<CONN_ID>": <json>}`` for this sandbox (primary client by default).
+
+        The connection's ``endpoints`` extra is the sandbox's ``moved_paths`` unless ``endpoints``
+        is given (``{}``: none, to see a client that does not know of a moved path fail).
+        """
+        chosen = self.settings.moved_paths if endpoints is None else endpoints
+        return connection_env(client or self.client, self.base_url, conn_id, chosen)
 
     # ------------------------------------------------------------------ shortcuts for tests
     def get_token(
@@ -306,7 +322,7 @@ class SandboxServer:
         )
         basic = base64.b64encode(f"{who.client_id}:{who.client_secret}".encode()).decode()
         response = self.admin.session.post(
-            self.base_url + contract.TOKEN.path,
+            self.base_url + self.sandbox.routes.operations["token"].path,
             headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": who.tenant},
             data={"grant_type": "client_credentials", "scope": scope_string(wanted)},
             timeout=10,
@@ -335,6 +351,13 @@ class SandboxServer:
 
     def seed(self) -> dict[str, Any]:
         return self.admin.seed()
+
+    def finalize(self, appointment_id: str) -> dict[str, Any]:
+        return self.admin.finalize(appointment_id)
+
+    def path(self, operation: str, **fields: str) -> str:
+        """The path this sandbox serves ``operation`` at (moved or not), its fields filled in."""
+        return self.sandbox.routes.operations[operation].path.format(**fields)
 
     def free_slots(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import typing
 import uuid
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, InstanceOf, TypeAdapter, ValidationError
 
 from airflow_provider_qmatic.config import normalise_tenant
-from airflow_provider_qmatic.contract import OPERATIONS
+from airflow_provider_qmatic.contract import OPERATIONS, check_endpoint_overrides, resolve
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
 
@@ -32,6 +33,22 @@ WRITE_ENDPOINTS: frozenset[str] = frozenset(op.name for op in OPERATIONS.values(
 RATE_LIMIT_ALGORITHMS: tuple[str, ...] = ("token_bucket", "sliding_window")
 COMMIT_THEN_FAIL_MODES: tuple[str, ...] = ("500", "drop", "both")
 FAULT_BODIES: tuple[str, ...] = ("json", "empty", "html")
+# "public": only the fields Qmatic's public examples show; "rich": plus status, expiry, notes,
+# durations and time zones (what the first edition of Part B promised).
+ANSWER_SHAPES: tuple[str, ...] = ("public", "rich")
+# A search with exactly one match answers an array of it, or (as the public example) the object.
+SEARCH_ANSWERS: tuple[str, ...] = ("array", "object")
+# The knobs a tenant (system) may set for itself in ``tenant_config``; the top-level fields of the
+# same names are every other tenant's values.
+TENANT_KNOBS: tuple[str, ...] = (
+    "require_date_of_birth",
+    "required_questions",
+    "max_reservations",
+    "service_groups",
+)
+# ``max_reservations`` key that caps every service not named otherwise.
+ALL_SERVICES = "*"
+MAX_TENANT_ENTRIES = 200
 MAX_BRANCHES = 12
 # The seed's shape, for the slot-count bound: at most this many services per branch, none shorter.
 MAX_SERVICES_PER_BRANCH = 4
@@ -110,6 +127,28 @@ def demo_client(seed: int) -> SandboxClient:
 
 
 @dataclass(frozen=True)
+class TenantSettings:
+    """What one tenant's (system's) configuration asks of a booking: see ``SandboxSettings``.
+
+    Service references (keys of ``max_reservations``, members of a service group) are a service id
+    or a service name, so a setting can be written before the seed's ids are known.
+    """
+
+    require_date_of_birth: bool = False
+    required_questions: tuple[str, ...] = ()
+    max_reservations: Mapping[str, int] = field(default_factory=dict)
+    service_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def cap(self, service_id: str, service_name: str) -> int:
+        """The service's ``config.maxNumberOfReservations``: 0 means no cap (Qmatic's examples)."""
+        caps = self.max_reservations
+        for key in (service_id, service_name, ALL_SERVICES):
+            if key in caps:
+                return caps[key]
+        return 0
+
+
+@dataclass(frozen=True)
 class SandboxSettings:
     """All knobs. Rates of 0 switch a limit off; fault fractions are in [0, 1].
 
@@ -126,6 +165,18 @@ class SandboxSettings:
     stored and then answered with a 500 or a dropped connection), ``latency_ms`` plus uniform
     ``latency_jitter_ms``, ``fault_body`` (JSON, empty or an HTML page, like a gateway) and
     ``fault_seed`` (default: ``seed``).
+
+    Answers: ``answer_shape`` ``public`` (default: exactly the fields Qmatic's public examples show,
+    so a client cannot lean on a guessed field) or ``rich`` (plus ``status``, ``expiresAt``,
+    ``notes``, ``durationMinutes``, ``timeZone``, the slots' ``available``); ``search_answer``
+    ``array`` or ``object`` (one match answered as the object itself, as the public example).
+    ``moved_paths`` serves operations at other paths (operation name -> path template, checked
+    like a connection's ``endpoints`` extra); a moved operation no longer answers at its old path.
+
+    Tenant configuration (every tenant; ``tenant_config`` overrides any of them per tenant):
+    ``require_date_of_birth``, ``required_questions`` (question ids a confirm must answer),
+    ``max_reservations`` (service id or name, or ``*``, -> ``config.maxNumberOfReservations``; 0 or
+    absent: no cap) and ``service_groups`` (group name -> service ids or names).
     """
 
     seed: Annotated[int, _int(-(2**63), 2**63 - 1)] = 0
@@ -160,17 +211,63 @@ class SandboxSettings:
     faults_on_token: Annotated[bool, Field(strict=True)] = False
     fault_body: Annotated[str, _one_of(FAULT_BODIES)] = "json"
     fault_seed: Annotated[int | None, _int(-(2**63), 2**63 - 1)] = None
+    answer_shape: Annotated[str, _one_of(ANSWER_SHAPES)] = "public"
+    search_answer: Annotated[str, _one_of(SEARCH_ANSWERS)] = "array"
+    moved_paths: Annotated[dict[str, str], Field(strict=True, max_length=len(OPERATIONS))] = field(
+        default_factory=dict
+    )
+    require_date_of_birth: Annotated[bool, Field(strict=True)] = False
+    required_questions: Annotated[
+        tuple[Annotated[str, _text(200)], ...], Field(max_length=MAX_TENANT_ENTRIES)
+    ] = ()
+    max_reservations: Annotated[
+        dict[Annotated[str, _text(255)], Annotated[int, _int(0, 1_000_000)]],
+        Field(strict=True, max_length=MAX_TENANT_ENTRIES),
+    ] = field(default_factory=dict)
+    service_groups: Annotated[
+        dict[
+            Annotated[str, _text(255)],
+            Annotated[tuple[Annotated[str, _text(255)], ...], Field(max_length=MAX_TENANT_ENTRIES)],
+        ],
+        Field(strict=True, max_length=MAX_TENANT_ENTRIES),
+    ] = field(default_factory=dict)
+    tenant_config: Annotated[dict[str, dict[str, Any]], Field(strict=True, max_length=MAX_CLIENTS)] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         clients = tuple(self.clients) or (demo_client(self.seed),)
         object.__setattr__(self, "clients", clients)
         object.__setattr__(self, "fault_endpoints", tuple(self.fault_endpoints))
+        object.__setattr__(self, "required_questions", tuple(self.required_questions))
+        object.__setattr__(
+            self, "service_groups", {k: tuple(v) for k, v in dict(self.service_groups).items()}
+        )
         self._validate()
+        object.__setattr__(self, "moved_paths", _check_moved_paths(self.moved_paths))
+        object.__setattr__(self, "tenant_config", _check_tenant_config(self.tenant_config))
+        unknown = set(self.tenant_config) - {c.tenant for c in self.clients}
+        if unknown:
+            raise ValueError(
+                f"tenant_config: no client has tenant {', '.join(sorted(unknown))}; "
+                f"tenants: {', '.join(sorted({c.tenant for c in self.clients}))}"
+            )
 
     @property
     def client(self) -> SandboxClient:
         """The first (primary) client: the one the fixture and the CLI's connection line use."""
         return self.clients[0]
+
+    @property
+    def rich(self) -> bool:
+        """Answers carry the fields no public example shows (``answer_shape="rich"``)."""
+        return self.answer_shape == "rich"
+
+    def tenant(self, tenant: str) -> TenantSettings:
+        """One tenant's configuration: its ``tenant_config`` entry over the top-level values."""
+        own = self.tenant_config.get(tenant, {})
+        values = {name: own.get(name, getattr(self, name)) for name in TENANT_KNOBS}
+        return TenantSettings(**values)
 
     @property
     def effective_fault_seed(self) -> int:
@@ -198,8 +295,16 @@ class SandboxSettings:
                 value = [c.public() for c in value]
             elif f.name == "start_date":
                 value = value.isoformat() if value else None
-            elif f.name == "fault_endpoints":
+            elif f.name in ("fault_endpoints", "required_questions"):
                 value = list(value)
+            elif f.name == "service_groups":
+                value = {name: list(members) for name, members in value.items()}
+            elif f.name == "tenant_config":
+                value = {
+                    tenant: {k: _jsonable(v) for k, v in knobs.items()} for tenant, knobs in value.items()
+                }
+            elif isinstance(value, dict):
+                value = dict(value)
             data[f.name] = value
         return data
 
@@ -260,6 +365,17 @@ def _number(low: float, high: float) -> Any:
     return Field(strict=True, ge=low, le=high, allow_inf_nan=False)
 
 
+def _text(max_len: int) -> AfterValidator:
+    """Non-blank printable text of at most ``max_len`` characters."""
+
+    def check(value: str) -> str:
+        if not value.strip() or not value.isprintable() or len(value) > max_len:
+            raise ValueError(f"must be non-blank printable text of at most {max_len} characters")
+        return value
+
+    return AfterValidator(check)
+
+
 def _one_of(choices: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         if value not in choices:
@@ -291,4 +407,73 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(value)
     if name == "clients":
         raise ValueError("clients cannot change at run time; start another sandbox")
+    if name == "required_questions" and isinstance(value, list):
+        return tuple(value)
+    if name == "service_groups" and isinstance(value, dict):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    if name == "tenant_config" and isinstance(value, dict):
+        return {
+            tenant: {k: _coerce(k, v) if k in TENANT_KNOBS else v for k, v in knobs.items()}
+            if isinstance(knobs, dict)
+            else knobs
+            for tenant, knobs in value.items()
+        }
     return value
+
+
+def _check_moved_paths(moved: Mapping[str, str]) -> dict[str, str]:
+    """The contract's own check of an ``endpoints`` extra, plus: no two operations answer one
+    method and path (a move onto another row's path would hide that row)."""
+    try:
+        checked = check_endpoint_overrides(moved)
+    except ValueError as exc:
+        raise ValueError(f"moved_paths: {exc}") from None
+    seen: dict[tuple[str, str], str] = {}
+    for op in resolve(checked).values():
+        shape = (op.method, re.sub(r"\{[a-z_]+\}", "{}", op.path.rstrip("/")))
+        other = seen.setdefault(shape, op.name)
+        if other != op.name:
+            raise ValueError(f"moved_paths: {op.name} and {other} would both answer {op.method} {op.path}")
+    return checked
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _check_tenant_config(config: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-tenant overrides: a known tenant name (normalised), only ``TENANT_KNOBS``, each value
+    within the bounds of the top-level field of the same name."""
+    adapters = _field_adapters()
+    checked: dict[str, dict[str, Any]] = {}
+    for raw_tenant, knobs in config.items():
+        try:
+            tenant = normalise_tenant(str(raw_tenant))
+        except QmaticConfigError:
+            raise ValueError(f"tenant_config: {_short(raw_tenant)} is not an account name") from None
+        if not isinstance(knobs, Mapping):
+            raise ValueError(f"tenant_config[{tenant}] must be an object of {', '.join(TENANT_KNOBS)}")
+        own: dict[str, Any] = {}
+        for name, value in knobs.items():
+            if name not in TENANT_KNOBS:
+                raise ValueError(
+                    f"tenant_config[{tenant}]: unknown setting {_short(name)}; use {', '.join(TENANT_KNOBS)}"
+                )
+            if name == "required_questions" and isinstance(value, list):
+                value = tuple(value)
+            if name == "service_groups" and isinstance(value, dict):
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            try:
+                adapters[name].validate_python(value)
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                where = "".join(f"[{i}]" for i in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                raise ValueError(f"tenant_config[{tenant}].{name}{where}: {message}") from None
+            own[name] = value
+        checked[tenant] = own
+    return checked

@@ -6,7 +6,10 @@ an appointment, so the answers are always correct), then does a small amount of 
 stay cheap even with thousands of appointments, and nothing copies the whole store per request.
 
 Appointments are private to the tenant that created them (another tenant gets 404); the seeded
-branches and their slot capacity are shared by all tenants.
+branches and their slot capacity are shared by all tenants, while each tenant's configuration
+(required fields, reservation caps, service groups) comes from the settings. Answers are shaped by
+:mod:`shapes` in the configured ``answer_shape``; a cancelled appointment is deleted for the API
+(404 afterwards) but kept, marked, for the introspection endpoints.
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from airflow_provider_qmatic.models import AppointmentStatus
+from airflow_provider_qmatic.sandbox import shapes
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError, conflict, not_found
 from airflow_provider_qmatic.sandbox.seed import Branch, SeedData, Service
-from airflow_provider_qmatic.sandbox.settings import SandboxClient
+from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings, TenantSettings
 from airflow_provider_qmatic.scopes import Scope
 
-RESERVED = AppointmentStatus.RESERVED
-CONFIRMED = AppointmentStatus.CONFIRMED
-CANCELLED = AppointmentStatus.CANCELLED
-RELEASED = AppointmentStatus.RELEASED
-EXPIRED = AppointmentStatus.EXPIRED
+# The sandbox's own status names (the rich shape and the introspection endpoints show them):
+# CONFIRMED and FINALIZED are public, the others Part B's labels. Defined here rather than taken
+# from the client's models, so the emulator states what it does, not what the client expects.
+RESERVED = "RESERVED"
+CONFIRMED = "CONFIRMED"
+FINALIZED = "FINALIZED"
+CANCELLED = "CANCELLED"
+RELEASED = "RELEASED"
+EXPIRED = "EXPIRED"
+STATUSES: tuple[str, ...] = (RESERVED, CONFIRMED, FINALIZED, CANCELLED, RELEASED, EXPIRED)
 
 
 class Slot:
@@ -59,6 +67,7 @@ class Appointment:
         "client_id",
         "created_at",
         "customer",
+        "deleted",
         "expires_at",
         "id",
         "information_questions",
@@ -96,34 +105,26 @@ class Appointment:
         self.notes = notes
         self.resource_id = resource_id
         self.status = RESERVED
+        self.deleted = False  # by a cancel: 404 for the API, kept for introspection
         self.expires_at: float | None = expires_at
         self.customer: dict[str, Any] | None = None
         self.information_questions: list[dict[str, str]] = []
         self.created_at = now
         self.updated_at = now
 
-    def to_json(self) -> dict[str, Any]:
-        """The Appointment of Part B, exactly its keys."""
-        return {
-            "appointmentId": self.id,
-            "status": self.status,
-            "timeSlot": self.slot.time_slot(),
-            "branch": {"id": self.branch.id, "name": self.branch.name},
-            "service": {"id": self.service.id, "name": self.service.name},
-            "customer": dict(self.customer) if self.customer is not None else None,
-            "numberOfReservations": self.number,
-            "notes": self.notes,
-            "expiresAt": iso_utc(self.expires_at) if self.expires_at is not None else None,
-        }
+    def expires_at_iso(self) -> str | None:
+        return iso_utc(self.expires_at) if self.expires_at is not None else None
 
-    def to_admin_json(self) -> dict[str, Any]:
-        """Part B's shape plus what only the sandbox knows (tenant, client, timestamps, answers)."""
-        data = self.to_json()
+    def to_admin_json(self, tenant: TenantSettings) -> dict[str, Any]:
+        """The rich shape plus what only the sandbox knows (tenant, client, timestamps, answers,
+        whether a cancel deleted it): tests judge the outcome by this, whatever the API shape."""
+        data = shapes.appointment(self, tenant, rich=True)
         data.update(
             tenant=self.tenant,
             clientId=self.client_id,
             resourceId=self.resource_id,
             informationQuestions=list(self.information_questions),
+            deleted=self.deleted,
             createdAt=iso_utc(self.created_at),
             updatedAt=iso_utc(self.updated_at),
         )
@@ -160,13 +161,14 @@ def iso_utc(ts: float) -> str:
 
 
 class Store:
-    """All mutable state. ``slot_capacity`` and ``reservation_hold`` may change at run time."""
+    """All mutable state. ``settings`` is replaced (never mutated) when the sandbox is configured;
+    the store reads the slot capacity, the hold, the answer shape and the tenants' configuration
+    from it on every call."""
 
-    def __init__(self, seed: SeedData, clock: Clock, *, slot_capacity: int, reservation_hold: float) -> None:
+    def __init__(self, seed: SeedData, clock: Clock, settings: SandboxSettings) -> None:
         self._lock = threading.RLock()
         self._clock = clock
-        self.slot_capacity = slot_capacity
-        self.reservation_hold = reservation_hold
+        self.settings = settings
         self._tokens: dict[str, Token] = {}
         self._load(seed)
 
@@ -222,25 +224,56 @@ class Store:
 
     # ----------------------------------------------------------------------------- catalogue
     def branches(self) -> list[dict[str, Any]]:
-        return [b.to_json() for b in self.seed.branches]
+        rich = self.settings.rich
+        return [shapes.branch(b, rich=rich) for b in self.seed.branches]
 
-    def services(self, branch_id: str) -> list[dict[str, Any]]:
-        return [s.to_json() for s in self._branch(branch_id).services]
+    def services(self, tenant: str) -> list[dict[str, Any]]:
+        """Tenant-wide: one item per service and branch (the public page's list)."""
+        config, rich = self.settings.tenant(tenant), self.settings.rich
+        return [shapes.service(b, s, config, rich=rich) for b in self.seed.branches for s in b.services]
 
-    def timeslots(self, branch_id: str, service_id: str, first: date, last: date) -> list[dict[str, Any]]:
-        """Free slots whose local start date is in [first, last], still in the future."""
+    def service_groups(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's service groups: ``[{id, name, services: [{id, name}]}]`` (may be empty).
+
+        A member names a service by id or by name; every seeded service it names is listed once.
+        """
+        out: list[dict[str, Any]] = []
+        for name, members in self.settings.tenant(tenant).service_groups.items():
+            services: dict[str, str] = {}
+            for b in self.seed.branches:
+                for s in b.services:
+                    if s.id in members or s.name in members:
+                        services.setdefault(s.id, s.name)
+            out.append(
+                {
+                    "id": str(uuid.uuid5(_GROUP_NAMESPACE, f"{tenant}/{name}")),
+                    "name": name,
+                    "services": [{"id": i, "name": n} for i, n in services.items()],
+                }
+            )
+        return out
+
+    def timeslots(
+        self, tenant: str, branch_id: str, service_id: str, first: date, last: date, number: int = 1
+    ) -> list[dict[str, Any]]:
+        """Free slots whose local start date is in [first, last], still in the future, with room
+        for ``number`` people (none when that is above the service's cap). A full slot is never
+        listed: in the public shape a listed slot is a free slot."""
         with self._lock:
             now = self._expire_due()
-            self._service(branch_id, service_id)
+            service = self._service(branch_id, service_id)
+            cap = self.settings.tenant(tenant).cap(service.id, service.name)
+            if cap > 0 and number > cap:
+                return []
             out: list[dict[str, Any]] = []
-            capacity = self.slot_capacity
+            capacity, rich = self.settings.slot_capacity, self.settings.rich
             for slot in self._slots.get((branch_id, service_id), ()):
                 day = slot.start.date()
                 if day > last:
                     break
                 free = capacity - slot.used
-                if day >= first and free > 0 and slot.start_ts > now:
-                    out.append({**slot.time_slot(), "available": free})
+                if day >= first and free >= number and slot.start_ts > now:
+                    out.append(shapes.time_slot(slot, free, rich=rich))
             return out
 
     def free_slots(
@@ -257,7 +290,7 @@ class Store:
         with self._lock:
             now = self._expire_due()
             out: list[dict[str, Any]] = []
-            capacity = self.slot_capacity
+            capacity = self.settings.slot_capacity
             for (b_id, s_id), row in self._slots.items():
                 if (branch_id and b_id != branch_id) or (service_id and s_id != service_id):
                     continue
@@ -302,7 +335,15 @@ class Store:
                 )
             if slot.start_ts <= now:
                 raise conflict("slot_unavailable", f"the slot at {when} has already started")
-            free = self.slot_capacity - slot.used
+            config = self.settings.tenant(tenant)
+            cap = config.cap(service.id, service.name)
+            if cap > 0 and number > cap:
+                raise conflict(
+                    "invalid_state",
+                    f"numberOfReservations: {number} is more than service {service_id} allows "
+                    f"(config.maxNumberOfReservations {cap})",
+                )
+            free = self.settings.slot_capacity - slot.used
             if number > free:
                 raise conflict(
                     "slot_unavailable",
@@ -319,11 +360,11 @@ class Store:
                 notes=notes,
                 resource_id=resource_id,
                 now=now,
-                expires_at=now + self.reservation_hold,
+                expires_at=now + self.settings.reservation_hold,
             )
             self._appointments[appointment.id] = appointment
-            heapq.heappush(self._expiry_heap, (now + self.reservation_hold, appointment.id))
-            return appointment.to_json()
+            heapq.heappush(self._expiry_heap, (now + self.settings.reservation_hold, appointment.id))
+            return self._answer(appointment)
 
     def release(self, tenant: str, appointment_id: str) -> None:
         with self._lock:
@@ -334,8 +375,8 @@ class Store:
             if appointment.status != RESERVED:
                 raise conflict(
                     "invalid_state",
-                    f"appointment {appointment_id} is {appointment.status}; only a RESERVED "
-                    "reservation can be released (cancel a confirmed appointment)",
+                    f"appointment {appointment_id} is {appointment.status}; a reservation can be "
+                    "released only until it is CONFIRMED or FINALIZED (cancel an appointment instead)",
                 )
             self._free(appointment)
             appointment.status = RELEASED
@@ -369,21 +410,42 @@ class Store:
             appointment.updated_at = now
             key = (tenant, str(customer["personalIdentifier"]))
             self._by_customer.setdefault(key, []).append(appointment.id)
-            return appointment.to_json()
+            return self._answer(appointment)
+
+    def update_customer(self, tenant: str, appointment_id: str, customer: dict[str, Any]) -> None:
+        """Replace a booked appointment's customer; a search by the new identifier finds it."""
+        with self._lock:
+            now = self._expire_due()
+            appointment = self._appointment(tenant, appointment_id)
+            if appointment.status != CONFIRMED or appointment.customer is None:
+                raise conflict(
+                    "invalid_state",
+                    f"appointment {appointment_id} is {appointment.status}; only a booked "
+                    "(CONFIRMED) appointment's customer can be updated",
+                )
+            old = (tenant, str(appointment.customer["personalIdentifier"]))
+            new = (tenant, str(customer["personalIdentifier"]))
+            if old != new:
+                self._by_customer[old].remove(appointment.id)
+                if not self._by_customer[old]:
+                    del self._by_customer[old]
+                self._by_customer.setdefault(new, []).append(appointment.id)
+            appointment.customer = customer
+            appointment.updated_at = now
 
     def get(self, tenant: str, appointment_id: str) -> dict[str, Any]:
         with self._lock:
             self._expire_due()
-            return self._appointment(tenant, appointment_id).to_json()
+            return self._answer(self._appointment(tenant, appointment_id))
 
     def search(self, tenant: str, personal_identifier: str) -> list[dict[str, Any]]:
-        """Every appointment confirmed for this customer (so CONFIRMED or later CANCELLED)."""
+        """Every appointment booked for this customer and not cancelled (cancel deletes)."""
         with self._lock:
             self._expire_due()
             ids = self._by_customer.get((tenant, personal_identifier), [])
-            found = [self._appointments[i] for i in ids]
+            found = [a for a in (self._appointments[i] for i in ids) if not a.deleted]
             found.sort(key=lambda a: (a.slot.start_ts, a.created_at))
-            return [a.to_json() for a in found]
+            return [self._answer(a) for a in found]
 
     def reschedule(self, tenant: str, appointment_id: str, reservation_id: str) -> dict[str, Any]:
         with self._lock:
@@ -417,9 +479,11 @@ class Store:
             # Part B leaves open what a used reservation reads as; the sandbox takes the one answer
             # that needs no status outside Part B: it is gone (404), its slot now the appointment's.
             del self._appointments[reservation.id]
-            return appointment.to_json()
+            return self._answer(appointment)
 
     def cancel(self, tenant: str, appointment_id: str) -> None:
+        """Cancel deletes (the public page's 204 "Cancelled/Deleted"): a later get, cancel,
+        reschedule or update answers 404; introspection still shows it, CANCELLED and deleted."""
         with self._lock:
             now = self._expire_due()
             appointment = self._appointment(tenant, appointment_id)
@@ -432,14 +496,33 @@ class Store:
                 )
             self._free(appointment)
             appointment.status = CANCELLED
+            appointment.deleted = True
             appointment.updated_at = now
 
     # ----------------------------------------------------------------------------- introspection
+    def finalize(self, appointment_id: str) -> dict[str, Any]:
+        """Mark a booked appointment FINALIZED (the visit took place; no public call does it):
+        from then on release, cancel, reschedule and update are refused with 409."""
+        with self._lock:
+            now = self._expire_due()
+            appointment = self._appointments.get(appointment_id)
+            if appointment is None or appointment.deleted:
+                raise not_found("appointment", _shorten(appointment_id))
+            if appointment.status != CONFIRMED:
+                raise conflict(
+                    "invalid_state",
+                    f"appointment {appointment_id} is {appointment.status}; only a CONFIRMED "
+                    "appointment can be finalized",
+                )
+            appointment.status = FINALIZED
+            appointment.updated_at = now
+            return appointment.to_admin_json(self.settings.tenant(appointment.tenant))
+
     def appointments(self, *, status: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             self._expire_due()
             return [
-                a.to_admin_json()
+                a.to_admin_json(self.settings.tenant(a.tenant))
                 for a in self._appointments.values()
                 if (status is None or a.status == status) and (tenant is None or a.tenant == tenant)
             ]
@@ -485,14 +568,20 @@ class Store:
         return service
 
     def _appointment(self, tenant: str, appointment_id: str, what: str = "appointment") -> Appointment:
+        """The tenant's appointment; 404 for another tenant's, an unknown or a deleted one."""
         appointment = self._appointments.get(appointment_id)
-        if appointment is None or appointment.tenant != tenant:
+        if appointment is None or appointment.tenant != tenant or appointment.deleted:
             raise not_found(what, _shorten(appointment_id))
         return appointment
+
+    def _answer(self, appointment: Appointment) -> dict[str, Any]:
+        """The appointment as the API answers it, in the configured shape (under the lock)."""
+        settings = self.settings
+        return shapes.appointment(appointment, settings.tenant(appointment.tenant), rich=settings.rich)
 
 
 def _shorten(text: str) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
-STATUSES: tuple[str, ...] = tuple(status.value for status in AppointmentStatus)
+_GROUP_NAMESPACE = uuid.UUID("0c5e3f63-8d0b-4f4a-b8a5-6a1f2b7c9d41")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_qmatic.sandbox.errors import bad_request
+from airflow_provider_qmatic.sandbox.settings import TenantSettings
 
 MAX_NAME = 255
 MAX_ANSWER = 2048
@@ -89,7 +91,10 @@ def parse_date(field: str, value: Any) -> date:
 def parse_reserve(data: dict[str, Any]) -> ReserveRequest:
     branch_id = _required_text("branchId", data.get("branchId"))
     service_id = _required_text("serviceId", data.get("serviceId"))
-    resource_id = _optional_text("resourceId", data.get("resourceId"))
+    # The public name is requestedResourceId; Part A's resourceId is still accepted.
+    resource_id = _optional_text("requestedResourceId", data.get("requestedResourceId"))
+    if resource_id is None:
+        resource_id = _optional_text("resourceId", data.get("resourceId"))
     slot = data.get("timeSlot")
     if not isinstance(slot, dict):
         raise bad_request("timeSlot", "is required: an object with startTime (and endTime)")
@@ -100,35 +105,92 @@ def parse_reserve(data: dict[str, Any]) -> ReserveRequest:
         if end <= start:
             raise bad_request("timeSlot.endTime", "must be after timeSlot.startTime")
     notes = _optional_text("notes", data.get("notes"))
-    number = data.get("numberOfReservations", 1)
+    # Required by the page, 1 by default: an absent or null number books one place.
+    number = data.get("numberOfReservations")
     if number is None:
         number = 1
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+    return ReserveRequest(
+        branch_id, service_id, resource_id, start, end, notes, _reservations("numberOfReservations", number)
+    )
+
+
+def parse_timeslot_filters(query: Mapping[str, str]) -> int:
+    """The optional ``requestedResourceId`` (any text: the sandbox has no resources) and
+    ``numberOfReservations`` (default 1) filters of a time-slot query; returns the number."""
+    _optional_text("requestedResourceId", query.get("requestedResourceId"), MAX_NAME)
+    raw = query.get("numberOfReservations")
+    if raw is None or raw == "":
+        return 1
+    if not raw.isdigit():
         raise bad_request("numberOfReservations", "must be an integer of at least 1")
-    return ReserveRequest(branch_id, service_id, resource_id, start, end, notes, number)
+    return _reservations("numberOfReservations", int(raw))
+
+
+def _reservations(field: str, number: Any) -> int:
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise bad_request(field, "must be an integer of at least 1")
+    return number
 
 
 def parse_customer(value: Any, prefix: str = "customer") -> dict[str, Any]:
-    """Part A's customer rules; returns the stored customer (known fields only)."""
+    """Part A's customer rules; returns the stored customer (known fields only).
+
+    ``prefix`` is where the customer sits in the body (``customer`` in a confirm, nothing in an
+    update), so every 400 names the field as the caller wrote it. ``phoneNumber`` may be text or
+    an integer (the page types it integer, its examples are text); it is stored as text.
+    """
+    at = f"{prefix}." if prefix else ""
     if not isinstance(value, dict):
         raise bad_request(
-            prefix, "is required: an object with personalIdentifier, firstName, lastName, email"
+            prefix or "body", "is required: an object with personalIdentifier, firstName, lastName, email"
         )
-    customer: dict[str, Any] = {
-        "personalIdentifier": _personal_identifier(f"{prefix}.personalIdentifier", value)
-    }
+    customer: dict[str, Any] = {"personalIdentifier": _personal_identifier(f"{at}personalIdentifier", value)}
     for name in ("firstName", "lastName"):
-        customer[name] = _required_text(f"{prefix}.{name}", value.get(name), MAX_NAME)
-    email = _required_text(f"{prefix}.email", value.get("email"), MAX_NAME)
+        customer[name] = _required_text(f"{at}{name}", value.get(name), MAX_NAME)
+    email = _required_text(f"{at}email", value.get("email"), MAX_NAME)
     if not _EMAIL.fullmatch(email):
-        raise bad_request(f"{prefix}.email", "must look like an email address (name@example.com)")
+        raise bad_request(f"{at}email", "must look like an email address (name@example.com)")
     customer["email"] = email
-    customer["phoneNumber"] = _optional_text(f"{prefix}.phoneNumber", value.get("phoneNumber"), MAX_NAME)
+    phone = value.get("phoneNumber")
+    if isinstance(phone, int) and not isinstance(phone, bool):
+        phone = str(phone)
+    elif phone is not None and not isinstance(phone, str):
+        raise bad_request(f"{at}phoneNumber", "must be text, an integer or null")
+    customer["phoneNumber"] = _optional_text(f"{at}phoneNumber", phone, MAX_NAME)
     birth = value.get("dateOfBirth")
     if birth is not None:
-        parse_date(f"{prefix}.dateOfBirth", birth)
+        parse_date(f"{at}dateOfBirth", birth)
     customer["dateOfBirth"] = birth
     return customer
+
+
+def require_tenant_fields(
+    tenant: TenantSettings,
+    customer: dict[str, Any],
+    questions: list[dict[str, str]] | None,
+    prefix: str = "customer",
+) -> None:
+    """The fields this tenant's configuration makes required: 400 naming the first one missing
+    (``customer.dateOfBirth``, ``informationQuestions[<questionId>]``). ``questions`` is None where
+    the call carries no answers (an update of the customer)."""
+    if tenant.require_date_of_birth and customer.get("dateOfBirth") is None:
+        field = f"{prefix}.dateOfBirth" if prefix else "dateOfBirth"
+        raise bad_request(field, "is required by this tenant's configuration (YYYY-MM-DD)")
+    if questions is None:
+        return
+    answered = {q["questionId"] for q in questions if q["answer"].strip()}
+    for question_id in tenant.required_questions:
+        if question_id not in answered:
+            raise bad_request(
+                f"informationQuestions[{question_id}]",
+                "an answer is required by this tenant's configuration: send "
+                f'{{"questionId": "{question_id}", "answer": "..."}}',
+            )
+
+
+def parse_update_customer(data: dict[str, Any]) -> dict[str, Any]:
+    """The body of an update: the customer's fields at the top level."""
+    return parse_customer(data, prefix="")
 
 
 def parse_confirm(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:

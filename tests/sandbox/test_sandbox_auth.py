@@ -71,7 +71,8 @@ def _call(api: Api, endpoint: str, ids: dict[str, str]) -> requests.Response:
     aid = ids["appointment"]
     calls = {
         "branches": lambda: api.get(contract.BRANCHES.path),
-        "services": lambda: api.get(contract.SERVICES.path.format(branch_id=slot["branchId"])),
+        "services": lambda: api.get(contract.SERVICES.path),
+        "service_groups": lambda: api.get(contract.SERVICE_GROUPS.path),
         "timeslots": lambda: api.get(
             contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
         ),
@@ -84,16 +85,26 @@ def _call(api: Api, endpoint: str, ids: dict[str, str]) -> requests.Response:
             contract.RESCHEDULE.path.format(appointment_id=aid), json={"reservationId": UNKNOWN_ID}
         ),
         "cancel": lambda: api.delete(contract.GET.path.format(appointment_id=aid)),
+        "update_customer": lambda: api.put(
+            contract.UPDATE_CUSTOMER.path.format(appointment_id=aid), json=CUSTOMER
+        ),
     }
     return calls[endpoint]()
 
 
+READS = {"branches", "services", "service_groups", "timeslots", "get", "search"}
 ALLOWED = {
-    Scope.BOOK: {"branches", "services", "timeslots", "get", "search", "reserve", "release", "confirm"},
-    Scope.RESCHEDULE: {"branches", "services", "timeslots", "get", "search", "reserve", "reschedule"},
-    Scope.CANCEL: {"branches", "services", "timeslots", "get", "search", "cancel"},
+    Scope.BOOK: READS | {"reserve", "release", "confirm", "update_customer"},
+    Scope.RESCHEDULE: READS | {"reserve", "reschedule"},
+    Scope.CANCEL: READS | {"cancel"},
 }
 ENDPOINTS = sorted(ALLOWED[Scope.BOOK] | ALLOWED[Scope.RESCHEDULE] | ALLOWED[Scope.CANCEL])
+
+
+def test_the_scope_table_covers_every_operation_as_the_contract_says() -> None:
+    assert set(ENDPOINTS) == {op.name for op in contract.API_OPERATIONS}
+    for op in contract.API_OPERATIONS:
+        assert {scope for scope in Scope if op.name in ALLOWED[scope]} == set(op.scopes), op.name
 
 
 @pytest.mark.parametrize("scope", list(Scope), ids=lambda s: s.name.lower())

@@ -1,4 +1,9 @@
-"""Reserve, release, confirm, get, search, reschedule, cancel, expiry: statuses and 404/409s."""
+"""Reserve, release, confirm, get, search, reschedule, cancel, expiry: statuses and 404/409s.
+
+Answers are checked in the public shape (the default) and, where a field only the rich shape
+carries matters, in the rich one; outcomes are judged by the introspection state, as the public
+shape carries no status.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,14 @@ import requests
 from sandbox_helpers import ACME, CUSTOMER, Api, error_of, reserve_body
 
 from airflow_provider_qmatic import contract
-from airflow_provider_qmatic.models import AppointmentStatus
 from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.sandbox.store import STATUSES
 
-APPOINTMENT_KEYS = {
-    "appointmentId",
-    "status",
-    "timeSlot",
-    "branch",
-    "service",
-    "customer",
-    "numberOfReservations",
-    "notes",
-    "expiresAt",
-}
+# Exactly the keys of the public examples (search and get on the reschedule page).
+PUBLIC_KEYS = {"appointmentId", "timeSlot", "customer", "service", "branch", "numberOfReservations"}
+RICH_KEYS = PUBLIC_KEYS | {"status", "notes", "expiresAt"}
+PUBLIC_CUSTOMER_KEYS = {"firstName", "lastName", "phoneNumber", "email", "dateOfBirth"}
+PUBLIC_BRANCH_KEYS = {"id", "name", "address", "location"}
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
@@ -39,25 +38,61 @@ def free_places(sandbox: SandboxServer, slot: dict[str, Any]) -> int:
     return 0
 
 
-def test_reserve_returns_a_reserved_appointment(
-    api: Api, sandbox: SandboxServer, slot: dict[str, Any]
-) -> None:
-    before = datetime.now().astimezone()
+def test_reserve_answers_the_public_shape(api: Api, sandbox: SandboxServer, slot: dict[str, Any]) -> None:
     response = api.post(contract.RESERVE.path, json=reserve_body(slot, notes="first visit", resourceId=None))
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == APPOINTMENT_KEYS
-    assert body["status"] == "RESERVED"
+    assert set(body) == PUBLIC_KEYS
     assert body["customer"] is None
-    assert body["notes"] == "first visit"
     assert body["timeSlot"] == {"startTime": slot["startTime"], "endTime": slot["endTime"]}
+    assert set(body["branch"]) == PUBLIC_BRANCH_KEYS
     assert body["branch"]["id"] == slot["branchId"]
-    assert body["service"]["id"] == slot["serviceId"]
-    assert set(body["branch"]) == {"id", "name"}
-    assert set(body["service"]) == {"id", "name"}
+    assert set(body["branch"]["address"]) == {"streetName", "zipCode", "city", "country"}
+    assert set(body["branch"]["location"]) == {"longitude", "latitude"}
+    assert body["service"] == {
+        "id": slot["serviceId"],
+        "name": body["service"]["name"],
+        "config": {"maxNumberOfReservations": 0},
+    }
+    assert body["numberOfReservations"] == 1
+    stored = sandbox.appointments()[0]
+    assert (stored["status"], stored["notes"]) == ("RESERVED", "first visit")
+    assert free_places(sandbox, slot) == 1
+
+
+def test_reserve_in_the_rich_shape_carries_status_and_expiry(
+    api: Api, sandbox: SandboxServer, slot: dict[str, Any]
+) -> None:
+    sandbox.configure(answer_shape="rich")
+    before = datetime.now().astimezone()
+    body = api.reserve(slot, notes="first visit")
+    assert set(body) == RICH_KEYS
+    assert body["status"] == "RESERVED"
+    assert body["notes"] == "first visit"
+    assert set(body["branch"]) == PUBLIC_BRANCH_KEYS | {"timeZone"}
+    assert set(body["service"]) == {"id", "name", "config", "durationMinutes"}
     expires = datetime.fromisoformat(body["expiresAt"])
     assert timedelta(minutes=14) < expires - before < timedelta(minutes=16)
+
+
+def test_number_of_reservations_defaults_to_one(
+    api: Api, sandbox: SandboxServer, slot: dict[str, Any]
+) -> None:
+    body = reserve_body(slot)
+    del body["numberOfReservations"]
+    response = api.post(contract.RESERVE.path, json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["numberOfReservations"] == 1
     assert free_places(sandbox, slot) == 1
+
+
+def test_requested_resource_id_and_the_old_resource_id_are_both_taken(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    first, second = sandbox.free_slots(limit=2)
+    api.reserve(first, requestedResourceId="res-1")
+    api.reserve(second, resourceId="res-2")
+    assert sorted(a["resourceId"] for a in sandbox.appointments()) == ["res-1", "res-2"]
 
 
 def test_reserve_with_the_same_instant_in_utc(api: Api, slot: dict[str, Any]) -> None:
@@ -78,7 +113,10 @@ def test_number_of_reservations_counts_against_capacity(
 
 
 def test_too_many_for_an_empty_slot(api: Api, slot: dict[str, Any]) -> None:
-    assert error_of(api.post(contract.RESERVE.path, json=reserve_body(slot, 3)))[:2] == (409, "slot_unavailable")
+    assert error_of(api.post(contract.RESERVE.path, json=reserve_body(slot, 3)))[:2] == (
+        409,
+        "slot_unavailable",
+    )
 
 
 @pytest.mark.parametrize(
@@ -125,8 +163,10 @@ def test_release_frees_the_slot_at_once(api: Api, sandbox: SandboxServer, slot: 
     assert response.status_code == 204
     assert response.content == b""
     assert free_places(sandbox, slot) == 2
-    got = api.get(contract.GET.path.format(appointment_id=appointment["appointmentId"])).json()
-    assert got["status"] == "RELEASED"
+    assert status_of(sandbox, appointment["appointmentId"]) == "RELEASED"
+    got = api.get(contract.GET.path.format(appointment_id=appointment["appointmentId"]))
+    assert got.status_code == 200
+    assert set(got.json()) == PUBLIC_KEYS
     assert error_of(api.delete(url))[:2] == (409, "invalid_state")
     confirm = api.post(
         contract.CONFIRM.path.format(appointment_id=appointment["appointmentId"]), json={"customer": CUSTOMER}
@@ -141,12 +181,11 @@ def test_confirm_get_and_search(api: Api, sandbox: SandboxServer, slot: dict[str
     response = api.post(url, json={"customer": CUSTOMER, "informationQuestions": questions})
     assert response.status_code == 201
     confirmed = response.json()
-    assert set(confirmed) == APPOINTMENT_KEYS
-    assert confirmed["status"] == "CONFIRMED"
-    assert confirmed["expiresAt"] is None
+    assert set(confirmed) == PUBLIC_KEYS
     assert confirmed["appointmentId"] == reserved["appointmentId"]
-    assert confirmed["customer"]["personalIdentifier"] == CUSTOMER["personalIdentifier"]
-    assert confirmed["customer"]["email"] == CUSTOMER["email"]
+    # The public example echoes no personal identifier.
+    assert confirmed["customer"] == {k: CUSTOMER[k] for k in PUBLIC_CUSTOMER_KEYS}
+    assert status_of(sandbox, reserved["appointmentId"]) == "CONFIRMED"
 
     got = api.get(contract.GET.path.format(appointment_id=reserved["appointmentId"]))
     assert got.status_code == 200
@@ -166,15 +205,40 @@ def test_confirm_get_and_search(api: Api, sandbox: SandboxServer, slot: dict[str
     assert nobody.json() == []
 
 
-def test_search_lists_cancelled_ones_too(api: Api, sandbox: SandboxServer) -> None:
+def test_confirm_in_the_rich_shape(api: Api, sandbox: SandboxServer, slot: dict[str, Any]) -> None:
+    sandbox.configure(answer_shape="rich")
+    confirmed = api.book(slot)
+    assert set(confirmed) == RICH_KEYS
+    assert (confirmed["status"], confirmed["expiresAt"]) == ("CONFIRMED", None)
+    assert confirmed["customer"] == {k: CUSTOMER[k] for k in PUBLIC_CUSTOMER_KEYS | {"personalIdentifier"}}
+    got = api.get(contract.GET.path.format(appointment_id=confirmed["appointmentId"]))
+    assert got.json() == confirmed
+
+
+def test_search_leaves_out_cancelled_ones(api: Api, sandbox: SandboxServer) -> None:
     first, second = sandbox.free_slots(limit=2)
     a = api.book(first)
     b = api.book(second)
     assert api.delete(contract.GET.path.format(appointment_id=a["appointmentId"])).status_code == 204
     api.reserve(sandbox.free_slots(limit=1)[0])  # a reservation has no customer: not listed
-    found = api.post(contract.SEARCH.path, json={"customer": {"personalIdentifier": CUSTOMER["personalIdentifier"]}})
-    by_id = {x["appointmentId"]: x["status"] for x in found.json()}
-    assert by_id == {a["appointmentId"]: "CANCELLED", b["appointmentId"]: "CONFIRMED"}
+    found = api.post(
+        contract.SEARCH.path, json={"customer": {"personalIdentifier": CUSTOMER["personalIdentifier"]}}
+    )
+    assert [x["appointmentId"] for x in found.json()] == [b["appointmentId"]]
+    assert status_of(sandbox, a["appointmentId"]) == "CANCELLED"
+
+
+@pytest.mark.parametrize("answer", ["array", "object"])
+def test_search_answer_array_or_one_object(api: Api, sandbox: SandboxServer, answer: str) -> None:
+    sandbox.configure(search_answer=answer)
+    search = {"customer": {"personalIdentifier": CUSTOMER["personalIdentifier"]}}
+    assert api.post(contract.SEARCH.path, json=search).json() == []
+    first, second = sandbox.free_slots(limit=2)
+    one = api.book(first)
+    found = api.post(contract.SEARCH.path, json=search).json()
+    assert found == (one if answer == "object" else [one])
+    two = api.book(second)
+    assert api.post(contract.SEARCH.path, json=search).json() == [one, two]
 
 
 def test_unknown_malformed_and_foreign_ids_are_404(
@@ -183,7 +247,10 @@ def test_unknown_malformed_and_foreign_ids_are_404(
     for ident in (UNKNOWN_ID, "not-a-guid"):
         assert error_of(api.get(contract.GET.path.format(appointment_id=ident)))[:2] == (404, "not_found")
         assert error_of(api.delete(contract.GET.path.format(appointment_id=ident)))[:2] == (404, "not_found")
-        assert error_of(api.delete(contract.RELEASE.path.format(appointment_id=ident)))[:2] == (404, "not_found")
+        assert error_of(api.delete(contract.RELEASE.path.format(appointment_id=ident)))[:2] == (
+            404,
+            "not_found",
+        )
         confirm = api.post(contract.CONFIRM.path.format(appointment_id=ident), json={"customer": CUSTOMER})
         assert error_of(confirm)[:2] == (404, "not_found")
     mine = api.book(slot)
@@ -211,7 +278,7 @@ def test_reschedule_moves_the_appointment(api: Api, sandbox: SandboxServer) -> N
     assert response.status_code == 200, response.text
     moved = response.json()
     assert moved["appointmentId"] == appointment["appointmentId"]
-    assert moved["status"] == "CONFIRMED"
+    assert status_of(sandbox, appointment["appointmentId"]) == "CONFIRMED"
     assert moved["timeSlot"] == {"startTime": new["startTime"], "endTime": new["endTime"]}
     assert moved["customer"] == appointment["customer"]
     assert free_places(sandbox, old) == 2
@@ -220,11 +287,16 @@ def test_reschedule_moves_the_appointment(api: Api, sandbox: SandboxServer) -> N
     # outside Part B): reading, reusing, confirming or releasing it is 404, never a second move.
     reservation_id = reservation["appointmentId"]
     assert reservation_id not in {a["appointmentId"] for a in sandbox.appointments()}
-    assert {a["status"] for a in sandbox.appointments()} <= {s.value for s in AppointmentStatus}
-    assert error_of(api.get(contract.GET.path.format(appointment_id=reservation_id)))[:2] == (404, "not_found")
+    assert {a["status"] for a in sandbox.appointments()} <= set(STATUSES)
+    assert error_of(api.get(contract.GET.path.format(appointment_id=reservation_id)))[:2] == (
+        404,
+        "not_found",
+    )
     again = api.put(url, json={"reservationId": reservation_id})
     assert error_of(again)[:2] == (404, "not_found")
-    confirm = api.post(contract.CONFIRM.path.format(appointment_id=reservation_id), json={"customer": CUSTOMER})
+    confirm = api.post(
+        contract.CONFIRM.path.format(appointment_id=reservation_id), json={"customer": CUSTOMER}
+    )
     assert error_of(confirm)[:2] == (404, "not_found")
     release = api.delete(contract.RELEASE.path.format(appointment_id=reservation_id))
     assert error_of(release)[:2] == (404, "not_found")
@@ -291,13 +363,51 @@ def test_cancel(api: Api, sandbox: SandboxServer, slot: dict[str, Any]) -> None:
     assert response.status_code == 204
     assert response.content == b""
     assert free_places(sandbox, slot) == 2
-    assert api.get(url).json()["status"] == "CANCELLED"
-    assert error_of(api.delete(url))[:2] == (409, "invalid_state")
+    # Cancel deletes: a later get, cancel, reschedule or update is 404 ...
+    assert error_of(api.get(url))[:2] == (404, "not_found")
+    assert error_of(api.delete(url))[:2] == (404, "not_found")
     reschedule = api.put(
         contract.RESCHEDULE.path.format(appointment_id=reserved["appointmentId"]),
         json={"reservationId": api.reserve(slot)["appointmentId"]},
     )
+    assert error_of(reschedule)[:2] == (404, "not_found")
+    update = api.put(
+        contract.UPDATE_CUSTOMER.path.format(appointment_id=reserved["appointmentId"]), json=CUSTOMER
+    )
+    assert error_of(update)[:2] == (404, "not_found")
+    # ... while the introspection state still knows it was cancelled.
+    stored = next(a for a in sandbox.appointments() if a["appointmentId"] == reserved["appointmentId"])
+    assert (stored["status"], stored["deleted"]) == ("CANCELLED", True)
+    assert sandbox.stats()["appointments"]["CANCELLED"] == 1
+
+
+def test_finalized_refuses_release_cancel_reschedule_and_update(api: Api, sandbox: SandboxServer) -> None:
+    first, second = sandbox.free_slots(limit=2)
+    booked = api.book(first)
+    appointment_id = booked["appointmentId"]
+    assert sandbox.finalize(appointment_id)["status"] == "FINALIZED"
+    assert status_of(sandbox, appointment_id) == "FINALIZED"
+    release = api.delete(contract.RELEASE.path.format(appointment_id=appointment_id))
+    status, code, message = error_of(release)
+    assert (status, code) == (409, "invalid_state")
+    assert "FINALIZED" in message
+    assert error_of(api.delete(contract.CANCEL.path.format(appointment_id=appointment_id)))[:2] == (
+        409,
+        "invalid_state",
+    )
+    reschedule = api.put(
+        contract.RESCHEDULE.path.format(appointment_id=appointment_id),
+        json={"reservationId": api.reserve(second)["appointmentId"]},
+    )
     assert error_of(reschedule)[:2] == (409, "invalid_state")
+    update = api.put(contract.UPDATE_CUSTOMER.path.format(appointment_id=appointment_id), json=CUSTOMER)
+    assert error_of(update)[:2] == (409, "invalid_state")
+    # Still readable and found (the visit happened); only CONFIRMED can be finalized.
+    assert api.get(contract.GET.path.format(appointment_id=appointment_id)).status_code == 200
+    with pytest.raises(requests.HTTPError, match="409"):
+        sandbox.finalize(appointment_id)
+    with pytest.raises(requests.HTTPError, match="404"):
+        sandbox.finalize(UNKNOWN_ID)
 
 
 def test_a_reservation_left_alone_expires_and_frees_its_slot(
@@ -310,6 +420,7 @@ def test_a_reservation_left_alone_expires_and_frees_its_slot(
     sandbox.advance_clock(6)
     assert free_places(sandbox, slot) == 2
     assert status_of(sandbox, reserved["appointmentId"]) == "EXPIRED"
+    sandbox.configure(answer_shape="rich")
     got = api.get(contract.GET.path.format(appointment_id=reserved["appointmentId"])).json()
     assert got["status"] == "EXPIRED"
     confirm = api.post(
@@ -326,15 +437,15 @@ def test_a_short_hold_expires_in_real_time(sandbox: SandboxServer, api: Api, slo
     sandbox.configure(reservation_hold=0.3)
     reserved = api.reserve(slot)
     time.sleep(0.4)
-    assert (
-        api.get(contract.GET.path.format(appointment_id=reserved["appointmentId"])).json()["status"]
-        == "EXPIRED"
-    )
+    assert api.get(contract.GET.path.format(appointment_id=reserved["appointmentId"])).status_code == 200
+    assert status_of(sandbox, reserved["appointmentId"]) == "EXPIRED"
     assert free_places(sandbox, slot) == 2
 
 
 def test_json_errors_everywhere(api: Api, slot: dict[str, Any]) -> None:
-    response = api.post(contract.RESERVE.path, data=b"{not json", headers={"Content-Type": "application/json"})
+    response = api.post(
+        contract.RESERVE.path, data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     status, code, message = error_of(response)
     assert (status, code) == (400, "invalid_request")
     assert message.startswith("body")

@@ -1,27 +1,34 @@
-"""Branches, services and time slots: shapes, seed data, determinism, Accept-Language, 404/400."""
+"""Branches, services, service groups and time slots: both answer shapes, seed data, determinism,
+Accept-Language, the time-slot filters, 404/400."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sandbox_helpers import SETTINGS, Api, error_of
+from sandbox_helpers import ACME, SETTINGS, Api, error_of
 
 from airflow_provider_qmatic import contract
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.seed import build_seed
 
 
-def test_branches(api: Api) -> None:
+def test_branches(api: Api, sandbox: SandboxServer) -> None:
     response = api.get(contract.BRANCHES.path, headers={"Accept-Language": "sv_SE"})
     assert response.status_code == 200
     branches = response.json()
     assert len(branches) >= 3
-    assert {b["timeZone"] for b in branches} >= {"Europe/Stockholm", "America/New_York", "Europe/London"}
     for branch in branches:
-        assert set(branch) == {"id", "name", "timeZone", "address"}
-        assert branch["address"]["city"]
+        assert set(branch) == {"id", "name", "address", "location"}  # no timeZone: no page shows one
+        assert set(branch["address"]) == {"streetName", "zipCode", "city", "country"}
+        assert all(isinstance(v, str) and v for v in branch["address"].values())
+        assert all(isinstance(v, float) for v in branch["location"].values())
+    sandbox.configure(answer_shape="rich")
+    rich = api.get(contract.BRANCHES.path).json()
+    assert {b["timeZone"] for b in rich} >= {"Europe/Stockholm", "America/New_York", "Europe/London"}
+    assert [{k: v for k, v in b.items() if k != "timeZone"} for b in rich] == branches
 
 
 @pytest.mark.parametrize("language", ["en_US", "en_UK", "fr_FR", "nl_NL", "de_DE", "it_IT", "ES_es"])
@@ -29,18 +36,66 @@ def test_accept_language_is_accepted(api: Api, language: str) -> None:
     assert api.get(contract.BRANCHES.path, headers={"Accept-Language": language}).status_code == 200
 
 
-def test_services(api: Api) -> None:
-    for branch in api.get(contract.BRANCHES.path).json():
-        services = api.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()
-        assert 2 <= len(services) <= 4
-        for service in services:
-            assert set(service) == {"id", "name", "durationMinutes"}
-            assert service["durationMinutes"] > 0
+def services_at(api: Api, branch_id: str) -> list[dict[str, Any]]:
+    """The tenant-wide service list filtered by branch, as a client must do."""
+    return [s for s in api.get(contract.SERVICES.path).json() if s["branch"]["id"] == branch_id]
 
 
-def test_timeslots_are_weekday_slots_of_the_service_duration_with_offsets(api: Api) -> None:
+def test_services_are_listed_tenant_wide_with_their_branch(api: Api, sandbox: SandboxServer) -> None:
+    branches = {b["id"]: b["name"] for b in api.get(contract.BRANCHES.path).json()}
+    services = api.get(contract.SERVICES.path, headers={"Accept-Language": "en_US"}).json()
+    seeded = {(b["id"], s["id"]) for b in sandbox.seed()["branches"] for s in b["services"]}
+    assert {(s["branch"]["id"], s["id"]) for s in services} == seeded
+    assert len(services) == len(seeded)  # one item per service and branch
+    for service in services:
+        assert set(service) == {"id", "name", "branch", "config"}  # no durationMinutes: no page shows one
+        assert service["branch"] == {"id": service["branch"]["id"], "name": branches[service["branch"]["id"]]}
+        assert service["config"] == {"maxNumberOfReservations": 0}
+    for branch_id in branches:
+        assert 2 <= len(services_at(api, branch_id)) <= 4
+    sandbox.configure(answer_shape="rich")
+    rich = api.get(contract.SERVICES.path).json()
+    assert all(s["durationMinutes"] > 0 for s in rich)
+    assert [{k: v for k, v in s.items() if k != "durationMinutes"} for s in rich] == services
+
+
+def test_the_per_branch_service_listing_is_gone(api: Api, sandbox: SandboxServer) -> None:
+    branch_id = sandbox.seed()["branches"][0]["id"]
+    old = api.get(f"/external/v1/branches/{branch_id}/services")
+    assert error_of(old)[:2] == (404, "not_found")
+
+
+def test_service_groups_come_from_the_tenant_configuration(api: Api, sandbox: SandboxServer) -> None:
+    assert api.get(contract.SERVICE_GROUPS.path).json() == []
+    branch = sandbox.seed()["branches"][0]
+    by_id, by_name = branch["services"][0], branch["services"][1]
+    sandbox.configure(service_groups={"Identity": [by_id["id"], by_name["name"]]})
+    groups = api.get(contract.SERVICE_GROUPS.path).json()
+    assert len(groups) == 1
+    group = groups[0]
+    assert set(group) == {"id", "name", "services"}
+    assert group["name"] == "Identity"
+    named = {
+        (s["id"], s["name"])
+        for b in sandbox.seed()["branches"]
+        for s in b["services"]
+        if s["name"] == by_name["name"] or s["id"] == by_id["id"]
+    }
+    assert {(s["id"], s["name"]) for s in group["services"]} == named
+    # Per tenant: another tenant sees its own (here none).
+    sandbox.configure(tenant_config={"acme": {"service_groups": {}}})
+    assert Api(sandbox, client=ACME).get(contract.SERVICE_GROUPS.path).json() == []
+    assert api.get(contract.SERVICE_GROUPS.path).json() == groups
+    with pytest.raises(ValueError, match="no seeded service"):
+        sandbox.configure(service_groups={"Ghost": ["No such service"]})
+
+
+def test_timeslots_are_weekday_slots_of_the_service_duration_with_offsets(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    sandbox.configure(answer_shape="rich")
     branch = api.get(contract.BRANCHES.path).json()[1]  # New York
-    service = api.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()[0]
+    service = services_at(api, branch["id"])[0]
     url = contract.TIMESLOTS.path.format(branch_id=branch["id"], service_id=service["id"])
     first = (
         datetime.fromisoformat(api.get(url).json()[0]["startTime"]).date() if api.get(url).json() else None
@@ -74,7 +129,22 @@ def test_timeslots_default_to_a_week_from_today(api: Api, sandbox: SandboxServer
     assert max(days) - min(days) < timedelta(days=7)
 
 
+def test_public_slots_carry_only_times_and_a_listed_slot_is_free(api: Api, sandbox: SandboxServer) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    day = slot["startTime"][:10]
+    listed = api.get(url, params={"from": day, "to": day}).json()
+    assert all(set(s) == {"startTime", "endTime"} for s in listed)
+    api.reserve(slot)
+    assert slot["startTime"] in {s["startTime"] for s in api.get(url, params={"from": day, "to": day}).json()}
+    api.reserve(slot)
+    assert slot["startTime"] not in {
+        s["startTime"] for s in api.get(url, params={"from": day, "to": day}).json()
+    }
+
+
 def test_full_slots_are_not_listed(api: Api, sandbox: SandboxServer) -> None:
+    sandbox.configure(answer_shape="rich")
     slot = sandbox.free_slots(limit=1)[0]
     url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
     day = slot["startTime"][:10]
@@ -86,13 +156,40 @@ def test_full_slots_are_not_listed(api: Api, sandbox: SandboxServer) -> None:
     assert slot["startTime"] not in listed
 
 
+def test_timeslot_filters_number_of_reservations_and_requested_resource(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    slot = sandbox.free_slots(limit=1)[0]
+    url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
+    day = {"from": slot["startTime"][:10], "to": slot["startTime"][:10]}
+
+    def starts(**extra: Any) -> set[str]:
+        response = api.get(url, params={**day, **extra})
+        assert response.status_code == 200, response.text
+        return {s["startTime"] for s in response.json()}
+
+    everything = starts()
+    api.reserve(slot)  # one of two places left
+    assert starts(numberOfReservations=1) == everything
+    assert starts(numberOfReservations=2) == everything - {slot["startTime"]}
+    assert starts(numberOfReservations=3) == set()  # more than any slot holds
+    assert starts(requestedResourceId="resource-1") == everything
+    sandbox.configure(max_reservations={slot["serviceId"]: 1})
+    assert starts(numberOfReservations=2) == set()  # above the service's cap
+    for bad in ("0", "two", "-1"):
+        status, code, message = error_of(api.get(url, params={**day, "numberOfReservations": bad}))
+        assert (status, code) == (400, "invalid_request")
+        assert message.startswith("numberOfReservations")
+
+
 def test_unknown_branch_and_service_are_404(api: Api, sandbox: SandboxServer) -> None:
     slot = sandbox.free_slots(limit=1)[0]
     unknown = "00000000-0000-4000-8000-000000000000"
-    assert error_of(api.get(contract.SERVICES.path.format(branch_id=unknown)))[:2] == (404, "not_found")
     url = contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=unknown)
     assert error_of(api.get(url))[:2] == (404, "not_found")
-    assert error_of(api.get(contract.SERVICES.path.format(branch_id="not-a-guid")))[:2] == (404, "not_found")
+    for branch_id in (unknown, "not-a-guid"):
+        url = contract.TIMESLOTS.path.format(branch_id=branch_id, service_id=slot["serviceId"])
+        assert error_of(api.get(url))[:2] == (404, "not_found")
 
 
 def test_bad_dates_are_400_naming_the_parameter(api: Api, sandbox: SandboxServer) -> None:
@@ -121,7 +218,8 @@ def test_two_servers_with_the_same_seed_serve_the_same_data(sandbox: SandboxServ
         mine, theirs = Api(sandbox), Api(twin)
         branch = mine.get(contract.BRANCHES.path).json()[2]
         assert theirs.get(contract.BRANCHES.path).json()[2] == branch
-        service = mine.get(contract.SERVICES.path.format(branch_id=branch["id"])).json()[0]
+        assert mine.get(contract.SERVICES.path).json() == theirs.get(contract.SERVICES.path).json()
+        service = services_at(mine, branch["id"])[0]
         url = contract.TIMESLOTS.path.format(branch_id=branch["id"], service_id=service["id"])
         assert mine.get(url).json() == theirs.get(url).json()
 

@@ -15,7 +15,7 @@ from sandbox_helpers import Api
 
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.runtime import Sandbox
-from airflow_provider_qmatic.sandbox.settings import MAX_BRANCHES, MAX_SLOTS
+from airflow_provider_qmatic.sandbox.settings import ENDPOINTS, MAX_BRANCHES, MAX_SLOTS
 
 # Part B's paths, spelled out: this module tests the server's edge, not the contract table.
 TOKEN = "/oauth2/token"
@@ -259,7 +259,14 @@ OUT_OF_BOUNDS: list[tuple[dict[str, Any], str]] = [
     ({"fault_seed": -BIG}, "fault_seed"),
     ({"weeks": True}, "weeks"),
     ({"fail_rate": "0.5"}, "fail_rate"),
-    ({"fault_endpoints": ["confirm"] * 12}, "fault_endpoints"),
+    ({"fault_endpoints": ["confirm"] * (len(ENDPOINTS) + 1)}, "fault_endpoints"),
+    ({"answer_shape": "full"}, "answer_shape"),
+    ({"search_answer": "list"}, "search_answer"),
+    ({"required_questions": [""]}, "required_questions"),
+    ({"max_reservations": {"*": -1}}, "max_reservations"),
+    ({"tenant_config": {"demo": {"seed": 1}}}, "tenant_config"),
+    ({"tenant_config": {"nobody": {}}}, "tenant_config"),
+    ({"moved_paths": {"reserve": "/external/v2/reservations"}}, "moved_paths"),  # fixed at start
 ]
 
 
