@@ -3,8 +3,13 @@
 ``twine check --strict`` (run first by ``make dist``) proves the metadata and long description
 render; this checks the contents: the Apache-2.0 licence text in both artifacts, the example DAGs
 and their data in both (so a user who installed the wheel can find them), ``py.typed``, the entry
-points Airflow and the ``qmatic-sandbox`` command need, the project URLs and classifiers, and that
-the README's links are absolute (relative ones are dead on a package index page). Prints what it
+points Airflow and the ``qmatic-sandbox`` command need, the classifiers, and the README's links.
+
+The links follow whether the project is published, which its metadata says: until then it declares
+no project URL (no repository or site exists to name), the README is read in the repository, and
+its relative links (``docs/quickstart.md``) must lead to a file there. Once it declares URLs, all of
+Documentation, Source, Issues and Changelog are required and the README's links must be absolute,
+since a package index page shows the README where relative links lead nowhere. Prints what it
 checked; exits 1 naming every problem.
 
 Usage: ``python scripts/check_dist.py dist``
@@ -29,6 +34,7 @@ EXAMPLES = sorted(
 )
 LICENSE = (REPO / "LICENSE").read_text()
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+# The project URLs a published release declares (none before: see the module docstring).
 URLS = ("Documentation", "Source", "Issues", "Changelog")
 # A Markdown link or image whose target is neither absolute nor an in-page anchor.
 RELATIVE_LINK = re.compile(r"\]\((?!https?://|#)([^)]+)\)")
@@ -46,17 +52,33 @@ def check_metadata(meta: Message, where: str) -> list[str]:
             problems.append(f"{where}: no classifier for Python {version}")
     if not any(c.startswith("Development Status ::") for c in classifiers):
         problems.append(f"{where}: no Development Status classifier")
-    urls = {u.split(",", 1)[0].strip() for u in meta.get_all("Project-URL") or []}
-    problems += [f"{where}: no Project-URL {name}" for name in URLS if name not in urls]
     description = meta.get_payload()
     assert isinstance(description, str)
     if "pip install" not in description:
         problems.append(f"{where}: the long description (README) lost its install section")
-    problems += [
-        f"{where}: README link {target!r} is relative: dead on a package index page"
-        for target in RELATIVE_LINK.findall(description)
+    return problems + check_links(meta, description, where)
+
+
+def check_links(meta: Message, description: str, where: str) -> list[str]:
+    """Unpublished (no Project-URL): relative README links resolve in the repository. Published:
+    every URL in ``URLS`` is declared and README links are absolute."""
+    urls = {u.split(",", 1)[0].strip() for u in meta.get_all("Project-URL") or []}
+    relative = RELATIVE_LINK.findall(description)
+    if not urls:
+        return [
+            f"{where}: README link {target!r} leads to no file in the repository"
+            for target in relative
+            if not (REPO / target.split("#", 1)[0]).is_file()
+        ]
+    problems = [
+        f"{where}: no Project-URL {name} (a published release declares all of {URLS})"
+        for name in URLS
+        if name not in urls
     ]
-    return problems
+    return problems + [
+        f"{where}: README link {target!r} is relative: dead on the package index page of a project with URLs"
+        for target in relative
+    ]
 
 
 def check_wheel(path: Path) -> list[str]:
@@ -119,7 +141,7 @@ def main(dist: Path) -> int:
         return 1
     print(
         f"{wheels[0].name} and {sdists[0].name}: LICENSE (Apache-2.0), py.typed, {len(EXAMPLES)} "
-        "example DAG files, entry points, project URLs, classifiers and absolute README links: ok"
+        "example DAG files, entry points, classifiers, and project URLs and README links that agree: ok"
     )
     return 0
 
