@@ -29,7 +29,7 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
@@ -222,6 +222,25 @@ def check_shape(data: Any, shape: Shape, *, many: bool, single_allowed: bool = F
     return ShapeReport(
         items=len(items), missing=_names(missing), unexpected=_names(unexpected), problem="; ".join(problems)
     )
+
+
+def _free_slot(slots: list[Any]) -> dict[str, Any] | None:
+    """The first slot that is not marked full and starts at least an hour from now (a slot about to
+    begin may be refused for its time, which would say nothing about the reserve path)."""
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    for slot in slots:
+        if not isinstance(slot, dict) or slot.get("available") in (False, 0):
+            continue
+        start, end = slot.get("startTime"), slot.get("endTime")
+        if not isinstance(start, str) or not isinstance(end, str):
+            continue
+        try:
+            begins = datetime.fromisoformat(start[:-1] + "+00:00" if start.endswith("Z") else start)
+        except ValueError:
+            continue
+        if begins.tzinfo is not None and begins >= soon:
+            return slot
+    return None
 
 
 # -- one row per operation -------------------------------------------------------------------------
@@ -520,25 +539,15 @@ class Probe:
     def write_check(self, found: tuple[str, str, list[Any]] | None, *, warn: IO[str] | None) -> None:
         """Reserve one free slot of the timeslot step and release it at once; never confirm."""
         reserve = self._row("reserve")
-        slot = None
-        if found is not None:
-            slot = next(
-                (
-                    s
-                    for s in found[2]
-                    if isinstance(s, dict)
-                    and isinstance(s.get("startTime"), str)
-                    and isinstance(s.get("endTime"), str)
-                    and s.get("available") not in (False, 0)
-                ),
-                None,
-            )
+        slot = _free_slot(found[2]) if found is not None else None
         release = self._row("release")
         if Scope.BOOK not in self.scopes and not self._book_granted():
             reserve.note = release.note = "not called: the client is not granted the book scope"
             return
         if found is None or slot is None:
-            reserve.note = release.note = "not called: the timeslot step found no free slot to reserve"
+            reserve.note = release.note = (
+                "not called: the timeslot step found no free slot starting an hour or more from now"
+            )
             return
         if warn is not None:
             print(f"WARNING: {_WRITE_WARNING}", file=warn, flush=True)
