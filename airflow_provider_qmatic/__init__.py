@@ -40,6 +40,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_qmatic.operators.appointments",
                     "airflow_provider_qmatic.operators.bulk",
+                    "airflow_provider_qmatic.operators.update_customer",
                 ],
             }
         ],

@@ -1,4 +1,5 @@
-"""The bulk runner: book, reschedule or cancel many appointments, paced, exactly once, with a report.
+"""The bulk runner: book, reschedule or cancel many appointments, or update customers' details on
+theirs, paced, exactly once, with a report.
 
 Plain Python (no Airflow import), so it serves the bulk operators, ``@task`` code and scripts::
 
@@ -15,8 +16,9 @@ What a run does, in order:
 1. **Read** the rows (a list of dicts, or a CSV / JSON Lines file; see :mod:`.bulk_io` for the
    column mapping). Missing required columns stop the run before any request.
 2. **Validate** every row with the models the single operators use; invalid rows and duplicates
-   (same customer, branch, service and start; for reschedule and cancel the same appointment) are
-   reported with their row number, field and reason, and never sent.
+   (same customer, branch, service and start; for reschedule and cancel the same appointment; for
+   a customer update the same personal identifier) are reported with their row number, field and
+   reason, and never sent.
 3. **Resume**: with a journal (see :mod:`.bulk_journal`), reservations that an earlier, killed
    attempt left without an outcome are settled (done, or released), and the rows it left in flight
    are known: on a retry only those are looked up in Qmatic.
@@ -62,6 +64,7 @@ from airflow_provider_qmatic.bulk_args import (
 )
 from airflow_provider_qmatic.bulk_io import (
     CUSTOMER_FIELDS,
+    QUESTION_PREFIX,
     InputRows,
     PathLike,
     Source,
@@ -70,7 +73,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import Journal, JournalState
+from airflow_provider_qmatic.bulk_journal import UPDATING, Journal, JournalState
 from airflow_provider_qmatic.bulk_progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
@@ -88,19 +91,28 @@ from airflow_provider_qmatic.exceptions import (
     QmaticForbiddenError,
     QmaticJournalBusyError,
     QmaticServerError,
+    QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.flows import BOOK, RESERVE_BUDGET, FlowEvents, FlowResult, Flows
+from airflow_provider_qmatic.flows import BOOK, DONE, RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
 
 if TYPE_CHECKING:
-    from datetime import tzinfo
+    from datetime import date, tzinfo
 
     from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.models import Appointment, Service
+    from airflow_provider_qmatic.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
 
 log = logging.getLogger(__name__)
 
-ACTIONS: tuple[str, ...] = ("book", "reschedule", "cancel")
+ACTIONS: tuple[str, ...] = ("book", "reschedule", "cancel", "update_customer")
+# What a row is a duplicate of, per action, in the message of the row that repeats it.
+_SAME = {
+    "book": "customer, branch, service and start",
+    "reschedule": "appointment",
+    "cancel": "appointment",
+    "update_customer": "personal identifier",
+}
+
 SUCCEEDED = "succeeded"
 SKIPPED_EXISTING = "skipped_existing"
 FAILED = "failed"
@@ -148,9 +160,14 @@ class BulkSummary:
     requests_per_minute: float
     limit_per_minute: float | None
     possibly_orphaned_reservations: int = 0
+    # Customer updates only: appointments whose details this run set (a row may have several).
+    appointments_updated: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.appointments_updated is None:
+            del data["appointments_updated"]
+        return data
 
 
 @dataclass
@@ -337,7 +354,12 @@ class _KeyedCache:
 
 def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
     """``(row number, flat row) -> (item, dedupe key)`` for ``action``; raises QmaticValidationError."""
-    from airflow_provider_qmatic.models import BookingRequest, CancelRequest, RescheduleRequest
+    from airflow_provider_qmatic.models import (
+        BookingRequest,
+        CancelRequest,
+        CustomerUpdate,
+        RescheduleRequest,
+    )
 
     def parse(number: int, flat: Mapping[str, Any]) -> tuple[_Item, str]:
         if action == "book":
@@ -346,6 +368,12 @@ def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tu
             start = _instant(booking.start_time)
             key = _fingerprint("book", pid, booking.branch_id, booking.service_id, start)
             return _Item(number, key, booking, pid), key
+        if action == "update_customer":
+            details = CustomerUpdate.parse(flat)
+            pid = details.personal_identifier
+            # The new details are in the key (hashed): a row changed between tries is a new row.
+            key = _fingerprint("update_customer", *details.to_wire().items())
+            return _Item(number, key, details, pid), pid
         if action == "reschedule":
             move = RescheduleRequest.parse(flat, timezone=zone)
             key = _fingerprint("reschedule", move.appointment_id, _instant(move.start_time))
@@ -504,7 +532,11 @@ class BulkRunner:
         self._journal_done: dict[str, str | None] = {}
         self._unresolved: set[str] = set()
         self._orphaned = 0
+        self._updated = 0
         self._counter_lock = threading.Lock()
+        self._required: dict[str, int] = {}  # field the tenant requires -> row that learnt it
+        self._probe_claimed = False
+        self._probe_done = threading.Event()
         self._flows = Flows(client, sleep=sleep)
         self._multi_row_customers: set[str] = set()
 
@@ -547,6 +579,8 @@ class BulkRunner:
             raise QmaticConfigError(f"action must be one of {', '.join(ACTIONS)}", field="action")
         check_results_path(results_path, rows)
         self._fatal, self._orphaned, self._state, self._complete = None, 0, None, False
+        self._updated, self._required, self._probe_claimed = 0, {}, False
+        self._probe_done.clear()
         self._journal_done, self._unresolved = {}, set()
         started = time.monotonic()
         api_before, token_before = self.client.api_requests, self.client.token_requests
@@ -608,6 +642,7 @@ class BulkRunner:
             requests_per_minute=round(achieved_rate(sent, elapsed), 1),
             limit_per_minute=limiter.limit if limiter is not None else None,
             possibly_orphaned_reservations=self._orphaned,
+            appointments_updated=self._updated if action == "update_customer" else None,
         )
         result = BulkResult(
             summary=summary, outcomes=outcomes, stopped_by=self._fatal, fatal=self._fatal is not None
@@ -655,8 +690,7 @@ class BulkRunner:
                 invalid.append(RowOutcome(number, INVALID, error=_validation_text(exc)))
                 continue
             if dedupe in first_seen:
-                what = "customer, branch, service and start" if action == "book" else "appointment"
-                duplicate = f"duplicate of row {first_seen[dedupe]} (same {what})"
+                duplicate = f"duplicate of row {first_seen[dedupe]} (same {_SAME[action]})"
                 invalid.append(RowOutcome(number, INVALID, error=duplicate))
                 continue
             first_seen[dedupe] = number
@@ -750,33 +784,12 @@ class BulkRunner:
                 results.put(item)
                 continue
             events = self._events(item.fingerprint, item.row)
+            probe = self._await_probe(action)
             try:
-                outcome = self._row(action, item, events)
-            except _FATAL as exc:
-                text = describe_error(events.step, exc)
-                with self._counter_lock:
-                    if self._fatal is None:
-                        self._fatal = text
-                self._stop.set()
-                self.log.error("Qmatic bulk: stopping the run, no row can succeed: %s", text)
-                outcome = RowOutcome(item.row, FAILED, item.appointment_id, text)
-            except (QmaticCoordinationError, QmaticJournalBusyError) as exc:
-                # Redis (budget, tokens, journal) is gone, or another attempt owns the journal: every
-                # row would wait and fail alike. Stop; the rows left fail retryably for Airflow's retry.
-                text = describe_error(events.step, exc)
-                self._stop.set()
-                self.log.error("Qmatic bulk: stopping the run until a retry: %s", text)
-                outcome = RowOutcome(item.row, FAILED, item.appointment_id, text, True)
-            except QmaticError as exc:
-                # A retry can help only if the error says so and, for a write that reserves, the
-                # row has reserves left in its budget (the journal carries it to the next attempt).
-                retryable = exc.retryable and (action == "cancel" or events.reserves_left > 0)
-                outcome = RowOutcome(
-                    item.row, FAILED, item.appointment_id, describe_error(events.step, exc), retryable
-                )
-            except Exception as exc:
-                self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, events.step)
-                outcome = RowOutcome(item.row, FAILED, item.appointment_id, describe_error(events.step, exc))
+                outcome = self._outcome(action, item, events)
+            finally:
+                if probe:
+                    self._probe_done.set()
             if outcome.status == FAILED and self._journal is not None:
                 with contextlib.suppress(QmaticError, OSError):
                     self._journal.record(bulk_journal.FAILED, fingerprint=item.fingerprint, row=item.row)
@@ -785,11 +798,96 @@ class BulkRunner:
             results.put(outcome)
             work.done(item)
 
+    def _await_probe(self, action: str) -> bool:
+        """A booking job's first row goes alone: True for it; every other row waits for it to end.
+
+        A tenant may require a field at confirm that the file lacks on every row; the first row
+        learns it (see :meth:`_learn_required`) and the rest then fail before reserving, so such a
+        file costs one reservation, not one per worker thread.
+        """
+        if action != "book":
+            return False
+        with self._counter_lock:
+            if not self._probe_claimed:
+                self._probe_claimed = True
+                return True
+        while not self._probe_done.wait(0.2) and not self._stop.is_set():
+            pass
+        return False
+
+    def _outcome(self, action: str, item: _Item, events: FlowEvents) -> RowOutcome:
+        """Run one row and say what happened; errors become a failed outcome (or stop the run)."""
+        try:
+            return self._row(action, item, events)
+        except QmaticTenantRequiresFieldError as exc:
+            error = self._learn_required(exc.field or "question:", item.row)
+            return RowOutcome(item.row, FAILED, None, error)
+        except _FATAL as exc:
+            text = describe_error(events.step, exc)
+            with self._counter_lock:
+                if self._fatal is None:
+                    self._fatal = text
+            self._stop.set()
+            self.log.error("Qmatic bulk: stopping the run, no row can succeed: %s", text)
+            return RowOutcome(item.row, FAILED, item.appointment_id, text)
+        except (QmaticCoordinationError, QmaticJournalBusyError) as exc:
+            # Redis (budget, tokens, journal) is gone, or another attempt owns the journal: every
+            # row would wait and fail alike. Stop; the rows left fail retryably for Airflow's retry.
+            text = describe_error(events.step, exc)
+            self._stop.set()
+            self.log.error("Qmatic bulk: stopping the run until a retry: %s", text)
+            return RowOutcome(item.row, FAILED, item.appointment_id, text, True)
+        except QmaticError as exc:
+            # A retry can help only if the error says so and, for a write that reserves, the
+            # row has reserves left in its budget (the journal carries it to the next attempt).
+            retryable = exc.retryable and (action == "cancel" or events.reserves_left > 0)
+            return RowOutcome(
+                item.row, FAILED, item.appointment_id, describe_error(events.step, exc), retryable
+            )
+        except Exception as exc:
+            self.log.exception("Qmatic bulk: row %d failed unexpectedly at %s", item.row, events.step)
+            return RowOutcome(item.row, FAILED, item.appointment_id, describe_error(events.step, exc))
+
+    # -- fields the tenant requires --------------------------------------------------------------
+
+    def _learn_required(self, field: str, row: int) -> str:
+        """Remember that the tenant refused row ``row``'s confirm for lacking ``field`` (the input's
+        name: ``date_of_birth`` or ``question:<id>``; see
+        :class:`~airflow_provider_qmatic.exceptions.QmaticTenantRequiresFieldError`): later rows
+        without it fail before their reserve (:meth:`_lacks_required`). Returns the row's error."""
+        with self._counter_lock:
+            first = field not in self._required
+            self._required.setdefault(field, row)
+        if first:
+            self.log.warning(
+                "Qmatic bulk book: row %d's confirm was refused: the tenant requires %s (the reservation "
+                "was released); rows without it now fail before their reserve",
+                row,
+                field,
+            )
+        return f"confirm: {_required_text(field)} (the reservation was released)"
+
+    def _lacks_required(self, request: BookingRequest) -> str | None:
+        """The error of a booking that lacks a field the tenant was seen to require, else None."""
+        for field, row in list(self._required.items()):
+            if field == "date_of_birth":
+                lacking = request.customer.date_of_birth is None
+            elif field == "question:":  # an answer Qmatic did not name: only rows with none lack it
+                lacking = not request.information_questions
+            else:
+                question = field.partition(":")[2]
+                lacking = all(a.question_id != question for a in request.information_questions)
+            if lacking:
+                return f"not sent: {_required_text(field)} (learnt from row {row}'s refused confirm)"
+        return None
+
     def _cached_flows(self, multi: set[str]) -> Flows:
-        """The flows over this run's client, reading each branch's services once and searching each
-        customer of several rows (``multi``) once (a customer's other rows are other slots)."""
+        """The flows over this run's client, reading the tenant's services once, each service's free
+        slots (for rows without ``end_time``) once per date range, and searching each customer of
+        several rows (``multi``) once (a customer's other rows are other slots). A slot's end does
+        not change when others book it, so a listing read earlier in the job still gives it."""
         client = self.client
-        services, searches = _KeyedCache(), _KeyedCache()
+        services, searches, slots = _KeyedCache(), _KeyedCache(), _KeyedCache()
 
         def search(pid: str) -> list[Appointment]:
             if pid not in multi:
@@ -798,12 +896,23 @@ class BulkRunner:
             return found
 
         def list_services(branch_id: str) -> list[Service]:
-            found: list[Service] = services.get(
-                branch_id, lambda: client.list_services(branch_id, scopes=BOOK)
+            every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK))
+            return [s for s in every if s.branch is not None and s.branch.id == branch_id]
+
+        def find_timeslots(branch_id: str, service_id: str, first: date, last: date) -> list[Slot]:
+            found: list[Slot] = slots.get(
+                f"{branch_id}/{service_id}/{first}/{last}",
+                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK),
             )
             return found
 
-        return Flows(client, list_services=list_services, search=search, sleep=self._sleep)
+        return Flows(
+            client,
+            list_services=list_services,
+            search=search,
+            find_timeslots=find_timeslots,
+            sleep=self._sleep,
+        )
 
     # -- resuming from the journal ---------------------------------------------------------------
 
@@ -880,6 +989,8 @@ class BulkRunner:
             return RowOutcome(
                 item.row, SKIPPED_EXISTING, self._journal_done[item.fingerprint] or item.appointment_id
             )
+        if action == "update_customer":
+            return self._update_customer(item, events)
         result: FlowResult[Any]
         if action == "cancel":
             result = self._flows.cancel(
@@ -893,14 +1004,109 @@ class BulkRunner:
                     "not answer); the row is left for a retry rather than risk booking it twice"
                 )
             if action == "book":
+                lacking = self._lacks_required(item.request) if self._required else None
+                if lacking:
+                    return RowOutcome(item.row, FAILED, None, lacking)
                 result = self._flows.book(item.request, check_existing=self._needs_check(item), events=events)
             else:
                 result = self._flows.reschedule(item.request, events=events)
         return RowOutcome(item.row, SUCCEEDED if result.changed else SKIPPED_EXISTING, result.appointment_id)
 
+    def _update_customer(self, item: _Item, events: FlowEvents) -> RowOutcome:
+        """One customer update row: every booked appointment of its personal identifier.
+
+        Journaled as started before its search and done (with the appointment ids) after its last
+        update, never in between: a PUT sets the same details again harmlessly, so a row a killed
+        try left half done is run again, and a row recorded done is not. ``appointment_id`` of the
+        outcome lists the ids, space-separated; a customer with no booked appointment is
+        ``skipped_existing`` with a note.
+        """
+        events.emit(UPDATING)
+        ids, changed = update_booked(self._flows, item.request, events=events)
+        with self._counter_lock:
+            self._updated += changed
+        joined = " ".join(ids) or None
+        events.emit(DONE, appointment_id=joined)
+        if not ids:
+            return RowOutcome(
+                item.row, SKIPPED_EXISTING, None, "no booked appointment found for this customer"
+            )
+        return RowOutcome(item.row, SUCCEEDED if changed else SKIPPED_EXISTING, joined)
+
+
+def _required_text(field: str) -> str:
+    """What a row lacking ``field`` must add, the same words for the refused row and the rows after."""
+    if field == "date_of_birth":
+        return (
+            "the tenant requires the customer's date of birth; add a date_of_birth column (YYYY-MM-DD) "
+            "to every row"
+        )
+    if field == "question:":
+        return (
+            "the tenant requires an answer to an information question Qmatic did not name; add a "
+            "question:<questionId> column per question of the service"
+        )
+    question = field.partition(":")[2]
+    return f"the tenant requires an answer to information question {question}; add a {field} column"
+
+
+def update_booked(
+    flows: Flows, details: CustomerUpdate, *, events: FlowEvents | None = None
+) -> tuple[list[str], int]:
+    """Set ``details`` on every booked appointment that a search for its personal identifier finds.
+
+    Booked: :func:`~airflow_provider_qmatic.flows.is_booked` (found, unless a status Qmatic shows
+    says otherwise), less FINALIZED ones: a visit already served is history, not rewritten. An appointment
+    whose customer already shows every new detail is left alone (see
+    :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`). Returns the booked appointments'
+    ids, in the search's order, and how many were updated. ``events.step`` names the step running.
+    """
+    from airflow_provider_qmatic.models import AppointmentStatus
+
+    events = events or FlowEvents()
+    events.step = "search"
+    found = flows.client.search_appointments(details.personal_identifier, scopes=BOOK)
+    booked = [a for a in found if is_booked(a) and a.status_enum is not AppointmentStatus.FINALIZED]
+    changed = 0
+    for appointment in booked:
+        events.step = "update_customer"
+        result = flows.update_customer(
+            appointment.appointment_id,
+            details,
+            current=appointment,
+            found_by_identifier=True,
+            events=FlowEvents(stopped=events.stopped),
+        )
+        changed += result.changed
+    return [a.appointment_id for a in booked], changed
+
 
 def _nest_booking(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat row fields -> the nested shape BookingRequest.parse reads (customer fields grouped)."""
-    nested: dict[str, Any] = {k: v for k, v in flat.items() if k not in CUSTOMER_FIELDS}
-    nested["customer"] = {k: flat[k] for k in CUSTOMER_FIELDS if k in flat}
+    """Flat row fields -> the nested shape BookingRequest.parse reads: customer fields grouped, and
+    ``question:<id>`` columns added to ``information_questions`` (see :mod:`.bulk_io`)."""
+    nested: dict[str, Any] = {}
+    customer: dict[str, Any] = {}
+    answers: list[dict[str, Any]] = []
+    for key, value in flat.items():
+        if key in CUSTOMER_FIELDS:
+            customer[key] = value
+        elif key.startswith(QUESTION_PREFIX):
+            answers.append({"question_id": key[len(QUESTION_PREFIX) :], "answer": value})
+        else:
+            nested[key] = value
+    nested["customer"] = customer
+    if answers:
+        given = nested.get("information_questions", [])
+        if isinstance(given, Mapping):
+            given = [{"question_id": k, "answer": v} for k, v in given.items()]
+        if isinstance(given, list):
+            named = {str(a.get("question_id", a.get("questionId"))) for a in given if isinstance(a, Mapping)}
+            twice = sorted(named.intersection(a["question_id"] for a in answers))
+            if twice:
+                raise QmaticValidationError(
+                    f"information_questions: question {twice[0]} is answered both in information_questions "
+                    f"and in the column {QUESTION_PREFIX}{twice[0]}; keep one",
+                    field="information_questions",
+                )
+            nested["information_questions"] = given + answers
     return nested

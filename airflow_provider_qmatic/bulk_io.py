@@ -15,6 +15,12 @@ normalisation (case, spaces, hyphens and camelCase do not matter: ``Personal Ide
 anything else (``{"Branch": "branch_id"}``). Rows given as Python dicts may also be nested like the
 API's JSON (``{"customer": {...}, "timeSlot": {...}}``). Columns that map to no field are ignored.
 
+Information answers (bookings) come in two forms: an ``information_questions`` field holding JSON
+(``[{"questionId": "q1", "answer": "..."}]`` or ``{"q1": "..."}``), or one column per question
+named ``question:<questionId>`` (the id exactly as Qmatic shows it; the prefix is matched without
+regard to case or spaces), whose cell is the answer; an empty cell is no answer. A row may use
+both for different questions, not for the same one.
+
 Big files
 ---------
 Rows are streamed: :class:`InputRows` reads its source line by line each time it is iterated, so a
@@ -74,6 +80,11 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "reschedule": (("appointment_id", "start_time"), ("end_time", "notes")),
     "cancel": (("appointment_id",), ()),
+    # The identifier to search, which stays the customer's, and the new details.
+    "update_customer": (
+        ("personal_identifier", "first_name", "last_name", "email"),
+        ("phone_number", "date_of_birth"),
+    ),
 }
 CUSTOMER_FIELDS: tuple[str, ...] = (
     "personal_identifier",
@@ -83,6 +94,9 @@ CUSTOMER_FIELDS: tuple[str, ...] = (
     "phone_number",
     "date_of_birth",
 )
+# One column per information question: "question:<questionId>" (see the module documentation).
+QUESTION_PREFIX = "question:"
+_QUESTION_COLUMN = re.compile(r"\s*question\s*:\s*(\S(?:.*\S)?)\s*$", re.IGNORECASE | re.DOTALL)
 OUTCOME_COLUMNS: tuple[str, ...] = ("row", "status", "appointment_id", "error")
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -120,6 +134,24 @@ def known_fields(action: str) -> tuple[str, ...]:
     return required + optional
 
 
+def question_field(name: str) -> str | None:
+    """``question:<questionId>`` for a column so named (prefix in any case, spaces around it), else
+    None. The id is kept as written: Qmatic's ids are compared exactly."""
+    match = _QUESTION_COLUMN.match(str(name))
+    return QUESTION_PREFIX + match.group(1) if match else None
+
+
+def takes_questions(action: str) -> bool:
+    """Whether rows of ``action`` carry information answers (``question:<id>`` columns)."""
+    return "information_questions" in known_fields(action)
+
+
+def _field_of(action: str, name: str) -> str:
+    """The field a column or ``column_map`` target names: a question column, or the normalised name."""
+    question = question_field(name) if takes_questions(action) else None
+    return question or normalise_column(name)
+
+
 def check_column_map(action: str, column_map: Mapping[str, str] | None) -> dict[str, str]:
     """``{input column: field}``, checked: every target must be a field of the action."""
     if not column_map:
@@ -132,11 +164,12 @@ def check_column_map(action: str, column_map: Mapping[str, str] | None) -> dict[
     fields = known_fields(action)
     out: dict[str, str] = {}
     for column, target in column_map.items():
-        field = normalise_column(str(target))
-        if field not in fields:
+        field = _field_of(action, str(target))
+        if field not in fields and not (takes_questions(action) and question_field(field)):
+            also = f", or {QUESTION_PREFIX}<questionId>" if takes_questions(action) else ""
             raise QmaticConfigError(
                 f"column_map maps {str(column)!r} to {str(target)!r}, which is not a field of a bulk "
-                f"{action}; fields: {', '.join(fields)}",
+                f"{action}; fields: {', '.join(fields)}{also}",
                 field="column_map",
             )
         out[str(column)] = field
@@ -381,6 +414,7 @@ class _Columns:
         self.action = action
         self.renames = renames
         self.fields = set(known_fields(action))
+        self.questions = takes_questions(action)
         self.mapping: dict[str, str | None] = {}
         self.taken: dict[str, str] = {}
 
@@ -388,8 +422,8 @@ class _Columns:
         for column in columns:
             if column in self.mapping:
                 continue
-            field = self.renames.get(column) or normalise_column(column)
-            if field not in self.fields:
+            field = self.renames.get(column) or _field_of(self.action, column)
+            if field not in self.fields and not (self.questions and question_field(field)):
                 self.mapping[column] = None
                 continue
             if field in self.taken:

@@ -66,11 +66,11 @@ _NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
 MARKER = b'{"qmatic_bulk_journal":1}\n'
 _CHUNK = 1 << 20
 
-# The flow's events and the runner's own: an attempt started; a row ended failed (its state is
-# known: nothing of it is in flight).
-ATTEMPT, FAILED = "attempt", "failed"
-EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, FAILED})
-_STARTS = frozenset({RESERVING, RESERVED, CANCELLING})
+# The flow's events and the runner's own: an attempt started; a customer update's row started (its
+# search and updates); a row ended failed (its state is known: nothing of it is in flight).
+ATTEMPT, UPDATING, FAILED = "attempt", "updating", "failed"
+EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, UPDATING, FAILED})
+_STARTS = frozenset({RESERVING, RESERVED, CANCELLING, UPDATING})
 
 
 def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:

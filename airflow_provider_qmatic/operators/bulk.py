@@ -1,4 +1,5 @@
-"""Bulk operators: book, reschedule or cancel many appointments in one task.
+"""Bulk operators: book, reschedule or cancel many appointments, or update many customers' details,
+in one task.
 
 Thin wrappers over :class:`airflow_provider_qmatic.bulk.BulkRunner`: they hand it the hook's client
 (the connection's, with the request budget shared by every process of the tenant on the host),
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):
-    """What the three bulk operators share: their arguments and ``execute``; each names its action.
+    """What the bulk operators share: their arguments and ``execute``; each names its action.
 
     The arguments are documented on ``__init__``, which the API reference merges into each public
     operator (this class is private and left out of it).
@@ -67,7 +68,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        """Arguments shared by the three bulk operators.
+        """Arguments shared by the bulk operators.
 
         :param rows: the input, templated: a list of row dicts (or an upstream task's XCom, e.g.
             ``rows=plan_task.output``), or a path/URI of a ``.csv`` or ``.jsonl`` file read through
@@ -278,8 +279,26 @@ class QmaticBulkCancelAppointmentsOperator(_QmaticBulkOperator):
     action = "cancel"
 
 
+class QmaticBulkUpdateCustomersOperator(_QmaticBulkOperator):
+    """Set new details on every booked appointment of many customers, paced and exactly once.
+
+    Row fields: ``personal_identifier, first_name, last_name, email`` (required), ``phone_number,
+    date_of_birth`` (optional): the customer's own personal identifier, which each row's search
+    looks for, and the new details. Each row's booked appointments (found by the search, and not
+    shown as reserved, cancelled, released, expired or finalized) are updated, those already showing
+    every new detail left alone. A row is journaled done after its last update, so a retried task
+    does not redo finished rows. Outcomes: ``succeeded`` (at least one appointment updated; its
+    ``appointment_id`` lists the row's appointments, space-separated), ``skipped_existing`` (every
+    appointment already had the details, or none is booked: noted in ``error``). The summary adds
+    ``appointments_updated``. ``timezone`` is not used. XCom and logs carry ids and counts only.
+    """
+
+    action = "update_customer"
+
+
 __all__ = [
     "QmaticBulkBookAppointmentsOperator",
     "QmaticBulkCancelAppointmentsOperator",
     "QmaticBulkRescheduleAppointmentsOperator",
+    "QmaticBulkUpdateCustomersOperator",
 ]

@@ -9,6 +9,7 @@ fake clock stands in for waiting (reservation holds, token lifetimes).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 from collections import Counter
@@ -102,3 +103,16 @@ def journal_dir(tmp_path: Path) -> Path:
     path.mkdir(mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+@pytest.fixture
+def connection(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Any
+) -> str:
+    """``qmatic_default`` pointing at the sandbox, paced at 60000/min, with private token and
+    journal directories."""
+    conn = json.loads(sandbox.conn_json)
+    conn["extra"].update(requests_per_minute=60000, credential_cache_dir=str(tmp_path / "tokens"))
+    monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
+    return "qmatic_default"

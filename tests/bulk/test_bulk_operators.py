@@ -45,19 +45,6 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture
-def connection(
-    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Any
-) -> str:
-    """``qmatic_default`` pointing at the sandbox, paced at 60000/min, with private token and
-    journal directories."""
-    conn = json.loads(sandbox.conn_json)
-    conn["extra"].update(requests_per_minute=60000, credential_cache_dir=str(tmp_path / "tokens"))
-    monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
-    return "qmatic_default"
-
-
 def _ti(dag_run: Any, task_id: str) -> Any:
     (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
     return ti

@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_qmatic.bulk import (
     FAILED,
     INVALID,
+    SKIPPED_EXISTING,
     SUCCEEDED,
     BulkResult,
     BulkRunner,
@@ -114,8 +115,10 @@ def test_skip_existing_auto_skips_on_a_retry_only(sandbox: SandboxServer, tmp_pa
     first = BulkRunner(client, attempt=1).book(rows)
     assert first.summary.succeeded == 10
     assert requests_to(sandbox, "search") == 0  # attempt 1: nothing to look for
-    branches = {r["branch_id"] for r in rows}
-    assert requests_to(sandbox, "services") == len(branches)  # one services read per branch
+    # The end from the listed free slots, one listing per service and day, the services never read.
+    listings = {(r["branch_id"], r["service_id"], r["start_time"][:10]) for r in rows}
+    assert requests_to(sandbox, "timeslots") == len(listings)
+    assert requests_to(sandbox, "services") == 0
     for appointment in sandbox.appointments(status="CONFIRMED"):
         slot = appointment["timeSlot"]
         minutes = (
@@ -242,8 +245,7 @@ def test_bulk_reschedule_moves_once_and_skips_what_is_moved(sandbox: SandboxServ
     by_row = _by_row(result)
     assert [by_row[n].status for n in range(1, 9)] == [SUCCEEDED] * 8
     assert by_row[9].status == FAILED
-    assert "invalid_state" in by_row[9].error
-    assert "CANCELLED" in by_row[9].error
+    assert by_row[9].error == "get: HTTP 404 not_found"  # a cancel deletes (Part B, second edition)
     assert by_row[10].status == INVALID
     assert by_row[10].error.startswith("appointment_id:")
     after = {a["appointmentId"]: a for a in sandbox.appointments(status="CONFIRMED")}
@@ -273,20 +275,16 @@ def test_bulk_cancel_and_its_skip_semantics(sandbox: SandboxServer, tmp_path: Pa
 
     result = BulkRunner(client).cancel(rows)
 
-    assert [o.status for o in result.outcomes] == [SUCCEEDED] * 6 + [FAILED]
-    assert result.outcomes[-1].error == "cancel: HTTP 404 not_found"
-    assert not result.outcomes[-1].retryable
-    assert statuses(sandbox)["CANCELLED"] == 6
+    # A 404 to a first, clearly answered cancel: cancelled (deleted) before the job, nothing to do.
+    assert [o.status for o in result.outcomes] == [SUCCEEDED] * 6 + [SKIPPED_EXISTING]
+    assert statuses(sandbox).get("CONFIRMED", 0) == 0
     deletes = requests_to(sandbox, "cancel")
+    assert deletes == 7
 
-    # Without looking first, a second cancel meets Qmatic's 409, reads, and reports it as done.
+    # Without looking first, a second cancel meets Qmatic's 404 (or 409) and reports it as done.
     never = BulkRunner(client, skip_existing="never").cancel(rows[:6])
     assert never.summary.skipped_existing == 6
     assert never.summary.failed == 0
-    assert requests_to(sandbox, "cancel") == deletes + 6
-    # Looking first (a retry, or "always"), nothing is sent.
-    always = BulkRunner(client, skip_existing="always").cancel(rows[:6])
-    assert always.summary.skipped_existing == 6
     assert requests_to(sandbox, "cancel") == deletes + 6
 
 
