@@ -439,10 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    try:
+        # Building the seed checks what the settings name in it (the services of caps and groups).
+        server = SandboxServer(
+            settings, host=args.host, port=args.port, allow_remote=True, allowed_hosts=args.allow_host
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = SandboxServer(
-        settings, host=args.host, port=args.port, allow_remote=True, allowed_hosts=args.allow_host
-    )
     try:
         try:
             server.start()

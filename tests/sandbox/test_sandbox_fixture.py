@@ -44,6 +44,56 @@ def test_qmatic_sandbox_has_documented_defaults(qmatic_sandbox: SandboxServer) -
     assert config["token_lifetime"] == 3600
     assert config["reservation_hold"] == 900
     assert config["slot_capacity"] == 2
+    assert config["answer_shape"] == "public"
+    assert config["require_date_of_birth"] is False
+
+
+@pytest.mark.qmatic_sandbox(answer_shape="rich", require_date_of_birth=True, max_reservations={"*": 1})
+def test_the_qmatic_sandbox_marker_sets_run_time_settings(qmatic_sandbox: SandboxServer) -> None:
+    settings = qmatic_sandbox.settings
+    assert (settings.answer_shape, settings.require_date_of_birth) == ("rich", True)
+    assert settings.tenant(qmatic_sandbox.tenant).cap("any", "service") == 1
+
+
+def test_marker_settings_last_one_test(qmatic_sandbox: SandboxServer) -> None:
+    """Runs after the marker test (file order): the reset restored the session's settings."""
+    assert qmatic_sandbox.settings.answer_shape == "public"
+    assert qmatic_sandbox.settings.tenant(qmatic_sandbox.tenant).cap("any", "service") == 0
+
+
+def _reserve_keys(sandbox: SandboxServer) -> set[str]:
+    slot = sandbox.free_slots(limit=1)[0]
+    body = {
+        "branchId": slot["branchId"],
+        "serviceId": slot["serviceId"],
+        "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
+    }
+    headers = sandbox.api_headers(sandbox.get_token(["book"]))
+    response = requests.post(sandbox.base_url + contract.RESERVE.path, json=body, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    return set(response.json())
+
+
+@pytest.mark.parametrize("qmatic_answer_shape", ["public", "rich"])
+def test_qmatic_answer_shape_runs_a_test_in_either_shape(
+    qmatic_sandbox: SandboxServer, qmatic_answer_shape: str
+) -> None:
+    keys = _reserve_keys(qmatic_sandbox)
+    assert ("status" in keys) is (qmatic_answer_shape == "rich")
+
+
+def test_make_qmatic_sandbox_with_moved_paths_and_tenant_settings(
+    make_qmatic_sandbox: Callable[..., SandboxServer],
+) -> None:
+    moved = make_qmatic_sandbox(
+        moved_paths={"reserve": "/external/v2/reservations"}, answer_shape="rich", required_questions=["q1"]
+    )
+    conn = json.loads(os.environ["AIRFLOW_CONN_QMATIC_DEFAULT"])
+    assert conn["extra"]["endpoints"] == {"reserve": "/external/v2/reservations"}
+    assert moved.path("reserve") == "/external/v2/reservations"
+    assert moved.settings.required_questions == ("q1",)
+    with pytest.raises(ValueError, match="moved_paths cannot change at run time"):
+        moved.configure(moved_paths={})
 
 
 def test_conn_uri(qmatic_sandbox: SandboxServer) -> None:
