@@ -197,3 +197,28 @@ def test_command_with_a_bad_endpoints_extra_exits_2_naming_the_field(qmatic_sand
     assert "endpoints.timeslots" in run.err
     assert "{branch_id}, {service_id}" in run.err
     assert api_counts(qmatic_sandbox) == {}
+
+
+def test_rich_shape_is_confirmed_too(
+    qmatic_sandbox: SandboxServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The richer answers (status, expiresAt, durations, time zones) contradict nothing; the two
+    fields Part B's Appointment does not name are listed as extra, and still confirmed."""
+    qmatic_sandbox.configure(answer_shape="rich")
+    run = run_probe(capsys, monkeypatch, "--json", "--write-check")
+    assert run.code == 0, run.text[-3000:]
+    rows = run.rows()
+    assert {op: row["verdict"] for op, row in rows.items()} == dict.fromkeys(
+        [*READS, "reserve", "release"], "confirmed"
+    )
+    assert {op: row["shape"]["result"] for op, row in rows.items() if row["shape"]} == {
+        "branches": "matches",
+        "services": "matches",
+        "service_groups": "no items",
+        "timeslots": "matches",
+        "search": "no items",
+        "reserve": "extra fields",
+    }
+    assert rows["reserve"]["shape"]["unexpected"] == ["branch.timeZone", "service.durationMinutes"]
+    assert "harmless" in rows["reserve"]["note"]
+    assert qmatic_sandbox.appointments(status="RESERVED") == []
