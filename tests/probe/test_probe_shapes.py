@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -181,3 +182,34 @@ def test_items_that_are_not_objects_and_nested_values_of_the_wrong_kind_differ()
     report = check_shape([{"id": "s", "name": "n", "branch": "b1"}, "s2"], SHAPES["services"], many=True)
     assert report.contradicts
     assert report.problem == "1 of 2 items are not objects; branch is a str, not an object"
+
+
+def test_write_check_with_a_lost_reserve_answer_says_a_hold_may_remain(
+    origin: ScriptedServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    slot = {"startTime": start.isoformat(), "endTime": (start + timedelta(minutes=15)).isoformat()}
+    origin.script("/oauth2/token", token_reply())
+    origin.script("/external/v1/branches/", Reply(200, [slot]))
+    origin.script("/external/v1/branches", Reply(200, [{"id": BRANCH, "name": "North"}]))
+    origin.script(
+        "/external/v1/services",
+        Reply(200, [{"id": "s1", "name": "A", "branch": {"id": BRANCH, "name": "North"}}]),
+    )
+    origin.script("/external/v1/servicegroups", Reply(200, []))
+    origin.script("/external/v1/appointments/search", Reply(200, []))
+    origin.script("/external/v1/appointments/", Reply(404, {"error": "not_found"}))
+    origin.script("/external/v1/reservations", Reply(500, {"error": "internal"}))
+    run = run_probe(capsys, monkeypatch, "--json", "--write-check", conn=connection(origin))
+    assert run.code == 1, run.text[-3000:]
+    report = run.report()
+    assert report["reservation_may_be_held"] is True
+    assert report["held_reservation_id"] is None
+    rows = run.rows()
+    assert rows["reserve"]["status"] == 500
+    assert "may be held for up to 15 minutes" in rows["reserve"]["note"]
+    assert rows["release"]["note"] == "not called: no reservation id came back"
+    assert "A reservation may be held for up to 15 minutes" in run.err
+    # A POST whose answer was lost is never repeated, and nothing is confirmed.
+    assert origin.paths().count("/external/v1/reservations") == 1
+    assert not any(p.endswith("/confirm") for p in origin.paths())
