@@ -1028,9 +1028,7 @@ class BulkRunner:
         joined = " ".join(ids) or None
         events.emit(DONE, appointment_id=joined)
         if not ids:
-            return RowOutcome(
-                item.row, SKIPPED_EXISTING, None, "no booked appointment found for this customer"
-            )
+            return RowOutcome(item.row, SKIPPED_EXISTING, None, "no booked appointment found")
         return RowOutcome(item.row, SUCCEEDED if changed else SKIPPED_EXISTING, joined)
 
 

@@ -1,6 +1,7 @@
 """Child processes of the bulk tests (run as ``python bulk_child.py <mode> <json args>``).
 
 ``book``: run a bulk booking with the runner, as a task process would (killed by a test).
+``run``: the same for any action (``args["action"]``).
 ``one_call``: build a client from the connection values and make one API call, then print how many
 token requests this process sent (the 32-process test).
 
@@ -19,12 +20,13 @@ def main() -> None:
     from airflow_provider_qmatic.config import ClientConfig
 
     config = ClientConfig.from_values(**args["config"])
-    if mode == "book":
+    if mode in ("book", "run"):
         from airflow_provider_qmatic.bulk import BulkRunner
         from airflow_provider_qmatic.client import build_client
 
         client = build_client(config)
-        BulkRunner(client, journal_path=args["journal"], attempt=1).book(args["rows"])
+        action = args.get("action", "book")
+        BulkRunner(client, journal_path=args["journal"], attempt=1).run(action, args["rows"])
     elif mode == "one_call":
         from airflow_provider_qmatic.client import QmaticClient
         from airflow_provider_qmatic.scopes import BOOK
