@@ -25,6 +25,7 @@ OURS = {
     "example_qmatic_reschedule": "example_qmatic_reschedule.py",
     "example_qmatic_cancel": "example_qmatic_cancel.py",
     "example_qmatic_find_and_book": "example_qmatic_find_and_book.py",
+    "example_qmatic_update_customers": "example_qmatic_update_customers.py",
 }
 
 
@@ -183,6 +184,7 @@ AS_IS_ORDER = (
     "example_qmatic_cancel",
     "example_qmatic_bulk_book",
     "example_qmatic_bulk_reschedule",
+    "example_qmatic_update_customers",
     "example_qmatic_bulk_cancel",
     "example_qmatic_bulk_book_on_asset",
 )
@@ -202,6 +204,22 @@ def test_book_example_runs_as_is_with_airflow_dags_test(sandbox: Sandbox) -> Non
     (booked,) = sandbox.appointments("CONFIRMED")
     assert booked["customer"]["personalIdentifier"] == "19800430ADA01"
     assert (booked["branch"]["id"], booked["service"]["id"]) == (STOCKHOLM, PASSPORT)
+
+
+def test_update_customers_example_runs_as_is_with_airflow_dags_test(sandbox: Sandbox) -> None:
+    """As-is with nothing booked (nothing to update), then after the book example: Ada's appointment
+    gets the param's new email; a second run sends nothing, as her appointment already shows it."""
+    output = _dags_test(sandbox, "example_qmatic_update_customers")
+    assert sandbox.requests("update_customer") == 0
+    assert "19800430ADA01" not in output
+
+    _dags_test(sandbox, "example_qmatic_book")
+    for _ in range(2):
+        _dags_test(sandbox, "example_qmatic_update_customers")
+        (booked,) = sandbox.of_customer("19800430ADA01")
+        assert booked["customer"]["email"] == "ada.lovelace@example.org"
+        assert sandbox.requests("update_customer") == 1
+    assert sandbox.requests("search") >= 2 + 2 * 12  # Ada, and each row of the file, every run
 
 
 def test_as_is_order_covers_every_example(dag_bag: Any) -> None:
@@ -239,6 +257,7 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         "example_qmatic_cancel": 1,
         "example_qmatic_bulk_book": 1 + bulk,
         "example_qmatic_bulk_reschedule": 1 + bulk,
+        "example_qmatic_update_customers": 1 + bulk,
         "example_qmatic_bulk_cancel": 1,
         "example_qmatic_bulk_book_on_asset": 1,
     }
