@@ -238,15 +238,20 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
 
 
 class QmaticCancelAppointmentOperator(QmaticBaseOperator):
-    """Cancel a confirmed appointment. An appointment already cancelled counts as done.
+    """Cancel a confirmed appointment. An appointment already cancelled, or gone, counts as done.
 
-    XCom: ``{"appointment_id", "status": "CANCELLED", "already_cancelled", "appointment"}``
-    where ``appointment`` is the appointment as read (a dict) when it was already cancelled,
-    else None (a successful cancel answers 204 with no body).
+    Qmatic may delete an appointment when it is cancelled (its public cancel page: "cancelled/
+    deleted"), so a repeated cancel, or a cancel of an appointment cancelled elsewhere, may meet 404.
+    That 404 cannot tell "cancelled and deleted before" from "never existed", and a repeated task must
+    not fail, so it counts as done: the task succeeds with ``status`` ``NOT_FOUND``.
+
+    XCom: ``{"appointment_id", "status", "already_cancelled", "appointment"}``: ``status`` is
+    ``CANCELLED`` (``appointment`` is the appointment as read when it was already cancelled, else
+    None: a successful cancel answers 204 with no body) or ``NOT_FOUND`` (gone; ``appointment`` None).
 
     :param appointment_id: the appointment's id (GUID). Templated.
-    :param missing_ok: when True, an appointment Qmatic does not know (404) is logged and the task
-        succeeds, returning ``{"appointment_id": ..., "status": "NOT_FOUND"}``.
+    :param missing_ok: whether a 404 is expected (a job that cancels appointments that may be gone):
+        True logs it as information, False (the default) as a warning to check the id.
     :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
@@ -266,29 +271,26 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
         self.missing_ok = missing_ok
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_qmatic.exceptions import QmaticNotFoundError
         from airflow_provider_qmatic.models import CancelRequest
 
         with self.failing_fast():
             appointment_id = CancelRequest.parse({"appointment_id": self.appointment_id}).appointment_id
-            try:
-                result = self.hook.cancel(appointment_id)
-            except QmaticNotFoundError as exc:
-                if not self.missing_ok:
-                    raise
-                self.log.info(
-                    "Appointment %s was not found (%s); missing_ok=True, so there is nothing to cancel",
-                    appointment_id,
-                    exc.message,
-                )
-                return {"appointment_id": appointment_id, "status": "NOT_FOUND"}
-        if result.changed:
+            result = self.hook.cancel(appointment_id)
+        gone = not result.changed and result.appointment is None
+        if gone:
+            report = self.log.info if self.missing_ok else self.log.warning
+            report(
+                "Appointment %s was not found (404): cancelled and deleted before, or never existed "
+                "(check the id); nothing to cancel",
+                appointment_id,
+            )
+        elif result.changed:
             self.log.info("Cancelled appointment %s", appointment_id)
         else:
             self.log.info("Appointment %s was already cancelled; nothing to do", appointment_id)
         return {
             "appointment_id": appointment_id,
-            "status": "CANCELLED",
+            "status": "NOT_FOUND" if gone else "CANCELLED",
             "already_cancelled": not result.changed,
             "appointment": result.appointment.to_xcom() if result.appointment is not None else None,
         }

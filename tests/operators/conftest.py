@@ -132,10 +132,17 @@ FAST_EXTRA = {"requests_per_minute": 600000}
 
 @pytest.fixture
 def sandbox(
-    make_qmatic_sandbox: Callable[..., SandboxServer], monkeypatch: pytest.MonkeyPatch, airflow_db: Any
+    make_qmatic_sandbox: Callable[..., SandboxServer],
+    monkeypatch: pytest.MonkeyPatch,
+    airflow_db: Any,
+    qmatic_answer_shape: str | None,
 ) -> Iterator[Sandbox]:
-    """A fresh sandbox (seed 0) with the clients above and their connections in the environment."""
-    server = make_qmatic_sandbox(SandboxSettings(clients=CLIENTS, requests_per_minute=0), set_env=False)
+    """A fresh sandbox (seed 0) with the clients above and their connections in the environment;
+    in the public answer shape unless a test parametrizes ``qmatic_answer_shape``."""
+    settings = SandboxSettings(
+        clients=CLIENTS, requests_per_minute=0, answer_shape=qmatic_answer_shape or "public"
+    )
+    server = make_qmatic_sandbox(settings, set_env=False)
     env: dict[str, str] = {}
     for client in CLIENTS:
         env.update(_fast(server.connection_env(CONN_BY_CLIENT[client.client_id], client=client)))

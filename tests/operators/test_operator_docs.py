@@ -12,10 +12,10 @@ import inspect
 
 import pytest
 
-from airflow_provider_qmatic.operators import appointments, bulk
+from airflow_provider_qmatic.operators import appointments, bulk, update_customer
 
-OPERATORS = [getattr(appointments, name) for name in appointments.__all__] + [
-    getattr(bulk, name) for name in bulk.__all__
+OPERATORS = [
+    getattr(module, name) for module in (appointments, bulk, update_customer) for name in module.__all__
 ]
 
 
