@@ -35,12 +35,14 @@ after an answer arrived (success, 429) never turn that answer into an error.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 import math
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,8 +72,14 @@ TOKEN_POLL_S = 0.05
 # A bucket left alone this long expires; it is then recreated empty (the conservative start).
 BUCKET_IDLE_TTL_S = 86400
 JOURNAL_LEASE_S = 30.0
-# Bounded waits on Redis itself, so a partitioned Redis fails a call instead of hanging a task.
+# Bounded waits on Redis itself, so a partitioned Redis fails a call instead of hanging a task: the
+# time one command (sending, every read of its answer, and a reconnect on its way) may take in all,
+# however the answer trickles in. redis-py repeats a failed command once, at once, so one Redis call
+# fails within twice this.
 SOCKET_TIMEOUT_S = 5.0
+# A connection of the tenant declaring a lower requests_per_minute clamps the tenant's one budget
+# until it has not been seen for this long.
+DECLARED_LIMIT_TTL_S = 600
 
 _clients: dict[str, tuple[Redis, str]] = {}
 _clients_lock = threading.Lock()
@@ -99,20 +107,21 @@ def redis_for(redis_conn_id: str) -> tuple[Redis, str]:
         hook = RedisHook(redis_conn_id=redis_conn_id)
         try:
             client = hook.get_conn()
+            db = _database(hook.get_connection(redis_conn_id), redis_conn_id)
+        except QmaticConfigError:
+            raise
         except Exception as exc:  # the connection is missing or malformed: Airflow's own error types
             raise QmaticConfigError(
                 f"credential_cache is 'redis' but the Redis connection {redis_conn_id!r} cannot be "
                 f"used ({type(exc).__name__}): create it, or set the `redis_conn_id` extra",
                 field="redis_conn_id",
             ) from None
-        address = f"{hook.host or 'localhost'}:{hook.port or 6379}"
-        # RedisHook sets no socket timeouts; without them a partitioned Redis would hang a task.
-        # (A RedisCluster client has no single pool; its nodes keep redis-py's defaults.)
+        address = f"{hook.host or 'localhost'}:{hook.port or 6379}/{db}"
+        # (A RedisCluster client has no single pool; its nodes keep redis-py's defaults, and it has
+        # only database 0, which RedisHook checks.)
         pool = getattr(client, "connection_pool", None)
-        kwargs = pool.connection_kwargs if pool is not None else {}
-        for name in ("socket_timeout", "socket_connect_timeout"):
-            if kwargs.get(name) is None:
-                kwargs[name] = SOCKET_TIMEOUT_S
+        if pool is not None:
+            _bound(pool, db)
         try:
             client.ping()
         except RedisError as exc:
@@ -124,6 +133,126 @@ def redis_for(redis_conn_id: str) -> tuple[Redis, str]:
             ) from None
         _clients[redis_conn_id] = (client, address)
         return client, address
+
+
+def _database(conn: Any, conn_id: str) -> int:
+    """The database the Redis connection names, however it names it: the URL's path
+    (``redis://host:6379/1``, Airflow's ``schema``), or the extra ``db`` (also what ``?db=1`` becomes).
+
+    RedisHook reads only the extra, so ``redis://host:6379/1`` alone would write to database 0,
+    beside whatever else lives there. Two different databases named at once is an error.
+    """
+    named: dict[str, object] = {}
+    schema = (conn.schema or "").strip().strip("/")
+    if schema:
+        named["the URL path (schema)"] = schema
+    extra_db = conn.extra_dejson.get("db")
+    if extra_db is not None and str(extra_db).strip() != "":
+        named["the extra `db`"] = extra_db
+    values: set[int] = set()
+    for where, value in named.items():
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit():
+            raise QmaticConfigError(
+                f"the Redis connection {conn_id!r} names database {text[:20]!r} in {where}: a database "
+                "is a number (redis://host:6379/1, or the extra db: 1)",
+                field="redis_conn_id",
+            )
+        values.add(int(text))
+    if len(values) > 1:
+        raise QmaticConfigError(
+            f"the Redis connection {conn_id!r} names two databases "
+            f"({' and '.join(map(str, sorted(values)))}) in {' and '.join(named)}: keep one",
+            field="redis_conn_id",
+        )
+    return values.pop() if values else 0
+
+
+def _bound(pool: Any, db: int) -> None:
+    """Point ``pool``'s future connections at database ``db`` and give each command a deadline.
+
+    RedisHook sets no timeouts, and redis-py's timeouts are per socket read, so a Redis that answers
+    a byte a second would hold a task for ever; and redis-py repeats a failed command three times
+    with growing pauses. Here each command gets :data:`SOCKET_TIMEOUT_S` in all and one immediate
+    repetition (a pooled connection Redis closed while idle is reopened and the command sent again).
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs = pool.connection_kwargs
+    kwargs["db"] = db
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if kwargs.get(name) is None or kwargs[name] > SOCKET_TIMEOUT_S:
+            kwargs[name] = SOCKET_TIMEOUT_S
+    kwargs["retry"] = Retry(NoBackoff(), 1)
+    base = pool.connection_class
+    pool.connection_class = type(f"Bounded{base.__name__}", (_CommandDeadline, base), {})
+
+
+class _CommandDeadline:
+    """Mixed into a redis-py ``Connection`` class: one deadline per command, for every read of it.
+
+    The deadline starts when a command is sent (commands sent on the way, the connection's own
+    handshake, share it) and every socket operation until the next command gets only what is left.
+    """
+
+    _deadline: float | None = None
+    _sending = False
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._sending:  # the handshake or health check of a connection opened for this command
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        self._deadline = time.monotonic() + SOCKET_TIMEOUT_S
+        self._sending = True
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+        finally:
+            self._sending = False
+
+    def _connect(self) -> Any:
+        return _DeadlineSocket(super()._connect(), self)  # type: ignore[misc]
+
+
+class _DeadlineSocket:
+    """A connected socket whose every send and receive is cut to the time left of its
+    connection's command deadline; everything else is the socket's own."""
+
+    def __init__(self, sock: socket.socket, owner: _CommandDeadline) -> None:
+        self._sock = sock
+        self._owner = owner
+        self._timeout = sock.gettimeout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def _bound(self) -> None:
+        deadline = self._owner._deadline
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the Redis command took longer than its deadline")
+        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+
+    def recv(self, *args: Any) -> bytes:
+        self._bound()
+        return self._sock.recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        self._bound()
+        return self._sock.recv_into(*args)
+
+    def sendall(self, *args: Any) -> None:
+        self._bound()
+        self._sock.sendall(*args)
 
 
 @contextmanager
@@ -151,10 +280,18 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1] token entry; ARGV[1] the dead token. Deletes the entry only if it still holds that token.
-_INVALIDATE = """
-local raw = redis.call('GET', KEYS[1])
-if raw and cjson.decode(raw)['access_token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+# KEYS[1] token entry; ARGV[1] the sealed value read. Deletes the entry only if it still holds that
+# value (the dead token), never a newer one stored meanwhile.
+_DELETE_IF = """
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# KEYS[1] token lock. This provider always takes the lock with an expiry (SET NX PX); a key there
+# without one was left by something else and would be waited on for ever: it is removed.
+_CLEAR_IMMORTAL = """
+if redis.call('PTTL', KEYS[1]) == -1 then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 # KEYS[1] next free moment of the token endpoint; ARGV[1] 'wait' (book the next moment, ARGV[2]
@@ -163,8 +300,11 @@ return 0
 _SPACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local next_at = tonumber(redis.call('GET', KEYS[1]) or '0')
-if next_at > now + {MAX_PAUSE_S} then next_at = now end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'string' then redis.call('DEL', KEYS[1]) end
+-- Damaged by hand (not a number, NaN, far future): rebuilt as "free now".
+local next_at = tonumber(redis.call('GET', KEYS[1])) or 0
+if next_at ~= next_at or next_at > now + {MAX_PAUSE_S} then next_at = now end
 local start, after
 if ARGV[1] == 'hold' then
   start, after = now, math.max(next_at, now + tonumber(ARGV[2]))
@@ -211,25 +351,41 @@ class RedisSpacing:
 
 
 class RedisTokenCache:
-    """Tokens shared by every process on every host (see the module documentation).
+    """Tokens shared by every process on every host (see the module documentation), sealed.
+
+    An entry holds the token encrypted with AES-GCM under a key derived (HKDF-SHA256) from the
+    client secret, with the entry's name (the cache key: a hash of Qmatic host, tenant, client id,
+    scopes and secret fingerprint) as associated data. Whoever can read Redis but does not hold the
+    client secret learns no token; an entry copied under another identity's name does not open
+    there. An entry that does not open, does not parse, or is not a Redis string is a miss: a
+    token is fetched and stored over it, never an error.
 
     :param client: a Redis client (from :func:`redis_for`).
+    :param secret: the client secret of the connection whose tokens this cache holds.
     """
 
     def __init__(
         self,
         client: Redis,
         *,
+        secret: str,
         conn_id: str,
         address: str,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         self._redis = client
         self._conn_id = conn_id
         self._address = address
         self._sleep = sleep
+        key = HKDF(hashes.SHA256(), 32, salt=_SEAL_SALT, info=b"token-cache").derive(secret.encode())
+        self._aead = AESGCM(key)
         self._release = client.register_script(_RELEASE)
-        self._invalidate = client.register_script(_INVALIDATE)
+        self._delete_if = client.register_script(_DELETE_IF)
+        self._clear_immortal = client.register_script(_CLEAR_IMMORTAL)
         self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -239,34 +395,102 @@ class RedisTokenCache:
     def get_or_fetch(
         self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
     ) -> tuple[CachedToken, bool]:
-        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.get_or_fetch`."""
+        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.get_or_fetch`.
+
+        Another process's fetch is waited for at most :data:`TOKEN_LOCK_S` (its lock expires then
+        anyway); after that this process fetches without the lock, which costs at most one more
+        token request.
+        """
         entry, lock = f"{PREFIX}:token:{{{key}}}", f"{PREFIX}:token:{{{key}}}:lock"
         owner = secrets.token_hex(16)
         with self._thread_lock(key), _redis_call(self._conn_id, self._address, "the token cache look-up"):
+            deadline = time.monotonic() + TOKEN_LOCK_S
+            locked = False
             while True:
-                cached = _parse_token(self._redis.get(entry))
+                cached, _ = self._load(entry)
                 if cached is not None and cached.ttl() > min_ttl:
                     return cached, False
                 if self._redis.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
+                    locked = True
+                    break
+                if self._clear_immortal(keys=[lock]):
+                    log.warning(
+                        "removed a Qmatic token lock in Redis at %s that had no expiry (not set by this "
+                        "provider); fetching the token",
+                        self._address,
+                    )
+                    continue
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "waited %.0f s for another process's Qmatic token fetch (its lock in Redis at %s); "
+                        "fetching without it",
+                        TOKEN_LOCK_S,
+                        self._address,
+                    )
                     break
                 self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
             try:
-                cached = _parse_token(self._redis.get(entry))  # stored between our miss and our lock
+                cached, _ = self._load(entry)  # stored between our miss and our lock
                 if cached is not None and cached.ttl() > min_ttl:
                     return cached, False
                 token = fetch()  # spaced cluster-wide by the token provider's RedisSpacing
                 ttl_ms = int(token.ttl() * 1000)
                 if ttl_ms > 0:
-                    value = json.dumps({"access_token": token.access_token, "expires_at": token.expires_at})
-                    self._redis.set(entry, value, px=ttl_ms)
+                    self._redis.set(entry, self._seal(entry, token), px=ttl_ms)
                 return token, True
             finally:
-                self._release(keys=[lock], args=[owner])
+                if locked:
+                    self._release(keys=[lock], args=[owner])
 
     def invalidate(self, key: str, access_token: str) -> None:
         """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.invalidate`."""
+        entry = f"{PREFIX}:token:{{{key}}}"
         with _redis_call(self._conn_id, self._address, "dropping a refused token"):
-            self._invalidate(keys=[f"{PREFIX}:token:{{{key}}}"], args=[access_token])
+            cached, raw = self._load(entry)
+            if cached is not None and raw is not None and cached.access_token == access_token:
+                self._delete_if(keys=[entry], args=[raw])
+
+    def _load(self, entry: str) -> tuple[CachedToken | None, bytes | None]:
+        """The token in ``entry`` and its sealed value; ``(None, None)`` for a miss, whatever the
+        reason (absent, not a string, not sealed by this connection's secret for this entry)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            raw = self._redis.get(entry)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            log.warning("ignoring a Qmatic token entry in Redis at %s that is not a string", self._address)
+            return None, None
+        if raw is None:
+            return None, None
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        token = self._open(entry, data)
+        if token is None:
+            log.warning(
+                "ignoring a Qmatic token entry in Redis at %s that this connection cannot open (damaged, "
+                "planted, or sealed for another identity); fetching a new token",
+                self._address,
+            )
+        return token, data
+
+    def _seal(self, entry: str, token: CachedToken) -> bytes:
+        nonce = secrets.token_bytes(12)
+        plain = json.dumps({"access_token": token.access_token, "expires_at": token.expires_at}).encode()
+        sealed = self._aead.encrypt(nonce, plain, _SEAL_VERSION + entry.encode())
+        return _SEAL_VERSION + base64.b64encode(nonce + sealed)
+
+    def _open(self, entry: str, raw: bytes) -> CachedToken | None:
+        from cryptography.exceptions import InvalidTag
+
+        if not raw.startswith(_SEAL_VERSION):
+            return None
+        try:
+            blob = base64.b64decode(raw[len(_SEAL_VERSION) :], validate=True)
+            plain = self._aead.decrypt(blob[:12], blob[12:], _SEAL_VERSION + entry.encode())
+        except (InvalidTag, ValueError):
+            return None
+        return _parse_token(plain)
 
     def _thread_lock(self, key: str) -> threading.Lock:
         # Threads of this process queue here instead of all polling Redis.
@@ -274,14 +498,17 @@ class RedisTokenCache:
             return self._thread_locks.setdefault(key, threading.Lock())
 
 
-def _parse_token(raw: bytes | str | None) -> CachedToken | None:
-    if raw is None:
-        return None
+# The sealed format's version, also part of the associated data, and the key derivation's salt.
+_SEAL_VERSION = b"qm2:"
+_SEAL_SALT = b"airflow-provider-qmatic/redis-token-cache/v2"
+
+
+def _parse_token(raw: bytes) -> CachedToken | None:
     try:
         data = json.loads(raw)
         token, expires_at = data["access_token"], float(data["expires_at"])
     except (ValueError, TypeError, KeyError):
-        return None  # foreign or damaged content: a miss, overwritten by the next fetch
+        return None
     if not isinstance(token, str) or not token or not math.isfinite(expires_at):
         return None
     return CachedToken(access_token=token, expires_at=expires_at)
@@ -290,47 +517,77 @@ def _parse_token(raw: bytes | str | None) -> CachedToken | None:
 # -- the request budget --------------------------------------------------------------------------
 
 # The host-local RateLimiter's bucket, run inside Redis. KEYS[1]: the tenant's bucket (a hash).
-# ARGV: op (take | 429 | ok | rate), limit, burst, paced fraction, floor, n, reserve, retry_after
-# (negative: none), jitter in [0, 1), recovery_after, recovery_step, idle TTL (ms).
-# Returns {wait seconds, nominal rate} as text.
+# ARGV: op (take | 429 | ok | rate), this connection's limit, burst, lowest level (a fraction of the
+# limit), n, reserve, retry_after (negative: none), jitter in [0, 1), recovery_after, recovery step
+# (a fraction of the limit), idle TTL (ms).
+#
+# The rate in force is ``level`` (1 until a 429 cuts it) times the limit in force: the lowest
+# requests_per_minute a connection of the tenant declared in the last DECLARED_LIMIT_TTL_S, since
+# Qmatic counts one budget per tenant, whatever each connection believes.
+# Returns {wait seconds, rate in force, limit in force, 1 if the state was unreadable and rebuilt}.
 _BUCKET = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local op = ARGV[1]
-local limit, burst, frac, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'tokens', 'updated', 'rate', 'quiet', 'paused', 'c429')
-local tokens, updated, rate, quiet, paused, c429
-if s[1] then
-  tokens, updated, rate = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-  quiet, paused, c429 = tonumber(s[4]), tonumber(s[5]), tonumber(s[6])
+local own, burst, minlevel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function num(v)
+  local x = tonumber(v)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
+  return x
+end
+local rebuilt = 0
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'hash' then
+  redis.call('DEL', KEYS[1])
+  rebuilt = 1
+end
+local names = {{'tokens', 'updated', 'level', 'quiet', 'paused', 'c429', 'low', 'low_at'}}
+local raw = redis.call('HMGET', KEYS[1], unpack(names))
+local v, present, valid = {{}}, false, true
+for i = 1, #names do
+  if raw[i] then present = true end
+  v[i] = num(raw[i])
+  if v[i] == nil then valid = false end
+end
+local tokens, updated, level, quiet, paused, c429, low, low_at
+if present and valid then
+  tokens, updated, level, quiet, paused, c429, low, low_at = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
 else
-  -- A new budget, or one Redis lost: start empty, so no window spanning the loss can overshoot.
-  tokens, updated, rate, quiet, paused, c429 = 0, now, limit, now, 0, 0
+  if present then rebuilt = 1 end
+  -- New, lost in a Redis restart, or unreadable: start empty, so no window spanning it can overshoot.
+  tokens, updated, level, quiet, paused, c429, low, low_at = 0, now, 1, now, 0, 0, own, now
 end
 if updated > now then updated = now end
-rate = math.min(math.max(rate, floor), limit)
-tokens = math.min(math.max(tokens, -1), burst)
+if quiet > now then quiet = now end
+if low <= 0 or own <= low or now - low_at > {DECLARED_LIMIT_TTL_S} then low, low_at = own, now end
+local limit = math.min(own, low)
+local cap = math.min(burst, math.max(1, limit / 2))
+local frac = math.max(limit - cap, limit / 2) / limit
+level = math.min(math.max(level, minlevel), 1)
+tokens = math.min(math.max(tokens, -1), cap)
+c429 = math.min(math.max(c429, 0), 64)
 if paused > now + {MAX_PAUSE_S} then paused = now + {MAX_PAUSE_S} end
 local start = math.max(updated, paused)
-if now > start then tokens = math.min(burst, tokens + (now - start) * rate * frac / 60) end
+if now > start then tokens = math.min(cap, tokens + (now - start) * level * limit * frac / 60) end
 updated = now
 local wait = 0
 if op == 'take' then
-  local n, reserve = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local n = math.min(tonumber(ARGV[5]), cap)
+  local reserve = math.max(0, math.min(tonumber(ARGV[6]), cap - n))
   if paused - now > 1e-6 then
     wait = paused - now
   else
     local short = n + reserve - tokens
-    if short > 1e-6 then wait = short / (rate * frac / 60) else tokens = tokens - n end
+    if short > 1e-6 then wait = short / (level * limit * frac / 60) else tokens = tokens - n end
   end
 elseif op == '429' then
   if paused <= now then
     c429 = c429 + 1
-    rate = math.max(floor, rate * {DECREASE_FACTOR})
+    level = math.max(minlevel, level * {DECREASE_FACTOR})
   end
-  local delay = tonumber(ARGV[8])
+  local delay = tonumber(ARGV[7])
   if delay < 0 then
-    delay = tonumber(ARGV[9]) * math.min({BACKOFF_CAP_S}, {BACKOFF_BASE_S} * 2 ^ math.min(c429 - 1, 32))
+    delay = tonumber(ARGV[8]) * math.min({BACKOFF_CAP_S}, {BACKOFF_BASE_S} * 2 ^ math.min(c429 - 1, 32))
   end
   delay = math.min(delay, {MAX_PAUSE_S})
   tokens = 0
@@ -338,18 +595,19 @@ elseif op == '429' then
   paused = math.max(now + delay, paused)
 elseif op == 'ok' then
   c429 = 0
-  if rate < limit then
-    local periods = math.floor((now - quiet) / tonumber(ARGV[10]))
+  if level < 1 then
+    local periods = math.floor((now - quiet) / tonumber(ARGV[9]))
     if periods >= 1 then
-      rate = math.min(limit, rate + periods * tonumber(ARGV[11]))
-      quiet = quiet + periods * tonumber(ARGV[10])
+      level = math.min(1, level + periods * tonumber(ARGV[10]))
+      quiet = quiet + periods * tonumber(ARGV[9])
     end
   end
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(updated), 'rate', tostring(rate),
-  'quiet', tostring(quiet), 'paused', tostring(paused), 'c429', tostring(c429))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[12]))
-return {{tostring(wait), tostring(rate)}}
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(updated),
+  'level', tostring(level), 'quiet', tostring(quiet), 'paused', tostring(paused), 'c429', tostring(c429),
+  'low', tostring(low), 'low_at', tostring(low_at))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[11]))
+return {{tostring(wait), tostring(level * limit), tostring(limit), rebuilt}}
 """
 
 
@@ -360,6 +618,12 @@ class RedisRateLimiter:
     rule, 429 pause with full-jitter backoff or ``Retry-After``, multiplicative cut, additive
     recovery), plus ``reserve``: requests this limiter leaves in the bucket for callers without a
     reserve (see the module documentation).
+
+    Two connections of one tenant that declare different ``requests_per_minute`` still share the
+    tenant's one budget (Qmatic counts per tenant): it runs at the lowest limit declared within
+    :data:`DECLARED_LIMIT_TTL_S`, :attr:`limit` says so, and a warning names both limits. Only a
+    429 lowers :attr:`current_rate` below :attr:`limit`. A budget that cannot be read (a field
+    changed by hand, a key of another type) is rebuilt empty, with a warning, not trusted or fatal.
     """
 
     def __init__(
@@ -389,9 +653,8 @@ class RedisRateLimiter:
         self._limit = limit
         self._burst = float(burst)
         self._reserve = float(reserve)
-        self._paced_fraction = max(limit - burst, limit / 2) / limit
-        self._floor = min_fraction * limit
-        self._recovery = (recovery_after, recovery_step * limit)
+        self._min_level = min_fraction
+        self._recovery = (recovery_after, recovery_step)
         self._key = f"{PREFIX}:budget:{{{key}}}"
         self._conn_id = conn_id
         self._address = address
@@ -400,6 +663,7 @@ class RedisRateLimiter:
         self._script = client.register_script(_BUCKET)
         self._lock = threading.Lock()
         self._rate = limit  # the nominal rate last seen in Redis
+        self._in_force = limit  # the tenant's limit last seen in Redis (the lowest declared)
         self._acquired = 0.0
         self._waited_s = 0.0
         self._rate_limited_events = 0
@@ -409,8 +673,9 @@ class RedisRateLimiter:
 
     @property
     def limit(self) -> float:
-        """The configured limit, requests per minute."""
-        return self._limit
+        """The limit in force for the tenant's budget, requests per minute, as last seen: this
+        connection's, or a lower one another connection of the tenant declares."""
+        return self._in_force
 
     @property
     def reserve(self) -> float:
@@ -449,7 +714,7 @@ class RedisRateLimiter:
 
     def on_success(self) -> None:
         """A request got through: the cluster's rate climbs back after quiet periods."""
-        if self._rate < self._limit:
+        if self._rate < self._in_force:
             self._report("ok")
 
     def stats(self) -> dict[str, float]:
@@ -473,14 +738,13 @@ class RedisRateLimiter:
     def _run(self, op: str, *, n: float = 1.0, retry_after: float = -1.0) -> float:
         recovery_after, recovery_step = self._recovery
         with _redis_call(self._conn_id, self._address, "the request budget"):
-            wait, rate = self._script(
+            wait, rate, in_force, rebuilt = self._script(
                 keys=[self._key],
                 args=[
                     op,
                     self._limit,
                     self._burst,
-                    self._paced_fraction,
-                    self._floor,
+                    self._min_level,
                     n,
                     self._reserve,
                     retry_after,
@@ -490,7 +754,21 @@ class RedisRateLimiter:
                     BUCKET_IDLE_TTL_S * 1000,
                 ],
             )
-        self._rate = float(rate)
+        if int(rebuilt):
+            log.warning(
+                "Qmatic request budget in Redis at %s could not be read (changed by hand, or of another "
+                "version); rebuilt empty",
+                self._address,
+            )
+        previous, self._in_force, self._rate = self._in_force, float(in_force), float(rate)
+        if self._in_force < self._limit and self._in_force != previous:
+            log.warning(
+                "Qmatic request budget: another connection of this tenant declares %g requests a minute, "
+                "this one %g; the tenant's one budget runs at the lowest limit declared, %g",
+                self._in_force,
+                self._limit,
+                self._in_force,
+            )
         return float(wait)
 
 
@@ -605,7 +883,7 @@ def budget_key(config: ClientConfig) -> str:
 
 def token_cache(config: ClientConfig) -> RedisTokenCache:
     client, address = redis_for(config.redis_conn_id)
-    return RedisTokenCache(client, conn_id=config.redis_conn_id, address=address)
+    return RedisTokenCache(client, secret=config.client_secret, conn_id=config.redis_conn_id, address=address)
 
 
 def token_spacing(config: ClientConfig, interval: float) -> RedisSpacing:

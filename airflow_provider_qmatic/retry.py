@@ -5,6 +5,12 @@ repeated after waiting. Other server faults and broken connections leave a write
 unknown: only idempotent operations (reads, PUT, DELETE, and a confirm of one reservation) are
 repeated; a POST that creates something is handed back to the caller as
 :class:`~airflow_provider_qmatic.exceptions.QmaticUnknownOutcomeError`, to be resolved by reading.
+
+A lost Redis (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError`) is not repeated
+here: each Redis command already had its deadline and one immediate reconnect, and a Redis that is
+down or frozen is rarely back within a request's backoff. Repeating would only multiply the wait
+(six attempts of a frozen Redis took minutes); the task fails at once, retryably, and Airflow's
+retry comes back when Redis does.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_qmatic.exceptions import (
+    QmaticCoordinationError,
     QmaticError,
     QmaticNotSentError,
     QmaticRateLimitError,
@@ -36,7 +43,7 @@ NOT_PROCESSED_STATUSES = frozenset({429, 503})
 
 def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """The single predicate every retry loop in the provider asks."""
-    if isinstance(exc, QmaticUnknownOutcomeError):
+    if isinstance(exc, (QmaticUnknownOutcomeError, QmaticCoordinationError)):
         return False
     if isinstance(exc, (QmaticRateLimitError, QmaticNotSentError)):
         return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ import redis
 
 from airflow_provider_qmatic import redis_state
 from airflow_provider_qmatic.bulk_journal import DONE, RESERVED
-from airflow_provider_qmatic.client import BOOK, QmaticClient, shared_limiter
+from airflow_provider_qmatic.client import BOOK, CANCEL, QmaticClient, build_client, shared_limiter
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
@@ -25,6 +27,8 @@ from airflow_provider_qmatic.exceptions import (
 )
 from airflow_provider_qmatic.ratelimit import Limiter, RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.scopes import scope_string
+from airflow_provider_qmatic.token_cache import make_cache_key
 from benchmarks.cluster import RedisServer, free_port
 from tests.bulk.conftest import make_config
 
@@ -132,8 +136,10 @@ def test_one_token_fetch_for_many_processes_and_hosts(
         for secret in (config.client_id, config.client_secret, config.tenant, config.base_url):
             assert secret not in key
     [entry] = [k for k in keys if k.startswith("qmatic:token:") and not k.endswith(":lock")]
-    token = json.loads(raw.get(entry))["access_token"]
+    token = QmaticClient(config).tokens.token(BOOK)  # read from Redis (sealed), not fetched
+    assert sandbox.stats()["token_requests"] == 1
     assert token not in " ".join(keys)
+    assert token.encode() not in raw.get(entry)
     assert 0 < raw.pttl(entry) <= (3600 - 300) * 1000  # the sandbox's hour, less the refresh margin
     assert token not in caplog.text
 
@@ -363,3 +369,265 @@ def test_bulk_operators_draw_with_a_reserve_and_single_operators_without(
     single = QmaticCancelAppointmentOperator(task_id="single", appointment_id="x")
     assert bulk.hook.client.limiter.reserve == 3  # of a burst of 5 at 100 requests a minute
     assert single.hook.client.limiter.reserve == 0
+
+
+# -- issue 20: the database, tokens at rest, bounded waits, state that heals ---------------------
+
+
+def _token_entry(raw: redis.Redis) -> str:
+    [entry] = [k.decode() for k in raw.keys("qmatic:token:*") if not k.endswith(b":lock")]
+    return entry
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["url-path", "url-query", "extra"],
+)
+def test_the_redis_database_of_the_connection_is_the_one_written(
+    form: str,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``redis://host:port/1``, ``?db=1`` and the extra ``db`` all mean database 1; database 0 stays
+    empty, so two deployments on databases of their own never meet."""
+    conn_id = f"{redis_server.conn_id}_{form.replace('-', '_')}"
+    address = f"127.0.0.1:{redis_server.port}"
+    value = {
+        "url-path": f"redis://{address}/1",
+        "url-query": f"redis://{address}?db=1",
+        "extra": json.dumps(
+            {"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port, "extra": {"db": 1}}
+        ),
+    }[form]
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
+    config = redis_config(sandbox, tmp_path / "tokens", conn_id)
+    build_client(config).list_branches()
+    db0 = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0)
+    db1 = redis.Redis(host="127.0.0.1", port=redis_server.port, db=1)
+    assert db0.keys("qmatic:*") == []
+    assert {k.split(b":")[1] for k in db1.keys("qmatic:*")} >= {b"token", b"budget", b"tokspace"}
+
+
+def test_two_databases_named_at_once_are_a_config_error(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn_id = f"{redis_server.conn_id}_two_dbs"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", f"redis://127.0.0.1:{redis_server.port}/2?db=1")
+    with pytest.raises(QmaticConfigError) as caught:
+        QmaticClient(redis_config(sandbox, tmp_path / "tokens", conn_id))
+    assert caught.value.field == "redis_conn_id"
+    assert "database" in str(caught.value)
+    assert sandbox.stats()["token_requests"] == 0
+
+
+def test_a_token_in_redis_is_encrypted_and_bound_to_its_identity(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis read access alone yields no usable token: the entry is sealed with a key derived from the
+    client secret, and an entry moved to another identity's key cannot be opened there."""
+    client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
+    token = client.tokens.token(BOOK)
+    raw = _raw(redis_server)
+    entry = _token_entry(raw)
+    stored = raw.get(entry)
+    assert stored is not None
+    dump = b" ".join(raw.get(k) or b"" for k in raw.keys("qmatic:*") if raw.type(k) == b"string")
+    for start in range(len(token) - 8 + 1):  # not even 8 characters of it, in any case
+        assert token[start : start + 8].lower().encode() not in dump.lower()
+    config = redis_config(sandbox, tmp_path / "x", redis_server.conn_id)
+    assert config.client_secret.encode() not in dump
+
+    # The same sealed value under the key of other scopes (another identity) is not accepted there:
+    # dropped, and a token fetched for those scopes, without an error.
+    QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id)).tokens.token(CANCEL)
+    [cancel_entry] = [
+        k for k in raw.keys("qmatic:token:*") if not k.endswith(b":lock") and k.decode() != entry
+    ]
+    raw.set(cancel_entry, stored, px=600_000)
+    fetched_before = sandbox.stats()["token_requests"]
+    third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
+    assert third.tokens.token(CANCEL) != token
+    assert sandbox.stats()["token_requests"] == fetched_before + 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "wrong-type", "other-secret"])
+def test_a_token_entry_that_cannot_be_used_is_replaced_not_fatal(
+    damage: str, sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
+    token = first.tokens.token(BOOK)
+    raw = _raw(redis_server)
+    entry = _token_entry(raw)
+    if damage == "garbage":
+        raw.set(entry, b"\x00not a sealed token", px=600_000)
+    elif damage == "wrong-type":
+        raw.delete(entry)
+        raw.hset(entry, "access_token", token)
+    else:  # a value sealed for the same key with another secret (or by an older version in clear)
+        raw.set(entry, json.dumps({"access_token": "planted-token", "expires_at": time.time() + 3000}))
+    second = QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id))
+    assert second.list_branches()  # works, with a token fetched afresh
+    assert sandbox.stats()["token_requests"] == 2
+    assert raw.type(entry) == b"string"
+    third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
+    third.list_branches()
+    assert sandbox.stats()["token_requests"] == 2  # the rebuilt entry is shared again
+
+
+def test_a_token_lock_left_without_a_ttl_is_not_waited_on_forever(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+
+    config = redis_config(sandbox, tmp_path / "a", redis_server.conn_id)
+    key = make_cache_key(
+        base_url=config.base_url,
+        tenant=config.tenant,
+        client_id=config.client_id,
+        scopes=scope_string(BOOK),
+        secret_fingerprint=config.secret_fingerprint,
+    )
+    raw = _raw(redis_server)
+    raw.set(f"qmatic:token:{{{key}}}:lock", "left-by-a-crashed-tool")  # no TTL
+    client = QmaticClient(config)
+    done: list[str] = []
+    worker = threading.Thread(target=lambda: done.append(client.tokens.token(BOOK)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done, "still polling a lock that never expires"
+    assert raw.pttl(f"qmatic:token:{{{key}}}:lock") != -1  # repaired or gone, never immortal
+
+
+def _drip_server(stop: threading.Event) -> int:
+    """A TCP server that answers every connection with an endless Redis bulk string, one byte every
+    two seconds: each read gets a byte well within any per-read timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            for byte in b"$1000000\r\n" + b"x" * 1000:
+                if stop.wait(0 if byte == ord("$") else 2.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def accept() -> None:
+        with listener:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_a_redis_that_drips_one_byte_every_two_seconds_fails_in_bounded_time(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stop = threading.Event()
+    port = _drip_server(stop)
+    conn_id = f"qmatic_dripping_redis_{port}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", f"redis://127.0.0.1:{port}/0")
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            QmaticClient(redis_config(sandbox, tmp_path / "tokens", conn_id))
+        except Exception as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(timeout=40)
+    elapsed = time.monotonic() - started
+    stop.set()
+    assert outcome, "a dripping Redis held the task past 40 s"
+    assert isinstance(outcome[0], QmaticConfigError), outcome
+    assert "does not answer" in str(outcome[0])
+    assert elapsed < 30, elapsed
+
+
+@pytest.mark.parametrize("fault", ["frozen", "stopped"])
+def test_a_redis_lost_mid_run_fails_a_call_within_seconds(
+    fault: str, sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    client = build_client(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
+    client.list_branches()
+    assert redis_server.process is not None
+    if fault == "frozen":
+        redis_server.process.send_signal(signal.SIGSTOP)
+    else:
+        redis_server.stop()
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.list_branches()
+        except Exception as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    elapsed = time.monotonic() - started
+    if fault == "frozen":
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert outcome, "the call still waits on Redis after 60 s"
+    assert isinstance(outcome[0], QmaticCoordinationError), outcome
+    assert "request budget" in str(outcome[0])  # what was waited for
+    assert elapsed < 25, elapsed
+
+
+def test_two_limits_on_one_tenant_run_its_budget_at_the_lowest_without_blaming_a_429(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fast, slow = _limiter(redis_server, 600, burst=5), _limiter(redis_server, 60)
+    fast.acquire()
+    assert (fast.limit, fast.current_rate) == (600, 600)
+    with caplog.at_level(logging.WARNING):
+        slow.acquire()
+        fast.acquire()
+    # The tenant's one budget now runs at the lowest limit declared, and says so; no 429 happened,
+    # so nothing reports a rate lowered below the limit in force.
+    assert (fast.limit, fast.current_rate) == (60, 60)
+    assert (slow.limit, slow.current_rate) == (60, 60)
+    assert fast.stats()["rate_limited_events"] == 0
+    assert "60" in caplog.text
+    assert "lowest" in caplog.text
+    # A real 429 still lowers the rate below the limit in force.
+    fast.on_rate_limited(0.0)
+    assert fast.current_rate == 30
+
+
+@pytest.mark.parametrize("damage", ["field-not-a-number", "wrong-type", "infinite"])
+def test_a_damaged_budget_is_rebuilt_not_fatal(
+    damage: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = _limiter(redis_server, 600, burst=5)
+    limiter.acquire()
+    raw = _raw(redis_server)
+    [budget] = raw.keys("qmatic:budget:*")
+    if damage == "field-not-a-number":
+        raw.hset(budget, "tokens", "lots")
+    elif damage == "wrong-type":
+        raw.delete(budget)
+        raw.set(budget, "oops")
+    else:
+        raw.hset(budget, "updated", "inf")
+    with caplog.at_level(logging.WARNING):
+        limiter.acquire()
+        limiter.acquire()
+    assert limiter.current_rate == 600
+    assert raw.type(budget) == b"hash"
+    assert "rebuilt" in caplog.text
