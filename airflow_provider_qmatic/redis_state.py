@@ -10,7 +10,8 @@ versions implement, so nothing above them knows where the state lives:
   process to miss takes a lock (``SET NX PX``), fetches and stores; the others poll until the token
   appears. The entry's TTL is the token's usable life (``expires_in`` minus the refresh margin), so it
   disappears before the token dies. Keys are the cache key (a SHA-256 of the identity, never the
-  secret); values are never logged. Token requests are also spaced cluster-wide (one per
+  secret); values are sealed with a key derived from the client secret (Redis read access yields no
+  token) and never logged. Token requests are also spaced cluster-wide (one per
   :data:`~airflow_provider_qmatic.auth.TOKEN_ENDPOINT_INTERVAL_S` per Qmatic host).
 - :class:`RedisRateLimiter` (the :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` interface):
   the same token bucket, burst rule, 429 pause and AIMD as the host-local limiter, run by one Lua
@@ -27,10 +28,15 @@ therefore waits for at most its own requests' refill, never behind a bulk job's 
 
 Faults: Redis unreachable when a client is built raises
 :class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the address;
-there is no fallback to host-local state, which would overshoot the tenant's limit. Redis lost
-later raises :class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is
-sent (the client's retries then pause and try again; in the end the task fails retryably). Reports
-after an answer arrived (success, 429) never turn that answer into an error.
+there is no fallback to host-local state, which would overshoot the tenant's limit. The database is
+the one the connection names (URL path or extra ``db``). Each Redis command has a deadline of
+:data:`SOCKET_TIMEOUT_S` for all its reads, however slowly they trickle, and one immediate
+reconnect. Redis lost later raises
+:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is sent; it is
+not repeated by the client, so the task fails retryably within seconds. Reports after an answer
+arrived (success, 429) never turn that answer into an error. State that cannot be read (a damaged
+budget, a key of the wrong type, a token entry that does not open, a lock without expiry) is rebuilt
+or removed with a warning, never trusted and never fatal.
 """
 
 from __future__ import annotations
