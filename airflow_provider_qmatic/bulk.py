@@ -25,7 +25,10 @@ What a run does, in order:
 4. **Run** each valid row through :class:`~airflow_provider_qmatic.flows.Flows`, the flow the single
    operators run, on ``concurrency`` worker threads (default 4) sharing one client, so one token
    cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request the job
-   causes. The flow's events (reserving, reserved, done, released, ...) go to the journal.
+   causes. The flow's events (reserving, reserved, done, released, ...) go to the journal. A
+   booking job's first row runs alone: a confirm refused because the tenant requires a field the row
+   lacks (date of birth, an information answer) teaches the runner that field, and later rows
+   without it fail before their reserve, so such a file spends one reservation, not one per row.
 5. **Report**: a progress line every 5% or 30 s, a summary table at the end, per-row outcomes
    (``row, status, appointment_id, error``), written to ``results_path`` if given.
 
