@@ -227,3 +227,11 @@ def error_for_status(status: int) -> type[QmaticError]:
     if 300 <= status < 400:
         return QmaticRedirectError
     return QmaticError
+
+
+class QmaticCoordinationTimeout(QmaticCoordinationError):
+    """Redis did not answer within a command's deadline: frozen, partitioned, or trickling its answer.
+
+    Unlike a refused connection (a Redis restarting), this is not repeated by the client's own
+    retries, each of which would wait the whole deadline again; the task fails at once, retryably.
+    """
