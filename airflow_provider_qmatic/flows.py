@@ -252,9 +252,19 @@ class Flows:
         """
         start = request.start_time
         day = start.date()
-        for slot in self._find_timeslots(
-            request.branch_id, request.service_id, day - timedelta(days=1), day + timedelta(days=1)
-        ):
+        try:
+            slots = self._find_timeslots(
+                request.branch_id, request.service_id, day - timedelta(days=1), day + timedelta(days=1)
+            )
+        except QmaticNotFoundError as exc:
+            raise QmaticNotFoundError(
+                f"branch_id, service_id: {exc.message}; check both ids (QmaticHook().list_services("
+                "branch_id) lists the services of a branch)",
+                status=exc.status,
+                code=exc.code,
+                field="service_id",
+            ) from None
+        for slot in slots:
             end = slot.end_time
             aware_end = end is not None and end.utcoffset() is not None
             if _same_instant(slot.start_time, start) and aware_end and end is not None and end > start:

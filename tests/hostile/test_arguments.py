@@ -230,27 +230,34 @@ def test_unknown_branch_is_a_clear_404_after_exactly_one_reserve(conn: SandboxSe
     assert_no_secret(message, server=conn)
 
 
-def test_unknown_branch_without_end_time_stops_at_the_service_lookup(conn: SandboxServer) -> None:
+def test_unknown_branch_without_end_time_stops_at_the_time_slot_lookup(conn: SandboxServer) -> None:
     message, error = _fail(book(branch_id=UNKNOWN_GUID, end_time=None))
     assert isinstance(error, QmaticNotFoundError)
-    assert "the services request" in message
-    assert requests_made(conn) == {"token": {"200": 1}, "services": {"404": 1}}
+    assert "the timeslots request" in message
+    assert "branch_id, service_id" in message
+    assert requests_made(conn) == {"token": {"200": 1}, "timeslots": {"404": 1}}
     assert_no_secret(message, server=conn)
 
 
 def test_unknown_service_at_a_real_branch_names_service_id(conn: SandboxServer) -> None:
     message, error = _fail(book(service_id=UNKNOWN_GUID, end_time=None))
     assert isinstance(error, QmaticNotFoundError)
+    assert error.field == "service_id"
     assert "service_id" in message
-    assert requests_made(conn) == {"token": {"200": 1}, "services": {"200": 1}}
+    assert requests_made(conn) == {"token": {"200": 1}, "timeslots": {"404": 1}}
     assert_no_secret(message, server=conn)
 
 
-def test_unknown_appointment_cancel_is_one_404(conn: SandboxServer) -> None:
-    message, error = _fail(QmaticCancelAppointmentOperator(task_id="c", appointment_id=UNKNOWN_GUID))
-    assert isinstance(error, QmaticNotFoundError)
+def test_unknown_appointment_cancel_is_one_404_and_counts_as_gone(conn: SandboxServer) -> None:
+    """Qmatic deletes cancelled appointments: a 404 cannot be told from one cancelled before."""
+    result = QmaticCancelAppointmentOperator(task_id="c", appointment_id=UNKNOWN_GUID).execute({})
+    assert result == {
+        "appointment_id": UNKNOWN_GUID,
+        "status": "NOT_FOUND",
+        "already_cancelled": True,
+        "appointment": None,
+    }
     assert requests_made(conn) == {"token": {"200": 1}, "cancel": {"404": 1}}
-    assert_no_secret(message, server=conn)
 
 
 # -- the same refusals in a real DAG run -----------------------------------------------------------------
