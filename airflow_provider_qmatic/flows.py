@@ -694,8 +694,8 @@ def _reads_cancelled(appointment: Appointment) -> bool:
 
 
 # What a 400 to a confirm names when the tenant requires a field the request lacks.
-_DATE_OF_BIRTH = re.compile(r"date_?of_?birth", re.IGNORECASE)
-_QUESTION = re.compile(r"information_?questions?(?:\[(?P<id>[^\]\s]{1,255})\])?", re.IGNORECASE)
+_DATE_OF_BIRTH = re.compile(r"date[ _]?of[ _]?birth", re.IGNORECASE)
+_QUESTION = re.compile(r"information[ _]?questions?(?:\[(?P<id>[^\]\s]{1,255})\])?", re.IGNORECASE)
 
 
 def tenant_required_field(

@@ -193,3 +193,18 @@ def test_update_customer_sends_once_and_skips_when_the_details_match(
     assert _requests(qmatic_sandbox, "update_customer") == {"204": 1}
     with pytest.raises(QmaticNotFoundError):
         Flows(client).update_customer(UNKNOWN, details)
+
+
+@pytest.mark.qmatic_sandbox(search_answer="object")
+def test_a_search_answered_with_one_object_still_finds_the_booking(
+    qmatic_sandbox: SandboxServer, client: QmaticClient
+) -> None:
+    slot = qmatic_sandbox.free_slots(limit=1)[0]
+    request = _request(slot)
+    first = Flows(client).book(request)
+    assert [a.appointment_id for a in client.search_appointments(request.customer.personal_identifier)] == [
+        first.appointment_id
+    ]
+    again = Flows(client).book(request, check_existing=True)
+    assert (again.changed, again.appointment_id) == (False, first.appointment_id)
+    assert _requests(qmatic_sandbox, "reserve") == {"201": 1}
