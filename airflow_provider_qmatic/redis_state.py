@@ -32,8 +32,10 @@ there is no fallback to host-local state, which would overshoot the tenant's lim
 the one the connection names (URL path or extra ``db``). Each Redis command has a deadline of
 :data:`SOCKET_TIMEOUT_S` for all its reads, however slowly they trickle, and one immediate
 reconnect. Redis lost later raises
-:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is sent; it is
-not repeated by the client, so the task fails retryably within seconds. Reports after an answer
+:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is sent: a
+refused connection (Redis restarting) is repeated with the client's backoff, a Redis that did not
+answer in time (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationTimeout`) is not, so
+the task fails retryably within seconds. Reports after an answer
 arrived (success, 429) never turn that answer into an error. State that cannot be read (a damaged
 budget, a key of the wrong type, a token entry that does not open, a lock without expiry) is rebuilt
 or removed with a warning, never trusted and never fatal.
@@ -59,6 +61,7 @@ from airflow_provider_qmatic.bulk_journal import RETENTION_DAYS, Journal, Journa
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticCoordinationError,
+    QmaticCoordinationTimeout,
     QmaticJournalBusyError,
 )
 from airflow_provider_qmatic.ratelimit import BACKOFF_BASE_S, BACKOFF_CAP_S, DECREASE_FACTOR, MAX_PAUSE_S
@@ -265,9 +268,15 @@ class _DeadlineSocket:
 def _redis_call(conn_id: str, address: str, what: str) -> Iterator[None]:
     """Turn a lost Redis into QmaticCoordinationError (retryable: nothing was sent to Qmatic)."""
     from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     try:
         yield
+    except RedisTimeoutError:
+        raise QmaticCoordinationTimeout(
+            f"Redis of connection {conn_id!r} at {address} did not answer within {SOCKET_TIMEOUT_S:g} s "
+            f"during {what}; nothing was sent to Qmatic, the task may be retried once Redis answers"
+        ) from None
     except RedisError as exc:
         raise QmaticCoordinationError(
             f"Redis of connection {conn_id!r} at {address} failed during {what} ({type(exc).__name__}); "

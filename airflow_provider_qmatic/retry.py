@@ -6,11 +6,12 @@ unknown: only idempotent operations (reads, PUT, DELETE, and a confirm of one re
 repeated; a POST that creates something is handed back to the caller as
 :class:`~airflow_provider_qmatic.exceptions.QmaticUnknownOutcomeError`, to be resolved by reading.
 
-A lost Redis (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError`) is not repeated
-here: each Redis command already had its deadline and one immediate reconnect, and a Redis that is
-down or frozen is rarely back within a request's backoff. Repeating would only multiply the wait
-(six attempts of a frozen Redis took minutes); the task fails at once, retryably, and Airflow's
-retry comes back when Redis does.
+A Redis that refused the connection (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError`:
+restarting, say) is repeated like any request never sent: each attempt fails at once, and the
+backoff bridges a restart. A Redis that did not answer within a command's deadline
+(:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationTimeout`: frozen, partitioned, or
+trickling) is not: every attempt would wait the whole deadline again (six attempts of a frozen
+Redis took minutes), so the task fails at once, retryably, and Airflow's retry comes back later.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_qmatic.exceptions import (
-    QmaticCoordinationError,
+    QmaticCoordinationTimeout,
     QmaticError,
     QmaticNotSentError,
     QmaticRateLimitError,
@@ -43,7 +44,7 @@ NOT_PROCESSED_STATUSES = frozenset({429, 503})
 
 def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """The single predicate every retry loop in the provider asks."""
-    if isinstance(exc, (QmaticUnknownOutcomeError, QmaticCoordinationError)):
+    if isinstance(exc, (QmaticUnknownOutcomeError, QmaticCoordinationTimeout)):
         return False
     if isinstance(exc, (QmaticRateLimitError, QmaticNotSentError)):
         return True
