@@ -70,7 +70,7 @@ with DAG(
     # Reserve then confirm in one task: Qmatic holds a reservation for only 15 minutes, so the two
     # steps never wait for a scheduler slot in between, and a failed confirm releases the hold.
     # Exactly once: if this task is retried after a booking whose answer was lost, it finds the
-    # customer's CONFIRMED appointment at this slot and returns it instead of booking again.
+    # customer's appointment at this slot and returns it instead of booking again.
     book = QmaticBookAppointmentOperator(
         task_id="book_appointment",
         qmatic_conn_id="qmatic_default",
@@ -98,6 +98,7 @@ with DAG(
         The booking operator is exactly-once within a run (a retry finds its own booking); this
         check makes a second run, e.g. a second press of Trigger, book nobody twice.
         """
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
@@ -105,7 +106,7 @@ with DAG(
         for appointment in hook.search_appointments(params["customer"]["personal_identifier"]):
             slot, branch, service = appointment.time_slot, appointment.branch, appointment.service
             if (
-                appointment.status == "CONFIRMED"
+                is_booked(appointment)
                 and branch is not None
                 and branch.id == params["branch_id"]
                 and service is not None

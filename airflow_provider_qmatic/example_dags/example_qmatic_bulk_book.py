@@ -79,6 +79,7 @@ with DAG(
         The plan is written once per run and reused if the run is cleared, so a cleared run books
         the same slots again, which the bulk task then finds already booked and skips.
         """
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
         out_dir = Path(params["output_dir"])
@@ -97,7 +98,7 @@ with DAG(
             booked = [
                 a.time_slot
                 for a in hook.search_appointments(customer["personal_identifier"])
-                if a.status == "CONFIRMED"
+                if is_booked(a)
                 and (a.branch.id if a.branch else None, a.service.id if a.service else None) == key
                 and a.time_slot is not None
                 and a.time_slot.start_time is not None

@@ -59,8 +59,8 @@ with DAG(
     def plan_moves(params: dict[str, Any]) -> list[dict[str, str]]:
         """One row ``{appointment_id, start_time, end_time}`` per appointment to move."""
         from airflow_provider_qmatic.exceptions import QmaticNotFoundError
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.models import AppointmentStatus
 
         if not os.path.exists(params["booking_results"]):
             print("No booking results yet (run example_qmatic_bulk_book first): nothing to move")
@@ -81,7 +81,7 @@ with DAG(
                 continue
             slot = appointment.time_slot
             if (
-                appointment.status_enum is AppointmentStatus.CONFIRMED
+                is_booked(appointment)
                 and appointment.branch is not None
                 and appointment.branch.id == params["branch_id"]
                 and slot is not None

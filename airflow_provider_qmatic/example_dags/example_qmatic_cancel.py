@@ -38,10 +38,10 @@ with DAG(
 
     @task
     def upcoming_appointment_ids(**context: Any) -> list[str]:
-        """Ids of the customer's CONFIRMED appointments that have not started yet."""
+        """Ids of the customer's booked appointments that have not started yet."""
         # Imported inside the task: DAG files are parsed often, the hook is needed only here.
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.models import AppointmentStatus
         from airflow_provider_qmatic.scopes import Scope
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
@@ -54,9 +54,7 @@ with DAG(
         return [
             a.appointment_id
             for a in found
-            if a.status_enum is AppointmentStatus.CONFIRMED
-            and a.time_slot is not None
-            and a.time_slot.start_time > now
+            if is_booked(a) and a.time_slot is not None and a.time_slot.start_time > now
         ]
 
     # One mapped task per appointment. A cancel that is retried (or an appointment cancelled

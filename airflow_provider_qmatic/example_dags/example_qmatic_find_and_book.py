@@ -83,6 +83,7 @@ with DAG(
 
         In production, read the customers from your system of record.
         """
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
@@ -92,7 +93,7 @@ with DAG(
             booked = [
                 a.appointment_id
                 for a in hook.search_appointments(person["personal_identifier"])
-                if a.status == "CONFIRMED"
+                if is_booked(a)
                 and a.branch is not None
                 and a.branch.id == params["branch_id"]
                 and a.service is not None

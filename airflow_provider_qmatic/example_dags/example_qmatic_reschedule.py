@@ -58,6 +58,7 @@ with DAG(
     @task
     def choose_move(params: dict[str, Any]) -> dict[str, str]:
         """``{appointment_id, start_time}``: the configured ones, or found through the API."""
+        from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
         from airflow_provider_qmatic.models import BookingRequest
 
@@ -72,7 +73,7 @@ with DAG(
                 (
                     a
                     for a in hook.search_appointments(params["personal_identifier"])
-                    if a.status == "CONFIRMED"
+                    if is_booked(a)
                     and a.time_slot is not None
                     and a.time_slot.start_time is not None
                     and a.time_slot.start_time > now
