@@ -125,7 +125,9 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     cache.mkdir(mode=0o700)
     # Task processes would otherwise share the suite's token cache; a private one keeps the bulk
     # journals of this module apart too.
-    settings = SandboxSettings(clients=(CLIENT,), requests_per_minute=0, slot_capacity=4)
+    # The rich answer shape echoes notes (the canary) back into XCom, so the scan is shown to read
+    # XCom; it is also the shape that echoes the most a leak could hide in.
+    settings = SandboxSettings(clients=(CLIENT,), requests_per_minute=0, slot_capacity=4, answer_shape="rich")
     server = SandboxServer(settings).start()
     started = time.time() - 1
     env = {
@@ -175,6 +177,12 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         bulk_conf = {"output_dir": str(out_dir), "booking_results": str(out_dir / "bulk_book_results.csv")}
         dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)}, str(out_dir))
         dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf, str(out_dir))
+        dags_test(
+            "update_customers",
+            "example_qmatic_update_customers",
+            {"output_dir": str(out_dir), "customer": {**grace, "email": "grace.new@example.org"}},
+            str(out_dir),
+        )
         dags_test("bulk_cancel", "example_qmatic_bulk_cancel", bulk_conf, str(out_dir))
         # The Asset-triggered example books the file that arrived in incoming/ (no params: the
         # conf only marks the run).
