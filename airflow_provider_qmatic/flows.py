@@ -672,8 +672,10 @@ def confirmed_by(appointment: Appointment, request: BookingRequest | None = None
     ):
         return False
     shown = appointment.customer
-    if shown is None:
-        return status is not None  # a present CONFIRMED or FINALIZED says it without a customer
+    if shown is None or not any((shown.personal_identifier, shown.first_name, shown.last_name, shown.email)):
+        # No customer, or an empty one (``{}`` is as plausible as ``null`` for a reservation): only
+        # a present CONFIRMED or FINALIZED says it was confirmed.
+        return status is not None
     if request is None:
         return True
     wanted = request.customer

@@ -65,6 +65,8 @@ def test_a_found_appointment_is_booked_unless_a_present_status_says_otherwise(
     ("fields", "confirmed"),
     [
         ({"customer": None}, False),  # public: a reservation never confirmed
+        ({"customer": {}}, False),  # the other plausible form of "no customer yet"
+        ({"customer": {"phoneNumber": None, "email": ""}}, False),
         ({}, False),
         ({"customer": SHOWN}, True),  # public: a confirmed appointment shows its customer
         ({"customer": {**SHOWN, "personalIdentifier": PID}}, True),
