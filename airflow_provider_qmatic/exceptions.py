@@ -8,7 +8,7 @@ provider chose or the server returned, never from credentials or tokens.
 row) again later can succeed. Operators turn a non-retryable error into a failed task without
 Airflow retries; a retryable one propagates so that Airflow's own ``retries`` apply. Whether one
 HTTP request may be repeated at once is a different question, answered by
-:func:`airflow_provider_qmatic.retry.is_retryable` alone.
+:func:`airflow_provider_qmatic.client.retry.is_retryable` alone.
 
 Every exception class of the provider lives here (the sandbox, a separate program, has its own).
 """

@@ -90,8 +90,8 @@ def _measure(box: Sandbox, n: int, run: Any) -> dict[str, float]:
 
 
 def ours(box: Sandbox) -> dict[str, float]:
-    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     rows = booking_rows(box, OURS_ROWS)
@@ -114,7 +114,7 @@ def ours(box: Sandbox) -> dict[str, float]:
 
 
 def naive(box: Sandbox) -> dict[str, float]:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     rows = booking_rows(box, NAIVE_ROWS)
     basic = base64.b64encode(f"{box.client_id}:{box.client_secret}".encode()).decode()

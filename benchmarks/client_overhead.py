@@ -51,15 +51,15 @@ if variant == "bare":
         response.raise_for_status()
         return response.json()
 else:
-    from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-    from airflow_provider_qmatic.scopes import BOOK
+    from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
+    from airflow_provider_qmatic.api.contract import BOOK_SCOPES
     from airflow_provider_qmatic.config import ClientConfig
     values.pop("scope")
     config = ClientConfig.from_values(**values)
     limiter = shared_limiter(config) if variant == "hook" else None
     client = QmaticClient(config, limiter=limiter)
     if variant == "core":
-        once = lambda: client.call("branches", BOOK)
+        once = lambda: client.call("branches", BOOK_SCOPES)
     else:
         once = client.list_branches
 for _ in range(warmup):
@@ -73,7 +73,7 @@ print(json.dumps({"cpu_us": cpu / calls * 1e6, "wall_us": wall / calls * 1e6}))
 
 LIMITER_CHILD = r"""
 import json, tempfile, time
-from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.state.budget import RateLimiter
 out = {}
 with tempfile.TemporaryDirectory() as shared:
     for name, where in (("memory", None), ("shared_file", shared)):
@@ -98,7 +98,7 @@ LABELS = {
 
 
 def run() -> Section:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     section = Section("overhead")
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}

@@ -34,10 +34,10 @@ ROUNDS = 5
 
 PROVIDER_CHILD = r"""
 import json, sys, time
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
 from airflow_provider_qmatic.config import ClientConfig
-from airflow_provider_qmatic.scopes import Scope
-import airflow_provider_qmatic.models  # parsing the answer is not part of the token race
+from airflow_provider_qmatic.api.contract import Scope
+import airflow_provider_qmatic.api.models  # parsing the answer is not part of the token race
 
 config = ClientConfig.from_values(**json.loads(sys.argv[1]))
 client = QmaticClient(config, limiter=shared_limiter(config))
@@ -135,9 +135,9 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
 
     import requests
 
-    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.api.contract import BOOK_SCOPES, RESCHEDULE_SCOPES, scope_string
+    from airflow_provider_qmatic.client.client import QmaticClient
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.scopes import BOOK, RESCHEDULE, scope_string
 
     values = box.config_values(credential_cache="memory", requests_per_minute=6000)
     basic = base64.b64encode(f"{box.client_id}:{box.client_secret}".encode()).decode()
@@ -165,10 +165,11 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
         if spaced:
             clients = [QmaticClient(ClientConfig.from_values(**values)) for _ in range(2)]
             actions = [
-                lambda c=c, s=s: c.tokens.token(s) for c, s in zip(clients, (BOOK, RESCHEDULE), strict=True)
+                lambda c=c, s=s: c.tokens.token(s)
+                for c, s in zip(clients, (BOOK_SCOPES, RESCHEDULE_SCOPES), strict=True)
             ]
         else:
-            actions = [lambda s=s: naive(s) for s in (BOOK, RESCHEDULE)]
+            actions = [lambda s=s: naive(s) for s in (BOOK_SCOPES, RESCHEDULE_SCOPES)]
         barrier = threading.Barrier(2)
         threads = [threading.Thread(target=lambda a=a, b=barrier: (b.wait(), a())) for a in actions]
         start = time.perf_counter()
@@ -184,7 +185,7 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
 
 
 def run() -> Section:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     section = Section("tokens")
     # The API limit is off here: only the token endpoint's 1 request/second is under test.

@@ -16,10 +16,10 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
 
 if TYPE_CHECKING:
-    from airflow_provider_qmatic.bulk_journal import Journal
+    from airflow_provider_qmatic.api.models import Appointment
     from airflow_provider_qmatic.flows import FlowEvents, FlowResult, Flows
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-    from airflow_provider_qmatic.models import Appointment
+    from airflow_provider_qmatic.state.journal import Journal
 
 
 class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
@@ -42,12 +42,12 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         return QmaticHook(qmatic_conn_id=self.qmatic_conn_id, bulk=self.bulk_budget)
 
     def task_journal(self, context: Any, journal_dir: str | None = None) -> Journal:
-        """This task instance's journal (see :mod:`~airflow_provider_qmatic.bulk_journal`), which its
+        """This task instance's journal (see :mod:`~airflow_provider_qmatic.state.journal`), which its
         retries read: in Redis with ``credential_cache: redis`` (a retry may run on another worker),
         else a file in ``journal_dir`` or the default journal directory."""
         from pathlib import Path
 
-        from airflow_provider_qmatic.bulk_journal import Journal, default_journal_dir, journal_name
+        from airflow_provider_qmatic.state.journal import Journal, default_journal_dir, journal_name
 
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
@@ -59,7 +59,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         )
         config = self.hook.config
         if config.credential_cache == "redis":
-            from airflow_provider_qmatic import redis_state
+            from airflow_provider_qmatic.state import _redis as redis_state
 
             return redis_state.journal(config, name)
         directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)

@@ -28,7 +28,7 @@ from airflow_provider_qmatic.operators._base import QmaticBaseOperator
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, Slot
+    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, Slot
 
     Context = Mapping[str, Any]
 
@@ -60,7 +60,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         duration (one extra read of the branch's services). Templated.
     :param customer: ``personal_identifier``, ``first_name``, ``last_name``, ``email`` and
         optionally ``phone_number``, ``date_of_birth`` (snake_case or camelCase keys): a dict, a
-        :class:`~airflow_provider_qmatic.models.Customer`, an XComArg, or a Jinja string that
+        :class:`~airflow_provider_qmatic.api.models.Customer`, an XComArg, or a Jinja string that
         renders to a JSON object. Templated (rendered as JSON in the UI).
     :param notes: free text stored with the appointment. Templated.
     :param resource_id: a specific resource (GUID), if the branch uses them. Templated.
@@ -141,7 +141,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         return appointment.to_xcom()
 
     def _request(self) -> BookingRequest:
-        from airflow_provider_qmatic.models import BookingRequest
+        from airflow_provider_qmatic.api.models import BookingRequest
 
         data: dict[str, Any] = {
             "branch_id": self.branch_id,
@@ -206,7 +206,7 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         self.notes = notes
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_qmatic.models import RescheduleRequest
+        from airflow_provider_qmatic.api.models import RescheduleRequest
 
         with self.failing_fast():
             request = RescheduleRequest.parse(
@@ -271,7 +271,7 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
         self.missing_ok = missing_ok
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_qmatic.models import CancelRequest
+        from airflow_provider_qmatic.api.models import CancelRequest
 
         with self.failing_fast():
             appointment_id = CancelRequest.parse({"appointment_id": self.appointment_id}).appointment_id
@@ -349,10 +349,9 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         self.limit = limit
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_provider_qmatic.exceptions import QmaticValidationError
-
         # The models' GUID rule, applied outside a model (models.py has no public helper for it).
-        from airflow_provider_qmatic.models import validate_guid
+        from airflow_provider_qmatic.api.models import validate_guid
+        from airflow_provider_qmatic.exceptions import QmaticValidationError
 
         with self.failing_fast():
             ids = {

@@ -65,8 +65,8 @@ class QmaticUpdateCustomerOperator(QmaticBaseOperator):
         self.appointment_id = appointment_id
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        from airflow_provider_qmatic.bulk import update_booked
-        from airflow_provider_qmatic.models import CustomerUpdate, validate_guid
+        from airflow_provider_qmatic.api.models import CustomerUpdate, validate_guid
+        from airflow_provider_qmatic.bulk.runner import update_booked
         from airflow_provider_qmatic.operators.appointments import _as_mapping
 
         with self.failing_fast():  # every argument is checked before any request

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from airflow_provider_qmatic import __version__
-from airflow_provider_qmatic.contract import Operation
+from airflow_provider_qmatic.api.contract import Operation
 from airflow_provider_qmatic.sandbox import validation
 from airflow_provider_qmatic.sandbox.auth import authenticate_bearer, issue_token
 from airflow_provider_qmatic.sandbox.errors import SandboxError, bad_request

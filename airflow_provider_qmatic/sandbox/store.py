@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.sandbox import shapes
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError, conflict, not_found
 from airflow_provider_qmatic.sandbox.seed import Branch, SeedData, Service
 from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings, TenantSettings
-from airflow_provider_qmatic.scopes import Scope
 
 # The sandbox's own status names (the rich shape and the introspection endpoints show them):
 # CONFIRMED and FINALIZED are public, the others Part B's labels. Defined here rather than taken

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient, build_client
+from airflow_provider_qmatic.client.client import QmaticClient, build_client
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.sandbox import SandboxServer
 

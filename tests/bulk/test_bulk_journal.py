@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner, _fingerprint, _instant
-from airflow_provider_qmatic.bulk_journal import (
+from airflow_provider_qmatic.api.models import BookingRequest
+from airflow_provider_qmatic.bulk.runner import BulkRunner, _fingerprint, _instant
+from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
+from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.state.journal import (
     RETENTION_DAYS,
     Journal,
     journal_name,
 )
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
-from airflow_provider_qmatic.models import BookingRequest
-from airflow_provider_qmatic.sandbox import SandboxServer
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk_io import read_outcomes
+from airflow_provider_qmatic.bulk.io import read_outcomes
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators.bulk import (
     QmaticBulkBookAppointmentsOperator,
@@ -31,7 +31,7 @@ except ImportError:  # Airflow 2.11
 
 pytestmark = pytest.mark.airflow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "airflow_provider_qmatic" / "example_dags"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 SUMMARY_KEYS = {
     "total",
     "succeeded",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import (
+from airflow_provider_qmatic.bulk.io import read_outcomes
+from airflow_provider_qmatic.bulk.runner import (
     FAILED,
     INVALID,
     SKIPPED_EXISTING,
@@ -19,8 +20,7 @@ from airflow_provider_qmatic.bulk import (
     BulkSummary,
     RowOutcome,
 )
-from airflow_provider_qmatic.bulk_io import read_outcomes
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
 from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticBulkRetryableError, QmaticConfigError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import (
+from airflow_provider_qmatic.api.contract import Scope
+from airflow_provider_qmatic.api.models import BookingRequest, RescheduleRequest
+from airflow_provider_qmatic.bulk.runner import (
     FAILED,
     SKIPPED_EXISTING,
     SUCCEEDED,
@@ -21,13 +23,11 @@ from airflow_provider_qmatic.bulk import (
     _fingerprint,
     _instant,
 )
-from airflow_provider_qmatic.bulk_journal import DONE, RESERVING, Journal
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
 from airflow_provider_qmatic.exceptions import QmaticOwnHoldsError, QmaticServerError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, Flows
-from airflow_provider_qmatic.models import BookingRequest, RescheduleRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.state.journal import DONE, RESERVING, Journal
 
 from .conftest import booking_rows, make_client, make_config, requests_to, statuses
 

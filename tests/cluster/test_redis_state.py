@@ -16,19 +16,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from airflow_provider_qmatic import redis_state
-from airflow_provider_qmatic.bulk_journal import DONE, RESERVED
-from airflow_provider_qmatic.client import BOOK, CANCEL, QmaticClient, build_client, shared_limiter
+from airflow_provider_qmatic.api.contract import scope_string
+from airflow_provider_qmatic.client.client import (
+    BOOK_SCOPES,
+    CANCEL_SCOPES,
+    QmaticClient,
+    build_client,
+    shared_limiter,
+)
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticCoordinationError,
     QmaticJournalBusyError,
 )
-from airflow_provider_qmatic.ratelimit import Limiter, RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import scope_string
-from airflow_provider_qmatic.token_cache import make_cache_key
+from airflow_provider_qmatic.state import _redis as redis_state
+from airflow_provider_qmatic.state.budget import Limiter, RateLimiter
+from airflow_provider_qmatic.state.journal import DONE, RESERVED
+from airflow_provider_qmatic.state.tokens import make_cache_key
 from benchmarks.cluster import RedisServer, free_port
 from tests.bulk.conftest import make_config
 
@@ -68,7 +74,7 @@ def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: R
 
 
 def test_connection_form_offers_redis() -> None:
-    from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
+    from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
 
     assert "redis" in EXTRA_FIELDS["credential_cache"][2]["enum"]
     assert EXTRA_FIELDS["redis_conn_id"][2]["default"] == "redis_default"
@@ -136,7 +142,7 @@ def test_one_token_fetch_for_many_processes_and_hosts(
         for secret in (config.client_id, config.client_secret, config.tenant, config.base_url):
             assert secret not in key
     [entry] = [k for k in keys if k.startswith("qmatic:token:") and not k.endswith(":lock")]
-    token = QmaticClient(config).tokens.token(BOOK)  # read from Redis (sealed), not fetched
+    token = QmaticClient(config).tokens.token(BOOK_SCOPES)  # read from Redis (sealed), not fetched
     assert sandbox.stats()["token_requests"] == 1
     assert token not in " ".join(keys)
     assert token.encode() not in raw.get(entry)
@@ -149,16 +155,16 @@ def test_refused_token_is_dropped_cluster_wide_but_a_newer_one_is_kept(
 ) -> None:
     first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
     second = QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id))
-    token = first.tokens.token(BOOK)
-    assert second.tokens.token(BOOK) == token
-    first.tokens.invalidate(BOOK, token)
-    renewed = second.tokens.token(BOOK)  # second's own memory still has it; drop that too
-    second.tokens.invalidate(BOOK, renewed)
-    fresh = second.tokens.token(BOOK)
+    token = first.tokens.token(BOOK_SCOPES)
+    assert second.tokens.token(BOOK_SCOPES) == token
+    first.tokens.invalidate(BOOK_SCOPES, token)
+    renewed = second.tokens.token(BOOK_SCOPES)  # second's own memory still has it; drop that too
+    second.tokens.invalidate(BOOK_SCOPES, renewed)
+    fresh = second.tokens.token(BOOK_SCOPES)
     assert fresh != token
-    first.tokens.invalidate(BOOK, token)  # a stale invalidation must not drop the newer token
+    first.tokens.invalidate(BOOK_SCOPES, token)  # a stale invalidation must not drop the newer token
     third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
-    assert third.tokens.token(BOOK) == fresh
+    assert third.tokens.token(BOOK_SCOPES) == fresh
     assert sandbox.stats()["requests"]["token"]["200"] == 2  # granted; a jittered 429 may add a retry
 
 
@@ -168,7 +174,7 @@ def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
     client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id), max_attempts=2)
     redis_server.stop()
     with pytest.raises(QmaticCoordinationError) as caught:
-        client.call("branches", BOOK)
+        client.call("branches", BOOK_SCOPES)
     assert caught.value.retryable
     assert redis_server.conn_id in str(caught.value)
     assert sandbox.stats()["token_requests"] == 0
@@ -428,7 +434,7 @@ def test_a_token_in_redis_is_encrypted_and_bound_to_its_identity(
     """Redis read access alone yields no usable token: the entry is sealed with a key derived from the
     client secret, and an entry moved to another identity's key cannot be opened there."""
     client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
-    token = client.tokens.token(BOOK)
+    token = client.tokens.token(BOOK_SCOPES)
     raw = _raw(redis_server)
     entry = _token_entry(raw)
     stored = raw.get(entry)
@@ -441,14 +447,14 @@ def test_a_token_in_redis_is_encrypted_and_bound_to_its_identity(
 
     # The same sealed value under the key of other scopes (another identity) is not accepted there:
     # dropped, and a token fetched for those scopes, without an error.
-    QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id)).tokens.token(CANCEL)
+    QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id)).tokens.token(CANCEL_SCOPES)
     [cancel_entry] = [
         k for k in raw.keys("qmatic:token:*") if not k.endswith(b":lock") and k.decode() != entry
     ]
     raw.set(cancel_entry, stored, px=600_000)
     fetched_before = sandbox.stats()["token_requests"]
     third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
-    assert third.tokens.token(CANCEL) != token
+    assert third.tokens.token(CANCEL_SCOPES) != token
     assert sandbox.stats()["token_requests"] == fetched_before + 1
 
 
@@ -457,7 +463,7 @@ def test_a_token_entry_that_cannot_be_used_is_replaced_not_fatal(
     damage: str, sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
-    token = first.tokens.token(BOOK)
+    token = first.tokens.token(BOOK_SCOPES)
     raw = _raw(redis_server)
     entry = _token_entry(raw)
     if damage == "garbage":
@@ -485,14 +491,14 @@ def test_a_token_lock_left_without_a_ttl_is_not_waited_on_forever(
         base_url=config.base_url,
         tenant=config.tenant,
         client_id=config.client_id,
-        scopes=scope_string(BOOK),
+        scopes=scope_string(BOOK_SCOPES),
         secret_fingerprint=config.secret_fingerprint,
     )
     raw = _raw(redis_server)
     raw.set(f"qmatic:token:{{{key}}}:lock", "left-by-a-crashed-tool")  # no TTL
     client = QmaticClient(config)
     done: list[str] = []
-    worker = threading.Thread(target=lambda: done.append(client.tokens.token(BOOK)), daemon=True)
+    worker = threading.Thread(target=lambda: done.append(client.tokens.token(BOOK_SCOPES)), daemon=True)
     worker.start()
     worker.join(timeout=30)
     assert done, "still polling a lock that never expires"

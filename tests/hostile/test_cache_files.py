@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk_journal import Journal, default_journal_dir
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.ratelimit import RateLimiter
-from airflow_provider_qmatic.token_cache import CachedToken, FileTokenCache, default_cache_dir
+from airflow_provider_qmatic.state.budget import RateLimiter
+from airflow_provider_qmatic.state.journal import Journal, default_journal_dir
+from airflow_provider_qmatic.state.tokens import CachedToken, FileTokenCache, default_cache_dir
 
 KEY = "a" * 64
 # Generous: the refusal is immediate; the margin only keeps a loaded machine from failing the test.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk_journal import MARKER, RETENTION_DAYS, Journal, journal_name
+from airflow_provider_qmatic.state.journal import MARKER, RETENTION_DAYS, Journal, journal_name
 
 STALE = time.time() - (RETENTION_DAYS + 30) * 86400
 
@@ -85,7 +85,7 @@ def test_deeply_nested_journal_line_is_skipped_with_a_warning(
         handle.write(b'{"e":"done","fp":"f1","row":1,"res":"r1","appt":"r1"}\n')
 
     with (
-        caplog.at_level(logging.WARNING, logger="airflow_provider_qmatic.bulk_journal"),
+        caplog.at_level(logging.WARNING, logger="airflow_provider_qmatic.state.journal"),
         Journal(path) as state,
     ):
         pass

@@ -39,12 +39,12 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 HEAVY = ("requests", "pydantic", "fastapi", "uvicorn", "urllib3")
 OURS_HEAVY = (
-    "airflow_provider_qmatic.models",
-    "airflow_provider_qmatic.client",
+    "airflow_provider_qmatic.api.models",
+    "airflow_provider_qmatic.client.client",
     "airflow_provider_qmatic.sandbox",
     "airflow_provider_qmatic.hooks.qmatic",
-    "airflow_provider_qmatic.auth",
-    "airflow_provider_qmatic.ratelimit",
+    "airflow_provider_qmatic.client.auth",
+    "airflow_provider_qmatic.state.budget",
 )
 
 

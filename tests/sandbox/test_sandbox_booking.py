@@ -14,7 +14,7 @@ import pytest
 import requests
 from sandbox_helpers import ACME, CUSTOMER, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.sandbox.store import STATUSES
 

@@ -21,9 +21,8 @@ import pendulum
 import pytest
 from pydantic import ValidationError
 
-from airflow_provider_qmatic import models
-from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationError
-from airflow_provider_qmatic.models import (
+from airflow_provider_qmatic.api import models
+from airflow_provider_qmatic.api.models import (
     ANSWER_MAX,
     EXAMPLE_GUID,
     NAME_MAX,
@@ -46,6 +45,7 @@ from airflow_provider_qmatic.models import (
     resolve_timezone,
     to_qmatic_validation_error,
 )
+from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationError
 
 BRANCH = "11111111-2222-4333-8444-555555555555"
 SERVICE = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
@@ -1230,7 +1230,7 @@ def test_finalized_is_a_known_status() -> None:
 
 
 def test_unknown_status_is_kept_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="airflow_provider_qmatic.models")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_qmatic.api.models")
     for _ in range(3):
         appointment = Appointment.parse({"appointmentId": APPOINTMENT, "status": "NO_SHOW_TEST"})
         assert appointment.status == "NO_SHOW_TEST"
@@ -1405,6 +1405,6 @@ def test_broken_slot(data: dict[str, Any]) -> None:
 
 
 def test_importing_models_does_not_import_airflow() -> None:
-    code = "import sys, airflow_provider_qmatic.models; print('airflow' in sys.modules)"
+    code = "import sys, airflow_provider_qmatic.api.models; print('airflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -3,8 +3,8 @@ theirs, paced, exactly once, with a report.
 
 Plain Python (no Airflow import), so it serves the bulk operators, ``@task`` code and scripts::
 
-    from airflow_provider_qmatic.bulk import BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
 
     client = build_client(config)                  # or QmaticHook(...).client, as the operators do
     result = BulkRunner(client).book("bookings.csv", results_path="results.csv")
@@ -24,7 +24,7 @@ What a run does, in order:
    are known: on a retry only those are looked up in Qmatic.
 4. **Run** each valid row through :class:`~airflow_provider_qmatic.flows.Flows`, the flow the single
    operators run, on ``concurrency`` worker threads (default 4) sharing one client, so one token
-   cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request the job
+   cache and one :class:`~airflow_provider_qmatic.state.budget.RateLimiter` pace every request the job
    causes. The flow's events (reserving, reserved, done, released, ...) go to the journal. A
    booking job's first row runs alone: a confirm refused because the tenant requires a field the row
    lacks (date of birth, an information answer) teaches the runner that field, and later rows
@@ -55,8 +55,8 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic import bulk_journal
-from airflow_provider_qmatic.bulk_args import (
+from airflow_provider_qmatic.api.contract import BOOK_SCOPES
+from airflow_provider_qmatic.bulk.args import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ROWS,
     MAX_CONCURRENCY,
@@ -65,7 +65,7 @@ from airflow_provider_qmatic.bulk_args import (
     check_max_rows,
     check_policy_values,
 )
-from airflow_provider_qmatic.bulk_io import (
+from airflow_provider_qmatic.bulk.io import (
     CUSTOMER_FIELDS,
     QUESTION_PREFIX,
     InputRows,
@@ -76,8 +76,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import UPDATING, Journal, JournalState
-from airflow_provider_qmatic.bulk_progress import (
+from airflow_provider_qmatic.bulk.progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
     ProgressReporter,
@@ -97,13 +96,15 @@ from airflow_provider_qmatic.exceptions import (
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.flows import BOOK, DONE, RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.flows import DONE, RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.state import journal as bulk_journal
+from airflow_provider_qmatic.state.journal import UPDATING, Journal, JournalState
 
 if TYPE_CHECKING:
     from datetime import date, tzinfo
 
-    from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
+    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
+    from airflow_provider_qmatic.client.client import QmaticClient
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,7 @@ class _KeyedCache:
 
 def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
     """``(row number, flat row) -> (item, dedupe key)`` for ``action``; raises QmaticValidationError."""
-    from airflow_provider_qmatic.models import (
+    from airflow_provider_qmatic.api.models import (
         BookingRequest,
         CancelRequest,
         CustomerUpdate,
@@ -473,17 +474,17 @@ class _Feed:
 
 
 class BulkRunner:
-    """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.QmaticClient`.
+    """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.client.QmaticClient`.
 
     :param client: the client every request goes through: the hook's, or one from
-        :func:`~airflow_provider_qmatic.client.build_client` (so that it has the shared limiter);
+        :func:`~airflow_provider_qmatic.client.client.build_client` (so that it has the shared limiter);
         one runner serves one job at a time.
     :param concurrency: worker threads, 1 to 32 (default 4). The limiter, not this, sets the pace;
         a few threads keep the budget used while each waits for its answer.
     :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
     :param attempt: the task's try number; ``auto`` checks existing state when it is above 1.
     :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`),
-        or a journal kept elsewhere (:class:`~airflow_provider_qmatic.redis_state.RedisJournal`); one
+        or a journal kept elsewhere (:class:`~airflow_provider_qmatic.state._redis.RedisJournal`); one
         per task instance. None: no journal.
     :param timezone: IANA zone for row times written without an offset.
     :param logger: where progress and the summary go (the operator passes its task logger).
@@ -677,7 +678,7 @@ class BulkRunner:
         per customer), not the row or its parsed request; the valid rows are parsed again as they are
         run (see :class:`_ValidRows`).
         """
-        from airflow_provider_qmatic.models import resolve_timezone
+        from airflow_provider_qmatic.api.models import resolve_timezone
 
         loaded = load_rows(rows, action=action, column_map=column_map, max_rows=self.max_rows)
         parse = _row_parser(action, resolve_timezone(self.timezone))
@@ -894,18 +895,20 @@ class BulkRunner:
 
         def search(pid: str) -> list[Appointment]:
             if pid not in multi:
-                return client.search_appointments(pid, scopes=BOOK)
-            found: list[Appointment] = searches.get(pid, lambda: client.search_appointments(pid, scopes=BOOK))
+                return client.search_appointments(pid, scopes=BOOK_SCOPES)
+            found: list[Appointment] = searches.get(
+                pid, lambda: client.search_appointments(pid, scopes=BOOK_SCOPES)
+            )
             return found
 
         def list_services(branch_id: str) -> list[Service]:
-            every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK))
+            every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK_SCOPES))
             return [s for s in every if s.branch is not None and s.branch.id == branch_id]
 
         def find_timeslots(branch_id: str, service_id: str, first: date, last: date) -> list[Slot]:
             found: list[Slot] = slots.get(
                 f"{branch_id}/{service_id}/{first}/{last}",
-                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK),
+                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK_SCOPES),
             )
             return found
 
@@ -1062,11 +1065,11 @@ def update_booked(
     :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`). Returns the booked appointments'
     ids, in the search's order, and how many were updated. ``events.step`` names the step running.
     """
-    from airflow_provider_qmatic.models import AppointmentStatus
+    from airflow_provider_qmatic.api.models import AppointmentStatus
 
     events = events or FlowEvents()
     events.step = "search"
-    found = flows.client.search_appointments(details.personal_identifier, scopes=BOOK)
+    found = flows.client.search_appointments(details.personal_identifier, scopes=BOOK_SCOPES)
     booked = [a for a in found if is_booked(a) and a.status_enum is not AppointmentStatus.FINALIZED]
     changed = 0
     for appointment in booked:

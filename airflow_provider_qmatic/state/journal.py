@@ -27,7 +27,7 @@ symlinks; the checks of the token cache) on the worker that ran the attempt. A r
 does not see it; there, ``skip_existing`` (on by default for retries) still prevents double
 bookings, and a reservation left by the killed attempt simply expires after its hold. With
 ``credential_cache: redis`` the same lines live in Redis instead
-(:class:`~airflow_provider_qmatic.redis_state.RedisJournal`), where a retry on any worker reads them.
+(:class:`~airflow_provider_qmatic.state._redis.RedisJournal`), where a retry on any worker reads them.
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_qmatic._private_dir import PrivateDirectory, flock_available, write_all
 from airflow_provider_qmatic.exceptions import QmaticError, QmaticJournalBusyError
 from airflow_provider_qmatic.flows import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
+from airflow_provider_qmatic.state._files import PrivateDirectory, flock_available, write_all
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
-    from airflow_provider_qmatic.token_cache import default_cache_dir
+    from airflow_provider_qmatic.state.tokens import default_cache_dir
 
     base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
     return base / "bulk-journals"

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from airflow_provider_qmatic.bulk_args import DEFAULT_MAX_ROWS, check_max_rows
+from airflow_provider_qmatic.bulk.args import DEFAULT_MAX_ROWS, check_max_rows
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 # Every field a row may carry, per action: (required, optional).

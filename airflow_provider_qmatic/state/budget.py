@@ -69,7 +69,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol, TypeVar
 
-from airflow_provider_qmatic._private_dir import (
+from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
     flock_available,
@@ -94,7 +94,7 @@ _T = TypeVar("_T")
 
 class Limiter(Protocol):
     """What the client needs from a request budget: :class:`RateLimiter` on one host,
-    :class:`~airflow_provider_qmatic.redis_state.RedisRateLimiter` across a cluster."""
+    :class:`~airflow_provider_qmatic.state._redis.RedisRateLimiter` across a cluster."""
 
     @property
     def limit(self) -> float: ...

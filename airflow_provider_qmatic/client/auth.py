@@ -6,7 +6,7 @@ the form ``grant_type=client_credentials&scope=<scopes joined by single spaces>`
 refresh token: a new token is requested shortly before the old one runs out.
 
 Tokens are kept in two layers: a dict in this object (no I/O on the hot path) in front of a
-:class:`~airflow_provider_qmatic.token_cache.TokenCache`, which may be shared by every task
+:class:`~airflow_provider_qmatic.state.tokens.TokenCache`, which may be shared by every task
 process on the host so that they make one token request between them.
 """
 
@@ -22,23 +22,24 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from airflow_provider_qmatic import contract, transport
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Scope, scope_string
+from airflow_provider_qmatic.client import transport
+from airflow_provider_qmatic.client.responses import describe_body, error_from_response, json_body
+from airflow_provider_qmatic.client.retry import retrying
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticForbiddenError,
     QmaticServerError,
 )
-from airflow_provider_qmatic.ratelimit import Spacing, spacing
 from airflow_provider_qmatic.redaction import Redactor
-from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
-from airflow_provider_qmatic.retry import retrying
-from airflow_provider_qmatic.scopes import Scope, scope_string
-from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_cache_key
+from airflow_provider_qmatic.state.budget import Spacing, spacing
+from airflow_provider_qmatic.state.tokens import CachedToken, TokenCache, make_cache_key
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.ratelimit import Limiter
-    from airflow_provider_qmatic.redis_state import RedisSpacing
+    from airflow_provider_qmatic.state._redis import RedisSpacing
+    from airflow_provider_qmatic.state.budget import Limiter
 
 SecretSink = Callable[[str], None]
 
@@ -110,7 +111,7 @@ class TokenProvider:
         # credential_cache "redis" of every host.
         self._spacing: Spacing | RedisSpacing
         if config.credential_cache == "redis":
-            from airflow_provider_qmatic import redis_state
+            from airflow_provider_qmatic.state import _redis as redis_state
 
             self._spacing = redis_state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
         else:

@@ -6,19 +6,19 @@ Selected by the connection extra ``credential_cache: redis``; ``redis_conn_id`` 
 ``airflow-provider-qmatic[redis]``). The three classes here implement the interfaces the host-local
 versions implement, so nothing above them knows where the state lives:
 
-- :class:`RedisTokenCache` (a :class:`~airflow_provider_qmatic.token_cache.TokenCache`): the first
+- :class:`RedisTokenCache` (a :class:`~airflow_provider_qmatic.state.tokens.TokenCache`): the first
   process to miss takes a lock (``SET NX PX``), fetches and stores; the others poll until the token
   appears. The entry's TTL is the token's usable life (``expires_in`` minus the refresh margin), so it
   disappears before the token dies. Keys are the cache key (a SHA-256 of the identity, never the
   secret); values are sealed with a key derived from the client secret (Redis read access yields no
   token) and never logged. Token requests are also spaced cluster-wide (one per
-  :data:`~airflow_provider_qmatic.auth.TOKEN_ENDPOINT_INTERVAL_S` per Qmatic host).
-- :class:`RedisRateLimiter` (the :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` interface):
+  :data:`~airflow_provider_qmatic.client.auth.TOKEN_ENDPOINT_INTERVAL_S` per Qmatic host).
+- :class:`RedisRateLimiter` (the :class:`~airflow_provider_qmatic.state.budget.RateLimiter` interface):
   the same token bucket, burst rule, 429 pause and AIMD as the host-local limiter, run by one Lua
   script inside Redis with Redis's own ``TIME``: atomic, no read-modify-write from a client, and the
   hosts' clocks never matter. A missing bucket (new, or lost in a Redis restart) starts **empty**,
   which keeps every 60-second window under the limit across the restart.
-- :class:`RedisJournal` (a :class:`~airflow_provider_qmatic.bulk_journal.Journal`): the same JSON
+- :class:`RedisJournal` (a :class:`~airflow_provider_qmatic.state.journal.Journal`): the same JSON
   lines in a Redis list per task instance, guarded by a lease that is renewed while the attempt runs,
   so a retry on another worker reads what the killed attempt wrote.
 
@@ -57,15 +57,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic.bulk_journal import RETENTION_DAYS, Journal, JournalState
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticCoordinationError,
     QmaticCoordinationTimeout,
     QmaticJournalBusyError,
 )
-from airflow_provider_qmatic.ratelimit import BACKOFF_BASE_S, BACKOFF_CAP_S, DECREASE_FACTOR, MAX_PAUSE_S
-from airflow_provider_qmatic.token_cache import CachedToken
+from airflow_provider_qmatic.state.budget import BACKOFF_BASE_S, BACKOFF_CAP_S, DECREASE_FACTOR, MAX_PAUSE_S
+from airflow_provider_qmatic.state.journal import RETENTION_DAYS, Journal, JournalState
+from airflow_provider_qmatic.state.tokens import CachedToken
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -334,7 +334,7 @@ return tostring(start - now)
 
 class RedisSpacing:
     """The token endpoint's one request per ``interval``, kept by every process on every host: the
-    :class:`~airflow_provider_qmatic.ratelimit.Spacing` interface, in Redis."""
+    :class:`~airflow_provider_qmatic.state.budget.Spacing` interface, in Redis."""
 
     def __init__(self, client: Redis, *, key: str, interval: float, conn_id: str, address: str) -> None:
         self.interval = interval
@@ -410,7 +410,7 @@ class RedisTokenCache:
     def get_or_fetch(
         self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
     ) -> tuple[CachedToken, bool]:
-        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.get_or_fetch`.
+        """See :meth:`~airflow_provider_qmatic.state.tokens.TokenCache.get_or_fetch`.
 
         Another process's fetch is waited for at most :data:`TOKEN_LOCK_S` (its lock expires then
         anyway); after that this process fetches without the lock, which costs at most one more
@@ -458,7 +458,7 @@ class RedisTokenCache:
                     self._release(keys=[lock], args=[owner])
 
     def invalidate(self, key: str, access_token: str) -> None:
-        """See :meth:`~airflow_provider_qmatic.token_cache.TokenCache.invalidate`."""
+        """See :meth:`~airflow_provider_qmatic.state.tokens.TokenCache.invalidate`."""
         entry = f"{PREFIX}:token:{{{key}}}"
         with _redis_call(self._conn_id, self._address, "dropping a refused token"):
             cached, raw = self._load(entry)
@@ -629,7 +629,7 @@ return {{tostring(wait), tostring(level * limit), tostring(limit), rebuilt}}
 class RedisRateLimiter:
     """The tenant's request budget in Redis, shared by every process on every host.
 
-    Same parameters and semantics as :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` (burst
+    Same parameters and semantics as :class:`~airflow_provider_qmatic.state.budget.RateLimiter` (burst
     rule, 429 pause with full-jitter backoff or ``Retry-After``, multiplicative cut, additive
     recovery), plus ``reserve``: requests this limiter leaves in the bucket for callers without a
     reserve (see the module documentation).
@@ -807,12 +807,12 @@ return 0
 class RedisJournal(Journal):
     """A bulk journal in a Redis list, readable by a retry on any worker.
 
-    The lines and their meaning are those of :class:`~airflow_provider_qmatic.bulk_journal.Journal`;
+    The lines and their meaning are those of :class:`~airflow_provider_qmatic.state.journal.Journal`;
     only the storage differs. A lease (``SET NX PX``, renewed by a thread every third of its life)
     stands for the file lock: a second attempt of the same task instance while the first still runs
     fails fast and retryably; a killed attempt's lease runs out within :data:`JOURNAL_LEASE_S`.
     Every append is checked against the lease inside Redis. The list expires
-    :data:`~airflow_provider_qmatic.bulk_journal.RETENTION_DAYS` after its last append.
+    :data:`~airflow_provider_qmatic.state.journal.RETENTION_DAYS` after its last append.
     """
 
     def __init__(self, client: Redis, name: str, *, conn_id: str, address: str) -> None:

@@ -20,7 +20,7 @@ answer is never inflated past :data:`MAX_ANSWER_BYTES`. Either way the caller se
 Redirects are never followed: :func:`send` passes ``allow_redirects=False``, and the session
 :func:`prepare_session` prepares has no redirect target for any answer, so even a call through it
 that forgets the flag sends no credentials, system id or customer data to another host.
-A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.responses`.
+A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.client.responses`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from airflow_provider_qmatic._private_dir import (
+from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
     flock_available,
