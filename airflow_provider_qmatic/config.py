@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,15 +71,6 @@ class ClientConfig:
         """``(connect, total)``: connecting may take ``connect`` seconds, a whole attempt ``total``
         (see :func:`airflow_provider_qmatic.client.transport.send`)."""
         return (self.connect_timeout, self.read_timeout)
-
-    def shared_dir(self) -> Path | None:
-        """Where the task processes of this host share tokens, the request budget and the token
-        endpoint's spacing: the credential cache directory, or None with ``credential_cache: memory``."""
-        if self.credential_cache != "file":
-            return None
-        from airflow_provider_qmatic.state.tokens import default_cache_dir
-
-        return Path(self.credential_cache_dir) if self.credential_cache_dir else default_cache_dir()
 
     @property
     def secret_fingerprint(self) -> str:

@@ -63,6 +63,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
+from airflow_provider_qmatic.state.journal import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
 
 if TYPE_CHECKING:
     from datetime import date
@@ -87,15 +88,6 @@ RESERVE_BUDGET = 6
 # counted from the reserve's answer, never from an ``expiresAt`` no public answer shows.
 HOLD = timedelta(minutes=15)
 
-# Journal events a flow reports through FlowEvents.record (the bulk runner writes them down).
-RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
-    "reserving",
-    "lost",
-    "reserved",
-    "done",
-    "released",
-    "cancelling",
-)
 
 Recorder = Callable[..., None]
 

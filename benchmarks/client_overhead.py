@@ -6,7 +6,7 @@ CPU counts: the sandbox runs in another process with no limits and no latency. V
 
 * baseline: a bare ``requests.Session`` with the same headers, decoding the JSON;
 * ``QmaticClient`` without a limiter (the bulk runner's threads, scripts), returning models;
-* ``QmaticClient`` as the hook builds it: ``shared_limiter(config)`` (a token bucket in a file
+* ``QmaticClient`` as the hook builds it: ``request_budget(config)`` (a token bucket in a file
   shared by the host's processes, taken under ``flock`` per request) at a limit too high to wait;
 * ``QmaticClient.call`` without a limiter: the request core alone, the JSON not turned into models.
 
@@ -51,12 +51,13 @@ if variant == "bare":
         response.raise_for_status()
         return response.json()
 else:
-    from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
+    from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.state import request_budget
     from airflow_provider_qmatic.api.contract import BOOK_SCOPES
     from airflow_provider_qmatic.config import ClientConfig
     values.pop("scope")
     config = ClientConfig.from_values(**values)
-    limiter = shared_limiter(config) if variant == "hook" else None
+    limiter = request_budget(config) if variant == "hook" else None
     client = QmaticClient(config, limiter=limiter)
     if variant == "core":
         once = lambda: client.call("branches", BOOK_SCOPES)
@@ -92,7 +93,7 @@ print(json.dumps(out))
 VARIANTS = ("bare", "plain", "hook", "core")
 LABELS = {
     "plain": "QmaticClient, no limiter",
-    "hook": "QmaticClient + shared_limiter (as the hook)",
+    "hook": "QmaticClient + request_budget (as the hook)",
     "core": "QmaticClient.call (no models), no limiter",
 }
 
@@ -142,7 +143,7 @@ def run() -> Section:
         "The limiter alone (RateLimiter.acquire() + on_success(), 5,000 times, no waiting, median of 3 "
         f"processes): {median([r['memory'] for r in limiter]):.0f} µs per request in memory, "
         f"{median([r['shared_file'] for r in limiter]):.0f} µs with the state in a shared file "
-        "(open, flock, read, rewrite per request), which is what the hook's shared_limiter adds."
+        "(open, flock, read, rewrite per request), which is what the hook's request_budget adds."
     )
     return section
 

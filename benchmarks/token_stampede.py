@@ -2,7 +2,7 @@
 API call. How many token requests reach Qmatic, and how long until every process has its token,
 under the token endpoint's limit of 1 request per second (the sandbox's default)?
 
-* this provider: ``QmaticClient`` as the hook builds it (``shared_limiter``), with the file token
+* this provider: ``QmaticClient`` as the hook builds it (``request_budget``), with the file token
   cache in a fresh private directory shared by the K processes: one of them fetches, the others
   wait on the cache's lock and read the token it stored;
 * baseline: the naive per-process client-credentials fetch of a hand-written ``HttpHook`` DAG:
@@ -34,13 +34,14 @@ ROUNDS = 5
 
 PROVIDER_CHILD = r"""
 import json, sys, time
-from airflow_provider_qmatic.client.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.state import request_budget
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.api.contract import Scope
 import airflow_provider_qmatic.api.models  # parsing the answer is not part of the token race
 
 config = ClientConfig.from_values(**json.loads(sys.argv[1]))
-client = QmaticClient(config, limiter=shared_limiter(config))
+client = QmaticClient(config, limiter=request_budget(config))
 print("ready", flush=True)
 sys.stdin.readline()
 client.tokens.token(frozenset({Scope.BOOK}))

@@ -19,9 +19,9 @@ What a run does, in order:
    (same customer, branch, service and start; for reschedule and cancel the same appointment; for
    a customer update the same personal identifier) are reported with their row number, field and
    reason, and never sent.
-3. **Resume**: with a journal (see :mod:`.bulk_journal`), reservations that an earlier, killed
-   attempt left without an outcome are settled (done, or released), and the rows it left in flight
-   are known: on a retry only those are looked up in Qmatic.
+3. **Resume**: with a journal (see :mod:`~airflow_provider_qmatic.state.journal`), reservations
+   that an earlier, killed attempt left without an outcome are settled (done, or released), and the
+   rows it left in flight are known: on a retry only those are looked up in Qmatic.
 4. **Run** each valid row through :class:`~airflow_provider_qmatic.flows.Flows`, the flow the single
    operators run, on ``concurrency`` worker threads (default 4) sharing one client, so one token
    cache and one :class:`~airflow_provider_qmatic.state.budget.RateLimiter` pace every request the job
@@ -96,9 +96,9 @@ from airflow_provider_qmatic.exceptions import (
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.flows import DONE, RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
-from airflow_provider_qmatic.state import journal as bulk_journal
-from airflow_provider_qmatic.state.journal import UPDATING, Journal, JournalState
+from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.state.journal import DONE, UPDATING, FileJournal, Journal, JournalState
+from airflow_provider_qmatic.state.journal import FAILED as JOURNAL_FAILED
 
 if TYPE_CHECKING:
     from datetime import date, tzinfo
@@ -483,9 +483,9 @@ class BulkRunner:
         a few threads keep the budget used while each waits for its answer.
     :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
     :param attempt: the task's try number; ``auto`` checks existing state when it is above 1.
-    :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`),
-        or a journal kept elsewhere (:class:`~airflow_provider_qmatic.state._redis.RedisJournal`); one
-        per task instance. None: no journal.
+    :param journal_path: a file under a private directory for resumability, or a
+        :class:`~airflow_provider_qmatic.state.journal.Journal` kept elsewhere (in Redis); one per
+        task instance. None: no journal.
     :param timezone: IANA zone for row times written without an offset.
     :param logger: where progress and the summary go (the operator passes its task logger).
     :param max_rows: the most rows an input may have (default 1,000,000); more is refused before
@@ -622,7 +622,7 @@ class BulkRunner:
         try:
             if self.journal_path is not None and items:
                 journal = self.journal_path
-                self._journal = journal if isinstance(journal, Journal) else Journal(journal)
+                self._journal = journal if isinstance(journal, Journal) else FileJournal(journal)
                 state = self._journal.open()
                 self._resume(action, state)
             outcomes.extend(self._execute(action, items, counts, total, progress))
@@ -796,7 +796,7 @@ class BulkRunner:
                     self._probe_done.set()
             if outcome.status == FAILED and self._journal is not None:
                 with contextlib.suppress(QmaticError, OSError):
-                    self._journal.record(bulk_journal.FAILED, fingerprint=item.fingerprint, row=item.row)
+                    self._journal.record(JOURNAL_FAILED, fingerprint=item.fingerprint, row=item.row)
             with self._counter_lock:
                 self._orphaned += events.possibly_orphaned
             results.put(outcome)

@@ -13,7 +13,6 @@ process on the host so that they make one token request between them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import re
 import time
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from airflow_provider_qmatic import state
 from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.api.contract import Scope, scope_string
 from airflow_provider_qmatic.client import transport
@@ -33,12 +33,10 @@ from airflow_provider_qmatic.exceptions import (
     QmaticServerError,
 )
 from airflow_provider_qmatic.redaction import Redactor
-from airflow_provider_qmatic.state.budget import Spacing, spacing
 from airflow_provider_qmatic.state.tokens import CachedToken, TokenCache, make_cache_key
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.state._redis import RedisSpacing
     from airflow_provider_qmatic.state.budget import Limiter
 
 SecretSink = Callable[[str], None]
@@ -107,18 +105,9 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        # The token endpoint's one request a second: for every process of this host, or with
-        # credential_cache "redis" of every host.
-        self._spacing: Spacing | RedisSpacing
-        if config.credential_cache == "redis":
-            from airflow_provider_qmatic.state import _redis as redis_state
-
-            self._spacing = redis_state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
-        else:
-            digest = hashlib.sha256(config.base_url.encode()).hexdigest()[:32]
-            self._spacing = spacing(
-                TOKEN_ENDPOINT_INTERVAL_S, key=f"token-{digest}", shared_dir=config.shared_dir()
-            )
+        # The token endpoint's one request a second, for every client of the process and every
+        # process of the host (credential_cache "file") or of the cluster ("redis").
+        self._spacing = state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)

@@ -9,9 +9,7 @@ pooling, TLS verification always on); tokens come from a :class:`TokenProvider`;
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from airflow_provider_qmatic import state
 from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.api.contract import (
     BOOK_SCOPES,
@@ -44,7 +43,7 @@ from airflow_provider_qmatic.exceptions import (
     TokenRequestFailed,
 )
 from airflow_provider_qmatic.metrics import MetricSink, count_responses
-from airflow_provider_qmatic.state.tokens import FileTokenCache, MemoryTokenCache, TokenCache
+from airflow_provider_qmatic.state.tokens import TokenCache
 
 if TYPE_CHECKING:
     from datetime import date
@@ -60,51 +59,6 @@ DEFAULT_ATTEMPTS = 6
 POOL_SIZE = 64
 
 
-def shared_limiter(
-    config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None, bulk: bool = False
-) -> Limiter:
-    """The tenant's request budget at ``requests_per_minute``.
-
-    Qmatic counts requests per tenant, so the key is the host and tenant, not the client. With the
-    file token cache on (the default) every process of this user on the host draws from the same
-    budget, so mapped tasks and parallel bulk jobs together stay under the limit; with
-    ``credential_cache: memory`` each process paces itself alone; with ``redis`` every process of
-    every host shares one budget in Redis. A ``bulk`` budget leaves a reserve for single calls.
-    """
-    from airflow_provider_qmatic.state.budget import RateLimiter
-
-    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
-    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
-    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
-    # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
-    # capped (and lost) while a bulk thread is late to wake. Below 60 requests a minute (a burst
-    # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
-    # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
-    reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
-    if config.credential_cache == "redis":
-        from airflow_provider_qmatic.state import _redis as redis_state
-
-        return redis_state.rate_limiter(config, burst=burst, reserve=reserve)
-    digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
-    if config.credential_cache != "file":
-        shared_dir = None
-    elif shared_dir is None:
-        shared_dir = config.shared_dir()
-    return RateLimiter(
-        config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}", reserve=reserve
-    )
-
-
-def _token_cache(config: ClientConfig) -> TokenCache:
-    """The token cache the connection's ``credential_cache`` names: memory, host file or Redis."""
-    if config.credential_cache == "redis":
-        from airflow_provider_qmatic.state import _redis as redis_state
-
-        return redis_state.token_cache(config)
-    shared = config.shared_dir()
-    return MemoryTokenCache() if shared is None else FileTokenCache(shared)
-
-
 def build_client(
     config: ClientConfig,
     *,
@@ -113,14 +67,15 @@ def build_client(
     **kwargs: Any,
 ) -> QmaticClient:
     """The one way the provider builds a client: the connection's token cache, the tenant's shared
-    request budget (:func:`shared_limiter`), and a pool big enough for the bulk runner's threads.
+    request budget (:func:`~airflow_provider_qmatic.state.request_budget`), and a pool big enough
+    for the bulk runner's threads.
 
     The hook builds its client here; scripts and ``@task`` code without a hook do the same.
     """
     kwargs.setdefault("pool_size", POOL_SIZE)
     return QmaticClient(
         config,
-        limiter=limiter if limiter is not None else shared_limiter(config),
+        limiter=limiter if limiter is not None else state.request_budget(config),
         on_secret=on_secret,
         **kwargs,
     )
@@ -180,7 +135,7 @@ class QmaticClient:
         if on_metric is not None:
             count_responses(self.session, on_metric)
         if token_cache is None:
-            token_cache = _token_cache(config)
+            token_cache = state.token_cache(config)
         self.tokens = TokenProvider(
             config, self.session, cache=token_cache, limiter=limiter, on_secret=on_secret, sleep=sleep
         )
@@ -325,10 +280,8 @@ class QmaticClient:
                 params=params,
             )
         except requests.RequestException as exc:
-            kind = type(exc).__name__
-            if transport.answer_too_large(exc):
-                kind = f"the answer was cut off at {transport.MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
-            elif _never_sent(exc):
+            kind = transport.failure_kind(exc)
+            if _never_sent(exc) and not transport.answer_too_large(exc):
                 raise QmaticNotSentError(f"Qmatic {op.name} could not be sent: {kind}") from None
             self._count(op)
             if op.idempotent:

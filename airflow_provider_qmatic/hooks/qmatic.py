@@ -83,7 +83,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
         task process of this user on the host (see
-        :func:`~airflow_provider_qmatic.client.client.shared_limiter`).
+        :func:`~airflow_provider_qmatic.state.request_budget`).
     :param bulk: draw from that budget as a bulk job does: leaving a reserve for single calls, so
         they never queue behind it (the bulk operators set it).
     """
@@ -152,11 +152,12 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @cached_property
     def client(self) -> QmaticClient:
         """The client, built on first use and kept for the hook's life (also the bulk runner's)."""
-        from airflow_provider_qmatic.client.client import build_client, shared_limiter
+        from airflow_provider_qmatic import state
+        from airflow_provider_qmatic.client.client import build_client
 
         limiter = self._limiter
         if limiter is None and self._bulk:
-            limiter = shared_limiter(self.config, bulk=True)
+            limiter = state.request_budget(self.config, bulk=True)
         return build_client(self.config, limiter=limiter, on_secret=mask_secret, on_metric=incr_stat)
 
     def get_conn(self) -> QmaticClient:

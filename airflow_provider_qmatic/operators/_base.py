@@ -45,9 +45,8 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         """This task instance's journal (see :mod:`~airflow_provider_qmatic.state.journal`), which its
         retries read: in Redis with ``credential_cache: redis`` (a retry may run on another worker),
         else a file in ``journal_dir`` or the default journal directory."""
-        from pathlib import Path
-
-        from airflow_provider_qmatic.state.journal import Journal, default_journal_dir, journal_name
+        from airflow_provider_qmatic import state
+        from airflow_provider_qmatic.state.journal import journal_name
 
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
@@ -57,13 +56,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
             task_id=ti.task_id,
             map_index=-1 if map_index is None else int(map_index),
         )
-        config = self.hook.config
-        if config.credential_cache == "redis":
-            from airflow_provider_qmatic.state import _redis as redis_state
-
-            return redis_state.journal(config, name)
-        directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
-        return Journal(directory / name)
+        return state.task_journal(self.hook.config, name, journal_dir)
 
     def journaled(
         self,

@@ -22,7 +22,6 @@ from airflow_provider_qmatic.client.client import (
     CANCEL_SCOPES,
     QmaticClient,
     build_client,
-    shared_limiter,
 )
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
@@ -31,9 +30,10 @@ from airflow_provider_qmatic.exceptions import (
     QmaticJournalBusyError,
 )
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.state import _redis as redis_state
-from airflow_provider_qmatic.state.budget import Limiter, RateLimiter
-from airflow_provider_qmatic.state.journal import DONE, RESERVED
+from airflow_provider_qmatic.state import request_budget
+from airflow_provider_qmatic.state._redis import redis_for
+from airflow_provider_qmatic.state.budget import Limiter, RateLimiter, Spacing
+from airflow_provider_qmatic.state.journal import DONE, RESERVED, RedisJournal
 from airflow_provider_qmatic.state.tokens import make_cache_key
 from benchmarks.cluster import RedisServer, free_port
 from tests.bulk.conftest import make_config
@@ -87,7 +87,7 @@ def test_unreachable_redis_at_start_names_the_connection_and_address(
     port = free_port()  # nothing listens there
     monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEAD_REDIS", f"redis://127.0.0.1:{port}/0")
     config = redis_config(sandbox, tmp_path / "tokens", "qmatic_dead_redis")
-    for build in (lambda: QmaticClient(config), lambda: shared_limiter(config, bulk=True)):
+    for build in (lambda: QmaticClient(config), lambda: request_budget(config, bulk=True)):
         with pytest.raises(QmaticConfigError) as caught:
             build()
         message = str(caught.value)
@@ -184,18 +184,12 @@ def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
 # -- the budget --------------------------------------------------------------------------------
 
 
-def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> redis_state.RedisRateLimiter:
-    client, address = redis_state.redis_for(server.conn_id)
-    return redis_state.RedisRateLimiter(
-        client, rpm, key="test-budget", conn_id=server.conn_id, address=address, **kwargs
-    )
+def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> RateLimiter:
+    return RateLimiter(rpm, key="test-budget", redis=redis_for(server.conn_id), **kwargs)
 
 
-def _spacing(server: RedisServer, interval: float) -> redis_state.RedisSpacing:
-    client, address = redis_state.redis_for(server.conn_id)
-    return redis_state.RedisSpacing(
-        client, key="test-endpoint", interval=interval, conn_id=server.conn_id, address=address
-    )
+def _spacing(server: RedisServer, interval: float) -> Spacing:
+    return Spacing(interval, key="test-endpoint", redis=redis_for(server.conn_id))
 
 
 def test_token_endpoint_spacing_and_its_429_pause_hold_on_every_host(redis_server: RedisServer) -> None:
@@ -264,11 +258,11 @@ def test_single_calls_do_not_queue_behind_bulk(where: str, tmp_path: Path, redis
     if where == "host":
         shared = tmp_path / "budget"
 
-        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+        def make(reserve: float) -> RateLimiter:
             return RateLimiter(120, burst=5, reserve=reserve, shared_dir=shared, key="fair")
     else:
 
-        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+        def make(reserve: float) -> RateLimiter:
             return _limiter(redis_server, 120, burst=5, reserve=reserve)
 
     taken_before, waited = _three_single_requests_among_bulk(make(3), make(0), threads=8, warm_up_s=4.0)
@@ -291,7 +285,7 @@ def test_single_calls_go_first_at_a_low_limit_too(
         if cache == "redis"
         else make_config(sandbox, tokens, rpm=30)
     )
-    bulk, single = shared_limiter(config, bulk=True), shared_limiter(config)
+    bulk, single = request_budget(config, bulk=True), request_budget(config)
     assert (bulk.reserve, single.reserve) == (0.5, 0.0)
     _, waited = _three_single_requests_among_bulk(bulk, single, threads=4, warm_up_s=3.0)
     assert waited < 9.0, waited  # three refills of 2.1 s, with room for a loaded machine
@@ -332,13 +326,13 @@ def _three_single_requests_among_bulk(
 
 
 def test_journal_in_redis_is_read_by_another_worker_and_leased(redis_server: RedisServer) -> None:
-    client, address = redis_state.redis_for(redis_server.conn_id)
-    first = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    link = redis_for(redis_server.conn_id)
+    first = RedisJournal(link, "task-1.jsonl")
     assert first.open().entries == 0
     first.record(RESERVED, fingerprint="f1", row=1, reservation_id="r1")
     first.record(DONE, fingerprint="f1", row=1, reservation_id="r1", appointment_id="a1")
     first.record(RESERVED, fingerprint="f2", row=2, reservation_id="r2")
-    second = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    second = RedisJournal(link, "task-1.jsonl")
     with pytest.raises(QmaticJournalBusyError) as caught:  # the first attempt still runs
         second.open()
     assert caught.value.retryable
@@ -352,8 +346,7 @@ def test_journal_in_redis_is_read_by_another_worker_and_leased(redis_server: Red
 
 
 def test_journal_append_refused_once_the_lease_is_lost(redis_server: RedisServer) -> None:
-    client, address = redis_state.redis_for(redis_server.conn_id)
-    journal = redis_state.RedisJournal(client, "task-2.jsonl", conn_id=redis_server.conn_id, address=address)
+    journal = RedisJournal(redis_for(redis_server.conn_id), "task-2.jsonl")
     journal.open()
     redis_server.stop()
     with pytest.raises(QmaticCoordinationError):

@@ -16,12 +16,12 @@ import pytest
 
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.state import tokens as token_cache
+from airflow_provider_qmatic.state._files import default_cache_dir
 from airflow_provider_qmatic.state.tokens import (
     CachedToken,
     FileTokenCache,
     MemoryTokenCache,
     TokenCache,
-    default_cache_dir,
     make_cache_key,
 )
 
