@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         Slot,
     )
     from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.state.journal import Journal, JournalState
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,41 @@ class FlowEvents:
         self.hold_ends: datetime | None = None
         self._record = record
         self._stopped = stopped
+
+    @classmethod
+    def journaled(
+        cls,
+        journal: Journal | None,
+        state: JournalState | None,
+        fingerprint: str,
+        row: int,
+        *,
+        budget: int = RESERVE_BUDGET,
+        stopped: Callable[[], bool] | None = None,
+    ) -> FlowEvents:
+        """The events of one row of a journaled job (a single operator's booking is row 1): the rest
+        of its reserve budget and the holds earlier tries may have left, as ``state`` shows them,
+        and every event written to ``journal`` as it happens."""
+        history = state.rows.get(fingerprint) if state is not None else None
+
+        def record(
+            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
+        ) -> None:
+            if journal is not None:
+                journal.record(
+                    event,
+                    fingerprint=fingerprint,
+                    row=row,
+                    reservation_id=reservation_id,
+                    appointment_id=appointment_id,
+                )
+
+        return cls(
+            reserves_left=budget - (history.reserves if history else 0),
+            held_before=history.lost if history else 0,
+            record=record,
+            stopped=stopped,
+        )
 
     @property
     def possibly_orphaned(self) -> int:

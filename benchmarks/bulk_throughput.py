@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_qmatic.api import contract
 from benchmarks.common import Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 LIMIT = 6000
@@ -136,7 +137,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             token = send(
                 session,
                 "POST",
-                box.base_url + "/oauth2/token",
+                box.base_url + contract.TOKEN.path,
                 headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": box.tenant},
                 data={"grant_type": "client_credentials", "scope": scope},
             ).json()["access_token"]
@@ -144,7 +145,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             reservation = send(
                 session,
                 "POST",
-                box.base_url + "/external/v1/reservations",
+                box.base_url + contract.RESERVE.path,
                 headers=headers,
                 json={
                     "branchId": row["branch_id"],
@@ -156,7 +157,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             send(
                 session,
                 "POST",
-                f"{box.base_url}/external/v1/appointments/{reservation['appointmentId']}/confirm",
+                box.base_url + contract.CONFIRM.path.format(appointment_id=reservation["appointmentId"]),
                 headers=headers,
                 json={
                     "customer": {

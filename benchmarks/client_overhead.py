@@ -29,10 +29,11 @@ import json, sys, time
 variant, values, calls, warmup = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 if variant == "bare":
     import base64, requests
+    from airflow_provider_qmatic.api import contract  # the paths only: a table of plain data
     session = requests.Session()
     basic = base64.b64encode(f"{values['client_id']}:{values['client_secret']}".encode()).decode()
     token = session.post(
-        values["base_url"] + "/oauth2/token",
+        values["base_url"] + contract.TOKEN.path,
         headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": values["tenant"]},
         data={"grant_type": "client_credentials", "scope": values.pop("scope")},
         timeout=30,
@@ -44,7 +45,7 @@ if variant == "bare":
         "Accept-Language": "en_US",
         "User-Agent": "bench",
     }
-    url = values["base_url"] + "/external/v1/branches"
+    url = values["base_url"] + contract.BRANCHES.path
 
     def once():
         response = session.get(url, headers=headers, timeout=(10, 30))

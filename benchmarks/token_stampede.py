@@ -27,6 +27,7 @@ import tempfile
 import time
 from typing import Any
 
+from airflow_provider_qmatic.api import contract
 from benchmarks.common import REPO, Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 KS = (1, 8, 32)
@@ -53,6 +54,7 @@ print(json.dumps({"token_at": got_token, "done_at": time.time()}), flush=True)
 NAIVE_CHILD = r"""
 import base64, json, sys, time
 import requests
+from airflow_provider_qmatic.api import contract
 
 cfg = json.loads(sys.argv[1])
 basic = base64.b64encode(f"{cfg['client_id']}:{cfg['client_secret']}".encode()).decode()
@@ -61,7 +63,7 @@ print("ready", flush=True)
 sys.stdin.readline()
 while True:
     response = session.post(
-        cfg["base_url"] + "/oauth2/token",
+        cfg["base_url"] + contract.TOKEN.path,
         headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": cfg["tenant"]},
         data={"grant_type": "client_credentials", "scope": cfg["scope"]},
         timeout=30,
@@ -74,7 +76,7 @@ while True:
     break
 got_token = time.time()
 answer = session.get(
-    cfg["base_url"] + "/external/v1/branches",
+    cfg["base_url"] + contract.BRANCHES.path,
     headers={"Authorization": f"Bearer {token}", "X-TENANT-ID": cfg["system_id"]},
     timeout=30,
 )
@@ -148,7 +150,7 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
         with requests.Session() as session:
             while True:
                 response = session.post(
-                    box.base_url + "/oauth2/token",
+                    box.base_url + contract.TOKEN.path,
                     headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": box.tenant},
                     data={"grant_type": "client_credentials", "scope": scope_string(scopes)},  # type: ignore[arg-type]
                     timeout=30,

@@ -81,45 +81,6 @@ from airflow_provider_qmatic.exceptions import QmaticError, QmaticValidationErro
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ANSWER_MAX",
-    "DURATION_MAX_MINUTES",
-    "EMAIL_MAX",
-    "EXAMPLE_GUID",
-    "NAME_MAX",
-    "NOTES_MAX",
-    "PERSONAL_IDENTIFIER_MAX",
-    "PERSONAL_IDENTIFIER_MIN",
-    "PHONE_MAX",
-    "QUESTION_ID_MAX",
-    "RESERVATIONS_MAX",
-    "Address",
-    "Appointment",
-    "AppointmentStatus",
-    "AppointmentTimeSlot",
-    "BookingRequest",
-    "Branch",
-    "BranchRef",
-    "CancelRequest",
-    "Customer",
-    "CustomerInfo",
-    "CustomerUpdate",
-    "InformationAnswer",
-    "Location",
-    "NamedRef",
-    "RescheduleRequest",
-    "Service",
-    "ServiceConfig",
-    "ServiceGroup",
-    "ServiceRef",
-    "Slot",
-    "TimeSlot",
-    "format_wire_datetime",
-    "parse_aware_datetime",
-    "resolve_timezone",
-    "to_qmatic_validation_error",
-]
-
 PERSONAL_IDENTIFIER_MIN = 10
 PERSONAL_IDENTIFIER_MAX = 48
 NAME_MAX = 255
@@ -896,17 +857,8 @@ class TimeSlot(_RequestModel):
 
     @model_validator(mode="after")
     def _check_order(self) -> TimeSlot:
-        _end_after_start(self.start_time, self.end_time, "correct the times or use TimeSlot.from_duration")
+        _end_after_start(self.start_time, self.end_time, "correct the times")
         return self
-
-    @classmethod
-    def from_duration(
-        cls, start_time: Any, duration_minutes: int, *, timezone: str | tzinfo | None = None
-    ) -> TimeSlot:
-        """Build a slot from its start and the service's duration, when the end is not known."""
-        start = parse_aware_datetime(start_time, field="start_time", timezone=timezone)
-        end = _add_minutes(start, _check_duration(duration_minutes))
-        return cls.model_construct(start_time=start, end_time=end)
 
 
 class BookingRequest(_TimedRequest):
@@ -1014,11 +966,6 @@ class RescheduleRequest(_TimedRequest):
             service_id=str(service_id),
             number_of_reservations=appointment.number_of_reservations or 1,
         )
-
-    @staticmethod
-    def reschedule_body(reservation_id: str) -> dict[str, Any]:
-        """The reschedule body: ``{"reservationId": ...}`` (the new reservation's appointment id)."""
-        return {"reservationId": _checked(_guid, reservation_id, "reservation_id")}
 
 
 class CancelRequest(_RequestModel):

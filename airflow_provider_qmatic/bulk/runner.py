@@ -59,11 +59,11 @@ from airflow_provider_qmatic.api.contract import BOOK_SCOPES
 from airflow_provider_qmatic.bulk.args import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ROWS,
-    MAX_CONCURRENCY,
-    SKIP_EXISTING_MODES,
     XCOM_OUTCOMES_MAX,
+    check_concurrency,
     check_max_rows,
     check_policy_values,
+    resolve_skip_existing,
 )
 from airflow_provider_qmatic.bulk.io import (
     CUSTOMER_FIELDS,
@@ -262,19 +262,6 @@ class BulkResult:
 
 
 # -- building blocks -----------------------------------------------------------------------------
-
-
-def resolve_skip_existing(mode: str | bool) -> str:
-    """``auto``, ``always`` or ``never`` (True and False stand for the last two)."""
-    if isinstance(mode, bool):
-        return "always" if mode else "never"
-    text = str(mode).strip().lower()
-    if text not in SKIP_EXISTING_MODES:
-        raise QmaticConfigError(
-            f"skip_existing must be one of {', '.join(SKIP_EXISTING_MODES)}, got {str(mode)[:20]!r}",
-            field="skip_existing",
-        )
-    return text
 
 
 def _fingerprint(*parts: object) -> str:
@@ -508,16 +495,8 @@ class BulkRunner:
         sleep: Callable[[float], None] = time.sleep,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not 1 <= concurrency <= MAX_CONCURRENCY
-        ):
-            raise QmaticConfigError(
-                f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
-            )
         self.client = client
-        self.concurrency = concurrency
+        self.concurrency = check_concurrency(concurrency)
         self.max_rows = check_max_rows(max_rows)
         self.skip_mode = resolve_skip_existing(skip_existing)
         self.attempt = attempt
@@ -966,25 +945,12 @@ class BulkRunner:
 
     def _events(self, fingerprint: str, row: int) -> FlowEvents:
         """The flow's events for one row: its rest of the reserve budget, journaled as they happen."""
-        history = self._state.rows.get(fingerprint) if self._state is not None else None
-        journal = self._journal
-
-        def record(
-            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
-        ) -> None:
-            if journal is not None:
-                journal.record(
-                    event,
-                    fingerprint=fingerprint,
-                    row=row,
-                    reservation_id=reservation_id,
-                    appointment_id=appointment_id,
-                )
-
-        return FlowEvents(
-            reserves_left=self._reserve_budget - (history.reserves if history else 0),
-            held_before=history.lost if history else 0,
-            record=record,
+        return FlowEvents.journaled(
+            self._journal,
+            self._state,
+            fingerprint,
+            row,
+            budget=self._reserve_budget,
             stopped=self._stop.is_set,
         )
 

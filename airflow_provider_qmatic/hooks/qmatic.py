@@ -18,6 +18,7 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
 from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, incr_stat, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
+from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, EXTRA_ONLY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,19 +39,6 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.flows import FlowResult, Flows
     from airflow_provider_qmatic.state.budget import Limiter
 
-EXTRA_NAMES = (
-    "region",
-    "tenant",
-    "system_id",
-    "base_url",
-    "language",
-    "timeout",
-    "requests_per_minute",
-    "credential_cache",
-    "credential_cache_dir",
-    "redis_conn_id",
-    "endpoints",
-)
 # What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
 # connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
 # one) and in 3.3.1 (which compares the hidden Host "" with the stored NULL and then refuses to reuse
@@ -251,14 +239,10 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel login/password, hide what Qmatic does not use."""
-        from airflow_provider_qmatic.hooks.connection_fields import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+        """Relabel login/password, hide what Qmatic does not use (``connection_fields``, snake-cased)."""
+        from airflow_provider_qmatic.hooks.connection_fields import ui_field_behaviour
 
-        return {
-            "hidden_fields": list(HIDDEN_FIELDS),
-            "relabeling": dict(RELABELING),
-            "placeholders": dict(PLACEHOLDERS),
-        }
+        return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
     # -- the facade the operators use -----------------------------------------------------------
 
@@ -333,7 +317,7 @@ def _extras(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise QmaticConfigError("the connection's Extra must be a JSON object", field="extra")
     found: dict[str, Any] = {}
-    for name in (*EXTRA_NAMES, *EXTRA_ALIASES):
+    for name in (*EXTRA_FIELDS, *EXTRA_ONLY, *EXTRA_ALIASES):
         for key in (name, f"extra__qmatic__{name}"):
             value = raw.get(key)
             if value is not None and value != "":

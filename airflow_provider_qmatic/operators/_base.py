@@ -7,7 +7,9 @@ the task's ``retries`` apply. Kept free of heavy imports: DAG files import opera
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import ast
+import json
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -74,28 +76,15 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         :meth:`~airflow_provider_qmatic.flows.Flows.settle`).
         """
         from airflow_provider_qmatic.exceptions import QmaticServerError
-        from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
+        from airflow_provider_qmatic.flows import FlowEvents
 
         flows = self.hook.flows
         ti = context.get("ti") or context.get("task_instance")
         if ti is None:  # run outside a task instance (a script, a test): no retry to resume
             return flow(flows, FlowEvents())
         journal = self.task_journal(context)
-
-        def record(
-            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
-        ) -> None:
-            journal.record(
-                event, fingerprint="task", row=1, reservation_id=reservation_id, appointment_id=appointment_id
-            )
-
         with journal as state:
-            history = state.rows.get("task")
-            events = FlowEvents(
-                reserves_left=RESERVE_BUDGET - (history.reserves if history else 0),
-                held_before=history.lost if history else 0,
-                record=record,
-            )
+            events = FlowEvents.journaled(journal, state, "task", 1)
             for reservation_id in list(state.open_reservations):
                 if flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
                     raise QmaticServerError(
@@ -116,3 +105,34 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
             if exc.retryable:
                 raise
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+_OBJECT = "an object (a dict, or text holding a JSON object)"
+
+
+def rendered(
+    value: Any, field: str, *, want: str = "an object (a dict, or text holding a JSON object)"
+) -> Any:
+    """``value``, or, when a template rendered it to text (``render_template_as_native_obj=False``),
+    the object or list that text holds as JSON or as a Python literal (a repr)."""
+    from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticValidationError
+
+    if not isinstance(value, str):
+        return value
+    for reader in (json.loads, ast.literal_eval):
+        try:
+            found = reader(value.strip())
+        except (RecursionError, MemoryError):
+            raise QmaticConfigError(
+                f"{field}: is nested too deeply to read; pass an object a few levels deep", field=field
+            ) from None
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        if isinstance(found, (Mapping, list)):
+            return found
+    raise QmaticValidationError(
+        f"{field}: must be {want}, got text that is not one; pass it directly (an XComArg, or "
+        "render_template_as_native_obj=True on the DAG), or a template that renders to JSON such as "
+        "'{{ params.customer | tojson }}'",
+        field=field,
+    )

@@ -15,15 +15,13 @@ module level: the models (pydantic), the client (requests) and the hook are impo
 
 from __future__ import annotations
 
-import ast
-import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
-from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 if TYPE_CHECKING:
     from datetime import tzinfo
@@ -148,13 +146,13 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
             "service_id": self.service_id,
             "start_time": self.start_time,
             "end_time": self.end_time,
-            "customer": _as_mapping(self.customer, "customer"),
+            "customer": rendered(self.customer, "customer"),
             "notes": self.notes,
             "resource_id": self.resource_id,
             "number_of_reservations": self.number_of_reservations,
         }
         if self.information_questions is not None:
-            data["information_questions"] = _as_structure(self.information_questions, "information_questions")
+            data["information_questions"] = rendered(self.information_questions, "information_questions")
         return BookingRequest.parse(data, timezone=self.timezone)
 
 
@@ -391,41 +389,6 @@ def _try_number(context: Context) -> int:
         return int(getattr(ti, "try_number", 1) or 1)
     except (TypeError, ValueError):
         return 1
-
-
-def _as_mapping(value: Any, field: str) -> Any:
-    """A customer as a mapping: dicts and models pass; JSON or Python-literal text is read."""
-    if isinstance(value, str):
-        return _read_text(value, field)
-    return value
-
-
-def _as_structure(value: Any, field: str) -> Any:
-    return _read_text(value, field) if isinstance(value, str) else value
-
-
-def _read_text(text: str, field: str) -> Any:
-    """A templated dict rendered to text (``render_template_as_native_obj=False``): JSON, or a repr."""
-    from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticValidationError
-
-    stripped = text.strip()
-    for reader in (json.loads, ast.literal_eval):
-        try:
-            value = reader(stripped)
-        except (RecursionError, MemoryError):
-            raise QmaticConfigError(
-                f"{field}: is nested too deeply to read; pass an object a few levels deep", field=field
-            ) from None
-        except (ValueError, SyntaxError, TypeError):
-            continue
-        if isinstance(value, (Mapping, list)):
-            return value
-    raise QmaticValidationError(
-        f"{field}: must be an object (a dict, or text holding a JSON object), got text that is not one; "
-        "pass a dict, an XComArg, or a template that renders to JSON such as "
-        "'{{ params.customer | tojson }}'",
-        field=field,
-    )
 
 
 def _as_date(value: Any, field: str) -> date | None:

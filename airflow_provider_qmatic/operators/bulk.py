@@ -12,8 +12,6 @@ client are imported inside ``execute``.
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.bulk.args import XCOM_OUTCOMES_MAX
 from airflow_provider_qmatic.compat import ObjectStoragePath, incr_stat
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.bulk.runner import BulkRunner
@@ -185,7 +183,10 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         if isinstance(rows, str):
             text = rows.strip()
             if text.startswith("["):
-                return _parse_list(text)
+                value = rendered(text, "rows", want="a list of row dicts")
+                if not isinstance(value, list):
+                    raise QmaticConfigError("rows must be a list of row dicts", field="rows")
+                return value
             if not text:
                 raise QmaticConfigError(
                     "rows is empty: give a list of row dicts or a file path/URI", field="rows"
@@ -213,25 +214,6 @@ def _object_path(text: str) -> ObjectStoragePath:
     """``text`` as an ObjectStoragePath, a leading ``~`` first made the home directory (Airflow 2.11
     would otherwise read ``~/rows.csv`` as ``/~/rows.csv``, and 3.x keeps the ``~``)."""
     return ObjectStoragePath(os.path.expanduser(text))
-
-
-def _parse_list(text: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise QmaticConfigError("rows is a JSON array nested too deeply to read", field="rows") from None
-    except ValueError:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, RecursionError, MemoryError):
-            raise QmaticConfigError(
-                "rows looks like a list but is neither JSON nor a Python literal; set "
-                "render_template_as_native_obj=True on the DAG or pass the XCom directly (task.output)",
-                field="rows",
-            ) from None
-    if not isinstance(value, list):
-        raise QmaticConfigError("rows must be a list of row dicts", field="rows")
-    return value
 
 
 def _lineage_name(path: Any) -> tuple[str, str]:

@@ -32,7 +32,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -198,33 +198,36 @@ class FileTokenCache:
         """See :meth:`TokenCache.get_or_fetch`."""
         if self._memory is not None:
             return self._memory.get_or_fetch(key, fetch, min_ttl=min_ttl)
-        _check_key(key)
-        with self._key_lock(key), self._dir.opened() as dir_fd:
-            lock_fd = self._dir.open_file(dir_fd, f"{key}.lock", os.O_RDWR | os.O_CREAT)
-            try:
-                lock_exclusive(lock_fd)
-                cached = self._read(dir_fd, key)
-                if cached is not None and cached.ttl() > min_ttl:
-                    return cached, False
-                token = fetch()
-                self._write(dir_fd, key, token)
-                return token, True
-            finally:
-                os.close(lock_fd)
+        with self._locked(key) as dir_fd:
+            cached = self._read(dir_fd, key)
+            if cached is not None and cached.ttl() > min_ttl:
+                return cached, False
+            token = fetch()
+            self._write(dir_fd, key, token)
+            return token, True
 
     def invalidate(self, key: str, access_token: str) -> None:
         """See :meth:`TokenCache.invalidate`."""
         if self._memory is not None:
             self._memory.invalidate(key, access_token)
             return
-        _check_key(key)
+        with self._locked(key) as dir_fd:
+            cached = self._read(dir_fd, key)
+            if cached is not None and cached.access_token == access_token:
+                os.unlink(f"{key}.json", dir_fd=dir_fd)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[int]:
+        """The directory's descriptor, with the key's thread lock and its file's ``flock`` held."""
+        if not SAFE_NAME.fullmatch(key):
+            raise ValueError(
+                "token cache keys must be 1-128 letters, digits, '_' or '-'; use make_cache_key()"
+            )
         with self._key_lock(key), self._dir.opened() as dir_fd:
             lock_fd = self._dir.open_file(dir_fd, f"{key}.lock", os.O_RDWR | os.O_CREAT)
             try:
                 lock_exclusive(lock_fd)
-                cached = self._read(dir_fd, key)
-                if cached is not None and cached.access_token == access_token:
-                    os.unlink(f"{key}.json", dir_fd=dir_fd)
+                yield dir_fd
             finally:
                 os.close(lock_fd)
 
@@ -260,11 +263,6 @@ class FileTokenCache:
             )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=dir_fd)
-
-
-def _check_key(key: str) -> None:
-    if not SAFE_NAME.fullmatch(key):
-        raise ValueError("token cache keys must be 1-128 letters, digits, '_' or '-'; use make_cache_key()")
 
 
 # -- in Redis, for every host of the cluster ------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk.io import read_outcomes
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators.bulk import (
     QmaticBulkBookAppointmentsOperator,
@@ -22,7 +21,7 @@ from airflow_provider_qmatic.operators.bulk import (
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.conftest import run_dag
 
-from .conftest import booking_rows, confirmed_by_customer, requests_to, statuses
+from .conftest import booking_rows, confirmed_by_customer, read_outcomes, requests_to, statuses
 
 try:  # Airflow 3
     from airflow.sdk import DAG

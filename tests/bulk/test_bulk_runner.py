@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk.io import read_outcomes
 from airflow_provider_qmatic.bulk.runner import (
     FAILED,
     INVALID,
@@ -26,7 +25,15 @@ from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
 
-from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to, statuses
+from .conftest import (
+    booking_rows,
+    confirmed_by_customer,
+    make_client,
+    make_config,
+    read_outcomes,
+    requests_to,
+    statuses,
+)
 
 
 def _by_row(result: BulkResult) -> dict[int, RowOutcome]:

@@ -875,20 +875,6 @@ def test_time_slot_refuses(data: dict[str, Any], field: str, fragment: str) -> N
     assert fragment in info.value.message
 
 
-def test_time_slot_from_duration() -> None:
-    slot = TimeSlot.from_duration("2026-12-01T09:00", 20, timezone="Europe/Stockholm")
-    assert slot.to_wire() == {
-        "startTime": "2026-12-01T09:00:00+01:00",
-        "endTime": "2026-12-01T09:20:00+01:00",
-    }
-    with pytest.raises(QmaticValidationError) as info:
-        TimeSlot.from_duration("2026-12-01T09:00", 20)
-    assert info.value.field == "start_time"
-    with pytest.raises(QmaticValidationError) as info:
-        TimeSlot.from_duration("2026-12-01T09:00:00+01:00", 0)
-    assert info.value.field == "duration_minutes"
-
-
 def reschedule(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"appointment_id": APPOINTMENT, "start_time": "2026-12-02T10:00:00+01:00"}
     data.update(overrides)
@@ -910,7 +896,6 @@ def test_reschedule_bodies() -> None:
     assert with_resource["requestedResourceId"] == RESOURCE
     assert "resourceId" not in with_resource
     assert with_resource["numberOfReservations"] == 2
-    assert RescheduleRequest.reschedule_body(RESERVATION) == {"reservationId": RESERVATION}
 
 
 def test_reschedule_reservation_for_an_appointment() -> None:
@@ -945,7 +930,6 @@ def test_reschedule_reservation_for_an_appointment() -> None:
             lambda r: r.reservation_body(branch_id=BRANCH, service_id=SERVICE, number_of_reservations=0),
             "number_of_reservations",
         ),
-        (lambda r: r.reschedule_body("not-a-guid"), "reservation_id"),
     ],
 )
 def test_reschedule_body_arguments_are_checked(call: Any, field: str) -> None:
