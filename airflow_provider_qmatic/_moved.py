@@ -1,4 +1,4 @@
-"""Import paths of 0.1 that moved in 0.2 (issue 18: folders that show the layers), kept working.
+"""Import paths that moved when the package was split into folders by layer, kept working.
 
 Each old module is a three-line shim calling :func:`moved`, which warns once with
 :class:`DeprecationWarning`, naming the new path, and then hands out the new module itself, so

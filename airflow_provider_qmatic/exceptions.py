@@ -196,6 +196,14 @@ class QmaticJournalBusyError(QmaticError):
     retryable = True
 
 
+class AnswerTooLarge(OSError):
+    """An answer (status line, headers and body, or the body decoded) longer than the transport's
+    cap, cut off; raised inside ``requests`` and read back by ``transport.answer_too_large``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is longer than {limit // (1024 * 1024)} MiB")
+
+
 class TokenRequestFailed(Exception):
     """Carries a token error past the API call's retry loop, which must not repeat it: the token
     provider has already waited and retried as the token endpoint allows. Never escapes the client."""
