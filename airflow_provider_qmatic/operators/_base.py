@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError, QmaticValidationError
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.api.models import Appointment
@@ -97,8 +98,6 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     @contextmanager
     def failing_fast(self) -> Iterator[None]:
         """Turn errors that no retry can fix into AirflowFailException; let the rest propagate."""
-        from airflow_provider_qmatic.exceptions import QmaticError
-
         try:
             yield
         except QmaticError as exc:
@@ -111,12 +110,15 @@ _OBJECT = "an object (a dict, or text holding a JSON object)"
 
 
 def rendered(
-    value: Any, field: str, *, want: str = "an object (a dict, or text holding a JSON object)"
+    value: Any,
+    field: str,
+    *,
+    want: str = "an object (a dict, or text holding a JSON object)",
+    refusal: type[QmaticError] = QmaticValidationError,
 ) -> Any:
     """``value``, or, when a template rendered it to text (``render_template_as_native_obj=False``),
-    the object or list that text holds as JSON or as a Python literal (a repr)."""
-    from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticValidationError
-
+    the object or list that text holds as JSON or as a Python literal (a repr); text that holds
+    neither is a ``refusal`` naming ``field``."""
     if not isinstance(value, str):
         return value
     for reader in (json.loads, ast.literal_eval):
@@ -130,7 +132,7 @@ def rendered(
             continue
         if isinstance(found, (Mapping, list)):
             return found
-    raise QmaticValidationError(
+    raise refusal(
         f"{field}: must be {want}, got text that is not one; pass it directly (an XComArg, or "
         "render_template_as_native_obj=True on the DAG), or a template that renders to JSON such as "
         "'{{ params.customer | tojson }}'",

@@ -183,7 +183,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         if isinstance(rows, str):
             text = rows.strip()
             if text.startswith("["):
-                value = rendered(text, "rows", want="a list of row dicts")
+                value = rendered(text, "rows", want="a list of row dicts", refusal=QmaticConfigError)
                 if not isinstance(value, list):
                     raise QmaticConfigError("rows must be a list of row dicts", field="rows")
                 return value
