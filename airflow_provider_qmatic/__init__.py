@@ -15,7 +15,7 @@ def get_provider_info() -> dict[str, Any]:
     Keys are checked against Airflow's provider-info schema by a test, since a misspelt key is
     silently ignored and a malformed dict breaks provider discovery for every DAG.
     """
-    from airflow_provider_qmatic.connection_fields import CONN_TYPE, conn_fields, ui_field_behaviour
+    from airflow_provider_qmatic.hooks.connection_fields import CONN_TYPE, conn_fields, ui_field_behaviour
 
     return {
         "package-name": "airflow-provider-qmatic",

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,17 +69,8 @@ class ClientConfig:
     @property
     def timeout(self) -> tuple[float, float]:
         """``(connect, total)``: connecting may take ``connect`` seconds, a whole attempt ``total``
-        (see :func:`airflow_provider_qmatic.transport.send`)."""
+        (see :func:`airflow_provider_qmatic.client.transport.send`)."""
         return (self.connect_timeout, self.read_timeout)
-
-    def shared_dir(self) -> Path | None:
-        """Where the task processes of this host share tokens, the request budget and the token
-        endpoint's spacing: the credential cache directory, or None with ``credential_cache: memory``."""
-        if self.credential_cache != "file":
-            return None
-        from airflow_provider_qmatic.token_cache import default_cache_dir
-
-        return Path(self.credential_cache_dir) if self.credential_cache_dir else default_cache_dir()
 
     @property
     def secret_fingerprint(self) -> str:
@@ -230,7 +220,7 @@ def check_endpoints(value: Any) -> dict[str, str]:
     Checked here, when the connection is read, so a mistyped path fails before any request with a
     message naming the key and the fix, instead of as a 404 in the middle of a booking.
     """
-    from airflow_provider_qmatic import contract
+    from airflow_provider_qmatic.api import contract
 
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}

@@ -8,7 +8,7 @@ provider chose or the server returned, never from credentials or tokens.
 row) again later can succeed. Operators turn a non-retryable error into a failed task without
 Airflow retries; a retryable one propagates so that Airflow's own ``retries`` apply. Whether one
 HTTP request may be repeated at once is a different question, answered by
-:func:`airflow_provider_qmatic.retry.is_retryable` alone.
+:func:`airflow_provider_qmatic.client.retry.is_retryable` alone.
 
 Every exception class of the provider lives here (the sandbox, a separate program, has its own).
 """
@@ -194,6 +194,14 @@ class QmaticJournalBusyError(QmaticError):
     """Another attempt of the same task instance holds the journal on this host: try again later."""
 
     retryable = True
+
+
+class AnswerTooLarge(OSError):
+    """An answer (status line, headers and body, or the body decoded) longer than the transport's
+    cap, cut off; raised inside ``requests`` and read back by ``transport.answer_too_large``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is longer than {limit // (1024 * 1024)} MiB")
 
 
 class TokenRequestFailed(Exception):

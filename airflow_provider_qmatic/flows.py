@@ -1,7 +1,7 @@
 """The booking flows, written once: reserve -> commit -> settle, and "is this already done?".
 
 The single operators and the bulk runner both call :class:`Flows`; nothing else composes API calls.
-Plain Python (no Airflow), over a :class:`~airflow_provider_qmatic.client.QmaticClient`.
+Plain Python (no Airflow), over a :class:`~airflow_provider_qmatic.client.client.QmaticClient`.
 
 * **reserve -> commit -> settle.** A booking reserves a slot and confirms it; a reschedule reserves
   the new slot and moves the appointment onto it. If the commit fails, a lost or unclear answer
@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from airflow_provider_qmatic.api.contract import BOOK_SCOPES, CANCEL_SCOPES, RESCHEDULE_SCOPES, Scope
+from airflow_provider_qmatic.client.retry import backoff_delay
 from airflow_provider_qmatic.exceptions import (
     QmaticConflictError,
     QmaticError,
@@ -61,14 +63,12 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.retry import backoff_delay
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.state.journal import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
 
 if TYPE_CHECKING:
     from datetime import date
 
-    from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.models import (
+    from airflow_provider_qmatic.api.models import (
         Appointment,
         BookingRequest,
         CustomerUpdate,
@@ -76,12 +76,11 @@ if TYPE_CHECKING:
         Service,
         Slot,
     )
+    from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.state.journal import Journal, JournalState
 
 log = logging.getLogger(__name__)
 
-BOOK = frozenset({Scope.BOOK})
-RESCHEDULE = frozenset({Scope.RESCHEDULE})
-CANCEL = frozenset({Scope.CANCEL})
 # Reserves one booking or reschedule may send in all: after lost answers, after expired holds and,
 # in bulk, over task retries (the journal carries the count). Each lost answer may hold a place for
 # 15 minutes; one call keeps the last reserve for a later try (see Flows._reserve_and_commit).
@@ -90,15 +89,6 @@ RESERVE_BUDGET = 6
 # counted from the reserve's answer, never from an ``expiresAt`` no public answer shows.
 HOLD = timedelta(minutes=15)
 
-# Journal events a flow reports through FlowEvents.record (the bulk runner writes them down).
-RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
-    "reserving",
-    "lost",
-    "reserved",
-    "done",
-    "released",
-    "cancelling",
-)
 
 Recorder = Callable[..., None]
 
@@ -133,6 +123,41 @@ class FlowEvents:
         self.hold_ends: datetime | None = None
         self._record = record
         self._stopped = stopped
+
+    @classmethod
+    def journaled(
+        cls,
+        journal: Journal | None,
+        state: JournalState | None,
+        fingerprint: str,
+        row: int,
+        *,
+        budget: int = RESERVE_BUDGET,
+        stopped: Callable[[], bool] | None = None,
+    ) -> FlowEvents:
+        """The events of one row of a journaled job (a single operator's booking is row 1): the rest
+        of its reserve budget and the holds earlier tries may have left, as ``state`` shows them,
+        and every event written to ``journal`` as it happens."""
+        history = state.rows.get(fingerprint) if state is not None else None
+
+        def record(
+            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
+        ) -> None:
+            if journal is not None:
+                journal.record(
+                    event,
+                    fingerprint=fingerprint,
+                    row=row,
+                    reservation_id=reservation_id,
+                    appointment_id=appointment_id,
+                )
+
+        return cls(
+            reserves_left=budget - (history.reserves if history else 0),
+            held_before=history.lost if history else 0,
+            record=record,
+            stopped=stopped,
+        )
 
     @property
     def possibly_orphaned(self) -> int:
@@ -207,12 +232,12 @@ class Flows:
     ) -> None:
         self.client = client
         self._list_services = list_services or (
-            lambda branch_id: client.list_services(branch_id, scopes=BOOK)
+            lambda branch_id: client.list_services(branch_id, scopes=BOOK_SCOPES)
         )
-        self._search = search or (lambda pid: client.search_appointments(pid, scopes=BOOK))
+        self._search = search or (lambda pid: client.search_appointments(pid, scopes=BOOK_SCOPES))
         self._find_timeslots = find_timeslots or (
             lambda branch_id, service_id, first, last: client.find_timeslots(
-                branch_id, service_id, first, last, scopes=BOOK
+                branch_id, service_id, first, last, scopes=BOOK_SCOPES
             )
         )
         self._sleep = sleep
@@ -322,16 +347,16 @@ class Flows:
 
         def confirm(reservation_id: str) -> Appointment:
             try:
-                return self.client.confirm(reservation_id, confirmation, scopes=BOOK)
+                return self.client.confirm(reservation_id, confirmation, scopes=BOOK_SCOPES)
             except QmaticValidationError as exc:
                 raise tenant_required_field(exc, request) or exc from None
 
         def confirmed(reservation_id: str) -> Appointment | None:
-            current = self._read(reservation_id, BOOK)
+            current = self._read(reservation_id, BOOK_SCOPES)
             return current if current is not None and confirmed_by(current, request) else None
 
         appointment = self._reserve_and_commit(
-            request.reservation_body(), BOOK, "confirm", confirm, confirmed, events
+            request.reservation_body(), BOOK_SCOPES, "confirm", confirm, confirmed, events
         )
         return _result(appointment.appointment_id, appointment, events)
 
@@ -345,12 +370,12 @@ class Flows:
         reschedule scope), move the appointment onto it, and on failure release the reservation
         with a book token; the appointment keeps its old time.
         """
-        from airflow_provider_qmatic.models import AppointmentStatus
+        from airflow_provider_qmatic.api.models import AppointmentStatus
 
         events = events or FlowEvents()
         appointment_id = request.appointment_id
         events.step = "get"
-        current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE)
+        current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE_SCOPES)
         status = current.status_enum
         if status is not None and status is not AppointmentStatus.CONFIRMED:
             raise QmaticConflictError(
@@ -365,14 +390,14 @@ class Flows:
         body = request.reservation_body_for(current)
 
         def move(reservation_id: str) -> Appointment:
-            return self.client.reschedule(appointment_id, reservation_id, scopes=RESCHEDULE)
+            return self.client.reschedule(appointment_id, reservation_id, scopes=RESCHEDULE_SCOPES)
 
         def moved(_reservation_id: str) -> Appointment | None:
             # Part B leaves open what a used reservation reads as: ask the appointment instead.
-            now = self._read(appointment_id, RESCHEDULE)
+            now = self._read(appointment_id, RESCHEDULE_SCOPES)
             return now if now is not None and starts_at(now, request.start_time) else None
 
-        appointment = self._reserve_and_commit(body, RESCHEDULE, "reschedule", move, moved, events)
+        appointment = self._reserve_and_commit(body, RESCHEDULE_SCOPES, "reschedule", move, moved, events)
         return _result(appointment_id, appointment, events)
 
     def cancel(
@@ -400,7 +425,7 @@ class Flows:
         if check_first:
             events.step = "get"
             try:
-                current = self.client.get_appointment(appointment_id, scopes=CANCEL)
+                current = self.client.get_appointment(appointment_id, scopes=CANCEL_SCOPES)
             except QmaticNotFoundError:
                 return self._gone(appointment_id, attempted_before, events)
             if _reads_cancelled(current):
@@ -409,14 +434,14 @@ class Flows:
         events.step = "cancel"
         events.emit(CANCELLING, appointment_id=appointment_id)
         try:
-            self.client.cancel(appointment_id, scopes=CANCEL)
+            self.client.cancel(appointment_id, scopes=CANCEL_SCOPES)
         except QmaticNotFoundError as exc:
             return self._gone(appointment_id, attempted_before or exc.after_unclear_attempt, events)
         except QmaticConflictError as exc:
             ours = attempted_before or exc.after_unclear_attempt
             events.step = "get"
             try:
-                current = self.client.get_appointment(appointment_id, scopes=CANCEL)
+                current = self.client.get_appointment(appointment_id, scopes=CANCEL_SCOPES)
             except QmaticNotFoundError:
                 return self._gone(appointment_id, ours, events)
             if not _reads_cancelled(current):
@@ -462,13 +487,13 @@ class Flows:
         events = events or FlowEvents()
         if current is None and check_first:
             events.step = "get"
-            current = self.client.get_appointment(appointment_id, scopes=BOOK)
+            current = self.client.get_appointment(appointment_id, scopes=BOOK_SCOPES)
             found_by_identifier = False
         if current is not None and customer_matches(current, details, identifier_known=found_by_identifier):
             events.emit(DONE, appointment_id=appointment_id)
             return FlowResult(appointment_id, current, changed=False)
         events.step = "update_customer"
-        self.client.update_customer(appointment_id, details.to_wire(), scopes=BOOK)
+        self.client.update_customer(appointment_id, details.to_wire(), scopes=BOOK_SCOPES)
         events.emit(DONE, appointment_id=appointment_id)
         return FlowResult(appointment_id, None, changed=True)
 
@@ -484,7 +509,7 @@ class Flows:
         moved is read by the row itself, from the appointment. ``unknown`` (only for bookings)
         means Qmatic could not say now: the row must wait for a later try.
         """
-        from airflow_provider_qmatic.models import AppointmentStatus
+        from airflow_provider_qmatic.api.models import AppointmentStatus
 
         events = events or FlowEvents()
         if not booking:
@@ -492,7 +517,7 @@ class Flows:
             return Settled("released")
         for _look in range(3):
             try:
-                current = self.client.get_appointment(reservation_id, scopes=BOOK)
+                current = self.client.get_appointment(reservation_id, scopes=BOOK_SCOPES)
             except QmaticNotFoundError:
                 events.emit(RELEASED, reservation_id=reservation_id)
                 return Settled("released")
@@ -508,7 +533,7 @@ class Flows:
                 events.emit(RELEASED, reservation_id=reservation_id)
                 return Settled("released")
             try:
-                self.client.release_reservation(reservation_id, scopes=BOOK)
+                self.client.release_reservation(reservation_id, scopes=BOOK_SCOPES)
             except (QmaticConflictError, QmaticNotFoundError):
                 continue  # confirmed, expired or gone meanwhile (a late request of the killed try)
             except QmaticError as exc:
@@ -596,7 +621,7 @@ class Flows:
         The step stays the commit's: the error the caller sees is the commit's, not this one's.
         """
         try:
-            self.client.release_reservation(reservation_id, scopes=BOOK)
+            self.client.release_reservation(reservation_id, scopes=BOOK_SCOPES)
         except (QmaticNotFoundError, QmaticConflictError):
             pass  # not held any more: expired, released, or used
         except QmaticError as exc:
@@ -643,7 +668,7 @@ def _same_instant(found: datetime | None, wanted: datetime) -> bool:
 def is_booked(appointment: Appointment) -> bool:
     """An appointment a search found (or a get read) counts as booked unless a present status says
     otherwise (RESERVED, CANCELLED, RELEASED, EXPIRED); an unknown status does not say otherwise."""
-    from airflow_provider_qmatic.models import AppointmentStatus
+    from airflow_provider_qmatic.api.models import AppointmentStatus
 
     return appointment.status_enum not in (
         AppointmentStatus.RESERVED,
@@ -663,7 +688,7 @@ def confirmed_by(appointment: Appointment, request: BookingRequest | None = None
     CONFIRMED or FINALIZED. With ``request``, each customer field the answer shows among the
     personal identifier, names and email must equal the request's (ours, not someone else's).
     """
-    from airflow_provider_qmatic.models import AppointmentStatus
+    from airflow_provider_qmatic.api.models import AppointmentStatus
 
     status = appointment.status_enum
     if appointment.status is not None and status not in (
@@ -690,7 +715,7 @@ def confirmed_by(appointment: Appointment, request: BookingRequest | None = None
 
 
 def _reads_cancelled(appointment: Appointment) -> bool:
-    from airflow_provider_qmatic.models import AppointmentStatus
+    from airflow_provider_qmatic.api.models import AppointmentStatus
 
     return appointment.status_enum is AppointmentStatus.CANCELLED
 

@@ -33,7 +33,14 @@ from datetime import date, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
-from airflow_provider_qmatic.contract import OPERATIONS, Operation
+from airflow_provider_qmatic.api.contract import (
+    BOOK_SCOPES,
+    CANCEL_SCOPES,
+    OPERATIONS,
+    RESCHEDULE_SCOPES,
+    Operation,
+    Scope,
+)
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticConfigError,
@@ -42,12 +49,11 @@ from airflow_provider_qmatic.exceptions import (
     QmaticRedirectError,
     QmaticUnknownOutcomeError,
 )
-from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE, Scope
 
 if TYPE_CHECKING:
     import requests
 
-    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.client.client import QmaticClient
 
 Verdict = Literal["confirmed", "differs", "unknown"]
 
@@ -330,7 +336,7 @@ class Probe:
         self.days = days
         self.today = today or date.today()
         self.rows: list[Row] = []
-        self.scopes: frozenset[Scope] = BOOK
+        self.scopes: frozenset[Scope] = BOOK_SCOPES
         self.held_reservation: str | None = None
         self.hold_unknown = False
         self._last_status: int | None = None
@@ -350,7 +356,7 @@ class Probe:
         credentials, unknown tenant, an unreachable host): the connection is unusable.
         """
         last: QmaticError | None = None
-        for scopes in (BOOK, RESCHEDULE, CANCEL):
+        for scopes in (BOOK_SCOPES, RESCHEDULE_SCOPES, CANCEL_SCOPES):
             try:
                 self.client.tokens.token(scopes)
             except QmaticError as exc:
@@ -558,7 +564,7 @@ class Probe:
             "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
             "numberOfReservations": 1,
         }
-        answer = self._ask(reserve, BOOK, json=body)
+        answer = self._ask(reserve, BOOK_SCOPES, json=body)
         if answer.error is not None:
             release.note = "not called: nothing was reserved"
             if isinstance(answer.error, QmaticUnknownOutcomeError):
@@ -594,13 +600,13 @@ class Probe:
 
     def _book_granted(self) -> bool:
         try:
-            self.client.tokens.token(BOOK)
+            self.client.tokens.token(BOOK_SCOPES)
         except QmaticError:
             return False
         return True
 
     def _release(self, row: Row, reservation_id: str) -> None:
-        answer = self._ask(row, BOOK, path_params={"appointment_id": reservation_id})
+        answer = self._ask(row, BOOK_SCOPES, path_params={"appointment_id": reservation_id})
         if answer.error is None:
             self.held_reservation = None
             row.verdict = "confirmed"

@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_qmatic.api import contract
 from benchmarks.common import Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 LIMIT = 6000
@@ -90,8 +91,8 @@ def _measure(box: Sandbox, n: int, run: Any) -> dict[str, float]:
 
 
 def ours(box: Sandbox) -> dict[str, float]:
-    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     rows = booking_rows(box, OURS_ROWS)
@@ -114,7 +115,7 @@ def ours(box: Sandbox) -> dict[str, float]:
 
 
 def naive(box: Sandbox) -> dict[str, float]:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     rows = booking_rows(box, NAIVE_ROWS)
     basic = base64.b64encode(f"{box.client_id}:{box.client_secret}".encode()).decode()
@@ -136,7 +137,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             token = send(
                 session,
                 "POST",
-                box.base_url + "/oauth2/token",
+                box.base_url + contract.TOKEN.path,
                 headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": box.tenant},
                 data={"grant_type": "client_credentials", "scope": scope},
             ).json()["access_token"]
@@ -144,7 +145,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             reservation = send(
                 session,
                 "POST",
-                box.base_url + "/external/v1/reservations",
+                box.base_url + contract.RESERVE.path,
                 headers=headers,
                 json={
                     "branchId": row["branch_id"],
@@ -156,7 +157,7 @@ def naive(box: Sandbox) -> dict[str, float]:
             send(
                 session,
                 "POST",
-                f"{box.base_url}/external/v1/appointments/{reservation['appointmentId']}/confirm",
+                box.base_url + contract.CONFIRM.path.format(appointment_id=reservation["appointmentId"]),
                 headers=headers,
                 json={
                     "customer": {

@@ -6,7 +6,7 @@ CPU counts: the sandbox runs in another process with no limits and no latency. V
 
 * baseline: a bare ``requests.Session`` with the same headers, decoding the JSON;
 * ``QmaticClient`` without a limiter (the bulk runner's threads, scripts), returning models;
-* ``QmaticClient`` as the hook builds it: ``shared_limiter(config)`` (a token bucket in a file
+* ``QmaticClient`` as the hook builds it: ``request_budget(config)`` (a token bucket in a file
   shared by the host's processes, taken under ``flock`` per request) at a limit too high to wait;
 * ``QmaticClient.call`` without a limiter: the request core alone, the JSON not turned into models.
 
@@ -29,10 +29,11 @@ import json, sys, time
 variant, values, calls, warmup = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 if variant == "bare":
     import base64, requests
+    from airflow_provider_qmatic.api import contract  # the paths only: a table of plain data
     session = requests.Session()
     basic = base64.b64encode(f"{values['client_id']}:{values['client_secret']}".encode()).decode()
     token = session.post(
-        values["base_url"] + "/oauth2/token",
+        values["base_url"] + contract.TOKEN.path,
         headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": values["tenant"]},
         data={"grant_type": "client_credentials", "scope": values.pop("scope")},
         timeout=30,
@@ -44,22 +45,23 @@ if variant == "bare":
         "Accept-Language": "en_US",
         "User-Agent": "bench",
     }
-    url = values["base_url"] + "/external/v1/branches"
+    url = values["base_url"] + contract.BRANCHES.path
 
     def once():
         response = session.get(url, headers=headers, timeout=(10, 30))
         response.raise_for_status()
         return response.json()
 else:
-    from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-    from airflow_provider_qmatic.scopes import BOOK
+    from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.state import request_budget
+    from airflow_provider_qmatic.api.contract import BOOK_SCOPES
     from airflow_provider_qmatic.config import ClientConfig
     values.pop("scope")
     config = ClientConfig.from_values(**values)
-    limiter = shared_limiter(config) if variant == "hook" else None
+    limiter = request_budget(config) if variant == "hook" else None
     client = QmaticClient(config, limiter=limiter)
     if variant == "core":
-        once = lambda: client.call("branches", BOOK)
+        once = lambda: client.call("branches", BOOK_SCOPES)
     else:
         once = client.list_branches
 for _ in range(warmup):
@@ -73,7 +75,7 @@ print(json.dumps({"cpu_us": cpu / calls * 1e6, "wall_us": wall / calls * 1e6}))
 
 LIMITER_CHILD = r"""
 import json, tempfile, time
-from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.state.budget import RateLimiter
 out = {}
 with tempfile.TemporaryDirectory() as shared:
     for name, where in (("memory", None), ("shared_file", shared)):
@@ -92,13 +94,13 @@ print(json.dumps(out))
 VARIANTS = ("bare", "plain", "hook", "core")
 LABELS = {
     "plain": "QmaticClient, no limiter",
-    "hook": "QmaticClient + shared_limiter (as the hook)",
+    "hook": "QmaticClient + request_budget (as the hook)",
     "core": "QmaticClient.call (no models), no limiter",
 }
 
 
 def run() -> Section:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     section = Section("overhead")
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -142,7 +144,7 @@ def run() -> Section:
         "The limiter alone (RateLimiter.acquire() + on_success(), 5,000 times, no waiting, median of 3 "
         f"processes): {median([r['memory'] for r in limiter]):.0f} µs per request in memory, "
         f"{median([r['shared_file'] for r in limiter]):.0f} µs with the state in a shared file "
-        "(open, flock, read, rewrite per request), which is what the hook's shared_limiter adds."
+        "(open, flock, read, rewrite per request), which is what the hook's request_budget adds."
     )
     return section
 

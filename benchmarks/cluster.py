@@ -131,19 +131,20 @@ def worker_main() -> None:
     """A host: build the bulk client (Redis checked here), say ready, wait for go, book, report."""
     args = json.loads(sys.stdin.readline())
     os.environ.update(args["env"])
-    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
-    from airflow_provider_qmatic.client import build_client, shared_limiter
+    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.state import request_budget
 
     config = ClientConfig.from_values(**args["config"])
     # The bulk operators' budget (QmaticHook(bulk=True)); reserve=False drops its reserve for single
     # calls (the fairness baseline).
-    client = build_client(config, limiter=shared_limiter(config, bulk=args["reserve"]))
+    client = build_client(config, limiter=request_budget(config, bulk=args["reserve"]))
     journal = None
     if args.get("journal"):  # a task instance's journal in Redis (the tests kill this host mid-run)
-        from airflow_provider_qmatic import redis_state
+        from airflow_provider_qmatic.state import task_journal
 
-        journal = redis_state.journal(config, args["journal"])
+        journal = task_journal(config, args["journal"])
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()
@@ -232,8 +233,8 @@ def finish(hosts: list[subprocess.Popen[str]], timeout: float = 600) -> list[dic
 
 def single_booking(config: dict[str, Any], row: dict[str, Any]) -> float:
     """Book one row as the single book operator would (interactive budget); seconds taken."""
-    from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     cfg = ClientConfig.from_values(**config)

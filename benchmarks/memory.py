@@ -36,8 +36,8 @@ GOAL_BYTES_PER_ROW = 1024
 
 CHILD = r"""
 import csv, json, resource, sys, tempfile, time
-from airflow_provider_qmatic.bulk import SUCCEEDED, BulkRunner
-from airflow_provider_qmatic.client import build_client
+from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.client.client import build_client
 from airflow_provider_qmatic.config import ClientConfig
 
 mode, path, warm, values = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])

@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.common import REPO, Row, Section, fmt, median, ratio, run_child
 
 REPETITIONS = 5
-EXAMPLES = sorted((REPO / "airflow_provider_qmatic" / "example_dags").glob("example_*.py"))
+EXAMPLES = sorted((REPO / "example_dags").glob("example_*.py"))
 EMPTY_DAG = """
 import pendulum
 try:
@@ -59,9 +59,9 @@ HEAVY = (
     "requests",
     "fastapi",
     "uvicorn",
-    "airflow_provider_qmatic.models",
-    "airflow_provider_qmatic.client",
-    "airflow_provider_qmatic.bulk",
+    "airflow_provider_qmatic.api.models",
+    "airflow_provider_qmatic.client.client",
+    "airflow_provider_qmatic.bulk.runner",
 )
 
 CHILD = r"""

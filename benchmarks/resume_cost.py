@@ -49,8 +49,8 @@ FLAGS = (
 
 def _child(raw: str) -> None:
     """The killed task: one bulk booking, as a task process runs it (try 1, with its journal)."""
-    from airflow_provider_qmatic.bulk import BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     args = json.loads(raw)
@@ -61,8 +61,8 @@ def _child(raw: str) -> None:
 
 
 def _run(box: Sandbox, *, kill: bool, retry_skip: str) -> dict[str, float]:
-    from airflow_provider_qmatic.bulk import BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
 
     box.reset()

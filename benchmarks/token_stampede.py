@@ -2,7 +2,7 @@
 API call. How many token requests reach Qmatic, and how long until every process has its token,
 under the token endpoint's limit of 1 request per second (the sandbox's default)?
 
-* this provider: ``QmaticClient`` as the hook builds it (``shared_limiter``), with the file token
+* this provider: ``QmaticClient`` as the hook builds it (``request_budget``), with the file token
   cache in a fresh private directory shared by the K processes: one of them fetches, the others
   wait on the cache's lock and read the token it stored;
 * baseline: the naive per-process client-credentials fetch of a hand-written ``HttpHook`` DAG:
@@ -27,6 +27,7 @@ import tempfile
 import time
 from typing import Any
 
+from airflow_provider_qmatic.api import contract
 from benchmarks.common import REPO, Row, Sandbox, Section, fmt, ratio, sandbox_process
 
 KS = (1, 8, 32)
@@ -34,13 +35,14 @@ ROUNDS = 5
 
 PROVIDER_CHILD = r"""
 import json, sys, time
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.state import request_budget
 from airflow_provider_qmatic.config import ClientConfig
-from airflow_provider_qmatic.scopes import Scope
-import airflow_provider_qmatic.models  # parsing the answer is not part of the token race
+from airflow_provider_qmatic.api.contract import Scope
+import airflow_provider_qmatic.api.models  # parsing the answer is not part of the token race
 
 config = ClientConfig.from_values(**json.loads(sys.argv[1]))
-client = QmaticClient(config, limiter=shared_limiter(config))
+client = QmaticClient(config, limiter=request_budget(config))
 print("ready", flush=True)
 sys.stdin.readline()
 client.tokens.token(frozenset({Scope.BOOK}))
@@ -52,6 +54,7 @@ print(json.dumps({"token_at": got_token, "done_at": time.time()}), flush=True)
 NAIVE_CHILD = r"""
 import base64, json, sys, time
 import requests
+from airflow_provider_qmatic.api import contract
 
 cfg = json.loads(sys.argv[1])
 basic = base64.b64encode(f"{cfg['client_id']}:{cfg['client_secret']}".encode()).decode()
@@ -60,7 +63,7 @@ print("ready", flush=True)
 sys.stdin.readline()
 while True:
     response = session.post(
-        cfg["base_url"] + "/oauth2/token",
+        cfg["base_url"] + contract.TOKEN.path,
         headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": cfg["tenant"]},
         data={"grant_type": "client_credentials", "scope": cfg["scope"]},
         timeout=30,
@@ -73,7 +76,7 @@ while True:
     break
 got_token = time.time()
 answer = session.get(
-    cfg["base_url"] + "/external/v1/branches",
+    cfg["base_url"] + contract.BRANCHES.path,
     headers={"Authorization": f"Bearer {token}", "X-TENANT-ID": cfg["system_id"]},
     timeout=30,
 )
@@ -135,9 +138,9 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
 
     import requests
 
-    from airflow_provider_qmatic.client import QmaticClient
+    from airflow_provider_qmatic.api.contract import BOOK_SCOPES, RESCHEDULE_SCOPES, scope_string
+    from airflow_provider_qmatic.client.client import QmaticClient
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.scopes import BOOK, RESCHEDULE, scope_string
 
     values = box.config_values(credential_cache="memory", requests_per_minute=6000)
     basic = base64.b64encode(f"{box.client_id}:{box.client_secret}".encode()).decode()
@@ -147,7 +150,7 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
         with requests.Session() as session:
             while True:
                 response = session.post(
-                    box.base_url + "/oauth2/token",
+                    box.base_url + contract.TOKEN.path,
                     headers={"Authorization": f"Basic {basic}", "X-ACCOUNT": box.tenant},
                     data={"grant_type": "client_credentials", "scope": scope_string(scopes)},  # type: ignore[arg-type]
                     timeout=30,
@@ -165,10 +168,11 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
         if spaced:
             clients = [QmaticClient(ClientConfig.from_values(**values)) for _ in range(2)]
             actions = [
-                lambda c=c, s=s: c.tokens.token(s) for c, s in zip(clients, (BOOK, RESCHEDULE), strict=True)
+                lambda c=c, s=s: c.tokens.token(s)
+                for c, s in zip(clients, (BOOK_SCOPES, RESCHEDULE_SCOPES), strict=True)
             ]
         else:
-            actions = [lambda s=s: naive(s) for s in (BOOK, RESCHEDULE)]
+            actions = [lambda s=s: naive(s) for s in (BOOK_SCOPES, RESCHEDULE_SCOPES)]
         barrier = threading.Barrier(2)
         threads = [threading.Thread(target=lambda a=a, b=barrier: (b.wait(), a())) for a in actions]
         start = time.perf_counter()
@@ -184,7 +188,7 @@ def _two_clients(box: Sandbox, spaced: bool) -> dict[str, float]:
 
 
 def run() -> Section:
-    from airflow_provider_qmatic.scopes import Scope, scope_string
+    from airflow_provider_qmatic.api.contract import Scope, scope_string
 
     section = Section("tokens")
     # The API limit is off here: only the token endpoint's 1 request/second is under test.

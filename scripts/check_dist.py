@@ -27,9 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "airflow_provider_qmatic"
+# The example DAGs: example_dags/ in the repository and the sdist, the package's example_dags/ in
+# the wheel (pyproject.toml's force-include).
 EXAMPLES = sorted(
     p.relative_to(REPO).as_posix()
-    for p in (REPO / PACKAGE / "example_dags").rglob("*")
+    for p in (REPO / "example_dags").rglob("*")
     if p.is_file() and "__pycache__" not in p.parts
 )
 LICENSE = (REPO / "LICENSE").read_text()
@@ -85,7 +87,11 @@ def check_wheel(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as wheel:
         names = set(wheel.namelist())
         dist_info = next(n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info"))
-        problems = [f"{path.name}: missing {name}" for name in EXAMPLES if name not in names]
+        problems = [
+            f"{path.name}: missing {name}"
+            for name in (f"{PACKAGE}/{e}" for e in EXAMPLES)
+            if name not in names
+        ]
         for needed in (
             f"{PACKAGE}/py.typed",
             f"{dist_info}/licenses/LICENSE",

@@ -3,7 +3,7 @@
 Starts the sandbox on a free loopback port (Qmatic's real limits: 100 requests per minute, one
 token request per second), gives Airflow a throwaway home with SQLite, points ``qmatic_default`` at
 the sandbox, and runs the three bulk example DAGs with ``airflow dags test``: book everyone in
-``airflow_provider_qmatic/example_dags/data/bulk_customers.csv``, move them to the next free
+``example_dags/data/bulk_customers.csv``, move them to the next free
 slots, cancel them. Then it prints what happened, read from the results files and from the
 sandbox's own counters, and stops the sandbox, also when a step fails. Re-running it starts from scratch.
 """
@@ -37,7 +37,9 @@ def airflow(*args: str, env: dict[str, str], log: Path) -> None:
         result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-40:])
-        raise SystemExit(f"`airflow {' '.join(args)}` failed (exit {result.returncode}); last lines of {log}:\n{tail}")
+        raise SystemExit(
+            f"`airflow {' '.join(args)}` failed (exit {result.returncode}); last lines of {log}:\n{tail}"
+        )
 
 
 def outcomes(path: Path) -> Counter[str]:
@@ -62,7 +64,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "airflow_provider_qmatic" / "example_dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         QMATIC_EXAMPLE_OUTPUT_DIR=str(output),
         QMATIC_TOKEN_CACHE_DIR=str(DEMO_DIR / "token-cache"),
@@ -99,7 +101,9 @@ def main() -> int:
         f"   sandbox      {stats['api_requests']} API requests, {stats['token_requests']} token requests, "
         f"{stats['rate_limited']['api'] + stats['rate_limited']['token']} answered 429"
     )
-    print(f"   appointments {len(cancelled)} cancelled, {len(confirmed)} still confirmed, {len(held)} reservations held")
+    print(
+        f"   appointments {len(cancelled)} cancelled, {len(confirmed)} still confirmed, {len(held)} reservations held"
+    )
     per_dag = ", ".join(f"{dag_id.rsplit('_', 1)[-1]} {seconds:.0f} s" for dag_id, seconds in timings.items())
     print(f"   time         {elapsed:.1f} s ({per_dag})")
     print(f"   results      {output}")

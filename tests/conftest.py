@@ -19,7 +19,7 @@ AIRFLOW_HOME = REPO / ".airflow-home" / Path(sys.prefix).name
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "airflow_provider_qmatic" / "example_dags")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
 os.environ["AIRFLOW__CORE__TEST_CONNECTION"] = "Enabled"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")

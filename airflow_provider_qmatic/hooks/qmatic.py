@@ -2,7 +2,7 @@
 
 It turns the Connection into a validated :class:`~airflow_provider_qmatic.config.ClientConfig`
 (every problem reported before any request, naming the field and the fix), builds one
-:class:`~airflow_provider_qmatic.client.QmaticClient` on first use, and registers every secret with
+:class:`~airflow_provider_qmatic.client.client.QmaticClient` on first use, and registers every secret with
 Airflow's masker where it is born.
 """
 
@@ -15,18 +15,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, incr_stat, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, EXTRA_ONLY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import date
 
-    from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.flows import FlowResult, Flows
-    from airflow_provider_qmatic.models import (
+    from airflow_provider_qmatic.api.models import (
         Appointment,
         BookingRequest,
         Branch,
@@ -36,21 +34,11 @@ if TYPE_CHECKING:
         ServiceGroup,
         Slot,
     )
-    from airflow_provider_qmatic.ratelimit import Limiter
+    from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.flows import FlowResult, Flows
+    from airflow_provider_qmatic.state.budget import Limiter
 
-EXTRA_NAMES = (
-    "region",
-    "tenant",
-    "system_id",
-    "base_url",
-    "language",
-    "timeout",
-    "requests_per_minute",
-    "credential_cache",
-    "credential_cache_dir",
-    "redis_conn_id",
-    "endpoints",
-)
 # What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
 # connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
 # one) and in 3.3.1 (which compares the hidden Host "" with the stored NULL and then refuses to reuse
@@ -82,7 +70,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     :param qmatic_conn_id: the Airflow connection id.
     :param limiter: the request budget to draw from; by default the tenant's budget shared by every
-        task process of this user on the host (see :func:`~airflow_provider_qmatic.client.shared_limiter`).
+        task process of this user on the host (see
+        :func:`~airflow_provider_qmatic.state.request_budget`).
     :param bulk: draw from that budget as a bulk job does: leaving a reserve for single calls, so
         they never queue behind it (the bulk operators set it).
     """
@@ -151,11 +140,12 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @cached_property
     def client(self) -> QmaticClient:
         """The client, built on first use and kept for the hook's life (also the bulk runner's)."""
-        from airflow_provider_qmatic.client import build_client, shared_limiter
+        from airflow_provider_qmatic import state
+        from airflow_provider_qmatic.client.client import build_client
 
         limiter = self._limiter
         if limiter is None and self._bulk:
-            limiter = shared_limiter(self.config, bulk=True)
+            limiter = state.request_budget(self.config, bulk=True)
         return build_client(self.config, limiter=limiter, on_secret=mask_secret, on_metric=incr_stat)
 
     def get_conn(self) -> QmaticClient:
@@ -230,7 +220,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         # any_of, not AnyOf: Airflow 3.0/3.1 stand in for wtforms and only recognise this name.
         from wtforms.validators import Optional, any_of
 
-        from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, legacy_label
+        from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, legacy_label
 
         widgets: dict[str, Any] = {}
         for name, (_label, description, schema) in EXTRA_FIELDS.items():
@@ -249,14 +239,10 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel login/password, hide what Qmatic does not use."""
-        from airflow_provider_qmatic.connection_fields import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+        """Relabel login/password, hide what Qmatic does not use (``connection_fields``, snake-cased)."""
+        from airflow_provider_qmatic.hooks.connection_fields import ui_field_behaviour
 
-        return {
-            "hidden_fields": list(HIDDEN_FIELDS),
-            "relabeling": dict(RELABELING),
-            "placeholders": dict(PLACEHOLDERS),
-        }
+        return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
     # -- the facade the operators use -----------------------------------------------------------
 
@@ -284,8 +270,8 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     ) -> FlowResult[Appointment | None]:
         """Set an appointment's customer details (see
         :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`); ``details`` is validated
-        (:class:`~airflow_provider_qmatic.models.CustomerUpdate`) before any request."""
-        from airflow_provider_qmatic.models import CustomerUpdate
+        (:class:`~airflow_provider_qmatic.api.models.CustomerUpdate`) before any request."""
+        from airflow_provider_qmatic.api.models import CustomerUpdate
 
         return self.flows.update_customer(
             appointment_id, CustomerUpdate.parse(details), check_first=check_first
@@ -331,7 +317,7 @@ def _extras(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise QmaticConfigError("the connection's Extra must be a JSON object", field="extra")
     found: dict[str, Any] = {}
-    for name in (*EXTRA_NAMES, *EXTRA_ALIASES):
+    for name in (*EXTRA_FIELDS, *EXTRA_ONLY, *EXTRA_ALIASES):
         for key in (name, f"extra__qmatic__{name}"):
             value = raw.get(key)
             if value is not None and value != "":

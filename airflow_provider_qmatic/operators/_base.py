@@ -7,19 +7,22 @@ the task's ``retries`` apply. Kept free of heavy imports: DAG files import opera
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import ast
+import json
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
 from airflow_provider_qmatic.compat import AirflowFailException, BaseOperator
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError, QmaticValidationError
 
 if TYPE_CHECKING:
-    from airflow_provider_qmatic.bulk_journal import Journal
+    from airflow_provider_qmatic.api.models import Appointment
     from airflow_provider_qmatic.flows import FlowEvents, FlowResult, Flows
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-    from airflow_provider_qmatic.models import Appointment
+    from airflow_provider_qmatic.state.journal import Journal
 
 
 class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
@@ -42,12 +45,11 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         return QmaticHook(qmatic_conn_id=self.qmatic_conn_id, bulk=self.bulk_budget)
 
     def task_journal(self, context: Any, journal_dir: str | None = None) -> Journal:
-        """This task instance's journal (see :mod:`~airflow_provider_qmatic.bulk_journal`), which its
+        """This task instance's journal (see :mod:`~airflow_provider_qmatic.state.journal`), which its
         retries read: in Redis with ``credential_cache: redis`` (a retry may run on another worker),
         else a file in ``journal_dir`` or the default journal directory."""
-        from pathlib import Path
-
-        from airflow_provider_qmatic.bulk_journal import Journal, default_journal_dir, journal_name
+        from airflow_provider_qmatic import state
+        from airflow_provider_qmatic.state.journal import journal_name
 
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
@@ -57,13 +59,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
             task_id=ti.task_id,
             map_index=-1 if map_index is None else int(map_index),
         )
-        config = self.hook.config
-        if config.credential_cache == "redis":
-            from airflow_provider_qmatic import redis_state
-
-            return redis_state.journal(config, name)
-        directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
-        return Journal(directory / name)
+        return state.task_journal(self.hook.config, name, journal_dir)
 
     def journaled(
         self,
@@ -81,28 +77,15 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         :meth:`~airflow_provider_qmatic.flows.Flows.settle`).
         """
         from airflow_provider_qmatic.exceptions import QmaticServerError
-        from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents
+        from airflow_provider_qmatic.flows import FlowEvents
 
         flows = self.hook.flows
         ti = context.get("ti") or context.get("task_instance")
         if ti is None:  # run outside a task instance (a script, a test): no retry to resume
             return flow(flows, FlowEvents())
         journal = self.task_journal(context)
-
-        def record(
-            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
-        ) -> None:
-            journal.record(
-                event, fingerprint="task", row=1, reservation_id=reservation_id, appointment_id=appointment_id
-            )
-
         with journal as state:
-            history = state.rows.get("task")
-            events = FlowEvents(
-                reserves_left=RESERVE_BUDGET - (history.reserves if history else 0),
-                held_before=history.lost if history else 0,
-                record=record,
-            )
+            events = FlowEvents.journaled(journal, state, "task", 1)
             for reservation_id in list(state.open_reservations):
                 if flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
                     raise QmaticServerError(
@@ -115,11 +98,43 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
     @contextmanager
     def failing_fast(self) -> Iterator[None]:
         """Turn errors that no retry can fix into AirflowFailException; let the rest propagate."""
-        from airflow_provider_qmatic.exceptions import QmaticError
-
         try:
             yield
         except QmaticError as exc:
             if exc.retryable:
                 raise
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+_OBJECT = "an object (a dict, or text holding a JSON object)"
+
+
+def rendered(
+    value: Any,
+    field: str,
+    *,
+    want: str = "an object (a dict, or text holding a JSON object)",
+    refusal: type[QmaticError] = QmaticValidationError,
+) -> Any:
+    """``value``, or, when a template rendered it to text (``render_template_as_native_obj=False``),
+    the object or list that text holds as JSON or as a Python literal (a repr); text that holds
+    neither is a ``refusal`` naming ``field``."""
+    if not isinstance(value, str):
+        return value
+    for reader in (json.loads, ast.literal_eval):
+        try:
+            found = reader(value.strip())
+        except (RecursionError, MemoryError):
+            raise QmaticConfigError(
+                f"{field}: is nested too deeply to read; pass an object a few levels deep", field=field
+            ) from None
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        if isinstance(found, (Mapping, list)):
+            return found
+    raise refusal(
+        f"{field}: must be {want}, got text that is not one; pass it directly (an XComArg, or "
+        "render_template_as_native_obj=True on the DAG), or a template that renders to JSON such as "
+        "'{{ params.customer | tojson }}'",
+        field=field,
+    )

@@ -15,20 +15,18 @@ module level: the models (pydantic), the client (requests) and the hook are impo
 
 from __future__ import annotations
 
-import ast
-import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
-from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, Slot
+    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, Slot
 
     Context = Mapping[str, Any]
 
@@ -60,7 +58,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         duration (one extra read of the branch's services). Templated.
     :param customer: ``personal_identifier``, ``first_name``, ``last_name``, ``email`` and
         optionally ``phone_number``, ``date_of_birth`` (snake_case or camelCase keys): a dict, a
-        :class:`~airflow_provider_qmatic.models.Customer`, an XComArg, or a Jinja string that
+        :class:`~airflow_provider_qmatic.api.models.Customer`, an XComArg, or a Jinja string that
         renders to a JSON object. Templated (rendered as JSON in the UI).
     :param notes: free text stored with the appointment. Templated.
     :param resource_id: a specific resource (GUID), if the branch uses them. Templated.
@@ -141,20 +139,20 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         return appointment.to_xcom()
 
     def _request(self) -> BookingRequest:
-        from airflow_provider_qmatic.models import BookingRequest
+        from airflow_provider_qmatic.api.models import BookingRequest
 
         data: dict[str, Any] = {
             "branch_id": self.branch_id,
             "service_id": self.service_id,
             "start_time": self.start_time,
             "end_time": self.end_time,
-            "customer": _as_mapping(self.customer, "customer"),
+            "customer": rendered(self.customer, "customer"),
             "notes": self.notes,
             "resource_id": self.resource_id,
             "number_of_reservations": self.number_of_reservations,
         }
         if self.information_questions is not None:
-            data["information_questions"] = _as_structure(self.information_questions, "information_questions")
+            data["information_questions"] = rendered(self.information_questions, "information_questions")
         return BookingRequest.parse(data, timezone=self.timezone)
 
 
@@ -206,7 +204,7 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         self.notes = notes
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_qmatic.models import RescheduleRequest
+        from airflow_provider_qmatic.api.models import RescheduleRequest
 
         with self.failing_fast():
             request = RescheduleRequest.parse(
@@ -271,7 +269,7 @@ class QmaticCancelAppointmentOperator(QmaticBaseOperator):
         self.missing_ok = missing_ok
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_qmatic.models import CancelRequest
+        from airflow_provider_qmatic.api.models import CancelRequest
 
         with self.failing_fast():
             appointment_id = CancelRequest.parse({"appointment_id": self.appointment_id}).appointment_id
@@ -349,10 +347,9 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         self.limit = limit
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_provider_qmatic.exceptions import QmaticValidationError
-
         # The models' GUID rule, applied outside a model (models.py has no public helper for it).
-        from airflow_provider_qmatic.models import validate_guid
+        from airflow_provider_qmatic.api.models import validate_guid
+        from airflow_provider_qmatic.exceptions import QmaticValidationError
 
         with self.failing_fast():
             ids = {
@@ -392,41 +389,6 @@ def _try_number(context: Context) -> int:
         return int(getattr(ti, "try_number", 1) or 1)
     except (TypeError, ValueError):
         return 1
-
-
-def _as_mapping(value: Any, field: str) -> Any:
-    """A customer as a mapping: dicts and models pass; JSON or Python-literal text is read."""
-    if isinstance(value, str):
-        return _read_text(value, field)
-    return value
-
-
-def _as_structure(value: Any, field: str) -> Any:
-    return _read_text(value, field) if isinstance(value, str) else value
-
-
-def _read_text(text: str, field: str) -> Any:
-    """A templated dict rendered to text (``render_template_as_native_obj=False``): JSON, or a repr."""
-    from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticValidationError
-
-    stripped = text.strip()
-    for reader in (json.loads, ast.literal_eval):
-        try:
-            value = reader(stripped)
-        except (RecursionError, MemoryError):
-            raise QmaticConfigError(
-                f"{field}: is nested too deeply to read; pass an object a few levels deep", field=field
-            ) from None
-        except (ValueError, SyntaxError, TypeError):
-            continue
-        if isinstance(value, (Mapping, list)):
-            return value
-    raise QmaticValidationError(
-        f"{field}: must be an object (a dict, or text holding a JSON object), got text that is not one; "
-        "pass a dict, an XComArg, or a template that renders to JSON such as "
-        "'{{ params.customer | tojson }}'",
-        field=field,
-    )
 
 
 def _as_date(value: Any, field: str) -> date | None:

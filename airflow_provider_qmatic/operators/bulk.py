@@ -1,7 +1,7 @@
 """Bulk operators: book, reschedule or cancel many appointments, or update many customers' details,
 in one task.
 
-Thin wrappers over :class:`airflow_provider_qmatic.bulk.BulkRunner`: they hand it the hook's client
+Thin wrappers over :class:`airflow_provider_qmatic.bulk.runner.BulkRunner`: they hand it the hook's client
 (the connection's, with the request budget shared by every process of the tenant on the host),
 name the task instance's journal, read and write files through Airflow's ``ObjectStoragePath``,
 push the summary to XCom and apply the failure policy. See ``docs/bulk.md``.
@@ -12,21 +12,19 @@ client are imported inside ``execute``.
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
-from airflow_provider_qmatic.bulk_args import XCOM_OUTCOMES_MAX
+from airflow_provider_qmatic.bulk.args import XCOM_OUTCOMES_MAX
 from airflow_provider_qmatic.compat import ObjectStoragePath, incr_stat
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 if TYPE_CHECKING:
-    from airflow_provider_qmatic.bulk import BulkRunner
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
 
 
 class _QmaticBulkOperator(QmaticBaseOperator):
@@ -111,7 +109,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         self.max_rows = max_rows
         self._runner: BulkRunner | None = None
         # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
-        from airflow_provider_qmatic.bulk_args import check_operator_arguments
+        from airflow_provider_qmatic.bulk.args import check_operator_arguments
 
         check_operator_arguments(
             skip_existing=skip_existing,
@@ -122,7 +120,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_provider_qmatic.bulk import STATUSES, BulkRunner
+        from airflow_provider_qmatic.bulk.runner import STATUSES, BulkRunner
         from airflow_provider_qmatic.metrics import BULK_ROWS
 
         ti = context["ti"]
@@ -185,7 +183,10 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         if isinstance(rows, str):
             text = rows.strip()
             if text.startswith("["):
-                return _parse_list(text)
+                value = rendered(text, "rows", want="a list of row dicts", refusal=QmaticConfigError)
+                if not isinstance(value, list):
+                    raise QmaticConfigError("rows must be a list of row dicts", field="rows")
+                return value
             if not text:
                 raise QmaticConfigError(
                     "rows is empty: give a list of row dicts or a file path/URI", field="rows"
@@ -215,32 +216,13 @@ def _object_path(text: str) -> ObjectStoragePath:
     return ObjectStoragePath(os.path.expanduser(text))
 
 
-def _parse_list(text: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise QmaticConfigError("rows is a JSON array nested too deeply to read", field="rows") from None
-    except ValueError:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, RecursionError, MemoryError):
-            raise QmaticConfigError(
-                "rows looks like a list but is neither JSON nor a Python literal; set "
-                "render_template_as_native_obj=True on the DAG or pass the XCom directly (task.output)",
-                field="rows",
-            ) from None
-    if not isinstance(value, list):
-        raise QmaticConfigError("rows must be a list of row dicts", field="rows")
-    return value
-
-
 def _lineage_name(path: Any) -> tuple[str, str]:
     """OpenLineage's ``(namespace, name)`` of a file: ``file`` and the absolute path on this host,
     or ``<scheme>://<bucket>`` and the key in object storage. A connection id in the URI
     (``s3://conn_id@bucket/key``) is left out: it names how to reach the data, not the data."""
     from urllib.parse import urlsplit
 
-    from airflow_provider_qmatic.bulk_io import as_path, local_path
+    from airflow_provider_qmatic.bulk.io import as_path, local_path
 
     local = local_path(as_path(path))
     if local is not None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
-from airflow_provider_qmatic.operators._base import QmaticBaseOperator
+from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 __all__ = ["QmaticUpdateCustomerOperator"]
 
@@ -65,12 +65,11 @@ class QmaticUpdateCustomerOperator(QmaticBaseOperator):
         self.appointment_id = appointment_id
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        from airflow_provider_qmatic.bulk import update_booked
-        from airflow_provider_qmatic.models import CustomerUpdate, validate_guid
-        from airflow_provider_qmatic.operators.appointments import _as_mapping
+        from airflow_provider_qmatic.api.models import CustomerUpdate, validate_guid
+        from airflow_provider_qmatic.bulk.runner import update_booked
 
         with self.failing_fast():  # every argument is checked before any request
-            details = CustomerUpdate.parse(_as_mapping(self.customer, "customer"))
+            details = CustomerUpdate.parse(rendered(self.customer, "customer"))
             given = self.appointment_id
             appointment_id = None
             if given is not None and str(given).strip():

@@ -21,14 +21,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from airflow_provider_qmatic import __version__
-from airflow_provider_qmatic.contract import Operation
+from airflow_provider_qmatic.api.contract import Operation
 from airflow_provider_qmatic.sandbox import validation
 from airflow_provider_qmatic.sandbox.auth import authenticate_bearer, issue_token
 from airflow_provider_qmatic.sandbox.errors import SandboxError, bad_request
 from airflow_provider_qmatic.sandbox.middleware import SandboxMiddleware
+from airflow_provider_qmatic.sandbox.records import STATUSES, Token
 from airflow_provider_qmatic.sandbox.runtime import Sandbox
 from airflow_provider_qmatic.sandbox.settings import SandboxSettings
-from airflow_provider_qmatic.sandbox.store import STATUSES, Token
 
 # A query without ``to`` lists this many days from ``from``.
 _DEFAULT_SPAN_DAYS = 7

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from airflow_provider_qmatic.contract import Operation
+from airflow_provider_qmatic.api.contract import Operation, Scope
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError
+from airflow_provider_qmatic.sandbox.records import Token
 from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings
-from airflow_provider_qmatic.sandbox.store import Store, Token
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.sandbox.store import Store
 
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="qmatic"'}
 

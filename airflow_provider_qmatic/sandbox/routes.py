@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from airflow_provider_qmatic import contract
-from airflow_provider_qmatic.contract import Operation
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Operation
 
 
 def _compile(template: str) -> re.Pattern[str]:

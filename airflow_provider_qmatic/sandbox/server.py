@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
+from airflow_provider_qmatic.api.contract import Scope, scope_string
 from airflow_provider_qmatic.config import is_loopback
 from airflow_provider_qmatic.sandbox.connection import (
     connection_env,
@@ -32,7 +33,6 @@ from airflow_provider_qmatic.sandbox.connection import (
 )
 from airflow_provider_qmatic.sandbox.runtime import Sandbox
 from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings
-from airflow_provider_qmatic.scopes import Scope, scope_string
 
 
 class SandboxAdmin:

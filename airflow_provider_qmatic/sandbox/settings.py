@@ -21,10 +21,15 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, InstanceOf, TypeAdapter, ValidationError
 
+from airflow_provider_qmatic.api.contract import (
+    ALL_SCOPES,
+    OPERATIONS,
+    Scope,
+    check_endpoint_overrides,
+    resolve,
+)
 from airflow_provider_qmatic.config import normalise_tenant
-from airflow_provider_qmatic.contract import OPERATIONS, check_endpoint_overrides, resolve
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
 
 # Names of the contract's operations, used by statistics and to aim faults (``fault_endpoints``).
 ENDPOINTS: tuple[str, ...] = tuple(OPERATIONS)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qmatic.sandbox.records import iso_utc
 from airflow_provider_qmatic.sandbox.seed import Branch, Service
 from airflow_provider_qmatic.sandbox.settings import TenantSettings
 
 if TYPE_CHECKING:
-    from airflow_provider_qmatic.sandbox.store import Appointment, Slot
+    from airflow_provider_qmatic.sandbox.records import Appointment, Slot
 
 # Customer fields of the public example (no personalIdentifier: the example never echoes it).
 _PUBLIC_CUSTOMER = ("firstName", "lastName", "phoneNumber", "email", "dateOfBirth")
@@ -74,4 +75,20 @@ def appointment(a: Appointment, tenant: TenantSettings, *, rich: bool) -> dict[s
     if rich:
         svc["durationMinutes"] = a.service.duration_minutes
         data.update(status=a.status, notes=a.notes, expiresAt=a.expires_at_iso())
+    return data
+
+
+def admin_appointment(a: Appointment, tenant: TenantSettings) -> dict[str, Any]:
+    """The rich shape plus what only the sandbox knows (tenant, client, timestamps, answers,
+    whether a cancel deleted it): tests judge the outcome by this, whatever the API shape."""
+    data = appointment(a, tenant, rich=True)
+    data.update(
+        tenant=a.tenant,
+        clientId=a.client_id,
+        resourceId=a.resource_id,
+        informationQuestions=list(a.information_questions),
+        deleted=a.deleted,
+        createdAt=iso_utc(a.created_at),
+        updatedAt=iso_utc(a.updated_at),
+    )
     return data

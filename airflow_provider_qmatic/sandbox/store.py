@@ -18,146 +18,26 @@ import heapq
 import secrets
 import threading
 import uuid
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.sandbox import shapes
 from airflow_provider_qmatic.sandbox.clock import Clock
 from airflow_provider_qmatic.sandbox.errors import SandboxError, conflict, not_found
+from airflow_provider_qmatic.sandbox.records import (
+    CANCELLED,
+    CONFIRMED,
+    EXPIRED,
+    FINALIZED,
+    RELEASED,
+    RESERVED,
+    Appointment,
+    Slot,
+    Token,
+)
 from airflow_provider_qmatic.sandbox.seed import Branch, SeedData, Service
-from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings, TenantSettings
-from airflow_provider_qmatic.scopes import Scope
-
-# The sandbox's own status names (the rich shape and the introspection endpoints show them):
-# CONFIRMED and FINALIZED are public, the others Part B's labels. Defined here rather than taken
-# from the client's models, so the emulator states what it does, not what the client expects.
-RESERVED = "RESERVED"
-CONFIRMED = "CONFIRMED"
-FINALIZED = "FINALIZED"
-CANCELLED = "CANCELLED"
-RELEASED = "RELEASED"
-EXPIRED = "EXPIRED"
-STATUSES: tuple[str, ...] = (RESERVED, CONFIRMED, FINALIZED, CANCELLED, RELEASED, EXPIRED)
-
-
-class Slot:
-    """One bookable time of one service at one branch, and how many people hold it."""
-
-    __slots__ = ("branch_id", "end", "end_ts", "service_id", "start", "start_ts", "used")
-
-    def __init__(self, branch_id: str, service_id: str, start: datetime, end: datetime) -> None:
-        self.branch_id = branch_id
-        self.service_id = service_id
-        self.start = start
-        self.end = end
-        self.start_ts = start.timestamp()
-        self.end_ts = end.timestamp()
-        self.used = 0
-
-    def time_slot(self) -> dict[str, str]:
-        return {"startTime": self.start.isoformat(), "endTime": self.end.isoformat()}
-
-
-class Appointment:
-    """A reservation, later (maybe) an appointment: one record, one id, through every status."""
-
-    __slots__ = (
-        "branch",
-        "client_id",
-        "created_at",
-        "customer",
-        "deleted",
-        "expires_at",
-        "id",
-        "information_questions",
-        "notes",
-        "number",
-        "resource_id",
-        "service",
-        "slot",
-        "status",
-        "tenant",
-        "updated_at",
-    )
-
-    def __init__(
-        self,
-        *,
-        tenant: str,
-        client_id: str,
-        branch: Branch,
-        service: Service,
-        slot: Slot,
-        number: int,
-        notes: str | None,
-        resource_id: str | None,
-        now: float,
-        expires_at: float,
-    ) -> None:
-        self.id = str(uuid.uuid4())
-        self.tenant = tenant
-        self.client_id = client_id
-        self.branch = branch
-        self.service = service
-        self.slot = slot
-        self.number = number
-        self.notes = notes
-        self.resource_id = resource_id
-        self.status = RESERVED
-        self.deleted = False  # by a cancel: 404 for the API, kept for introspection
-        self.expires_at: float | None = expires_at
-        self.customer: dict[str, Any] | None = None
-        self.information_questions: list[dict[str, str]] = []
-        self.created_at = now
-        self.updated_at = now
-
-    def expires_at_iso(self) -> str | None:
-        return iso_utc(self.expires_at) if self.expires_at is not None else None
-
-    def to_admin_json(self, tenant: TenantSettings) -> dict[str, Any]:
-        """The rich shape plus what only the sandbox knows (tenant, client, timestamps, answers,
-        whether a cancel deleted it): tests judge the outcome by this, whatever the API shape."""
-        data = shapes.appointment(self, tenant, rich=True)
-        data.update(
-            tenant=self.tenant,
-            clientId=self.client_id,
-            resourceId=self.resource_id,
-            informationQuestions=list(self.information_questions),
-            deleted=self.deleted,
-            createdAt=iso_utc(self.created_at),
-            updatedAt=iso_utc(self.updated_at),
-        )
-        return data
-
-
-@dataclass(frozen=True)
-class Token:
-    """An issued access token: opaque value, who it is for, what it allows, when it dies."""
-
-    value: str
-    client_id: str
-    tenant: str
-    system_id: str
-    scopes: frozenset[Scope]
-    issued_at: float
-    expires_at: float
-
-    def to_admin_json(self, now: float) -> dict[str, Any]:
-        return {
-            "access_token": self.value,
-            "client_id": self.client_id,
-            "tenant": self.tenant,
-            "system_id": self.system_id,
-            "scopes": sorted(s.value for s in self.scopes),
-            "issued_at": iso_utc(self.issued_at),
-            "expires_at": iso_utc(self.expires_at),
-            "expired": now >= self.expires_at,
-        }
-
-
-def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings
 
 
 class Store:
@@ -516,13 +396,13 @@ class Store:
                 )
             appointment.status = FINALIZED
             appointment.updated_at = now
-            return appointment.to_admin_json(self.settings.tenant(appointment.tenant))
+            return shapes.admin_appointment(appointment, self.settings.tenant(appointment.tenant))
 
     def appointments(self, *, status: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             self._expire_due()
             return [
-                a.to_admin_json(self.settings.tenant(a.tenant))
+                shapes.admin_appointment(a, self.settings.tenant(a.tenant))
                 for a in self._appointments.values()
                 if (status is None or a.status == status) and (tenant is None or a.tenant == tenant)
             ]

@@ -21,18 +21,18 @@ def main() -> None:
 
     config = ClientConfig.from_values(**args["config"])
     if mode in ("book", "run"):
-        from airflow_provider_qmatic.bulk import BulkRunner
-        from airflow_provider_qmatic.client import build_client
+        from airflow_provider_qmatic.bulk.runner import BulkRunner
+        from airflow_provider_qmatic.client.client import build_client
 
         client = build_client(config)
         action = args.get("action", "book")
         BulkRunner(client, journal_path=args["journal"], attempt=1).run(action, args["rows"])
     elif mode == "one_call":
-        from airflow_provider_qmatic.client import QmaticClient
-        from airflow_provider_qmatic.scopes import BOOK
+        from airflow_provider_qmatic.api.contract import BOOK_SCOPES
+        from airflow_provider_qmatic.client.client import QmaticClient
 
         with QmaticClient(config) as client:
-            client.call("branches", BOOK)
+            client.call("branches", BOOK_SCOPES)
             print(json.dumps({"token_requests": client.token_requests}))
     else:
         raise SystemExit(f"unknown mode {mode}")

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient, build_client
+from airflow_provider_qmatic.bulk.io import as_path, csv_records, file_format, jsonl_objects
+from airflow_provider_qmatic.client.client import QmaticClient, build_client
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.sandbox import SandboxServer
 
@@ -116,3 +117,25 @@ def connection(
     monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEFAULT", json.dumps(conn))
     monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
     return "qmatic_default"
+
+
+def read_outcomes(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read back a results file as the runner wrote it (row as int, empty as None, a formula-like
+    cell's leading ``'`` taken off again)."""
+    target = as_path(path)
+    if file_format(target, what="results_path") == "jsonl":
+        return list(jsonl_objects(target, what="results file"))
+    out: list[dict[str, Any]] = []
+    records = csv_records(target, what="results file")
+    header = next(records)
+    for record in records:
+        item: dict[str, Any] = {k: (_restore(v) if v else None) for k, v in zip(header, record, strict=False)}
+        item["row"] = int(record[0])
+        out.append(item)
+    return out
+
+
+def _restore(value: str) -> str:
+    if value.startswith("'") and value[1:].startswith(("=", "+", "-", "@", "\t", "\r")):
+        return value[1:]
+    return value

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner
+from airflow_provider_qmatic.bulk.runner import BulkRunner
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to, statuses

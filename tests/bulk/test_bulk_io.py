@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk_io import load_rows, normalise_column, read_outcomes, write_outcomes
+from airflow_provider_qmatic.bulk.io import load_rows, normalise_column, write_outcomes
 from airflow_provider_qmatic.exceptions import QmaticConfigError
+from tests.bulk.conftest import read_outcomes
 
 HEADER = "branch_id,service_id,start_time,end_time,personal_identifier,first_name,last_name,email,phone_number,notes"
 LINE = (

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner, _fingerprint, _instant
-from airflow_provider_qmatic.bulk_journal import (
+from airflow_provider_qmatic.api.models import BookingRequest
+from airflow_provider_qmatic.bulk.runner import BulkRunner, _fingerprint, _instant
+from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
+from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.state import request_budget
+from airflow_provider_qmatic.state.journal import (
     RETENTION_DAYS,
-    Journal,
+    FileJournal,
     journal_name,
 )
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
-from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
-from airflow_provider_qmatic.models import BookingRequest
-from airflow_provider_qmatic.sandbox import SandboxServer
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to
 
@@ -25,21 +26,21 @@ from .conftest import booking_rows, confirmed_by_customer, make_client, make_con
 def test_journal_survives_a_torn_line_and_is_locked_per_task_instance(journal_dir: Path) -> None:
     path = journal_dir / journal_name(dag_id="d", run_id="r", task_id="t", map_index=3)
     assert path.name != journal_name(dag_id="d", run_id="r", task_id="t", map_index=4)
-    journal = Journal(path)
+    journal = FileJournal(path)
     state = journal.open()
     assert state.entries == 0
     journal.record("reserved", fingerprint="f1", row=1, reservation_id="r1")
     journal.record("reserved", fingerprint="f2", row=2, reservation_id="r2", appointment_id="a2")
     journal.record("done", fingerprint="f1", row=1, reservation_id="r1", appointment_id="r1")
     with pytest.raises(QmaticJournalBusyError) as info:
-        Journal(path).open()  # a second attempt on this host while the first still runs
+        FileJournal(path).open()  # a second attempt on this host while the first still runs
     assert info.value.retryable
     journal.close()
     with path.open("ab") as handle:
         handle.write(b'{"e": "done", "fp": "f2", "ro')  # torn by a kill
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
 
-    again = Journal(path)
+    again = FileJournal(path)
     state = again.open()
     again.close()
     assert state.done == {"f1": "r1"}
@@ -51,16 +52,16 @@ def test_journal_directory_must_be_private_and_old_journals_go(tmp_path: Path) -
     loose.mkdir(mode=0o777)
     os.chmod(loose, 0o777)
     with pytest.raises(QmaticConfigError, match="lets the group or others in"):
-        Journal(loose / "j.jsonl").open()
+        FileJournal(loose / "j.jsonl").open()
     private = tmp_path / "private"
     old_name = journal_name(dag_id="d", run_id="old", task_id="t")
     new_name = journal_name(dag_id="d", run_id="new", task_id="t")
-    old = Journal(private / old_name)
+    old = FileJournal(private / old_name)
     old.open()
     old.close()
     stale = time.time() - (RETENTION_DAYS + 1) * 86400
     os.utime(private / old_name, (stale, stale))
-    current = Journal(private / new_name)
+    current = FileJournal(private / new_name)
     current.open()
     current.close()
     assert sorted(p.name for p in private.iterdir()) == [new_name]
@@ -103,7 +104,7 @@ def test_retry_settles_journaled_reservations_before_sending_anything(
         },
     )
     rid2, fp2 = _reserve_for(client, rows[1])
-    journal = Journal(path)
+    journal = FileJournal(path)
     journal.open()
     journal.record("reserved", fingerprint=fp1, row=1, reservation_id=rid1)
     journal.record("reserved", fingerprint=fp2, row=2, reservation_id=rid2)
@@ -126,10 +127,10 @@ def test_a_reservation_that_cannot_be_checked_holds_its_row_back(
 ) -> None:
     rows = booking_rows(sandbox, 2)
     config = make_config(sandbox, tmp_path / "tokens")
-    client = QmaticClient(config, limiter=shared_limiter(config), sleep=lambda _s: None)
+    client = QmaticClient(config, limiter=request_budget(config), sleep=lambda _s: None)
     path = journal_dir / "task.jsonl"
     rid, fingerprint = _reserve_for(client, rows[0])
-    journal = Journal(path)
+    journal = FileJournal(path)
     journal.open()
     journal.record("reserved", fingerprint=fingerprint, row=1, reservation_id=rid)
     journal.close()

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk_io import read_outcomes
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.operators.bulk import (
     QmaticBulkBookAppointmentsOperator,
@@ -22,7 +21,7 @@ from airflow_provider_qmatic.operators.bulk import (
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.conftest import run_dag
 
-from .conftest import booking_rows, confirmed_by_customer, requests_to, statuses
+from .conftest import booking_rows, confirmed_by_customer, read_outcomes, requests_to, statuses
 
 try:  # Airflow 3
     from airflow.sdk import DAG
@@ -31,7 +30,7 @@ except ImportError:  # Airflow 2.11
 
 pytestmark = pytest.mark.airflow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "airflow_provider_qmatic" / "example_dags"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 SUMMARY_KEYS = {
     "total",
     "succeeded",

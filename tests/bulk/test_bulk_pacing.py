@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner
+from airflow_provider_qmatic.bulk.runner import BulkRunner
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 from .conftest import booking_rows, make_client, make_config

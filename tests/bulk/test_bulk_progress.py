@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import BulkRunner
-from airflow_provider_qmatic.bulk_progress import ProgressReporter, format_duration
-from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.bulk.progress import ProgressReporter, format_duration
+from airflow_provider_qmatic.bulk.runner import BulkRunner
 from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.state.budget import RateLimiter
 
 from .conftest import booking_rows, make_client
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk import (
+from airflow_provider_qmatic.bulk.runner import (
     FAILED,
     INVALID,
     SKIPPED_EXISTING,
@@ -19,13 +19,21 @@ from airflow_provider_qmatic.bulk import (
     BulkSummary,
     RowOutcome,
 )
-from airflow_provider_qmatic.bulk_io import read_outcomes
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticBulkRetryableError, QmaticConfigError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET
 from airflow_provider_qmatic.sandbox import SandboxServer
+from airflow_provider_qmatic.state import request_budget
 
-from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to, statuses
+from .conftest import (
+    booking_rows,
+    confirmed_by_customer,
+    make_client,
+    make_config,
+    read_outcomes,
+    requests_to,
+    statuses,
+)
 
 
 def _by_row(result: BulkResult) -> dict[int, RowOutcome]:
@@ -181,7 +189,7 @@ def test_server_faults_fail_rows_retryably_and_reserves_are_counted(
     rows = booking_rows(sandbox, 3)
     sandbox.configure(fail_rate=1.0, fault_endpoints=["reserve"])  # every reserve: 500, nothing stored
     config = make_config(sandbox, tmp_path / "tokens")
-    client = QmaticClient(config, limiter=shared_limiter(config), sleep=lambda _s: None)
+    client = QmaticClient(config, limiter=request_budget(config), sleep=lambda _s: None)
 
     result = BulkRunner(client, sleep=lambda _s: None).book(rows)
 
@@ -207,7 +215,7 @@ def test_wrong_credentials_stop_the_run_early(sandbox: SandboxServer, tmp_path: 
         system_id=config.system_id,
         credential_cache_dir=config.credential_cache_dir,
     )
-    client = QmaticClient(config, limiter=shared_limiter(config))
+    client = QmaticClient(config, limiter=request_budget(config))
     result = BulkRunner(client, concurrency=2).book(rows)
     assert result.fatal
     assert result.summary.failed == 20

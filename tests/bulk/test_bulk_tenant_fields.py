@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import FAILED, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.bulk.runner import FAILED, SUCCEEDED, BulkRunner
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.conftest import run_dag
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import SKIPPED_EXISTING, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.bulk.runner import SKIPPED_EXISTING, SUCCEEDED, BulkRunner
 from airflow_provider_qmatic.operators.bulk import QmaticBulkUpdateCustomersOperator
 from airflow_provider_qmatic.operators.update_customer import QmaticUpdateCustomerOperator
 from airflow_provider_qmatic.sandbox import SandboxServer

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import (
+from airflow_provider_qmatic.api.contract import Scope
+from airflow_provider_qmatic.api.models import BookingRequest, RescheduleRequest
+from airflow_provider_qmatic.bulk.runner import (
     FAILED,
     SKIPPED_EXISTING,
     SUCCEEDED,
@@ -21,13 +23,12 @@ from airflow_provider_qmatic.bulk import (
     _fingerprint,
     _instant,
 )
-from airflow_provider_qmatic.bulk_journal import DONE, RESERVING, Journal
-from airflow_provider_qmatic.client import QmaticClient, shared_limiter
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import QmaticOwnHoldsError, QmaticServerError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, Flows
-from airflow_provider_qmatic.models import BookingRequest, RescheduleRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.state import request_budget
+from airflow_provider_qmatic.state.journal import DONE, RESERVING, FileJournal
 
 from .conftest import booking_rows, make_client, make_config, requests_to, statuses
 
@@ -46,7 +47,7 @@ def _no_wait_client(sandbox: SandboxServer, tmp_path: Path) -> QmaticClient:
     for the token endpoint's 1 request per second either, so that limit is off here."""
     sandbox.configure(token_requests_per_second=0)
     config = make_config(sandbox, tmp_path / "tokens")
-    return QmaticClient(config, limiter=shared_limiter(config), sleep=lambda _s: None)
+    return QmaticClient(config, limiter=request_budget(config), sleep=lambda _s: None)
 
 
 def _booking(row: dict[str, str]) -> BookingRequest:
@@ -209,7 +210,7 @@ def test_a_reserve_a_killed_attempt_never_saw_answered_counts_as_a_possible_hold
     client = _no_wait_client(sandbox, tmp_path)
     client.reserve(_booking(row).reservation_body(), scopes=frozenset({Scope.BOOK}))  # the stored hold
     journal = journal_dir / "task.jsonl"
-    killed = Journal(journal)
+    killed = FileJournal(journal)
     killed.open()
     killed.record_attempt(1)
     killed.record(RESERVING, fingerprint=_fingerprint_of(row), row=1)
@@ -279,7 +280,7 @@ def test_a_retry_looks_up_only_the_rows_that_were_in_flight(
     # What attempt 1 left: row 1 done, row 2 in flight (its reserve sent when the task was
     # killed), rows 3-6 never started. Without the attempt's own line, the journal cannot prove
     # that no other host ran an attempt: then every row not done is looked up.
-    journal = Journal(path)
+    journal = FileJournal(path)
     journal.open()
     if journal_complete:
         journal.record_attempt(1)

@@ -48,7 +48,9 @@ def redis_config(
     server: SandboxServer, token_dir: Path, redis_conn_id: str, *, rpm: float = 600
 ) -> ClientConfig:
     """The sandbox connection with ``credential_cache: redis`` on the Redis of ``redis_conn_id``."""
-    return replace(make_config(server, token_dir, rpm=rpm, credential_cache="redis"), redis_conn_id=redis_conn_id)
+    return replace(
+        make_config(server, token_dir, rpm=rpm, credential_cache="redis"), redis_conn_id=redis_conn_id
+    )
 
 
 def config_values(config: ClientConfig) -> dict[str, object]:

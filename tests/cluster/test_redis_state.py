@@ -16,19 +16,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from airflow_provider_qmatic import redis_state
-from airflow_provider_qmatic.bulk_journal import DONE, RESERVED
-from airflow_provider_qmatic.client import BOOK, CANCEL, QmaticClient, build_client, shared_limiter
+from airflow_provider_qmatic.api.contract import scope_string
+from airflow_provider_qmatic.client.client import (
+    BOOK_SCOPES,
+    CANCEL_SCOPES,
+    QmaticClient,
+    build_client,
+)
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticCoordinationError,
     QmaticJournalBusyError,
 )
-from airflow_provider_qmatic.ratelimit import Limiter, RateLimiter
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import scope_string
-from airflow_provider_qmatic.token_cache import make_cache_key
+from airflow_provider_qmatic.state import request_budget
+from airflow_provider_qmatic.state._redis import redis_for
+from airflow_provider_qmatic.state.budget import Limiter, RateLimiter, Spacing
+from airflow_provider_qmatic.state.journal import DONE, RESERVED, RedisJournal
+from airflow_provider_qmatic.state.tokens import make_cache_key
 from benchmarks.cluster import RedisServer, free_port
 from tests.bulk.conftest import make_config
 
@@ -68,7 +74,7 @@ def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: R
 
 
 def test_connection_form_offers_redis() -> None:
-    from airflow_provider_qmatic.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
+    from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
 
     assert "redis" in EXTRA_FIELDS["credential_cache"][2]["enum"]
     assert EXTRA_FIELDS["redis_conn_id"][2]["default"] == "redis_default"
@@ -81,7 +87,7 @@ def test_unreachable_redis_at_start_names_the_connection_and_address(
     port = free_port()  # nothing listens there
     monkeypatch.setenv("AIRFLOW_CONN_QMATIC_DEAD_REDIS", f"redis://127.0.0.1:{port}/0")
     config = redis_config(sandbox, tmp_path / "tokens", "qmatic_dead_redis")
-    for build in (lambda: QmaticClient(config), lambda: shared_limiter(config, bulk=True)):
+    for build in (lambda: QmaticClient(config), lambda: request_budget(config, bulk=True)):
         with pytest.raises(QmaticConfigError) as caught:
             build()
         message = str(caught.value)
@@ -136,7 +142,7 @@ def test_one_token_fetch_for_many_processes_and_hosts(
         for secret in (config.client_id, config.client_secret, config.tenant, config.base_url):
             assert secret not in key
     [entry] = [k for k in keys if k.startswith("qmatic:token:") and not k.endswith(":lock")]
-    token = QmaticClient(config).tokens.token(BOOK)  # read from Redis (sealed), not fetched
+    token = QmaticClient(config).tokens.token(BOOK_SCOPES)  # read from Redis (sealed), not fetched
     assert sandbox.stats()["token_requests"] == 1
     assert token not in " ".join(keys)
     assert token.encode() not in raw.get(entry)
@@ -149,16 +155,16 @@ def test_refused_token_is_dropped_cluster_wide_but_a_newer_one_is_kept(
 ) -> None:
     first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
     second = QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id))
-    token = first.tokens.token(BOOK)
-    assert second.tokens.token(BOOK) == token
-    first.tokens.invalidate(BOOK, token)
-    renewed = second.tokens.token(BOOK)  # second's own memory still has it; drop that too
-    second.tokens.invalidate(BOOK, renewed)
-    fresh = second.tokens.token(BOOK)
+    token = first.tokens.token(BOOK_SCOPES)
+    assert second.tokens.token(BOOK_SCOPES) == token
+    first.tokens.invalidate(BOOK_SCOPES, token)
+    renewed = second.tokens.token(BOOK_SCOPES)  # second's own memory still has it; drop that too
+    second.tokens.invalidate(BOOK_SCOPES, renewed)
+    fresh = second.tokens.token(BOOK_SCOPES)
     assert fresh != token
-    first.tokens.invalidate(BOOK, token)  # a stale invalidation must not drop the newer token
+    first.tokens.invalidate(BOOK_SCOPES, token)  # a stale invalidation must not drop the newer token
     third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
-    assert third.tokens.token(BOOK) == fresh
+    assert third.tokens.token(BOOK_SCOPES) == fresh
     assert sandbox.stats()["requests"]["token"]["200"] == 2  # granted; a jittered 429 may add a retry
 
 
@@ -168,7 +174,7 @@ def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
     client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id), max_attempts=2)
     redis_server.stop()
     with pytest.raises(QmaticCoordinationError) as caught:
-        client.call("branches", BOOK)
+        client.call("branches", BOOK_SCOPES)
     assert caught.value.retryable
     assert redis_server.conn_id in str(caught.value)
     assert sandbox.stats()["token_requests"] == 0
@@ -178,18 +184,12 @@ def test_lost_redis_fails_a_token_look_up_retryably_without_fetching(
 # -- the budget --------------------------------------------------------------------------------
 
 
-def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> redis_state.RedisRateLimiter:
-    client, address = redis_state.redis_for(server.conn_id)
-    return redis_state.RedisRateLimiter(
-        client, rpm, key="test-budget", conn_id=server.conn_id, address=address, **kwargs
-    )
+def _limiter(server: RedisServer, rpm: float, **kwargs: float) -> RateLimiter:
+    return RateLimiter(rpm, key="test-budget", redis=redis_for(server.conn_id), **kwargs)
 
 
-def _spacing(server: RedisServer, interval: float) -> redis_state.RedisSpacing:
-    client, address = redis_state.redis_for(server.conn_id)
-    return redis_state.RedisSpacing(
-        client, key="test-endpoint", interval=interval, conn_id=server.conn_id, address=address
-    )
+def _spacing(server: RedisServer, interval: float) -> Spacing:
+    return Spacing(interval, key="test-endpoint", redis=redis_for(server.conn_id))
 
 
 def test_token_endpoint_spacing_and_its_429_pause_hold_on_every_host(redis_server: RedisServer) -> None:
@@ -258,11 +258,11 @@ def test_single_calls_do_not_queue_behind_bulk(where: str, tmp_path: Path, redis
     if where == "host":
         shared = tmp_path / "budget"
 
-        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+        def make(reserve: float) -> RateLimiter:
             return RateLimiter(120, burst=5, reserve=reserve, shared_dir=shared, key="fair")
     else:
 
-        def make(reserve: float) -> RateLimiter | redis_state.RedisRateLimiter:
+        def make(reserve: float) -> RateLimiter:
             return _limiter(redis_server, 120, burst=5, reserve=reserve)
 
     taken_before, waited = _three_single_requests_among_bulk(make(3), make(0), threads=8, warm_up_s=4.0)
@@ -285,7 +285,7 @@ def test_single_calls_go_first_at_a_low_limit_too(
         if cache == "redis"
         else make_config(sandbox, tokens, rpm=30)
     )
-    bulk, single = shared_limiter(config, bulk=True), shared_limiter(config)
+    bulk, single = request_budget(config, bulk=True), request_budget(config)
     assert (bulk.reserve, single.reserve) == (0.5, 0.0)
     _, waited = _three_single_requests_among_bulk(bulk, single, threads=4, warm_up_s=3.0)
     assert waited < 9.0, waited  # three refills of 2.1 s, with room for a loaded machine
@@ -326,13 +326,13 @@ def _three_single_requests_among_bulk(
 
 
 def test_journal_in_redis_is_read_by_another_worker_and_leased(redis_server: RedisServer) -> None:
-    client, address = redis_state.redis_for(redis_server.conn_id)
-    first = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    link = redis_for(redis_server.conn_id)
+    first = RedisJournal(link, "task-1.jsonl")
     assert first.open().entries == 0
     first.record(RESERVED, fingerprint="f1", row=1, reservation_id="r1")
     first.record(DONE, fingerprint="f1", row=1, reservation_id="r1", appointment_id="a1")
     first.record(RESERVED, fingerprint="f2", row=2, reservation_id="r2")
-    second = redis_state.RedisJournal(client, "task-1.jsonl", conn_id=redis_server.conn_id, address=address)
+    second = RedisJournal(link, "task-1.jsonl")
     with pytest.raises(QmaticJournalBusyError) as caught:  # the first attempt still runs
         second.open()
     assert caught.value.retryable
@@ -346,8 +346,7 @@ def test_journal_in_redis_is_read_by_another_worker_and_leased(redis_server: Red
 
 
 def test_journal_append_refused_once_the_lease_is_lost(redis_server: RedisServer) -> None:
-    client, address = redis_state.redis_for(redis_server.conn_id)
-    journal = redis_state.RedisJournal(client, "task-2.jsonl", conn_id=redis_server.conn_id, address=address)
+    journal = RedisJournal(redis_for(redis_server.conn_id), "task-2.jsonl")
     journal.open()
     redis_server.stop()
     with pytest.raises(QmaticCoordinationError):
@@ -428,7 +427,7 @@ def test_a_token_in_redis_is_encrypted_and_bound_to_its_identity(
     """Redis read access alone yields no usable token: the entry is sealed with a key derived from the
     client secret, and an entry moved to another identity's key cannot be opened there."""
     client = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
-    token = client.tokens.token(BOOK)
+    token = client.tokens.token(BOOK_SCOPES)
     raw = _raw(redis_server)
     entry = _token_entry(raw)
     stored = raw.get(entry)
@@ -441,14 +440,14 @@ def test_a_token_in_redis_is_encrypted_and_bound_to_its_identity(
 
     # The same sealed value under the key of other scopes (another identity) is not accepted there:
     # dropped, and a token fetched for those scopes, without an error.
-    QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id)).tokens.token(CANCEL)
+    QmaticClient(redis_config(sandbox, tmp_path / "b", redis_server.conn_id)).tokens.token(CANCEL_SCOPES)
     [cancel_entry] = [
         k for k in raw.keys("qmatic:token:*") if not k.endswith(b":lock") and k.decode() != entry
     ]
     raw.set(cancel_entry, stored, px=600_000)
     fetched_before = sandbox.stats()["token_requests"]
     third = QmaticClient(redis_config(sandbox, tmp_path / "c", redis_server.conn_id))
-    assert third.tokens.token(CANCEL) != token
+    assert third.tokens.token(CANCEL_SCOPES) != token
     assert sandbox.stats()["token_requests"] == fetched_before + 1
 
 
@@ -457,7 +456,7 @@ def test_a_token_entry_that_cannot_be_used_is_replaced_not_fatal(
     damage: str, sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     first = QmaticClient(redis_config(sandbox, tmp_path / "a", redis_server.conn_id))
-    token = first.tokens.token(BOOK)
+    token = first.tokens.token(BOOK_SCOPES)
     raw = _raw(redis_server)
     entry = _token_entry(raw)
     if damage == "garbage":
@@ -485,14 +484,14 @@ def test_a_token_lock_left_without_a_ttl_is_not_waited_on_forever(
         base_url=config.base_url,
         tenant=config.tenant,
         client_id=config.client_id,
-        scopes=scope_string(BOOK),
+        scopes=scope_string(BOOK_SCOPES),
         secret_fingerprint=config.secret_fingerprint,
     )
     raw = _raw(redis_server)
     raw.set(f"qmatic:token:{{{key}}}:lock", "left-by-a-crashed-tool")  # no TTL
     client = QmaticClient(config)
     done: list[str] = []
-    worker = threading.Thread(target=lambda: done.append(client.tokens.token(BOOK)), daemon=True)
+    worker = threading.Thread(target=lambda: done.append(client.tokens.token(BOOK_SCOPES)), daemon=True)
     worker.start()
     worker.join(timeout=30)
     assert done, "still polling a lock that never expires"

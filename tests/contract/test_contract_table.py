@@ -9,26 +9,26 @@ from datetime import timedelta
 
 import pytest
 
-from airflow_provider_qmatic import contract
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import BOOK_SCOPES, CANCEL_SCOPES, RESCHEDULE_SCOPES, Scope
+from airflow_provider_qmatic.api.models import AppointmentStatus, BookingRequest
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticError
-from airflow_provider_qmatic.models import AppointmentStatus, BookingRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE, Scope
-from airflow_provider_qmatic.token_cache import MemoryTokenCache
+from airflow_provider_qmatic.state.tokens import MemoryTokenCache
 
 
 @pytest.mark.parametrize(
     ("operation", "preferred", "expected"),
     [
-        (contract.GET, CANCEL, CANCEL),  # reads: any of the three, the caller's kept
-        (contract.RESERVE, RESCHEDULE, RESCHEDULE),
-        (contract.RESERVE, CANCEL, BOOK),
-        (contract.RELEASE, RESCHEDULE, BOOK),  # issue 10, failure path 1
-        (contract.CONFIRM, RESCHEDULE, BOOK),
-        (contract.RESCHEDULE, BOOK, RESCHEDULE),
-        (contract.CANCEL, BOOK, CANCEL),
+        (contract.GET, CANCEL_SCOPES, CANCEL_SCOPES),  # reads: any of the three, the caller's kept
+        (contract.RESERVE, RESCHEDULE_SCOPES, RESCHEDULE_SCOPES),
+        (contract.RESERVE, CANCEL_SCOPES, BOOK_SCOPES),
+        (contract.RELEASE, RESCHEDULE_SCOPES, BOOK_SCOPES),  # issue 10, failure path 1
+        (contract.CONFIRM, RESCHEDULE_SCOPES, BOOK_SCOPES),
+        (contract.RESCHEDULE, BOOK_SCOPES, RESCHEDULE_SCOPES),
+        (contract.CANCEL, BOOK_SCOPES, CANCEL_SCOPES),
         (contract.CANCEL, frozenset({Scope.BOOK, Scope.CANCEL}), frozenset({Scope.BOOK, Scope.CANCEL})),
     ],
 )
@@ -106,7 +106,7 @@ def test_the_sandbox_answers_only_what_the_table_allows(
                 "timeSlot": {"startTime": target["startTime"], "endTime": target["endTime"]},
                 "numberOfReservations": 1,
             }
-            reservation = client.reserve(body, scopes=RESCHEDULE)
+            reservation = client.reserve(body, scopes=RESCHEDULE_SCOPES)
             client.reschedule(appointment["appointmentId"], reservation.appointment_id)
             client.cancel(appointment["appointmentId"])
             client.cancel(appointment["appointmentId"])  # 409 invalid_state (rich) or 404 (public)
@@ -150,8 +150,8 @@ def test_a_release_inside_a_reschedule_is_made_with_book(
         "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
         "numberOfReservations": 1,
     }
-    reservation = client.reserve(body, scopes=RESCHEDULE)
-    client.release_reservation(reservation.appointment_id, scopes=RESCHEDULE)
+    reservation = client.reserve(body, scopes=RESCHEDULE_SCOPES)
+    client.release_reservation(reservation.appointment_id, scopes=RESCHEDULE_SCOPES)
     assert sandbox.stats()["requests"]["release"] == {"204": 1}
     assert [a["status"] for a in sandbox.appointments()] == ["RELEASED"]
     scopes_issued = sorted(tuple(t["scopes"]) for t in sandbox.tokens())

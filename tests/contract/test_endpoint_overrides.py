@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api.models import BookingRequest
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticNotFoundError
 from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-from airflow_provider_qmatic.models import BookingRequest
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.token_cache import MemoryTokenCache
+from airflow_provider_qmatic.state.tokens import MemoryTokenCache
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 APPOINTMENT = "0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api.models import BookingRequest, CustomerUpdate
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import (
     QmaticNotFoundError,
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
 from airflow_provider_qmatic.flows import Flows
-from airflow_provider_qmatic.models import BookingRequest, CustomerUpdate
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.bulk.conftest import customer_id, make_client
 

@@ -19,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api.contract import Scope
+from airflow_provider_qmatic.api.models import BookingRequest, CustomerUpdate
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
-from airflow_provider_qmatic.models import BookingRequest, CustomerUpdate
-from airflow_provider_qmatic.scopes import Scope
-from airflow_provider_qmatic.token_cache import MemoryTokenCache
+from airflow_provider_qmatic.state.tokens import MemoryTokenCache
 from tests.scripted_server import Recorded, Reply, ScriptedServer, scripted, token_reply
 
 CLIENT_ID = "golden-client"

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api.contract import Scope
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
@@ -27,8 +28,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.scopes import Scope
-from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache
+from airflow_provider_qmatic.state.tokens import FileTokenCache, MemoryTokenCache
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 CLIENT_ID = "5lm7djk7jevsfgaqddalpfu06v"
@@ -104,7 +104,7 @@ def test_token_request_is_exactly_the_documented_one(server: ScriptedServer) -> 
 
 
 def test_basic_header_matches_the_seed_page_example() -> None:
-    from airflow_provider_qmatic.auth import basic_credentials
+    from airflow_provider_qmatic.client.auth import basic_credentials
 
     assert basic_credentials(CLIENT_ID, SECRET) == BASIC
     assert base64.b64decode(BASIC).decode() == f"{CLIENT_ID}:{SECRET}"

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.api.contract import BOOK_SCOPES, CANCEL_SCOPES, RESCHEDULE_SCOPES
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE
-from airflow_provider_qmatic.token_cache import MemoryTokenCache
+from airflow_provider_qmatic.state.tokens import MemoryTokenCache
 
 
 def _values(sandbox: SandboxServer, **extra: object) -> dict[str, object]:
@@ -59,7 +59,10 @@ def test_two_clients_of_one_process_never_meet_the_token_limit(
     config = ClientConfig.from_values(**_values(sandbox, credential_cache="memory"))  # type: ignore[arg-type]
     clients = [QmaticClient(config, token_cache=MemoryTokenCache()) for _ in range(3)]
     _together(
-        [lambda c=c, s=s: c.tokens.token(s) for c, s in zip(clients, (BOOK, RESCHEDULE, CANCEL), strict=True)]
+        [
+            lambda c=c, s=s: c.tokens.token(s)
+            for c, s in zip(clients, (BOOK_SCOPES, RESCHEDULE_SCOPES, CANCEL_SCOPES), strict=True)
+        ]
     )
     stats = sandbox.stats()
     assert stats["rate_limited"]["token"] == 0, stats
@@ -69,9 +72,9 @@ def test_two_clients_of_one_process_never_meet_the_token_limit(
 
 CHILD = r"""
 import json, sys
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
-from airflow_provider_qmatic.scopes import Scope
+from airflow_provider_qmatic.api.contract import Scope
 
 values, scope = json.loads(sys.argv[1]), sys.argv[2]
 client = QmaticClient(ClientConfig.from_values(**values))

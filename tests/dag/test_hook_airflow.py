@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.auth import basic_credentials
+from airflow_provider_qmatic.client.auth import basic_credentials
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.conftest import AIRFLOW_HOME, REPO, run_airflow

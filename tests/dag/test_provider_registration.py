@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_qmatic
-from airflow_provider_qmatic.connection_fields import (
+from airflow_provider_qmatic.hooks.connection_fields import (
     EXTRA_FIELDS,
     HIDDEN_FIELDS,
     RELABELING,

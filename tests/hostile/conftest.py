@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.auth import basic_credentials
+from airflow_provider_qmatic.client.auth import basic_credentials
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 
 TENANT = "demo"

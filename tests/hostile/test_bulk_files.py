@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import INVALID, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.bulk.runner import INVALID, SUCCEEDED, BulkRunner
 from airflow_provider_qmatic.exceptions import QmaticBulkError, QmaticConfigError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from tests.hostile.conftest import (

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import FAILED, SUCCEEDED, BulkRunner
-from airflow_provider_qmatic.bulk_io import load_rows, read_outcomes, write_outcomes
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.bulk.io import load_rows, write_outcomes
+from airflow_provider_qmatic.bulk.runner import FAILED, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import QmaticConfigError
+from tests.bulk.conftest import read_outcomes
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 BRANCH = "e3e70682-c209-4cac-a29f-6fbed82c07cd"

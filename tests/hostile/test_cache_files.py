@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk_journal import Journal, default_journal_dir
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.ratelimit import RateLimiter
-from airflow_provider_qmatic.token_cache import CachedToken, FileTokenCache, default_cache_dir
+from airflow_provider_qmatic.state._files import default_cache_dir
+from airflow_provider_qmatic.state.budget import RateLimiter
+from airflow_provider_qmatic.state.journal import FileJournal, default_journal_dir
+from airflow_provider_qmatic.state.tokens import CachedToken, FileTokenCache
 
 KEY = "a" * 64
 # Generous: the refusal is immediate; the margin only keeps a loaded machine from failing the test.
@@ -102,7 +103,7 @@ def test_a_fifo_in_place_of_the_limiter_state_is_refused_without_blocking(tmp_pa
 def test_a_fifo_in_place_of_the_journal_is_refused_without_blocking(tmp_path: Path) -> None:
     directory = private_dir(tmp_path / "journals")
     fifo = plant_fifo(directory / ("b" * 40 + ".jsonl"))
-    journal = Journal(fifo)
+    journal = FileJournal(fifo)
 
     error = outcome_within(journal.open, fifo)
     journal.close()
@@ -148,7 +149,7 @@ def test_tilde_in_the_journal_dir_is_the_home_directory(
 ) -> None:
     monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", "~/journals")
     assert default_journal_dir() == home / "journals"
-    journal = Journal("~/journals/" + "c" * 40 + ".jsonl")
+    journal = FileJournal("~/journals/" + "c" * 40 + ".jsonl")
     with journal:
         pass
     assert journal.path == home / "journals" / ("c" * 40 + ".jsonl")

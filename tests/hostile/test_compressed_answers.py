@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.client.transport import MAX_ANSWER_BYTES
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticError, QmaticServerError, QmaticUnknownOutcomeError
-from airflow_provider_qmatic.transport import MAX_ANSWER_BYTES
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 TOKEN_PATH = "/oauth2/token"

@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticValidationError
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply

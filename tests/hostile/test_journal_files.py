@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.bulk_journal import MARKER, RETENTION_DAYS, Journal, journal_name
+from airflow_provider_qmatic.state.journal import MARKER, RETENTION_DAYS, FileJournal, journal_name
 
 STALE = time.time() - (RETENTION_DAYS + 30) * 86400
 
@@ -39,7 +39,7 @@ def test_clean_up_never_deletes_a_users_own_jsonl(tmp_path: Path) -> None:
     link = directory / ("e" * 40 + ".jsonl")
     link.symlink_to(elsewhere)
 
-    with Journal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
+    with FileJournal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
         pass
 
     assert not ours.exists()
@@ -52,11 +52,11 @@ def test_clean_up_never_deletes_a_users_own_jsonl(tmp_path: Path) -> None:
 def test_clean_up_spares_a_journal_a_running_attempt_holds(tmp_path: Path) -> None:
     directory = private_dir(tmp_path / "journals")
     running_path = directory / journal_name(dag_id="d", run_id="long", task_id="t")
-    running = Journal(running_path)
+    running = FileJournal(running_path)
     running.open()
     try:
         os.utime(running_path, (STALE, STALE))
-        with Journal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
+        with FileJournal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
             pass
         assert running_path.exists()
     finally:
@@ -65,9 +65,9 @@ def test_clean_up_spares_a_journal_a_running_attempt_holds(tmp_path: Path) -> No
 
 def test_a_new_journal_starts_with_the_marker(tmp_path: Path) -> None:
     path = private_dir(tmp_path / "journals") / journal_name(dag_id="d", run_id="r", task_id="t")
-    with Journal(path) as state:
+    with FileJournal(path) as state:
         assert state.entries == 0
-    with Journal(path) as state:  # reopened: the marker is not an entry, and is not written twice
+    with FileJournal(path) as state:  # reopened: the marker is not an entry, and is not written twice
         assert state.entries == 0
     assert path.read_bytes() == MARKER
 
@@ -76,7 +76,7 @@ def test_deeply_nested_journal_line_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = private_dir(tmp_path / "journals") / journal_name(dag_id="d", run_id="r", task_id="t")
-    journal = Journal(path)
+    journal = FileJournal(path)
     journal.open()
     journal.record("reserved", fingerprint="f1", row=1, reservation_id="r1")
     journal.close()
@@ -85,8 +85,8 @@ def test_deeply_nested_journal_line_is_skipped_with_a_warning(
         handle.write(b'{"e":"done","fp":"f1","row":1,"res":"r1","appt":"r1"}\n')
 
     with (
-        caplog.at_level(logging.WARNING, logger="airflow_provider_qmatic.bulk_journal"),
-        Journal(path) as state,
+        caplog.at_level(logging.WARNING, logger="airflow_provider_qmatic.state.journal"),
+        FileJournal(path) as state,
     ):
         pass
 

@@ -19,7 +19,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from airflow_provider_qmatic.client import BOOK, QmaticClient
+from airflow_provider_qmatic.api.contract import scope_string
+from airflow_provider_qmatic.client.client import BOOK_SCOPES, QmaticClient
+from airflow_provider_qmatic.client.transport import MAX_ANSWER_BYTES
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
@@ -30,9 +32,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticUnknownOutcomeError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.scopes import scope_string
-from airflow_provider_qmatic.token_cache import CachedToken, FileTokenCache, make_cache_key
-from airflow_provider_qmatic.transport import MAX_ANSWER_BYTES
+from airflow_provider_qmatic.state.tokens import CachedToken, FileTokenCache, make_cache_key
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 CLIENT_ID = "net-client"
@@ -400,7 +400,7 @@ def test_a_planted_cached_token_is_dropped_and_replaced(
         base_url=config.base_url,
         tenant=config.tenant,
         client_id=config.client_id,
-        scopes=scope_string(BOOK),
+        scopes=scope_string(BOOK_SCOPES),
         secret_fingerprint=config.secret_fingerprint,
     )
     FileTokenCache(cache_dir).get_or_fetch(key, lambda: planted, min_ttl=0.0)
@@ -540,7 +540,7 @@ def test_a_body_json_cannot_carry_is_a_config_error_and_nothing_is_sent(origin: 
 def test_a_request_requests_cannot_build_is_a_qmatic_error_without_the_value(
     origin: ScriptedServer, headers: dict[str, str], kind: str
 ) -> None:
-    from airflow_provider_qmatic import transport
+    from airflow_provider_qmatic.client import transport
 
     client = make_client(origin)
     with pytest.raises(QmaticConfigError) as info:

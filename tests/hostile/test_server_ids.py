@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.bulk import FAILED, SUCCEEDED, BulkRunner
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.bulk.runner import FAILED, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 

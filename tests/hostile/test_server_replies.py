@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticError,

@@ -1,6 +1,6 @@
 """No secret in anything Airflow keeps, after every example DAG ran against the sandbox.
 
-Every DAG in airflow_provider_qmatic/example_dags/ runs through the real ``airflow dags test`` CLI (a subprocess, the
+Every DAG in example_dags/ runs through the real ``airflow dags test`` CLI (a subprocess, the
 sandbox connection in its environment), in the order their docstrings ask for: book, reschedule,
 cancel, find-and-book, then bulk book, bulk reschedule and bulk cancel (which read the bulk
 booking's results file), plus one run with a wrong client secret, so that a raised exception's
@@ -48,7 +48,7 @@ from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
 # pytest-timeout would cut off. 1200 s is four times that, and still catches a hung run.
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-EXAMPLES = REPO / "airflow_provider_qmatic" / "example_dags"
+EXAMPLES = REPO / "example_dags"
 TENANT = "demo"
 RUN = uuid.uuid4().hex[:12]
 CLIENT = SandboxClient(f"leak-client-{RUN}", f"leak-secret-{uuid.uuid4().hex}", TENANT)

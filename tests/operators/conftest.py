@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_qmatic.api.contract import ALL_SCOPES, Scope
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.settings import derive_system_id
-from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
 from tests.conftest import run_dag  # noqa: F401  (re-exported for the operator tests)
 
 try:  # Airflow 3
@@ -91,7 +91,7 @@ class Sandbox:
 
     def book_directly(self, customer: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
         """Book outside Airflow (setting up a test), as a plain client of the all-scopes connection."""
-        from airflow_provider_qmatic.models import BookingRequest
+        from airflow_provider_qmatic.api.models import BookingRequest
 
         request = BookingRequest.parse(
             {
@@ -109,7 +109,7 @@ class Sandbox:
     def client(self) -> Any:
         """One QmaticClient of the all-scopes client for set-up work (its token is reused)."""
         if self._client is None:
-            from airflow_provider_qmatic.client import QmaticClient
+            from airflow_provider_qmatic.client.client import QmaticClient
             from airflow_provider_qmatic.config import ClientConfig
 
             who = CLIENTS[0]

@@ -14,7 +14,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from airflow_provider_qmatic.client import QmaticClient
+from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.operators import appointments
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.operators.appointments import (
     QmaticBookAppointmentOperator,
     QmaticFindTimeslotsOperator,
 )
-from airflow_provider_qmatic.scopes import Scope
 from tests.operators.conftest import (
     PASSPORT,
     STOCKHOLM,
@@ -53,7 +53,7 @@ def _start(slot_xcom: dict[str, Any]) -> datetime:
 def test_find_then_book_with_templates_from_params_and_xcom(
     sandbox: Sandbox, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from airflow_provider_qmatic.models import Customer
+    from airflow_provider_qmatic.api.models import Customer
 
     ada, bob, cyd, dan = customer("a"), customer("b"), customer("c"), customer("d")
     dag = make_dag(

@@ -1,4 +1,4 @@
-"""The example DAGs (airflow_provider_qmatic/example_dags/): every file loads; each runs green as-is
+"""The example DAGs (example_dags/): every file loads; each runs green as-is
 (no config) against a fresh seed-0 sandbox, twice, without booking anyone twice (``dag.test()``,
 what ``airflow dags test`` runs; the book example also through the real CLI); the
 single-appointment ones run end to end with a config."""
@@ -19,7 +19,7 @@ from tests.operators.conftest import PASSPORT, STOCKHOLM, Sandbox, customer, run
 
 pytestmark = pytest.mark.airflow
 
-EXAMPLES = REPO / "airflow_provider_qmatic" / "example_dags"
+EXAMPLES = REPO / "example_dags"
 OURS = {
     "example_qmatic_book": "example_qmatic_book.py",
     "example_qmatic_reschedule": "example_qmatic_reschedule.py",

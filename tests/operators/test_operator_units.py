@@ -22,6 +22,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticValidationError,
 )
 from airflow_provider_qmatic.operators import appointments
+from airflow_provider_qmatic.operators._base import rendered
 from airflow_provider_qmatic.operators.appointments import (
     QmaticBookAppointmentOperator,
     QmaticCancelAppointmentOperator,
@@ -39,12 +40,12 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 HEAVY = ("requests", "pydantic", "fastapi", "uvicorn", "urllib3")
 OURS_HEAVY = (
-    "airflow_provider_qmatic.models",
-    "airflow_provider_qmatic.client",
+    "airflow_provider_qmatic.api.models",
+    "airflow_provider_qmatic.client.client",
     "airflow_provider_qmatic.sandbox",
     "airflow_provider_qmatic.hooks.qmatic",
-    "airflow_provider_qmatic.auth",
-    "airflow_provider_qmatic.ratelimit",
+    "airflow_provider_qmatic.client.auth",
+    "airflow_provider_qmatic.state.budget",
 )
 
 
@@ -166,20 +167,20 @@ def test_refusals_become_a_failure_without_retry(tmp_path: Path) -> None:
     ],
 )
 def test_customer_rendered_to_text_is_read_back(text: str, expected: Any) -> None:
-    assert appointments._read_text(text, "customer") == expected
+    assert rendered(text, "customer") == expected
 
 
 @pytest.mark.parametrize("text", ["", "Ada Lovelace", "42", "__import__('os')"])
 def test_text_that_is_no_object_is_refused(text: str) -> None:
     with pytest.raises(QmaticValidationError, match="customer: must be an object") as raised:
-        appointments._read_text(text, "customer")
+        rendered(text, "customer")
     assert raised.value.field == "customer"
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000, '{"a": ' * 5_000 + "1" + "}" * 5_000, "-" * 100_000 + "1"])
 def test_text_nested_too_deeply_is_a_config_error_naming_the_argument(text: str) -> None:
     with pytest.raises(QmaticConfigError, match="customer: is nested too deeply") as raised:
-        appointments._read_text(text, "customer")
+        rendered(text, "customer")
     assert raised.value.field == "customer"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_provider_qmatic.contract import API_OPERATIONS
+from airflow_provider_qmatic.api.contract import API_OPERATIONS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "first-hour.md"
 

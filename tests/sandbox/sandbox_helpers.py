@@ -16,9 +16,9 @@ from typing import Any
 
 import requests
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
-from airflow_provider_qmatic.scopes import Scope
 
 EXAMPLE_ID = "5lm7djk7jevsfgaqddalpfu06v"
 EXAMPLE_SECRET = "2a6f2cbhtre8mt5tbicf46su5fdsodom24q35f6ds9qu0p6fs016z"
@@ -85,7 +85,8 @@ class Api:
 
     def confirm(self, appointment_id: str, customer: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.post(
-            contract.CONFIRM.path.format(appointment_id=appointment_id), json={"customer": customer or CUSTOMER}
+            contract.CONFIRM.path.format(appointment_id=appointment_id),
+            json={"customer": customer or CUSTOMER},
         )
         assert response.status_code == 201, response.text
         return dict(response.json())

@@ -8,9 +8,9 @@ import pytest
 import requests
 from sandbox_helpers import ACME, BOOK_ONLY, CUSTOMER, DEMO, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import Scope
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -77,10 +77,14 @@ def _call(api: Api, endpoint: str, ids: dict[str, str]) -> requests.Response:
             contract.TIMESLOTS.path.format(branch_id=slot["branchId"], service_id=slot["serviceId"])
         ),
         "get": lambda: api.get(contract.GET.path.format(appointment_id=aid)),
-        "search": lambda: api.post(contract.SEARCH.path, json={"customer": {"personalIdentifier": "CUST000000001"}}),
+        "search": lambda: api.post(
+            contract.SEARCH.path, json={"customer": {"personalIdentifier": "CUST000000001"}}
+        ),
         "reserve": lambda: api.post(contract.RESERVE.path, json=reserve_body(slot)),
         "release": lambda: api.delete(contract.RELEASE.path.format(appointment_id=aid)),
-        "confirm": lambda: api.post(contract.CONFIRM.path.format(appointment_id=aid), json={"customer": CUSTOMER}),
+        "confirm": lambda: api.post(
+            contract.CONFIRM.path.format(appointment_id=aid), json={"customer": CUSTOMER}
+        ),
         "reschedule": lambda: api.put(
             contract.RESCHEDULE.path.format(appointment_id=aid), json={"reservationId": UNKNOWN_ID}
         ),

@@ -14,9 +14,9 @@ import pytest
 import requests
 from sandbox_helpers import ACME, CUSTOMER, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.sandbox.store import STATUSES
+from airflow_provider_qmatic.sandbox.records import STATUSES
 
 # Exactly the keys of the public examples (search and get on the reschedule page).
 PUBLIC_KEYS = {"appointmentId", "timeSlot", "customer", "service", "branch", "numberOfReservations"}

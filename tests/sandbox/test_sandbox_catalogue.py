@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sandbox_helpers import ACME, SETTINGS, Api, error_of
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 from airflow_provider_qmatic.sandbox.seed import build_seed
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import ALL_SCOPES, Scope
 from airflow_provider_qmatic.sandbox.cli import parse_client
 from airflow_provider_qmatic.sandbox.settings import derive_system_id
-from airflow_provider_qmatic.scopes import ALL_SCOPES, Scope
 
 SCRIPT = Path(sys.executable).with_name("qmatic-sandbox")
 
@@ -115,7 +115,10 @@ def test_start_print_token_and_stop(cli: list[Running], sig: signal.Signals) -> 
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     headers = {"Authorization": f"Bearer {token}", "X-TENANT-ID": str(extra["system_id"])}
-    assert requests.get(running.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code == 200
+    assert (
+        requests.get(running.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code
+        == 200
+    )
     running.process.send_signal(sig)
     assert running.process.wait(15) == 0
     assert running.process.stdout is not None
@@ -435,7 +438,9 @@ def test_answer_path_and_tenant_flags(cli: list[Running]) -> None:
     assert config["require_date_of_birth"] is True
     assert config["required_questions"] == ["q1"]
     assert config["max_reservations"] == {"*": 3, "Passport application": 1}
-    assert config["service_groups"] == {"Identity": ["Passport application", "c8a70639-eb11-47b3-a7a9-c3787c65c1e5"]}
+    assert config["service_groups"] == {
+        "Identity": ["Passport application", "c8a70639-eb11-47b3-a7a9-c3787c65c1e5"]
+    }
     assert config["tenant_config"] == {"other": {"require_date_of_birth": False, "required_questions": []}}
     seed = requests.get(running.base_url + "/_sandbox/seed", timeout=10).json()
     assert seed["paths"]["reserve"] == "POST /external/v2/reservations"

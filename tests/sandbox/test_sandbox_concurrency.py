@@ -8,7 +8,7 @@ from typing import Any
 
 from sandbox_helpers import Api, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 

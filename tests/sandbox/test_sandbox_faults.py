@@ -10,7 +10,7 @@ import pytest
 import requests
 from sandbox_helpers import CUSTOMER, DEMO, Api, basic, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 

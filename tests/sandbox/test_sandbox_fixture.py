@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
 
 
@@ -28,7 +28,9 @@ def test_qmatic_sandbox_sets_the_default_connection(qmatic_sandbox: SandboxServe
     assert qmatic_sandbox.base_url.startswith("http://127.0.0.1:")
     token = qmatic_sandbox.get_token(["book"])
     response = requests.get(
-        qmatic_sandbox.base_url + contract.BRANCHES.path, headers=qmatic_sandbox.api_headers(token), timeout=10
+        qmatic_sandbox.base_url + contract.BRANCHES.path,
+        headers=qmatic_sandbox.api_headers(token),
+        timeout=10,
     )
     assert response.status_code == 200
 

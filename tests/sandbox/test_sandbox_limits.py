@@ -7,7 +7,7 @@ import time
 import requests
 from sandbox_helpers import ACME, DEMO, Api, basic, error_of
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sandbox_helpers import ACME, CUSTOMER, DEMO, SETTINGS, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 MOVED_RESERVE = "/external/v2/reservations"

@@ -10,9 +10,9 @@ import pytest
 import requests
 from sandbox_helpers import BOOK_ONLY, DEMO, EXAMPLE_ID, EXAMPLE_SECRET, ISB, basic, error_of
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.sandbox import SandboxServer
-from airflow_provider_qmatic.scopes import Scope
 
 BOOK = Scope.BOOK.value
 FORM = "application/x-www-form-urlencoded"
@@ -81,7 +81,10 @@ def test_the_documented_request_through_requests(sandbox: SandboxServer) -> None
     token = response.json()["access_token"]
     # The book-only token reads and reserves, but cannot cancel.
     headers = {"Authorization": f"Bearer {token}", "X-TENANT-ID": ISB.system_id}
-    assert requests.get(sandbox.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code == 200
+    assert (
+        requests.get(sandbox.base_url + contract.BRANCHES.path, headers=headers, timeout=10).status_code
+        == 200
+    )
     cancel = requests.delete(
         sandbox.base_url + contract.GET.path.format(appointment_id="x"), headers=headers, timeout=10
     )

@@ -8,7 +8,7 @@ import pytest
 import requests
 from sandbox_helpers import CUSTOMER, Api, error_of, reserve_body
 
-from airflow_provider_qmatic import contract
+from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
 
 
@@ -155,5 +155,7 @@ def test_chunked_body_over_2_mb_is_413(api: Api, slot: dict[str, Any]) -> None:
 
 
 def test_413_on_the_token_endpoint_too(sandbox: SandboxServer) -> None:
-    response = requests.post(sandbox.base_url + contract.TOKEN.path, data=b"x" * (2 * 1024 * 1024 + 1), timeout=10)
+    response = requests.post(
+        sandbox.base_url + contract.TOKEN.path, data=b"x" * (2 * 1024 * 1024 + 1), timeout=10
+    )
     assert error_of(response)[:2] == (413, "payload_too_large")

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.connection_fields import (
+from airflow_provider_qmatic.hooks.connection_fields import (
     CONN_TYPE,
     EXTRA_FIELDS,
     HIDDEN_FIELDS,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_qmatic.connection_fields import (
+from airflow_provider_qmatic.hooks.connection_fields import (
     EXTRA_FIELDS,
     PLACEHOLDERS,
     REQUIRED_MARK,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic.contract import OPERATIONS
+from airflow_provider_qmatic.api.contract import OPERATIONS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 START, END = "<!-- contract-table:start -->", "<!-- contract-table:end -->"

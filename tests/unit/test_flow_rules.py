@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_qmatic.api.models import Appointment, BookingRequest, CustomerUpdate
 from airflow_provider_qmatic.exceptions import QmaticTenantRequiresFieldError, QmaticValidationError
 from airflow_provider_qmatic.flows import confirmed_by, customer_matches, is_booked, tenant_required_field
-from airflow_provider_qmatic.models import Appointment, BookingRequest, CustomerUpdate
 
 APPOINTMENT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 PID = "Zq7PersonalId0042"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic import ratelimit
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.ratelimit import MAX_PAUSE_S, RateLimiter, Spacing, spacing
+from airflow_provider_qmatic.state import budget as ratelimit
+from airflow_provider_qmatic.state.budget import MAX_PAUSE_S, RateLimiter, Spacing, spacing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -411,7 +411,7 @@ def test_without_flock_the_limiter_warns_and_stays_local(
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from airflow_provider_qmatic.ratelimit import RateLimiter
+from airflow_provider_qmatic.state.budget import RateLimiter
 
 shared, work, idx = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 rpm, duration = float(sys.argv[4]), float(sys.argv[5])

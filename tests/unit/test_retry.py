@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from airflow_provider_qmatic.retry import parse_retry_after
+from airflow_provider_qmatic.client.retry import parse_retry_after
 
 
 @pytest.mark.parametrize("value", ["NaN", "nan", "inf", "Infinity", "-inf", "-1", "1e400"])

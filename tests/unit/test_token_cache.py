@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_qmatic import token_cache
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.token_cache import (
+from airflow_provider_qmatic.state import tokens as token_cache
+from airflow_provider_qmatic.state._files import default_cache_dir
+from airflow_provider_qmatic.state.tokens import (
     CachedToken,
     FileTokenCache,
     MemoryTokenCache,
     TokenCache,
-    default_cache_dir,
     make_cache_key,
 )
 
@@ -321,7 +321,7 @@ def test_unsafe_keys_are_refused(cache_dir: Path) -> None:
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from airflow_provider_qmatic.token_cache import CachedToken, FileTokenCache
+from airflow_provider_qmatic.state.tokens import CachedToken, FileTokenCache
 
 cache_dir, work, idx, key = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 cache = FileTokenCache(cache_dir)

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 def qmatic_hook_probe() -> None:
     @task
     def probe() -> dict[str, object]:
-        from airflow_provider_qmatic.auth import basic_credentials
+        from airflow_provider_qmatic.api.contract import Scope
+        from airflow_provider_qmatic.client.auth import basic_credentials
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.scopes import Scope
 
         try:
             from airflow.sdk.log import redact  # type: ignore[attr-defined]

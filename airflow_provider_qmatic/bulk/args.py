@@ -44,6 +44,32 @@ def check_policy_values(max_failed_rows: int | None, max_failed_ratio: float | N
         raise QmaticConfigError("max_failed_ratio must be between 0 and 1, or None", field="max_failed_ratio")
 
 
+def check_concurrency(concurrency: object) -> int:
+    """Worker threads: a whole number from 1 to :data:`MAX_CONCURRENCY`."""
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise QmaticConfigError(
+            f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
+        )
+    return concurrency
+
+
+def resolve_skip_existing(mode: object) -> str:
+    """``auto``, ``always`` or ``never`` (True and False stand for the last two)."""
+    if isinstance(mode, bool):
+        return "always" if mode else "never"
+    text = str(mode).strip().lower()
+    if text not in SKIP_EXISTING_MODES:
+        raise QmaticConfigError(
+            f"skip_existing must be one of {', '.join(SKIP_EXISTING_MODES)}, got {str(mode)[:20]!r}",
+            field="skip_existing",
+        )
+    return text
+
+
 def check_operator_arguments(
     *,
     skip_existing: object,
@@ -56,21 +82,8 @@ def check_operator_arguments(
 
     A templated ``skip_existing`` (``"{{ ... }}"``) is checked when the runner resolves it.
     """
-    if (
-        isinstance(skip_existing, str)
-        and "{{" not in skip_existing
-        and skip_existing.strip().lower() not in SKIP_EXISTING_MODES
-    ):
-        raise QmaticConfigError(
-            f"skip_existing must be auto, always or never, got {skip_existing[:20]!r}", field="skip_existing"
-        )
-    if (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not 1 <= concurrency <= MAX_CONCURRENCY
-    ):
-        raise QmaticConfigError(
-            f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
-        )
+    if not (isinstance(skip_existing, str) and "{{" in skip_existing):
+        resolve_skip_existing(skip_existing)
+    check_concurrency(concurrency)
     check_policy_values(max_failed_rows, max_failed_ratio)
     check_max_rows(max_rows)

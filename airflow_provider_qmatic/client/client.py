@@ -4,14 +4,12 @@ No Airflow import lives here, so the client serves the hook, the bulk runner's t
 benchmarks and users' own scripts alike. One ``requests.Session`` carries every call (connection
 pooling, TLS verification always on); tokens come from a :class:`TokenProvider`; an optional
 :class:`RateLimiter` paces every request, token requests included; every retry decision is
-:func:`airflow_provider_qmatic.retry.is_retryable`.
+:func:`airflow_provider_qmatic.client.retry.is_retryable`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -20,9 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_qmatic import contract, transport
-from airflow_provider_qmatic.auth import SecretSink, TokenProvider
-from airflow_provider_qmatic.contract import Operation
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import (
+    BOOK_SCOPES,
+    CANCEL_SCOPES,
+    RESCHEDULE_SCOPES,
+    Operation,
+    Scope,
+)
+from airflow_provider_qmatic.client import transport
+from airflow_provider_qmatic.client.auth import SecretSink, TokenProvider
+from airflow_provider_qmatic.client.responses import error_from_response, json_body
+from airflow_provider_qmatic.client.retry import NOT_PROCESSED_STATUSES, retrying
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
     QmaticConflictError,
@@ -35,68 +43,20 @@ from airflow_provider_qmatic.exceptions import (
     TokenRequestFailed,
 )
 from airflow_provider_qmatic.metrics import MetricSink, count_responses
-from airflow_provider_qmatic.responses import error_from_response, json_body
-from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, retrying
-from airflow_provider_qmatic.scopes import BOOK, CANCEL, RESCHEDULE, Scope
-from airflow_provider_qmatic.token_cache import FileTokenCache, MemoryTokenCache, TokenCache
+from airflow_provider_qmatic.state.tokens import TokenCache
 
 if TYPE_CHECKING:
     from datetime import date
 
+    from airflow_provider_qmatic.api.models import Appointment, Branch, Service, ServiceGroup, Slot
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.models import Appointment, Branch, Service, ServiceGroup, Slot
-    from airflow_provider_qmatic.ratelimit import Limiter
+    from airflow_provider_qmatic.state.budget import Limiter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTEMPTS = 6
 # Connections kept per host: two per bulk worker thread at the most (32 threads).
 POOL_SIZE = 64
-
-
-def shared_limiter(
-    config: ClientConfig, *, shared_dir: str | os.PathLike[str] | None = None, bulk: bool = False
-) -> Limiter:
-    """The tenant's request budget at ``requests_per_minute``.
-
-    Qmatic counts requests per tenant, so the key is the host and tenant, not the client. With the
-    file token cache on (the default) every process of this user on the host draws from the same
-    budget, so mapped tasks and parallel bulk jobs together stay under the limit; with
-    ``credential_cache: memory`` each process paces itself alone; with ``redis`` every process of
-    every host shares one budget in Redis. A ``bulk`` budget leaves a reserve for single calls.
-    """
-    from airflow_provider_qmatic.ratelimit import RateLimiter
-
-    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
-    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
-    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
-    # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
-    # capped (and lost) while a bulk thread is late to wake. Below 60 requests a minute (a burst
-    # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
-    # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
-    reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
-    if config.credential_cache == "redis":
-        from airflow_provider_qmatic import redis_state
-
-        return redis_state.rate_limiter(config, burst=burst, reserve=reserve)
-    digest = hashlib.sha256(f"{config.base_url}|{config.tenant}".encode()).hexdigest()[:32]
-    if config.credential_cache != "file":
-        shared_dir = None
-    elif shared_dir is None:
-        shared_dir = config.shared_dir()
-    return RateLimiter(
-        config.requests_per_minute, burst=burst, shared_dir=shared_dir, key=f"rate-{digest}", reserve=reserve
-    )
-
-
-def _token_cache(config: ClientConfig) -> TokenCache:
-    """The token cache the connection's ``credential_cache`` names: memory, host file or Redis."""
-    if config.credential_cache == "redis":
-        from airflow_provider_qmatic import redis_state
-
-        return redis_state.token_cache(config)
-    shared = config.shared_dir()
-    return MemoryTokenCache() if shared is None else FileTokenCache(shared)
 
 
 def build_client(
@@ -107,14 +67,15 @@ def build_client(
     **kwargs: Any,
 ) -> QmaticClient:
     """The one way the provider builds a client: the connection's token cache, the tenant's shared
-    request budget (:func:`shared_limiter`), and a pool big enough for the bulk runner's threads.
+    request budget (:func:`~airflow_provider_qmatic.state.request_budget`), and a pool big enough
+    for the bulk runner's threads.
 
     The hook builds its client here; scripts and ``@task`` code without a hook do the same.
     """
     kwargs.setdefault("pool_size", POOL_SIZE)
     return QmaticClient(
         config,
-        limiter=limiter if limiter is not None else shared_limiter(config),
+        limiter=limiter if limiter is not None else state.request_budget(config),
         on_secret=on_secret,
         **kwargs,
     )
@@ -174,7 +135,7 @@ class QmaticClient:
         if on_metric is not None:
             count_responses(self.session, on_metric)
         if token_cache is None:
-            token_cache = _token_cache(config)
+            token_cache = state.token_cache(config)
         self.tokens = TokenProvider(
             config, self.session, cache=token_cache, limiter=limiter, on_secret=on_secret, sleep=sleep
         )
@@ -208,7 +169,7 @@ class QmaticClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        """Send one operation of :mod:`~airflow_provider_qmatic.contract` with retries; the decoded
+        """Send one operation of :mod:`~airflow_provider_qmatic.api.contract` with retries; the decoded
         JSON body, or None for 204.
 
         ``scopes`` are used if the contract lets a token with them call the operation; otherwise
@@ -319,10 +280,8 @@ class QmaticClient:
                 params=params,
             )
         except requests.RequestException as exc:
-            kind = type(exc).__name__
-            if transport.answer_too_large(exc):
-                kind = f"the answer was cut off at {transport.MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
-            elif _never_sent(exc):
+            kind = transport.failure_kind(exc)
+            if _never_sent(exc) and not transport.answer_too_large(exc):
                 raise QmaticNotSentError(f"Qmatic {op.name} could not be sent: {kind}") from None
             self._count(op)
             if op.idempotent:
@@ -340,27 +299,27 @@ class QmaticClient:
 
     # -- one method per operation --------------------------------------------------------------
 
-    def list_branches(self, *, scopes: frozenset[Scope] = BOOK) -> list[Branch]:
+    def list_branches(self, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> list[Branch]:
         """Every branch of the tenant."""
-        from airflow_provider_qmatic.models import Branch
+        from airflow_provider_qmatic.api.models import Branch
 
         return Branch.parse_list(self.call("branches", scopes))
 
     def list_services(
-        self, branch_id: str | None = None, *, scopes: frozenset[Scope] = BOOK
+        self, branch_id: str | None = None, *, scopes: frozenset[Scope] = BOOK_SCOPES
     ) -> list[Service]:
         """The tenant's active services (Part B: one tenant-wide list, one item per service and
         branch), only those of ``branch_id`` when given (filtered here by ``branch.id``)."""
-        from airflow_provider_qmatic.models import Service
+        from airflow_provider_qmatic.api.models import Service
 
         services = Service.parse_list(self.call("services", scopes))
         if branch_id is None:
             return services
         return [s for s in services if s.branch is not None and s.branch.id == branch_id]
 
-    def list_service_groups(self, *, scopes: frozenset[Scope] = BOOK) -> list[ServiceGroup]:
+    def list_service_groups(self, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> list[ServiceGroup]:
         """The tenant's service groups (a guessed path: no public page shows it or its answer)."""
-        from airflow_provider_qmatic.models import ServiceGroup
+        from airflow_provider_qmatic.api.models import ServiceGroup
 
         return ServiceGroup.parse_list(self.call("service_groups", scopes))
 
@@ -371,10 +330,10 @@ class QmaticClient:
         date_from: date,
         date_to: date,
         *,
-        scopes: frozenset[Scope] = BOOK,
+        scopes: frozenset[Scope] = BOOK_SCOPES,
     ) -> list[Slot]:
         """Time slots of a service at a branch between two dates (inclusive)."""
-        from airflow_provider_qmatic.models import Slot
+        from airflow_provider_qmatic.api.models import Slot
 
         data = self.call(
             "timeslots",
@@ -384,49 +343,49 @@ class QmaticClient:
         )
         return Slot.parse_list(data)
 
-    def reserve(self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK) -> Appointment:
+    def reserve(self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES) -> Appointment:
         """Hold a slot for 15 minutes (``body`` as :meth:`BookingRequest.reservation_body`).
 
         Not idempotent: a lost answer raises QmaticUnknownOutcomeError and is never repeated here.
         """
-        from airflow_provider_qmatic.models import Appointment
+        from airflow_provider_qmatic.api.models import Appointment
 
         return Appointment.parse(self.call("reserve", scopes, json=dict(body)))
 
-    def release_reservation(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> None:
+    def release_reservation(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> None:
         """Free a reservation that will not be confirmed."""
         self.call("release", scopes, path_params={"appointment_id": appointment_id})
 
     def confirm(
-        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
+        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES
     ) -> Appointment:
         """Confirm a reservation with the customer (``body`` as :meth:`BookingRequest.confirmation_body`)."""
-        from airflow_provider_qmatic.models import Appointment
+        from airflow_provider_qmatic.api.models import Appointment
 
         data = self.call("confirm", scopes, path_params={"appointment_id": appointment_id}, json=dict(body))
         return Appointment.parse(data)
 
-    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK) -> Appointment:
+    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> Appointment:
         """One appointment (or reservation) by id."""
-        from airflow_provider_qmatic.models import Appointment
+        from airflow_provider_qmatic.api.models import Appointment
 
         data = self.call("get", scopes, path_params={"appointment_id": appointment_id})
         return Appointment.parse(data)
 
     def search_appointments(
-        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK
+        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK_SCOPES
     ) -> list[Appointment]:
         """A customer's appointments, found by their personal identifier."""
-        from airflow_provider_qmatic.models import Appointment
+        from airflow_provider_qmatic.api.models import Appointment
 
         data = self.call("search", scopes, json={"customer": {"personalIdentifier": personal_identifier}})
         return Appointment.parse_list(data, one_object_ok=True)
 
     def reschedule(
-        self, appointment_id: str, reservation_id: str, *, scopes: frozenset[Scope] = RESCHEDULE
+        self, appointment_id: str, reservation_id: str, *, scopes: frozenset[Scope] = RESCHEDULE_SCOPES
     ) -> Appointment:
         """Move a confirmed appointment onto a reservation's slot (the reservation is consumed)."""
-        from airflow_provider_qmatic.models import Appointment
+        from airflow_provider_qmatic.api.models import Appointment
 
         data = self.call(
             "reschedule",
@@ -437,14 +396,14 @@ class QmaticClient:
         return Appointment.parse(data)
 
     def update_customer(
-        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK
+        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES
     ) -> None:
         """Replace the customer details of an appointment (``body`` as
         :meth:`CustomerUpdate.to_wire`); 204, so nothing comes back. A PUT: repeated after a lost
         answer, it sets the same details again."""
         self.call("update_customer", scopes, path_params={"appointment_id": appointment_id}, json=dict(body))
 
-    def cancel(self, appointment_id: str, *, scopes: frozenset[Scope] = CANCEL) -> None:
+    def cancel(self, appointment_id: str, *, scopes: frozenset[Scope] = CANCEL_SCOPES) -> None:
         """Cancel a confirmed appointment (raises QmaticConflictError if it is not cancellable)."""
         self.call("cancel", scopes, path_params={"appointment_id": appointment_id})
 

@@ -78,6 +78,9 @@ EXTRA_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
+# Extras the hook reads that the form does not show (set in the connection's Extra JSON).
+EXTRA_ONLY: tuple[str, ...] = ("credential_cache_dir",)
+
 # Host is hidden because Base URL says the same thing with its scheme; a Host given in a connection
 # URI or JSON is still honoured. Port stays on the form although Region or Base URL already decide
 # the port: Airflow 3.3.2 refuses to test a saved connection with its stored secret unless the port

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from airflow_provider_qmatic.bulk_args import DEFAULT_MAX_ROWS, check_max_rows
+from airflow_provider_qmatic.bulk.args import DEFAULT_MAX_ROWS, check_max_rows
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 
 # Every field a row may carry, per action: (required, optional).
@@ -640,12 +640,6 @@ def _neutralise(value: Any) -> Any:
     return value
 
 
-def _restore(value: str) -> str:
-    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
-        return value[1:]
-    return value
-
-
 def render_outcomes(outcomes: Iterable[Mapping[str, Any]], fmt: str) -> Iterator[str]:
     """Outcomes as CSV (with header, formula-like cells neutralised) or JSON Lines text, in pieces."""
     if fmt == "jsonl":
@@ -718,18 +712,3 @@ def _replace_atomically(target: Path, pieces: Iterable[str]) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-def read_outcomes(path: str | os.PathLike[str] | PathLike) -> list[dict[str, Any]]:
-    """Read back a results file written by :func:`write_outcomes` (row as int, empty as None)."""
-    target = as_path(path)
-    if file_format(target, what="results_path") == "jsonl":
-        return list(jsonl_objects(target, what="results file"))
-    out: list[dict[str, Any]] = []
-    records = csv_records(target, what="results file")
-    header = next(records)
-    for record in records:
-        item: dict[str, Any] = {k: (_restore(v) if v else None) for k, v in zip(header, record, strict=False)}
-        item["row"] = int(record[0])
-        out.append(item)
-    return out

@@ -9,8 +9,9 @@ line, the headers and the body together get at most the read timeout. Passing ``
 one attempt lasts at most ``timeout`` seconds from start to last byte (name resolution aside,
 which no socket timeout covers).
 
-An answer is read up to :data:`MAX_ANSWER_BYTES` and then cut off (:class:`AnswerTooLarge`), so a
-broken or hostile server cannot fill a worker's memory either. The cap holds twice: on the bytes
+An answer is read up to :data:`MAX_ANSWER_BYTES` and then cut off
+(:class:`~airflow_provider_qmatic.exceptions.AnswerTooLarge`), so a broken or hostile server cannot
+fill a worker's memory either. The cap holds twice: on the bytes
 received (status line, headers, body as sent) and on the body as *decoded*. A ``Content-Encoding:
 gzip`` or ``deflate`` answer of a few MiB may inflate to gigabytes; ``urllib3`` inflates it a read
 at a time, and :class:`DeadlineAdapter` counts what each read yields and stops at the cap, so an
@@ -20,7 +21,7 @@ answer is never inflated past :data:`MAX_ANSWER_BYTES`. Either way the caller se
 Redirects are never followed: :func:`send` passes ``allow_redirects=False``, and the session
 :func:`prepare_session` prepares has no redirect target for any answer, so even a call through it
 that forgets the flag sends no credentials, system id or customer data to another host.
-A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.responses`.
+A 3xx answer becomes an error in :mod:`~airflow_provider_qmatic.client.responses`.
 """
 
 from __future__ import annotations
@@ -41,18 +42,10 @@ from urllib3.exceptions import ProtocolError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 
-from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.exceptions import AnswerTooLarge, QmaticConfigError
 
 # Far above any answer of the API (two weeks of a branch's time slots are about 100 KB).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
-
-
-class AnswerTooLarge(OSError):
-    """An answer (status line, headers and body, or the body decoded) over :data:`MAX_ANSWER_BYTES`:
-    cut off."""
-
-    def __init__(self) -> None:
-        super().__init__(f"the answer is longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
 
 
 def answer_too_large(exc: BaseException) -> bool:
@@ -99,7 +92,7 @@ class _DeadlineReader(io.RawIOBase):
         count = self._raw.readinto(buffer)
         self._read += count or 0
         if self._read > MAX_ANSWER_BYTES:
-            raise AnswerTooLarge
+            raise AnswerTooLarge(MAX_ANSWER_BYTES)
         return count
 
     def close(self) -> None:
@@ -157,7 +150,7 @@ def _capped_stream(stream: Callable[..., Iterator[bytes]]) -> Callable[..., Iter
         for chunk in stream(amt, decode_content):
             decoded += len(chunk)
             if decoded > MAX_ANSWER_BYTES:
-                raise ProtocolError("the decoded answer is too long", AnswerTooLarge())
+                raise ProtocolError("the decoded answer is too long", AnswerTooLarge(MAX_ANSWER_BYTES))
             yield chunk
 
     return capped

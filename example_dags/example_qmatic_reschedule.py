@@ -58,9 +58,9 @@ with DAG(
     @task
     def choose_move(params: dict[str, Any]) -> dict[str, str]:
         """``{appointment_id, start_time}``: the configured ones, or found through the API."""
+        from airflow_provider_qmatic.api.models import BookingRequest
         from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.models import BookingRequest
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
         if params["appointment_id"] and params["new_start_time"]:

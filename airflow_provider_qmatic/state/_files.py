@@ -27,6 +27,7 @@ import importlib.util
 import os
 import re
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from airflow_provider_qmatic.exceptions import QmaticConfigError
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 _FIELD = "credential_cache_dir"
+CACHE_DIR_ENV = "QMATIC_TOKEN_CACHE_DIR"
 # What a file-name stem in these directories may be: no separators, no dots, nothing hidden.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -43,6 +45,37 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 def flock_available() -> bool:
     """True where ``fcntl.flock`` exists (Linux, macOS, BSD), the precondition of on-disk state."""
     return importlib.util.find_spec("fcntl") is not None
+
+
+def default_cache_dir() -> Path:
+    """Where host-local state lives when the connection names no ``credential_cache_dir``.
+
+    ``$QMATIC_TOKEN_CACHE_DIR`` if set; else ``$XDG_RUNTIME_DIR/airflow-provider-qmatic`` when that
+    runtime directory exists and is private to this user (it is a tmpfs cleared at logout, the
+    ideal home for secrets); else ``airflow-provider-qmatic-<uid>`` in the system temporary directory.
+    The uid in the name keeps users apart; the permission checks catch a directory planted there by
+    someone else.
+    """
+    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime and _is_private_dir(runtime):
+        return Path(runtime) / "airflow-provider-qmatic"
+    user = str(os.geteuid()) if hasattr(os, "geteuid") else "user"
+    return Path(tempfile.gettempdir()) / f"airflow-provider-qmatic-{user}"
+
+
+def _is_private_dir(path: str) -> bool:
+    if not hasattr(os, "geteuid"):  # not POSIX: no owner-only directories to rely on
+        return False
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077 == 0
+    )
 
 
 def lock_exclusive(fd: int) -> None:

@@ -3,8 +3,8 @@ theirs, paced, exactly once, with a report.
 
 Plain Python (no Airflow import), so it serves the bulk operators, ``@task`` code and scripts::
 
-    from airflow_provider_qmatic.bulk import BulkRunner
-    from airflow_provider_qmatic.client import build_client
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
+    from airflow_provider_qmatic.client.client import build_client
 
     client = build_client(config)                  # or QmaticHook(...).client, as the operators do
     result = BulkRunner(client).book("bookings.csv", results_path="results.csv")
@@ -19,12 +19,12 @@ What a run does, in order:
    (same customer, branch, service and start; for reschedule and cancel the same appointment; for
    a customer update the same personal identifier) are reported with their row number, field and
    reason, and never sent.
-3. **Resume**: with a journal (see :mod:`.bulk_journal`), reservations that an earlier, killed
-   attempt left without an outcome are settled (done, or released), and the rows it left in flight
-   are known: on a retry only those are looked up in Qmatic.
+3. **Resume**: with a journal (see :mod:`~airflow_provider_qmatic.state.journal`), reservations
+   that an earlier, killed attempt left without an outcome are settled (done, or released), and the
+   rows it left in flight are known: on a retry only those are looked up in Qmatic.
 4. **Run** each valid row through :class:`~airflow_provider_qmatic.flows.Flows`, the flow the single
    operators run, on ``concurrency`` worker threads (default 4) sharing one client, so one token
-   cache and one :class:`~airflow_provider_qmatic.ratelimit.RateLimiter` pace every request the job
+   cache and one :class:`~airflow_provider_qmatic.state.budget.RateLimiter` pace every request the job
    causes. The flow's events (reserving, reserved, done, released, ...) go to the journal. A
    booking job's first row runs alone: a confirm refused because the tenant requires a field the row
    lacks (date of birth, an information answer) teaches the runner that field, and later rows
@@ -55,17 +55,17 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic import bulk_journal
-from airflow_provider_qmatic.bulk_args import (
+from airflow_provider_qmatic.api.contract import BOOK_SCOPES
+from airflow_provider_qmatic.bulk.args import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ROWS,
-    MAX_CONCURRENCY,
-    SKIP_EXISTING_MODES,
     XCOM_OUTCOMES_MAX,
+    check_concurrency,
     check_max_rows,
     check_policy_values,
+    resolve_skip_existing,
 )
-from airflow_provider_qmatic.bulk_io import (
+from airflow_provider_qmatic.bulk.io import (
     CUSTOMER_FIELDS,
     QUESTION_PREFIX,
     InputRows,
@@ -76,8 +76,7 @@ from airflow_provider_qmatic.bulk_io import (
     load_rows,
     write_outcomes,
 )
-from airflow_provider_qmatic.bulk_journal import UPDATING, Journal, JournalState
-from airflow_provider_qmatic.bulk_progress import (
+from airflow_provider_qmatic.bulk.progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
     ProgressReporter,
@@ -97,13 +96,15 @@ from airflow_provider_qmatic.exceptions import (
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.flows import BOOK, DONE, RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.state.journal import DONE, UPDATING, FileJournal, Journal, JournalState
+from airflow_provider_qmatic.state.journal import FAILED as JOURNAL_FAILED
 
 if TYPE_CHECKING:
     from datetime import date, tzinfo
 
-    from airflow_provider_qmatic.client import QmaticClient
-    from airflow_provider_qmatic.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
+    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
+    from airflow_provider_qmatic.client.client import QmaticClient
 
 log = logging.getLogger(__name__)
 
@@ -263,19 +264,6 @@ class BulkResult:
 # -- building blocks -----------------------------------------------------------------------------
 
 
-def resolve_skip_existing(mode: str | bool) -> str:
-    """``auto``, ``always`` or ``never`` (True and False stand for the last two)."""
-    if isinstance(mode, bool):
-        return "always" if mode else "never"
-    text = str(mode).strip().lower()
-    if text not in SKIP_EXISTING_MODES:
-        raise QmaticConfigError(
-            f"skip_existing must be one of {', '.join(SKIP_EXISTING_MODES)}, got {str(mode)[:20]!r}",
-            field="skip_existing",
-        )
-    return text
-
-
 def _fingerprint(*parts: object) -> str:
     """Journals keep these: the text hashed is exactly ``json.dumps([str(p) for p in parts])``,
     written without the encoder's per-call set-up (this runs once per row)."""
@@ -357,7 +345,7 @@ class _KeyedCache:
 
 def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
     """``(row number, flat row) -> (item, dedupe key)`` for ``action``; raises QmaticValidationError."""
-    from airflow_provider_qmatic.models import (
+    from airflow_provider_qmatic.api.models import (
         BookingRequest,
         CancelRequest,
         CustomerUpdate,
@@ -473,18 +461,18 @@ class _Feed:
 
 
 class BulkRunner:
-    """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.QmaticClient`.
+    """Runs one bulk job over a :class:`~airflow_provider_qmatic.client.client.QmaticClient`.
 
     :param client: the client every request goes through: the hook's, or one from
-        :func:`~airflow_provider_qmatic.client.build_client` (so that it has the shared limiter);
+        :func:`~airflow_provider_qmatic.client.client.build_client` (so that it has the shared limiter);
         one runner serves one job at a time.
     :param concurrency: worker threads, 1 to 32 (default 4). The limiter, not this, sets the pace;
         a few threads keep the budget used while each waits for its answer.
     :param skip_existing: ``auto`` | ``always`` | ``never`` (see the module documentation).
     :param attempt: the task's try number; ``auto`` checks existing state when it is above 1.
-    :param journal_path: a file under a private directory for resumability (see :mod:`.bulk_journal`),
-        or a journal kept elsewhere (:class:`~airflow_provider_qmatic.redis_state.RedisJournal`); one
-        per task instance. None: no journal.
+    :param journal_path: a file under a private directory for resumability, or a
+        :class:`~airflow_provider_qmatic.state.journal.Journal` kept elsewhere (in Redis); one per
+        task instance. None: no journal.
     :param timezone: IANA zone for row times written without an offset.
     :param logger: where progress and the summary go (the operator passes its task logger).
     :param max_rows: the most rows an input may have (default 1,000,000); more is refused before
@@ -507,16 +495,8 @@ class BulkRunner:
         sleep: Callable[[float], None] = time.sleep,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not 1 <= concurrency <= MAX_CONCURRENCY
-        ):
-            raise QmaticConfigError(
-                f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="concurrency"
-            )
         self.client = client
-        self.concurrency = concurrency
+        self.concurrency = check_concurrency(concurrency)
         self.max_rows = check_max_rows(max_rows)
         self.skip_mode = resolve_skip_existing(skip_existing)
         self.attempt = attempt
@@ -621,7 +601,7 @@ class BulkRunner:
         try:
             if self.journal_path is not None and items:
                 journal = self.journal_path
-                self._journal = journal if isinstance(journal, Journal) else Journal(journal)
+                self._journal = journal if isinstance(journal, Journal) else FileJournal(journal)
                 state = self._journal.open()
                 self._resume(action, state)
             outcomes.extend(self._execute(action, items, counts, total, progress))
@@ -677,7 +657,7 @@ class BulkRunner:
         per customer), not the row or its parsed request; the valid rows are parsed again as they are
         run (see :class:`_ValidRows`).
         """
-        from airflow_provider_qmatic.models import resolve_timezone
+        from airflow_provider_qmatic.api.models import resolve_timezone
 
         loaded = load_rows(rows, action=action, column_map=column_map, max_rows=self.max_rows)
         parse = _row_parser(action, resolve_timezone(self.timezone))
@@ -795,7 +775,7 @@ class BulkRunner:
                     self._probe_done.set()
             if outcome.status == FAILED and self._journal is not None:
                 with contextlib.suppress(QmaticError, OSError):
-                    self._journal.record(bulk_journal.FAILED, fingerprint=item.fingerprint, row=item.row)
+                    self._journal.record(JOURNAL_FAILED, fingerprint=item.fingerprint, row=item.row)
             with self._counter_lock:
                 self._orphaned += events.possibly_orphaned
             results.put(outcome)
@@ -894,18 +874,20 @@ class BulkRunner:
 
         def search(pid: str) -> list[Appointment]:
             if pid not in multi:
-                return client.search_appointments(pid, scopes=BOOK)
-            found: list[Appointment] = searches.get(pid, lambda: client.search_appointments(pid, scopes=BOOK))
+                return client.search_appointments(pid, scopes=BOOK_SCOPES)
+            found: list[Appointment] = searches.get(
+                pid, lambda: client.search_appointments(pid, scopes=BOOK_SCOPES)
+            )
             return found
 
         def list_services(branch_id: str) -> list[Service]:
-            every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK))
+            every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK_SCOPES))
             return [s for s in every if s.branch is not None and s.branch.id == branch_id]
 
         def find_timeslots(branch_id: str, service_id: str, first: date, last: date) -> list[Slot]:
             found: list[Slot] = slots.get(
                 f"{branch_id}/{service_id}/{first}/{last}",
-                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK),
+                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK_SCOPES),
             )
             return found
 
@@ -963,25 +945,12 @@ class BulkRunner:
 
     def _events(self, fingerprint: str, row: int) -> FlowEvents:
         """The flow's events for one row: its rest of the reserve budget, journaled as they happen."""
-        history = self._state.rows.get(fingerprint) if self._state is not None else None
-        journal = self._journal
-
-        def record(
-            event: str, *, reservation_id: str | None = None, appointment_id: str | None = None
-        ) -> None:
-            if journal is not None:
-                journal.record(
-                    event,
-                    fingerprint=fingerprint,
-                    row=row,
-                    reservation_id=reservation_id,
-                    appointment_id=appointment_id,
-                )
-
-        return FlowEvents(
-            reserves_left=self._reserve_budget - (history.reserves if history else 0),
-            held_before=history.lost if history else 0,
-            record=record,
+        return FlowEvents.journaled(
+            self._journal,
+            self._state,
+            fingerprint,
+            row,
+            budget=self._reserve_budget,
             stopped=self._stop.is_set,
         )
 
@@ -1062,11 +1031,11 @@ def update_booked(
     :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`). Returns the booked appointments'
     ids, in the search's order, and how many were updated. ``events.step`` names the step running.
     """
-    from airflow_provider_qmatic.models import AppointmentStatus
+    from airflow_provider_qmatic.api.models import AppointmentStatus
 
     events = events or FlowEvents()
     events.step = "search"
-    found = flows.client.search_appointments(details.personal_identifier, scopes=BOOK)
+    found = flows.client.search_appointments(details.personal_identifier, scopes=BOOK_SCOPES)
     booked = [a for a in found if is_booked(a) and a.status_enum is not AppointmentStatus.FINALIZED]
     changed = 0
     for appointment in booked:

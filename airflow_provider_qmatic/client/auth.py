@@ -6,14 +6,13 @@ the form ``grant_type=client_credentials&scope=<scopes joined by single spaces>`
 refresh token: a new token is requested shortly before the old one runs out.
 
 Tokens are kept in two layers: a dict in this object (no I/O on the hot path) in front of a
-:class:`~airflow_provider_qmatic.token_cache.TokenCache`, which may be shared by every task
+:class:`~airflow_provider_qmatic.state.tokens.TokenCache`, which may be shared by every task
 process on the host so that they make one token request between them.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import re
 import time
@@ -22,23 +21,23 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from airflow_provider_qmatic import contract, transport
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.api import contract
+from airflow_provider_qmatic.api.contract import Scope, scope_string
+from airflow_provider_qmatic.client import transport
+from airflow_provider_qmatic.client.responses import describe_body, error_from_response, json_body
+from airflow_provider_qmatic.client.retry import retrying
 from airflow_provider_qmatic.exceptions import (
     QmaticAuthError,
     QmaticForbiddenError,
     QmaticServerError,
 )
-from airflow_provider_qmatic.ratelimit import Spacing, spacing
 from airflow_provider_qmatic.redaction import Redactor
-from airflow_provider_qmatic.responses import describe_body, error_from_response, json_body
-from airflow_provider_qmatic.retry import retrying
-from airflow_provider_qmatic.scopes import Scope, scope_string
-from airflow_provider_qmatic.token_cache import CachedToken, TokenCache, make_cache_key
+from airflow_provider_qmatic.state.tokens import CachedToken, TokenCache, make_cache_key
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.ratelimit import Limiter
-    from airflow_provider_qmatic.redis_state import RedisSpacing
+    from airflow_provider_qmatic.state.budget import Limiter
 
 SecretSink = Callable[[str], None]
 
@@ -106,18 +105,9 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        # The token endpoint's one request a second: for every process of this host, or with
-        # credential_cache "redis" of every host.
-        self._spacing: Spacing | RedisSpacing
-        if config.credential_cache == "redis":
-            from airflow_provider_qmatic import redis_state
-
-            self._spacing = redis_state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
-        else:
-            digest = hashlib.sha256(config.base_url.encode()).hexdigest()[:32]
-            self._spacing = spacing(
-                TOKEN_ENDPOINT_INTERVAL_S, key=f"token-{digest}", shared_dir=config.shared_dir()
-            )
+        # The token endpoint's one request a second, for every client of the process and every
+        # process of the host (credential_cache "file") or of the cluster ("redis").
+        self._spacing = state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
         self.token_requests = 0
         self.last_expires_in: float | None = None
         self._basic = basic_credentials(config.client_id, config.client_secret)

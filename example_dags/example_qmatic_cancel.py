@@ -40,9 +40,9 @@ with DAG(
     def upcoming_appointment_ids(**context: Any) -> list[str]:
         """Ids of the customer's booked appointments that have not started yet."""
         # Imported inside the task: DAG files are parsed often, the hook is needed only here.
+        from airflow_provider_qmatic.api.contract import Scope
         from airflow_provider_qmatic.flows import is_booked
         from airflow_provider_qmatic.hooks.qmatic import QmaticHook
-        from airflow_provider_qmatic.scopes import Scope
 
         hook = QmaticHook(qmatic_conn_id="qmatic_default")
         # Reads accept any scope: ask for the cancel scope, the one this DAG needs anyway, so a

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from airflow_provider_qmatic.client.retry import NOT_PROCESSED_STATUSES, parse_retry_after
 from airflow_provider_qmatic.exceptions import (
     QmaticError,
     QmaticRedirectError,
@@ -23,7 +24,6 @@ from airflow_provider_qmatic.exceptions import (
     error_for_status,
 )
 from airflow_provider_qmatic.redaction import Redactor, personal_values
-from airflow_provider_qmatic.retry import NOT_PROCESSED_STATUSES, parse_retry_after
 
 _MAX_QUOTED_MESSAGE = 300
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9.+/:\[\]-]")

@@ -27,7 +27,7 @@ symlinks; the checks of the token cache) on the worker that ran the attempt. A r
 does not see it; there, ``skip_existing`` (on by default for retries) still prevents double
 bookings, and a reservation left by the killed attempt simply expires after its hold. With
 ``credential_cache: redis`` the same lines live in Redis instead
-(:class:`~airflow_provider_qmatic.redis_state.RedisJournal`), where a retry on any worker reads them.
+(:class:`RedisJournal`), where a retry on any worker reads them.
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
@@ -44,17 +44,24 @@ import json
 import logging
 import os
 import re
+import secrets
 import stat
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_qmatic._private_dir import PrivateDirectory, flock_available, write_all
-from airflow_provider_qmatic.exceptions import QmaticError, QmaticJournalBusyError
-from airflow_provider_qmatic.flows import CANCELLING, DONE, LOST, RELEASED, RESERVED, RESERVING
+from airflow_provider_qmatic.exceptions import QmaticCoordinationError, QmaticError, QmaticJournalBusyError
+from airflow_provider_qmatic.state._files import (
+    PrivateDirectory,
+    default_cache_dir,
+    flock_available,
+    write_all,
+)
+from airflow_provider_qmatic.state._redis import RELEASE, RedisLink, digest
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,21 @@ _NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
 MARKER = b'{"qmatic_bulk_journal":1}\n'
 _CHUNK = 1 << 20
 
-# The flow's events and the runner's own: an attempt started; a customer update's row started (its
-# search and updates); a row ended failed (its state is known: nothing of it is in flight).
+# The events a flow reports (flows.FlowEvents): a reserve is about to be sent, its answer was lost, a
+# reservation was made, the row ended done, a reservation was released, a cancel is about to be sent.
+RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
+    "reserving",
+    "lost",
+    "reserved",
+    "done",
+    "released",
+    "cancelling",
+)
+# And the runner's own: an attempt started; a customer update's row started (its search and
+# updates); a row ended failed (its state is known: nothing of it is in flight).
 ATTEMPT, UPDATING, FAILED = "attempt", "updating", "failed"
+# How long a Redis journal's lease lives unless renewed: a killed attempt's ends within this.
+JOURNAL_LEASE_S = 30.0
 EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, UPDATING, FAILED})
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING, UPDATING})
 
@@ -86,8 +105,6 @@ def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
-    from airflow_provider_qmatic.token_cache import default_cache_dir
-
     base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
     return base / "bulk-journals"
 
@@ -124,50 +141,28 @@ class JournalState:
         return {fp for fp, history in self.rows.items() if history.in_flight}
 
 
-class Journal:
-    """An append-only, fsync'd JSON Lines file under a private directory, locked for the run.
+class Journal(ABC):
+    """A task instance's journal: append-only lines, held by one attempt at a time, read by the next.
 
-    :param path: the journal file (``~`` is the home directory); its directory is created 0700 if
-        missing.
+    What the lines say is decided here, once; where they live is the subclass's: a file on the host
+    (:class:`FileJournal`) or a list in Redis (:class:`RedisJournal`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).expanduser()
-        self._dir = PrivateDirectory(self.path.parent, purpose="bulk job journals")
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"Journal({str(self.path)!r})"
-
+    @abstractmethod
     def open(self) -> JournalState:
-        """Open (creating) and lock the journal, clean up old journals, and read what it holds."""
-        if not flock_available():
-            raise QmaticError("the bulk journal needs file locks (fcntl.flock), which this system lacks")
-        import fcntl
+        """Take the journal for this attempt (or raise QmaticJournalBusyError) and read it."""
 
-        with self._dir.opened() as dir_fd:
-            self._remove_expired(dir_fd)
-            fd = self._dir.open_file(dir_fd, self.path.name, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise QmaticJournalBusyError(
-                f"the bulk journal {self.path.name} is locked by another attempt of this task that is "
-                "still running on this host; wait for it to end"
-            ) from None
-        self._fd = fd
-        if os.fstat(fd).st_size == 0:
-            write_all(fd, MARKER)
-            os.fsync(fd)
-        return self._read(fd)
-
+    @abstractmethod
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)  # releases the flock
-                self._fd = None
+        """Let the journal go (the next attempt may take it)."""
+
+    @abstractmethod
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Store one entry for good before returning."""
+
+    @abstractmethod
+    def _label(self) -> str:
+        """The journal's name in messages."""
 
     def __enter__(self) -> JournalState:
         return self.open()
@@ -184,7 +179,7 @@ class Journal:
         reservation_id: str | None = None,
         appointment_id: str | None = None,
     ) -> None:
-        """Append one event and force it to disk before returning."""
+        """Append one event and store it for good (``fsync``, or Redis's answer) before returning."""
         if event not in EVENTS:
             raise ValueError(f"unknown journal event {event!r}")
         entry: dict[str, Any] = {"e": event, "fp": fingerprint, "row": row, "t": round(time.time(), 3)}
@@ -198,27 +193,8 @@ class Journal:
         """Note that this attempt (the task's try number) runs with the journal, before any request."""
         self._append({"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)})
 
-    def _append(self, entry: dict[str, Any]) -> None:
-        data = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            if self._fd is None:
-                raise QmaticError("the bulk journal is not open")
-            write_all(self._fd, data)
-            os.fsync(self._fd)
-
-    # -- internals -----------------------------------------------------------------------------
-
-    def _read(self, fd: int) -> JournalState:
-        return self._state(
-            (number, line) for number, line in _lines(fd) if not (number == 1 and line + b"\n" == MARKER)
-        )
-
-    def _label(self) -> str:
-        return self.path.name
-
     def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
-        """What the numbered lines say, whatever holds them (this file, or Redis: see
-        :mod:`.redis_state`)."""
+        """What the numbered lines say, wherever they are kept."""
         state = JournalState()
         for number, line in lines:
             entry = _parse(line)
@@ -265,6 +241,70 @@ class Journal:
             history.unanswered = False
         return state
 
+
+class FileJournal(Journal):
+    """An append-only, fsync'd JSON Lines file under a private directory, locked for the run.
+
+    :param path: the journal file (``~`` is the home directory); its directory is created 0700 if
+        missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self._dir = PrivateDirectory(self.path.parent, purpose="bulk job journals")
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FileJournal({str(self.path)!r})"
+
+    def open(self) -> JournalState:
+        """Open (creating) and lock the journal, clean up old journals, and read what it holds."""
+        if not flock_available():
+            raise QmaticError("the bulk journal needs file locks (fcntl.flock), which this system lacks")
+        import fcntl
+
+        with self._dir.opened() as dir_fd:
+            self._remove_expired(dir_fd)
+            fd = self._dir.open_file(dir_fd, self.path.name, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise QmaticJournalBusyError(
+                f"the bulk journal {self.path.name} is locked by another attempt of this task that is "
+                "still running on this host; wait for it to end"
+            ) from None
+        self._fd = fd
+        if os.fstat(fd).st_size == 0:
+            write_all(fd, MARKER)
+            os.fsync(fd)
+        return self._read(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)  # releases the flock
+                self._fd = None
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        data = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise QmaticError("the bulk journal is not open")
+            write_all(self._fd, data)
+            os.fsync(self._fd)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _read(self, fd: int) -> JournalState:
+        return self._state(
+            (number, line) for number, line in _lines(fd) if not (number == 1 and line + b"\n" == MARKER)
+        )
+
+    def _label(self) -> str:
+        return self.path.name
+
     def _remove_expired(self, dir_fd: int) -> None:
         """Delete the runner's own journals older than the retention; nothing else, ever."""
         cutoff = time.time() - RETENTION_DAYS * 86400
@@ -273,6 +313,103 @@ class Journal:
                 if name != self.path.name and _NAME.fullmatch(name):
                     with contextlib.suppress(OSError):
                         _remove_if_expired_journal(dir_fd, name, cutoff)
+
+
+# KEYS[1] lease, KEYS[2] list; ARGV[1] owner, ARGV[2] line, ARGV[3] list TTL (ms). Appends only while
+# this attempt holds the lease, so an attempt that lost it can never write over its successor.
+_APPEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 1
+"""
+# KEYS[1] lease; ARGV[1] owner, ARGV[2] lease (ms).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return 0
+"""
+
+
+class RedisJournal(Journal):
+    """A bulk journal in a Redis list, readable by a retry on any worker.
+
+    The lines and their meaning are those of :class:`Journal`; only the storage differs. A lease
+    (``SET NX PX``, renewed by a thread every third of its life) stands for the file lock: a second
+    attempt of the same task instance while the first still runs fails fast and retryably; a killed
+    attempt's lease runs out within :data:`JOURNAL_LEASE_S`. Every append is checked against the
+    lease inside Redis. The list expires :data:`RETENTION_DAYS` after its last append.
+    """
+
+    def __init__(self, link: RedisLink, name: str) -> None:
+        self.name = name
+        self._link = link
+        self._redis = link.client
+        self._list = link.key("journal", digest(name))
+        self._lease = f"{self._list}:lease"
+        self._owner = secrets.token_hex(16)
+        self._append_script = link.script(_APPEND)
+        self._renew_script = link.script(_RENEW)
+        self._release_script = link.script(RELEASE)
+        self._open = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisJournal({self.name!r}, address={self._link.address!r})"
+
+    def open(self) -> JournalState:
+        """Take the lease and read what earlier attempts wrote."""
+        with self._link.call("opening the bulk journal"):
+            if not self._redis.set(self._lease, self._owner, nx=True, px=int(JOURNAL_LEASE_S * 1000)):
+                raise QmaticJournalBusyError(
+                    f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
+                    f"is still running (its lease ends within {JOURNAL_LEASE_S:.0f} s of its death)"
+                )
+            lines = self._redis.lrange(self._list, 0, -1)
+        self._open = True
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, name="qmatic-journal-lease", daemon=True)
+        self._renewer.start()
+        return self._state(enumerate(lines, 1))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            with self._link.call("closing the bulk journal"):
+                self._release_script(keys=[self._lease], args=[self._owner])
+        except QmaticCoordinationError as exc:  # the lease then runs out by itself
+            log.warning("Qmatic bulk journal: %s", exc.message)
+
+    def _label(self) -> str:
+        return self.name
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, separators=(",", ":"))
+        with self._link.call("writing the bulk journal"):
+            written = self._append_script(
+                keys=[self._lease, self._list],
+                args=[self._owner, line, RETENTION_DAYS * 86400 * 1000],
+            )
+        if not written:
+            raise QmaticJournalBusyError(
+                f"this attempt lost the lease on the bulk journal {self.name} in Redis; stopping so that "
+                "only one attempt writes it"
+            )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(JOURNAL_LEASE_S / 3):
+            try:
+                with self._link.call("renewing the bulk journal lease"):
+                    self._renew_script(keys=[self._lease], args=[self._owner, int(JOURNAL_LEASE_S * 1000)])
+            except QmaticCoordinationError as exc:  # the next append reports it
+                log.warning("Qmatic bulk journal: %s", exc.message)
 
 
 def _remove_if_expired_journal(dir_fd: int, name: str, cutoff: float) -> None:

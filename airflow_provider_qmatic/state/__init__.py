@@ -1,0 +1,118 @@
+"""Where state lives between requests, threads, task processes and hosts, chosen in one place.
+
+Three concerns, each a module with its interface and its backends (in the process, in files on the
+host, in Redis for the cluster): :mod:`.tokens` (the token cache), :mod:`.budget` (the tenant's
+request budget and the token endpoint's spacing) and :mod:`.journal` (a task instance's journal).
+The connection's ``credential_cache`` decides where all of them live, and it is read here alone
+(:func:`_home`): ``file`` (default) shares them through a private directory on the host, ``memory``
+keeps them in the process (journals still go to files, since a retry must read them), ``redis``
+shares them through the Redis of ``redis_conn_id`` (:mod:`._redis`), where a retry on another worker
+reads the journal too. Nothing above this package knows which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.state._redis import RedisLink
+    from airflow_provider_qmatic.state.budget import RateLimiter, Spacing
+    from airflow_provider_qmatic.state.journal import Journal
+    from airflow_provider_qmatic.state.tokens import TokenCache
+
+
+def _home(config: ClientConfig) -> RedisLink | Path | None:
+    """Where the connection keeps its shared state: Redis, a host directory, or this process (None)."""
+    if config.credential_cache == "redis":
+        from airflow_provider_qmatic.state._redis import redis_for
+
+        return redis_for(config.redis_conn_id)
+    if config.credential_cache == "file":
+        return shared_dir(config)
+    return None
+
+
+def shared_dir(config: ClientConfig) -> Path:
+    """The host directory of the connection's files: ``credential_cache_dir``, or the default."""
+    from airflow_provider_qmatic.state._files import default_cache_dir
+
+    chosen = config.credential_cache_dir
+    return Path(chosen).expanduser() if chosen else default_cache_dir()
+
+
+def token_cache(config: ClientConfig) -> TokenCache:
+    """The token cache the connection's ``credential_cache`` names: memory, host files or Redis."""
+    from airflow_provider_qmatic.state.tokens import FileTokenCache, MemoryTokenCache, RedisTokenCache
+
+    home = _home(config)
+    if isinstance(home, Path):
+        return FileTokenCache(home)
+    if home is None:
+        return MemoryTokenCache()
+    return RedisTokenCache(home, secret=config.client_secret)
+
+
+def token_spacing(config: ClientConfig, interval: float) -> Spacing:
+    """The token endpoint's one request per ``interval``, per Qmatic host (it counts per client
+    address, not per tenant): for every client of this process, and every process of the host
+    (``file``) or of the cluster (``redis``)."""
+    from airflow_provider_qmatic.state.budget import Spacing, spacing
+
+    key = "token-" + _digest(config.base_url)
+    home = _home(config)
+    if isinstance(home, Path) or home is None:
+        return spacing(interval, key=key, shared_dir=home)
+    return Spacing(interval, key=key, redis=home)
+
+
+def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
+    """The tenant's request budget at ``requests_per_minute``.
+
+    Qmatic counts requests per tenant, so the key is the host and tenant, not the client: with
+    ``file`` every process of this user on the host draws from one budget, so mapped tasks and
+    parallel bulk jobs together stay under the limit; with ``memory`` each process paces itself
+    alone; with ``redis`` every process of every host shares one. A ``bulk`` budget leaves a reserve
+    for single calls.
+    """
+    from airflow_provider_qmatic.state.budget import RateLimiter
+
+    # A small burst lets a single booking (token, reserve, confirm) go without pauses while no
+    # 60-second window can exceed the limit (the limiter refills at (limit - burst) / 60 per second).
+    burst = max(1.0, min(5.0, config.requests_per_minute / 20))
+    # Bulk leaves all but two of the burst to single calls: one spare keeps its refill from being
+    # capped (and lost) while a bulk thread is late to wake. Below 60 requests a minute (a burst
+    # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
+    # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
+    reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
+    home = _home(config)
+    return RateLimiter(
+        config.requests_per_minute,
+        burst=burst,
+        reserve=reserve,
+        key="rate-" + _digest(f"{config.base_url}|{config.tenant}"),
+        shared_dir=home if isinstance(home, Path) else None,
+        redis=None if isinstance(home, Path) or home is None else home,
+    )
+
+
+def task_journal(
+    config: ClientConfig, name: str, journal_dir: str | os.PathLike[str] | None = None
+) -> Journal:
+    """A task instance's journal (``name`` from :func:`~.journal.journal_name`), which its retries
+    read: in Redis with ``redis`` (a retry may run on another worker), else a file in
+    ``journal_dir``, or the default journal directory."""
+    from airflow_provider_qmatic.state.journal import FileJournal, RedisJournal, default_journal_dir
+
+    home = _home(config)
+    if not (isinstance(home, Path) or home is None):
+        return RedisJournal(home, name)
+    directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
+    return FileJournal(directory / name)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
