@@ -1,12 +1,17 @@
-"""Test-wide setup: a private AIRFLOW_HOME per virtualenv, set before anything imports Airflow.
+"""Test-wide setup: a private AIRFLOW_HOME per virtualenv and per test process, set before anything
+imports Airflow.
 
 Airflow reads its configuration when first imported, so the environment is fixed here at module
-level. Airflow 3.x and 2.11 keep different database schemas, hence one home per venv.
+level. Airflow 3.x and 2.11 keep different database schemas, hence one home per venv; the suite runs
+in parallel processes (pytest-xdist), and SQLite breaks when two of them write one database, hence
+one home per process too. The database is migrated once per venv and copied into each home.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +20,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-AIRFLOW_HOME = REPO / ".airflow-home" / Path(sys.prefix).name
+HOMES = REPO / ".airflow-home" / Path(sys.prefix).name
+AIRFLOW_HOME = HOMES / os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -46,12 +52,24 @@ def run_airflow(
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """A migrated SQLite metadata database in the private AIRFLOW_HOME (migrated once per venv)."""
+    """A migrated SQLite metadata database in this process's AIRFLOW_HOME.
+
+    ``airflow db migrate`` takes most of a minute, so it runs once per venv, in a template home
+    (under a lock: parallel test processes wait for the first), and each process copies the result.
+    """
     stamp = AIRFLOW_HOME / ".migrated"
-    if not stamp.exists():
-        result = run_airflow("db", "migrate")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        stamp.touch()
+    if stamp.exists():
+        return AIRFLOW_HOME
+    template = HOMES / "template"
+    template.mkdir(parents=True, exist_ok=True)
+    with open(HOMES / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / ".migrated").exists():
+            result = run_airflow("db", "migrate", env={"AIRFLOW_HOME": str(template)})
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            (template / ".migrated").touch()
+    shutil.copyfile(template / "airflow.db", AIRFLOW_HOME / "airflow.db")
+    stamp.touch()
     return AIRFLOW_HOME
 
 
