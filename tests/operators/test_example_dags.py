@@ -8,16 +8,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, run_airflow
+from tests.conftest import REPO, approving, run_airflow
 from tests.operators.conftest import PASSPORT, STOCKHOLM, Sandbox, customer, run_dag, state_of, xcom_of
 
 pytestmark = pytest.mark.airflow
@@ -192,7 +190,7 @@ AS_IS_ORDER = (
     "example_qmatic_bulk_book_on_asset",
     "example_qmatic_bulk_plan",
 )
-# The DAGs whose runs wait for a person to approve; the as-is runs answer for them (_approving).
+# The DAGs whose runs wait for a person to approve; the as-is runs answer for them (approving).
 WAITS_FOR_APPROVAL = ("example_qmatic_bulk_plan",)
 ACTIVE = ("CONFIRMED", "RESERVED")
 
@@ -247,7 +245,7 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
     seen: dict[str, int] = {}
     for dag_id in AS_IS_ORDER:
         for _ in range(2):
-            with _approving(dag_id) if dag_id in WAITS_FOR_APPROVAL else contextlib.nullcontext():
+            with approving(dag_id) if dag_id in WAITS_FOR_APPROVAL else contextlib.nullcontext():
                 _run_example(bag, dag_id)
             twice = {who: n for who, n in _active_by_customer(sandbox).items() if n > 1}
             assert twice == {}, (dag_id, twice)
@@ -312,77 +310,6 @@ def test_asset_triggered_example_books_a_file_once_however_often_it_runs(
         assert [row["status"] for row in csv.DictReader(handle)] == ["skipped_existing"] * 3
 
 
-# -- approving, as a person would -------------------------------------------------------------------
-
-
-def _answer_waiting(dag_id: str, choice: str) -> list[str]:
-    """Answer each human-in-the-loop request of ``dag_id`` that waits unanswered, the way the REST
-    API's ``PATCH .../hitlDetails`` does: record the response and resume the parked task."""
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.trigger import handle_event_submit
-    from airflow.triggers.base import TriggerEvent
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
-
-    parked = [
-        TaskInstanceState.DEFERRED,
-        getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED),
-    ]
-    answered = []
-    with create_session() as session:
-        waiting = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.state.in_(parked))
-        ).all()
-        for ti in waiting:
-            detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-            if detail is None or detail.response_received:
-                continue
-            detail.responded_by = {"id": "approver", "name": "Approver"}
-            detail.responded_at = datetime.now(timezone.utc)
-            detail.chosen_options = [choice]
-            detail.params_input = {}
-            if hasattr(detail, "as_resume_event_payload"):  # 3.3+: no trigger polls for the answer
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
-            answered.append(ti.task_id)
-    return answered
-
-
-@contextlib.contextmanager
-def _approving(dag_id: str, choice: str = "Approve") -> Iterator[list[str]]:
-    """While inside, answer ``choice`` to every approval a run of ``dag_id`` asks for (the task ids
-    answered are collected in the list yielded). On lines without human-in-the-loop operators the
-    example's sensor waits for the Variable naming today's plan file, which is set here instead."""
-    try:
-        from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: F401
-    except Exception:
-        from airflow.models import Variable
-
-        Variable.set("qmatic_bulk_plan_approved", f"bulk_plan_{date.today().isoformat()}.plan.csv")
-        try:
-            yield ["approve_plan"] if choice == "Approve" else []
-        finally:
-            Variable.delete("qmatic_bulk_plan_approved")
-        return
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def answer() -> None:
-        while not stop.wait(0.3):
-            answered.extend(_answer_waiting(dag_id, choice))
-
-    thread = threading.Thread(target=answer, name="approver", daemon=True)
-    thread.start()
-    try:
-        yield answered
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
 def test_plan_example_books_only_what_a_person_approved_and_as_planned(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,7 +319,7 @@ def test_plan_example_books_only_what_a_person_approved_and_as_planned(
     bag = _examples_writing_to(out, monkeypatch)
     dag = bag.dags["example_qmatic_bulk_plan"]
 
-    with _approving(dag.dag_id, "Reject") as answered:
+    with approving(dag.dag_id, "Reject") as answered:
         rejected = _run_example(bag, dag.dag_id)
     if answered != ["approve_plan"]:
         pytest.skip("this Airflow line approves through a Variable, which has no Reject")
@@ -407,7 +334,7 @@ def test_plan_example_books_only_what_a_person_approved_and_as_planned(
     plan = xcom_of(rejected, "plan")
     assert (plan["dry_run"], plan["planned"], plan["failed"], plan["invalid"]) == (True, 3, 0, 0)
 
-    with _approving(dag.dag_id) as answered:
+    with approving(dag.dag_id) as answered:
         approved = _run_example(bag, dag.dag_id)
     assert answered == ["approve_plan"]
     assert _states(approved)["book"] == "success"
