@@ -265,21 +265,19 @@ class Flows:
                 return service
         return None
 
-    def end_time(self, request: BookingRequest) -> datetime:
-        """The end of the booking's slot when the request gives none: the end of the listed free
-        time slot that starts at the requested start; the service's ``durationMinutes`` when that
-        slot is not listed and the services list carries one; else a QmaticValidationError asking
-        for ``end_time``.
+    def listed_slot(self, branch_id: str, service_id: str, start: datetime) -> Slot | None:
+        """The time slot Qmatic lists for the service at the branch starting at the instant
+        ``start`` (with an aware end after it), or None when the listing shows none.
 
         The listing asks for the day before to the day after the start's date, one request either
         way: the branch's local date (no public answer gives its time zone) may differ from the
-        date written in the start's offset.
+        date written in the start's offset. Both a booking without ``end_time`` and a bulk dry run
+        read slots here, through the same (in bulk, cached) listing.
         """
-        start = request.start_time
         day = start.date()
         try:
             slots = self._find_timeslots(
-                request.branch_id, request.service_id, day - timedelta(days=1), day + timedelta(days=1)
+                branch_id, service_id, day - timedelta(days=1), day + timedelta(days=1)
             )
         except QmaticNotFoundError as exc:
             raise QmaticNotFoundError(
@@ -293,7 +291,18 @@ class Flows:
             end = slot.end_time
             aware_end = end is not None and end.utcoffset() is not None
             if _same_instant(slot.start_time, start) and aware_end and end is not None and end > start:
-                return end
+                return slot
+        return None
+
+    def end_time(self, request: BookingRequest) -> datetime:
+        """The end of the booking's slot when the request gives none: the end of the listed free
+        time slot that starts at the requested start (:meth:`listed_slot`); the service's
+        ``durationMinutes`` when that slot is not listed and the services list carries one; else a
+        QmaticValidationError asking for ``end_time``.
+        """
+        slot = self.listed_slot(request.branch_id, request.service_id, request.start_time)
+        if slot is not None and slot.end_time is not None:
+            return slot.end_time
         service = self._service(request.branch_id, request.service_id)
         if service is not None and service.duration_minutes:
             return request.with_end(int(service.duration_minutes)).time_slot().end_time
@@ -370,18 +379,9 @@ class Flows:
         reschedule scope), move the appointment onto it, and on failure release the reservation
         with a book token; the appointment keeps its old time.
         """
-        from airflow_provider_qmatic.api.models import AppointmentStatus
-
         events = events or FlowEvents()
         appointment_id = request.appointment_id
-        events.step = "get"
-        current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE_SCOPES)
-        status = current.status_enum
-        if status is not None and status is not AppointmentStatus.CONFIRMED:
-            raise QmaticConflictError(
-                f"the appointment is {status}; only a confirmed one can be rescheduled",
-                code="invalid_state",
-            )
+        current = self.movable(appointment_id, events)
         if starts_at(current, request.start_time):
             events.emit(DONE, appointment_id=appointment_id)
             return FlowResult(appointment_id, current, changed=False)
@@ -399,6 +399,21 @@ class Flows:
 
         appointment = self._reserve_and_commit(body, RESCHEDULE_SCOPES, "reschedule", move, moved, events)
         return _result(appointment_id, appointment, events)
+
+    def movable(self, appointment_id: str, events: FlowEvents) -> Appointment:
+        """The appointment a reschedule reads first; refused (409 ``invalid_state``) when a status
+        Qmatic shows is not CONFIRMED. A reschedule and a bulk dry run read it here alike."""
+        from airflow_provider_qmatic.api.models import AppointmentStatus
+
+        events.step = "get"
+        current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE_SCOPES)
+        status = current.status_enum
+        if status is not None and status is not AppointmentStatus.CONFIRMED:
+            raise QmaticConflictError(
+                f"the appointment is {status}; only a confirmed one can be rescheduled",
+                code="invalid_state",
+            )
+        return current
 
     def cancel(
         self,
@@ -423,14 +438,9 @@ class Flows:
         """
         events = events or FlowEvents()
         if check_first:
-            events.step = "get"
-            try:
-                current = self.client.get_appointment(appointment_id, scopes=CANCEL_SCOPES)
-            except QmaticNotFoundError:
-                return self._gone(appointment_id, attempted_before, events)
-            if _reads_cancelled(current):
-                events.emit(DONE, appointment_id=appointment_id)
-                return FlowResult(appointment_id, current, changed=attempted_before)
+            done = self.cancelled_already(appointment_id, events, attempted_before=attempted_before)
+            if done is not None:
+                return done
         events.step = "cancel"
         events.emit(CANCELLING, appointment_id=appointment_id)
         try:
@@ -451,6 +461,22 @@ class Flows:
             return FlowResult(appointment_id, current, changed=ours)
         events.emit(DONE, appointment_id=appointment_id)
         return FlowResult(appointment_id, None, changed=True)
+
+    def cancelled_already(
+        self, appointment_id: str, events: FlowEvents, *, attempted_before: bool = False
+    ) -> FlowResult[Appointment | None] | None:
+        """Read the appointment a cancel would send: its result when it reads CANCELLED or is gone
+        (404), else None (a cancel is needed). A cancel's ``check_first`` and a bulk dry run read
+        it here alike."""
+        events.step = "get"
+        try:
+            current = self.client.get_appointment(appointment_id, scopes=CANCEL_SCOPES)
+        except QmaticNotFoundError:
+            return self._gone(appointment_id, attempted_before, events)
+        if _reads_cancelled(current):
+            events.emit(DONE, appointment_id=appointment_id)
+            return FlowResult(appointment_id, current, changed=attempted_before)
+        return None
 
     def _gone(self, appointment_id: str, ours: bool, events: FlowEvents) -> FlowResult[Appointment | None]:
         """A 404 for an appointment to cancel: cancelled by us (``ours``) or gone before."""

@@ -70,6 +70,18 @@ def resolve_skip_existing(mode: object) -> str:
     return text
 
 
+def resolve_dry_run(value: object) -> bool:
+    """A bool, or its text as a template renders it (``True``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise QmaticConfigError(f"dry_run must be true or false, got {str(value)[:20]!r}", field="dry_run")
+
+
 def check_operator_arguments(
     *,
     skip_existing: object,
@@ -77,13 +89,16 @@ def check_operator_arguments(
     max_failed_rows: int | None,
     max_failed_ratio: float | None,
     max_rows: object = DEFAULT_MAX_ROWS,
+    dry_run: object = False,
 ) -> None:
     """Everything a bulk operator can check about its arguments before it runs.
 
-    A templated ``skip_existing`` (``"{{ ... }}"``) is checked when the runner resolves it.
+    A templated ``skip_existing`` or ``dry_run`` (``"{{ ... }}"``) is checked when the task runs.
     """
     if not (isinstance(skip_existing, str) and "{{" in skip_existing):
         resolve_skip_existing(skip_existing)
+    if not (isinstance(dry_run, str) and "{{" in dry_run):
+        resolve_dry_run(dry_run)
     check_concurrency(concurrency)
     check_policy_values(max_failed_rows, max_failed_ratio)
     check_max_rows(max_rows)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 EVERY_FRACTION = 0.05
 EVERY_SECONDS = 30.0
@@ -68,6 +68,7 @@ class ProgressReporter:
     :param total: rows in the job, invalid ones included.
     :param requests: how many requests the job has sent so far (API and token requests).
     :param limit: the pacing limit, requests per minute; ``current_rate`` what is in force now.
+    :param statuses: the outcomes a line counts, in order (a dry run counts ``planned`` first).
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class ProgressReporter:
         every_fraction: float = EVERY_FRACTION,
         every_seconds: float = EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        statuses: Sequence[str] = STATUS_ORDER,
     ) -> None:
         self._action = action
+        self._statuses = tuple(statuses)
         self._total = total
         self._requests = requests
         self._limit = limit
@@ -125,7 +128,7 @@ class ProgressReporter:
     def line(self, done: int, counts: Mapping[str, int]) -> str:
         total = self._total
         percent = 100.0 * done / total if total else 100.0
-        outcome = ", ".join(f"{name} {counts.get(name, 0)}" for name in STATUS_ORDER)
+        outcome = ", ".join(f"{name} {counts.get(name, 0)}" for name in self._statuses)
         elapsed = self.elapsed()
         shown = pace(self._requests(), elapsed)
         if self._limit:

@@ -76,9 +76,11 @@ from airflow_provider_qmatic.bulk.io import (
     load_rows,
     write_outcomes,
 )
+from airflow_provider_qmatic.bulk.plan import Planner, customer_update_plan, estimate
 from airflow_provider_qmatic.bulk.progress import (
     EVERY_FRACTION,
     EVERY_SECONDS,
+    STATUS_ORDER,
     ProgressReporter,
     achieved_rate,
     summary_table,
@@ -96,7 +98,14 @@ from airflow_provider_qmatic.exceptions import (
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
 )
-from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, FlowResult, Flows, is_booked
+from airflow_provider_qmatic.flows import (
+    RESERVE_BUDGET,
+    FlowEvents,
+    FlowResult,
+    Flows,
+    customer_matches,
+    is_booked,
+)
 from airflow_provider_qmatic.state.journal import DONE, UPDATING, FileJournal, Journal, JournalState
 from airflow_provider_qmatic.state.journal import FAILED as JOURNAL_FAILED
 
@@ -122,6 +131,8 @@ SKIPPED_EXISTING = "skipped_existing"
 FAILED = "failed"
 INVALID = "invalid"
 STATUSES: tuple[str, ...] = (SUCCEEDED, SKIPPED_EXISTING, FAILED, INVALID)
+# A dry run's row that a real run would write (see bulk.plan); a dry run has no SUCCEEDED rows.
+PLANNED = "planned"
 # Errors that no other row can escape either: stop the run instead of failing every row alike.
 _FATAL = (QmaticAuthError, QmaticForbiddenError, QmaticConfigError)
 
@@ -166,11 +177,20 @@ class BulkSummary:
     possibly_orphaned_reservations: int = 0
     # Customer updates only: appointments whose details this run set (a row may have several).
     appointments_updated: int | None = None
+    # Dry runs only (see bulk.plan): rows a real run would write, and its requests and duration.
+    planned: int | None = None
+    estimated_requests: int | None = None
+    estimated_duration_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.appointments_updated is None:
             del data["appointments_updated"]
+        if self.planned is None:
+            for key in ("planned", "estimated_requests", "estimated_duration_s"):
+                del data[key]
+        else:
+            data["dry_run"] = True
         return data
 
 
@@ -233,9 +253,10 @@ class BulkResult:
             for name, value in (("max_failed_rows", max_failed_rows), ("max_failed_ratio", max_failed_ratio))
             if value is not None
         )
+        done = f"{s.succeeded} succeeded" if s.planned is None else f"dry run: {s.planned} planned"
         head = (
             f"Qmatic bulk {s.action}: {s.failed} failed and {s.invalid} invalid of {s.total} rows "
-            f"({s.succeeded} succeeded, {s.skipped_existing} already done)"
+            f"({done}, {s.skipped_existing} already done)"
         )
         if self.stopped_by:
             head += f"; the run stopped early: {self.stopped_by}"
@@ -477,6 +498,11 @@ class BulkRunner:
     :param logger: where progress and the summary go (the operator passes its task logger).
     :param max_rows: the most rows an input may have (default 1,000,000); more is refused before
         any request, naming ``max_rows``.
+    :param dry_run: plan instead of run (see :mod:`.plan`): every row is read, validated and looked up
+        in Qmatic, and each valid row is reported ``planned``, ``skipped_existing`` or ``failed``
+        with its reason; the client reads only (no reserve, confirm, reschedule, cancel, release or
+        update), no journal is opened or written, and the summary adds ``planned`` and an estimate
+        of the real run's requests and duration.
     """
 
     def __init__(
@@ -494,8 +520,10 @@ class BulkRunner:
         reserve_budget: int = RESERVE_BUDGET,
         sleep: Callable[[float], None] = time.sleep,
         max_rows: int = DEFAULT_MAX_ROWS,
+        dry_run: bool = False,
     ) -> None:
         self.client = client
+        self.dry_run = dry_run
         self.concurrency = check_concurrency(concurrency)
         self.max_rows = check_max_rows(max_rows)
         self.skip_mode = resolve_skip_existing(skip_existing)
@@ -522,6 +550,8 @@ class BulkRunner:
         self._probe_done = threading.Event()
         self._flows = Flows(client, sleep=sleep)
         self._multi_row_customers: set[str] = set()
+        self._planner = Planner(self._flows)
+        self._planned_writes = 0
 
     # -- public --------------------------------------------------------------------------------
 
@@ -569,6 +599,7 @@ class BulkRunner:
         api_before, token_before = self.client.api_requests, self.client.token_requests
         items, outcomes, total = self.prepare(action, rows, column_map=column_map)
         self._flows = self._cached_flows(self._multi_row_customers)
+        self._planner, self._planned_writes = Planner(self._flows), 0
 
         def requests_sent() -> int:
             return (self.client.api_requests - api_before) + (self.client.token_requests - token_before)
@@ -583,6 +614,7 @@ class BulkRunner:
             logger=self.log,
             every_fraction=self._progress_every_fraction,
             every_seconds=self._progress_every_seconds,
+            statuses=(PLANNED, *STATUS_ORDER[1:]) if self.dry_run else STATUS_ORDER,
         )
         self.log.info(
             "Qmatic bulk %s: %d rows, %d valid, %d invalid; %d worker thread(s), pace %s, skip_existing %s "
@@ -595,16 +627,19 @@ class BulkRunner:
             f"{limiter.limit:g} requests/min" if limiter is not None else "unpaced",
             self.skip_mode,
             self.attempt,
-            f", journal {self.journal_path}" if self.journal_path else "",
+            "; DRY RUN: rows are looked up and planned, nothing is written to Qmatic"
+            if self.dry_run
+            else (f", journal {self.journal_path}" if self.journal_path else ""),
         )
         counts: Counter[str] = Counter(o.status for o in outcomes)
         try:
-            if self.journal_path is not None and items:
+            if self.journal_path is not None and items and not self.dry_run:  # a plan is no progress
                 journal = self.journal_path
                 self._journal = journal if isinstance(journal, Journal) else FileJournal(journal)
                 state = self._journal.open()
                 self._resume(action, state)
-            outcomes.extend(self._execute(action, items, counts, total, progress))
+            with self.client.reads_only() if self.dry_run else contextlib.nullcontext():
+                outcomes.extend(self._execute(action, items, counts, total, progress))
         finally:
             if self._journal is not None:
                 self._journal.close()
@@ -612,6 +647,15 @@ class BulkRunner:
         outcomes.sort(key=lambda o: o.row)
         elapsed = time.monotonic() - started
         sent = requests_sent()
+        planned: dict[str, Any] = {}
+        if self.dry_run:
+            requests, seconds = estimate(sent, self._planned_writes, limiter.limit if limiter else None)
+            planned = {
+                "planned": counts[PLANNED],
+                "estimated_requests": requests,
+                "estimated_duration_s": seconds,
+            }
+            self._warn_unchecked(action, counts[SKIPPED_EXISTING])
         summary = BulkSummary(
             action=action,
             total=total,
@@ -626,6 +670,7 @@ class BulkRunner:
             limit_per_minute=limiter.limit if limiter is not None else None,
             possibly_orphaned_reservations=self._orphaned,
             appointments_updated=self._updated if action == "update_customer" else None,
+            **planned,
         )
         result = BulkResult(
             summary=summary, outcomes=outcomes, stopped_by=self._fatal, fatal=self._fatal is not None
@@ -643,8 +688,22 @@ class BulkRunner:
         table.pop("action")
         if result.results_path:
             table["results_path"] = result.results_path
-        self.log.info("%s", summary_table(f"Qmatic bulk {action}: summary", table))
+        title = f"Qmatic bulk {action}: " + ("dry run, the plan" if self.dry_run else "summary")
+        self.log.info("%s", summary_table(title, table))
         return result
+
+    def _warn_unchecked(self, action: str, done: int) -> None:
+        """A plan looks every row up; a real run with ``skip_existing`` other than ``always`` may not
+        (``auto`` only on a retry), and would then book or cancel the rows found done again."""
+        if done and action in ("book", "cancel") and self.skip_mode != "always":
+            self.log.warning(
+                "Qmatic bulk %s (dry run): %d row(s) are done already; a real run with skip_existing=%s "
+                "does not look rows up on its first try and would send them again: run it with "
+                "skip_existing='always'",
+                action,
+                done,
+                self.skip_mode,
+            )
 
     # -- validation ------------------------------------------------------------------------------
 
@@ -788,7 +847,7 @@ class BulkRunner:
         learns it (see :meth:`_learn_required`) and the rest then fail before reserving, so such a
         file costs one reservation, not one per worker thread.
         """
-        if action != "book":
+        if action != "book" or self.dry_run:  # a plan confirms nothing, so learns nothing
             return False
         with self._counter_lock:
             if not self._probe_claimed:
@@ -957,6 +1016,8 @@ class BulkRunner:
     # -- one row ---------------------------------------------------------------------------------
 
     def _row(self, action: str, item: _Item, events: FlowEvents) -> RowOutcome:
+        if self.dry_run:
+            return self._plan_row(action, item, events)
         if item.fingerprint in self._journal_done:
             return RowOutcome(
                 item.row, SKIPPED_EXISTING, self._journal_done[item.fingerprint] or item.appointment_id
@@ -983,6 +1044,19 @@ class BulkRunner:
             else:
                 result = self._flows.reschedule(item.request, events=events)
         return RowOutcome(item.row, SUCCEEDED if result.changed else SKIPPED_EXISTING, result.appointment_id)
+
+    def _plan_row(self, action: str, item: _Item, events: FlowEvents) -> RowOutcome:
+        """A dry run's row (see :mod:`.plan`): ``planned`` when a real run would write, else
+        ``skipped_existing``; a row a real run would fail raises here as it would there."""
+        if action == "update_customer":
+            ids, to_update = update_booked(self._flows, item.request, events=events, dry_run=True)
+            plan = customer_update_plan(ids, to_update)
+        else:
+            plan = self._planner.plan(action, item.request, events)
+        with self._counter_lock:
+            self._planned_writes += plan.writes
+        status = PLANNED if plan.writes else SKIPPED_EXISTING
+        return RowOutcome(item.row, status, plan.appointment_id or item.appointment_id, plan.note)
 
     def _update_customer(self, item: _Item, events: FlowEvents) -> RowOutcome:
         """One customer update row: every booked appointment of its personal identifier.
@@ -1021,7 +1095,7 @@ def _required_text(field: str) -> str:
 
 
 def update_booked(
-    flows: Flows, details: CustomerUpdate, *, events: FlowEvents | None = None
+    flows: Flows, details: CustomerUpdate, *, events: FlowEvents | None = None, dry_run: bool = False
 ) -> tuple[list[str], int]:
     """Set ``details`` on every booked appointment that a search for its personal identifier finds.
 
@@ -1030,6 +1104,8 @@ def update_booked(
     whose customer already shows every new detail is left alone (see
     :meth:`~airflow_provider_qmatic.flows.Flows.update_customer`). Returns the booked appointments'
     ids, in the search's order, and how many were updated. ``events.step`` names the step running.
+    With ``dry_run``, nothing is sent: the count is of those the updates would change (the same
+    comparison :meth:`~airflow_provider_qmatic.flows.Flows.update_customer` makes before its PUT).
     """
     from airflow_provider_qmatic.api.models import AppointmentStatus
 
@@ -1039,6 +1115,9 @@ def update_booked(
     booked = [a for a in found if is_booked(a) and a.status_enum is not AppointmentStatus.FINALIZED]
     changed = 0
     for appointment in booked:
+        if dry_run:
+            changed += not customer_matches(appointment, details, identifier_known=True)
+            continue
         events.step = "update_customer"
         result = flows.update_customer(
             appointment.appointment_id,

@@ -9,11 +9,12 @@ pooling, TLS verification always on); tokens come from a :class:`TokenProvider`;
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -141,6 +142,7 @@ class QmaticClient:
         )
         self._counts_lock = threading.Lock()
         self.request_counts: Counter[str] = Counter()
+        self._reads_only = False
 
     def __repr__(self) -> str:
         return f"QmaticClient(tenant={self.config.tenant!r}, base_url={self.config.base_url!r})"
@@ -157,6 +159,21 @@ class QmaticClient:
     def token_requests(self) -> int:
         """Token requests this client sent itself (tokens found in a shared cache cost none)."""
         return self.tokens.token_requests
+
+    @contextlib.contextmanager
+    def reads_only(self) -> Iterator[QmaticClient]:
+        """Refuse every operation that writes (the contract's ``writes``: reserve, release, confirm,
+        reschedule, cancel, update customer) while inside, before its request is sent.
+
+        A bulk dry run runs inside it: its promise to change nothing in Qmatic is kept where every
+        request passes, not only by the code that plans the rows. A refused write is a
+        :class:`QmaticConfigError`, which stops a bulk run.
+        """
+        before, self._reads_only = self._reads_only, True
+        try:
+            yield self
+        finally:
+            self._reads_only = before
 
     # -- the request core ----------------------------------------------------------------------
 
@@ -176,6 +193,11 @@ class QmaticClient:
         the operation's own scope is, so a token the endpoint would refuse is never sent.
         """
         op = self.operations[operation]
+        if op.writes and self._reads_only:
+            raise QmaticConfigError(
+                f"Qmatic {op.name} not sent: this client reads only (a dry run sends no write)",
+                field="dry_run",
+            )
         if not self.config.system_id:
             raise QmaticConfigError(
                 "system_id is missing: API calls send it as X-TENANT-ID; set the `system_id` extra "

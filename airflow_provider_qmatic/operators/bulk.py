@@ -43,6 +43,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         "column_map",
         "timezone",
         "skip_existing",
+        "dry_run",
         "qmatic_conn_id",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"rows": "json", "column_map": "json"}
@@ -63,6 +64,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         xcom_outcomes_max: int = XCOM_OUTCOMES_MAX,
         progress_every_seconds: float = 30.0,
         max_rows: int = 1_000_000,
+        dry_run: bool | str = False,
         qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -92,6 +94,14 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             30), besides one for every 5% of the rows.
         :param max_rows: the most rows the input may have (default 1,000,000); a bigger input fails
             the task before any request.
+        :param dry_run: plan instead of run, templated (``"{{ params.dry_run }}"`` renders to
+            ``True``/``False``): every row is read, validated and looked up in Qmatic with the reads a
+            real run makes, and reported ``planned`` (a real run would write it),
+            ``skipped_existing``, ``failed`` (with the reason: slot not offered, slot full, ...) or
+            ``invalid``; nothing is written to Qmatic and no journal is kept. The summary adds
+            ``dry_run``, ``planned``, ``estimated_requests`` and ``estimated_duration_s``; the
+            failure policy applies to the plan's failed and invalid rows. See "Plan first" in
+            ``docs/bulk.md``.
         :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
         """
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
@@ -107,6 +117,7 @@ class _QmaticBulkOperator(QmaticBaseOperator):
         self.xcom_outcomes_max = xcom_outcomes_max
         self.progress_every_seconds = progress_every_seconds
         self.max_rows = max_rows
+        self.dry_run = dry_run
         self._runner: BulkRunner | None = None
         # Cheap checks at parse time, so a typo shows in the DAG import errors, not at 3 am.
         from airflow_provider_qmatic.bulk.args import check_operator_arguments
@@ -117,15 +128,18 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             max_failed_rows=max_failed_rows,
             max_failed_ratio=max_failed_ratio,
             max_rows=max_rows,
+            dry_run=dry_run,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_provider_qmatic.bulk.args import resolve_dry_run
         from airflow_provider_qmatic.bulk.runner import STATUSES, BulkRunner
         from airflow_provider_qmatic.metrics import BULK_ROWS
 
         ti = context["ti"]
         attempt = int(getattr(ti, "try_number", 1) or 1)
         with self.failing_fast():
+            dry_run = resolve_dry_run(self.dry_run)
             rows = self._source(self.rows)
             results = _object_path(self.results_path) if self.results_path else None
             runner = BulkRunner(
@@ -133,11 +147,12 @@ class _QmaticBulkOperator(QmaticBaseOperator):
                 concurrency=self.concurrency,
                 skip_existing=self.skip_existing,
                 attempt=attempt,
-                journal_path=self.task_journal(context, self.journal_dir),
+                journal_path=None if dry_run else self.task_journal(context, self.journal_dir),
                 timezone=self.timezone or None,
                 logger=self.log,
                 progress_every_seconds=self.progress_every_seconds,
                 max_rows=self.max_rows,
+                dry_run=dry_run,
             )
             self._runner = runner
             try:
@@ -147,7 +162,8 @@ class _QmaticBulkOperator(QmaticBaseOperator):
             finally:
                 self.hook.client.close()
                 self._runner = None
-            for outcome in STATUSES:  # rows by outcome, for alerts on failed rows
+            # Rows by outcome, for alerts on failed rows; a plan's rows are predictions, not outcomes.
+            for outcome in () if dry_run else STATUSES:
                 incr_stat(BULK_ROWS.format(outcome=outcome), getattr(result.summary, outcome))
             summary = result.to_xcom(self.xcom_outcomes_max)
             # Pushed before the policy is applied, so a failed task still shows what happened.

@@ -3,8 +3,8 @@
 Every DAG in example_dags/ runs through the real ``airflow dags test`` CLI (a subprocess, the
 sandbox connection in its environment), in the order their docstrings ask for: book, reschedule,
 cancel, find-and-book, then bulk book, bulk reschedule and bulk cancel (which read the bulk
-booking's results file), plus one run with a wrong client secret, so that a raised exception's
-text is in what gets searched. Then everything that was kept is searched:
+booking's results file), the bulk plan (its approval answered from the test), plus one run with a
+wrong client secret, so that a raised exception's text is in what gets searched. Then everything that was kept is searched:
 
 * the CLI output (stdout and stderr) of every run;
 * every file under ``$AIRFLOW_HOME/logs`` written during the runs (task logs, where kept);
@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
-from tests.conftest import AIRFLOW_HOME, REPO, run_airflow
+from tests.conftest import AIRFLOW_HOME, REPO, approving, run_airflow
 
 # The module fixture runs ten `airflow dags test` processes (each bounded by run_airflow's own
 # 300 s) before the first test: 230-300 s on a loaded 2-core machine, which the suite-wide 300 s
@@ -206,6 +206,10 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             {"delivery": str(incoming)},
             str(incoming),
         )
+        # The plan example waits for a person between its dry run and its real run: answered here
+        # from this process, as the REST API would, while `airflow dags test` waits for it.
+        with approving("example_qmatic_bulk_plan"):
+            dags_test("bulk_plan", "example_qmatic_bulk_plan", {"output_dir": str(out_dir)}, str(out_dir))
         dags_test(
             "wrong_secret",
             "example_qmatic_book",

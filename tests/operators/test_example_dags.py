@@ -6,16 +6,17 @@ a config."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, run_airflow
+from tests.conftest import REPO, approving, run_airflow
 from tests.operators.conftest import (
     PASSPORT,
     STOCKHOLM,
@@ -193,7 +194,10 @@ AS_IS_ORDER = (
     "example_qmatic_update_customers",
     "example_qmatic_bulk_cancel",
     "example_qmatic_bulk_book_on_asset",
+    "example_qmatic_bulk_plan",
 )
+# The DAGs whose runs wait for a person to approve; the as-is runs answer for them (approving).
+WAITS_FOR_APPROVAL = ("example_qmatic_bulk_plan",)
 ACTIVE = ("CONFIRMED", "RESERVED")
 
 
@@ -248,7 +252,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
     seen: dict[str, int] = {}
     for dag_id in AS_IS_ORDER:
         for _ in range(2):
-            _run_example(bag, dag_id)
+            with approving(dag_id) if dag_id in WAITS_FOR_APPROVAL else contextlib.nullcontext():
+                _run_example(bag, dag_id)
             twice = {who: n for who, n in _active_by_customer(sandbox).items() if n > 1}
             assert twice == {}, (dag_id, twice)
         seen[dag_id] = sum(_active_by_customer(sandbox).values())
@@ -267,6 +272,7 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         "example_qmatic_update_customers": 1 + bulk,
         "example_qmatic_bulk_cancel": 1,
         "example_qmatic_bulk_book_on_asset": 1,
+        "example_qmatic_bulk_plan": 1 + 3,  # its own three customers, booked once after approval
     }
     with open(out / "bulk_book_results.csv", newline="") as handle:
         statuses = Counter(row["status"] for row in csv.DictReader(handle))
@@ -309,3 +315,40 @@ def test_asset_triggered_example_books_a_file_once_however_often_it_runs(
     assert sandbox.stats()["requests"]["confirm"] == {"201": 3}
     with open(out / "incoming" / "bookings_results.csv", newline="") as handle:
         assert [row["status"] for row in csv.DictReader(handle)] == ["skipped_existing"] * 3
+
+
+def test_plan_example_books_only_what_a_person_approved_and_as_planned(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan example as-is: rejected, the plan wrote nothing and nobody is booked; approved, the
+    real run books every row the plan planned, on the same file."""
+    out = tmp_path / "examples"
+    bag = _examples_writing_to(out, monkeypatch)
+    dag = bag.dags["example_qmatic_bulk_plan"]
+
+    with approving(dag.dag_id, "Reject") as answered:
+        rejected = _run_example(bag, dag.dag_id)
+    if answered != ["approve_plan"]:
+        pytest.skip("this Airflow line approves through a Variable, which has no Reject")
+    assert _states(rejected) == {
+        "bookings_file": "success",
+        "plan": "success",
+        "approve_plan": "success",
+        "book": "skipped",
+    }
+    assert sandbox.appointments() == []
+    assert not set(sandbox.stats()["requests"]) & {"reserve", "confirm", "release", "cancel", "reschedule"}
+    plan = xcom_of(rejected, "plan")
+    assert (plan["dry_run"], plan["planned"], plan["failed"], plan["invalid"]) == (True, 3, 0, 0)
+
+    with approving(dag.dag_id) as answered:
+        approved = _run_example(bag, dag.dag_id)
+    assert answered == ["approve_plan"]
+    assert _states(approved)["book"] == "success"
+    assert xcom_of(approved, "book")["succeeded"] == xcom_of(approved, "plan")["planned"] == 3
+    with open(out / f"bulk_plan_{date.today().isoformat()}.plan.csv", newline="") as handle:
+        planned = [row["status"] for row in csv.DictReader(handle)]
+    with open(out / f"bulk_plan_{date.today().isoformat()}.results.csv", newline="") as handle:
+        done = [row["status"] for row in csv.DictReader(handle)]
+    assert done == ["succeeded" if status == "planned" else status for status in planned] == ["succeeded"] * 3
+    assert len(sandbox.appointments("CONFIRMED")) == 3
