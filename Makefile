@@ -56,13 +56,18 @@ typecheck: setup
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# The suites run in two processes (pytest-xdist), a test file each at a time: module fixtures (one
+# sandbox, one set of example runs) stay in one process, and each process has its own AIRFLOW_HOME
+# (tests/conftest.py). PYTEST_PARALLEL= runs them in one process.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 pytest: setup redis-server
-	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ui $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 test-compat: setup-compat redis-server
-	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
+	$(COMPAT_PY) -m pytest --ignore=tests/ui $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Every supported Airflow line (2.11, 3.0, 3.1, 3.2, 3.3; Python 3.10 to 3.13), one venv each:
 # install under the line's constraints with the connection check (scripts/airflow_line.py),

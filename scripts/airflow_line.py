@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints"
@@ -90,17 +91,29 @@ def check_connections(python: Path, airflow: str) -> str | None:
     )
 
 
-def install(uv: str, python: Path, airflow: str, airflow_extras: str, requirements: list[str]) -> int:
-    """Install Airflow ``airflow`` and ``requirements`` under the line's constraints, then check it."""
+def install(
+    uv: str,
+    python: Path,
+    airflow: str,
+    airflow_extras: str,
+    requirements: list[str],
+    output: TextIO | None = None,
+) -> int:
+    """Install Airflow ``airflow`` and ``requirements`` under the line's constraints, then check it.
+
+    ``output`` takes everything printed (make test-lines installs two lines at once, each into
+    its own log); the terminal by default.
+    """
     spec = f"apache-airflow[{airflow_extras}]=={airflow}" if airflow_extras else f"apache-airflow=={airflow}"
     command = [uv, "pip", "install", "--quiet", "--python", str(python), *constraint_args(airflow)]
     command += [*requirements, spec]
-    if subprocess.run(command, cwd=REPO, check=False).returncode != 0:
-        print(f"airflow_line: installing Airflow {airflow} into {python} failed", file=sys.stderr)
+    ran = subprocess.run(command, cwd=REPO, check=False, stdout=output, stderr=output and subprocess.STDOUT)
+    if ran.returncode != 0:
+        print(f"airflow_line: installing Airflow {airflow} into {python} failed", file=output or sys.stderr)
         return 1
     problem = check_connections(python, airflow)
     if problem:
-        print(problem, file=sys.stderr)
+        print(problem, file=output or sys.stderr)
         return 1
     return 0
 
