@@ -11,10 +11,12 @@ next request: an attempt starts (its try number), a row starts a reserve (``rese
 the row's one reserve budget is counted from) or a cancel, a reserve's answer was lost, a
 reservation was made (``row -> reservation id``), released, or the row ended done or failed.
 
-The next attempt of the same task instance reads it first: a reservation with no recorded outcome
-is settled (done, released, or dropped); rows done are skipped without a request; and when every
-earlier attempt ran with this journal, a row with no record was never started and needs no look-up
-in Qmatic: only rows *in flight* (a start and no outcome) do.
+The next attempt of the same task instance, through the same connection, reads it first (the
+name, :func:`journal_name`, holds the connection's identity as well as the task instance's ids):
+a reservation with no recorded outcome is settled (done, released, or dropped); rows done are
+skipped without a request; and when every earlier attempt ran with this journal, a row with no
+record was never started and needs no look-up in Qmatic: only rows *in flight* (a start and no
+outcome) do.
 
 Format: JSON Lines, append-only, one small object per event, never rewritten. The first line is a
 marker (:data:`MARKER`) that says the runner made the file. A line torn by a kill, or any line that
@@ -28,6 +30,10 @@ does not see it; there, ``skip_existing`` (on by default for retries) still prev
 bookings, and a reservation left by the killed attempt simply expires after its hold. With
 ``credential_cache: redis`` the same lines live in Redis instead
 (:class:`RedisJournal`), where a retry on any worker reads them.
+
+A journal of the older naming (task instance ids alone) is not read: nothing says which
+connection wrote it. A retry that runs across the upgrade finds no journal and proceeds as a retry
+on another host does; the old files go with the retention clean-up below, old Redis lists expire.
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
@@ -52,7 +58,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic.exceptions import QmaticCoordinationError, QmaticError, QmaticJournalBusyError
 from airflow_provider_qmatic.state._files import (
@@ -62,6 +68,9 @@ from airflow_provider_qmatic.state._files import (
     write_all,
 )
 from airflow_provider_qmatic.state._redis import RELEASE, RedisLink, digest
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.config import ClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +101,31 @@ EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, UPDAT
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING, UPDATING})
 
 
-def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
-    """A file name for one task instance's journal: a hash, so names reveal nothing and are safe."""
+def journal_name(
+    config: ClientConfig, *, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+) -> str:
+    """The name of one task instance's journal *for one connection*: a hash, so names reveal nothing
+    and are safe.
+
+    Hashed are the connection's identity (Qmatic host, tenant, system id, client id; never its
+    secret) and the task instance's ids. Two deployments or tenants that share a Redis or a journal
+    directory run the same DAG under the same scheduled run id; a retry whose templated
+    ``qmatic_conn_id`` renders to another tenant has the same ids too. Without the identity each
+    would read the other's rows as done and book nobody. A journal of another connection is never
+    read here: it has another name.
+    """
     key = json.dumps(
-        ["qmatic-bulk-journal-v1", dag_id, run_id, task_id, -1 if map_index is None else map_index]
+        [
+            "qmatic-bulk-journal-v2",
+            config.base_url,
+            config.tenant,
+            config.system_id or "",
+            config.client_id,
+            dag_id,
+            run_id,
+            task_id,
+            -1 if map_index is None else map_index,
+        ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:40] + _SUFFIX
 

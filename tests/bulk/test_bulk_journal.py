@@ -11,6 +11,7 @@ import pytest
 from airflow_provider_qmatic.api.models import BookingRequest
 from airflow_provider_qmatic.bulk.runner import BulkRunner, _fingerprint, _instant
 from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
@@ -22,10 +23,13 @@ from airflow_provider_qmatic.state.journal import (
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to
 
+# The connection whose journals these are (journal names hold its identity).
+CONFIG = ClientConfig.from_values(client_id="c", client_secret="s", tenant="t", region="eu-west-1")
+
 
 def test_journal_survives_a_torn_line_and_is_locked_per_task_instance(journal_dir: Path) -> None:
-    path = journal_dir / journal_name(dag_id="d", run_id="r", task_id="t", map_index=3)
-    assert path.name != journal_name(dag_id="d", run_id="r", task_id="t", map_index=4)
+    path = journal_dir / journal_name(CONFIG, dag_id="d", run_id="r", task_id="t", map_index=3)
+    assert path.name != journal_name(CONFIG, dag_id="d", run_id="r", task_id="t", map_index=4)
     journal = FileJournal(path)
     state = journal.open()
     assert state.entries == 0
@@ -54,8 +58,8 @@ def test_journal_directory_must_be_private_and_old_journals_go(tmp_path: Path) -
     with pytest.raises(QmaticConfigError, match="lets the group or others in"):
         FileJournal(loose / "j.jsonl").open()
     private = tmp_path / "private"
-    old_name = journal_name(dag_id="d", run_id="old", task_id="t")
-    new_name = journal_name(dag_id="d", run_id="new", task_id="t")
+    old_name = journal_name(CONFIG, dag_id="d", run_id="old", task_id="t")
+    new_name = journal_name(CONFIG, dag_id="d", run_id="new", task_id="t")
     old = FileJournal(private / old_name)
     old.open()
     old.close()

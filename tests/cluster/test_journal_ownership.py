@@ -1,0 +1,94 @@
+"""Whose a journal is (issue 20): a journal belongs to one connection (Qmatic host, tenant, system id,
+client id), its fingerprints are keyed with the client secret, and an attempt that lost it to a
+newer one writes nothing. Against a real redis-server and a sandbox with two tenants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.bulk.runner import SKIPPED_EXISTING, SUCCEEDED, BulkRunner
+from airflow_provider_qmatic.client.client import build_client
+from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
+from benchmarks.cluster import RedisServer
+from tests.bulk.conftest import booking_rows, requests_to
+
+# One secret for both: the journal's name alone (not keyed fingerprints) must keep them apart, as
+# for two deployments of one tenant's credentials at two Qmatic hosts.
+SECRET = "shared-secret-0123456789abcdef"
+ALPHA = SandboxClient("alpha-client", SECRET, "alpha")
+BETA = SandboxClient("beta-client", SECRET, "beta")
+TASK = {"dag_id": "nightly_bookings", "run_id": "scheduled__2030-01-07T02:00:00+00:00", "task_id": "book"}
+
+
+@pytest.fixture(scope="module")
+def two_tenants() -> Iterator[SandboxServer]:
+    """A private sandbox with two tenants; seeded slots are shared, appointments are per tenant."""
+    settings = SandboxSettings(
+        clients=(ALPHA, BETA), requests_per_minute=0, token_requests_per_second=0, slot_capacity=5
+    )
+    server = SandboxServer(settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tenant_config(
+    server: SandboxServer, client: SandboxClient, tmp_path: Path, cache: str, redis: RedisServer
+) -> ClientConfig:
+    return ClientConfig.from_values(
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        tenant=client.tenant,
+        base_url=server.base_url,
+        system_id=client.system_id,
+        requests_per_minute=60_000,
+        credential_cache=cache,
+        credential_cache_dir=str(tmp_path / f"tokens-{client.tenant}"),
+        redis_conn_id=redis.conn_id,
+    )
+
+
+def run_job(config: ClientConfig, rows: list[dict[str, Any]], journal_dir: Path, attempt: int = 1) -> Any:
+    """A bulk booking as the operator runs it: the task instance's journal through ``config``."""
+    journal = state.task_journal(config, **TASK, journal_dir=journal_dir)
+    return BulkRunner(build_client(config), attempt=attempt, journal_path=journal).book(rows)
+
+
+@pytest.mark.parametrize("cache", ["file", "redis"])
+def test_two_tenants_with_the_same_task_ids_each_book_their_own_rows(
+    cache: str,
+    two_tenants: SandboxServer,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    """Same DAG, run id and task id, one Redis (or one journal directory): the second tenant's job
+    books its rows instead of reading the first one's as done (and booking nobody)."""
+    two_tenants.reset()
+    rows = booking_rows(two_tenants, 3)
+    journals = tmp_path / "journals"
+    alpha = tenant_config(two_tenants, ALPHA, tmp_path, cache, redis_server)
+    beta = tenant_config(two_tenants, BETA, tmp_path, cache, redis_server)
+
+    first = run_job(alpha, rows, journals)
+    second = run_job(beta, rows, journals)
+
+    assert first.summary.succeeded == 3
+    assert second.summary.succeeded == 3, [o.to_dict() for o in second.outcomes]
+    assert {o.status for o in second.outcomes} == {SUCCEEDED}
+    assert len(two_tenants.appointments(status="CONFIRMED", tenant="beta")) == 3
+    alpha_ids = {a["appointmentId"] for a in two_tenants.appointments(tenant="alpha")}
+    assert not alpha_ids & {o.appointment_id for o in second.outcomes}
+
+    # Each job's own retry still reads its own journal: nothing sent again, nothing looked up.
+    reserves = requests_to(two_tenants, "reserve")
+    retried = run_job(alpha, rows, journals, attempt=2)
+    assert {o.status for o in retried.outcomes} == {SKIPPED_EXISTING}
+    assert requests_to(two_tenants, "reserve") == reserves
+    assert requests_to(two_tenants, "search") == 0
