@@ -53,7 +53,7 @@ def token_cache(config: ClientConfig) -> TokenCache:
         return FileTokenCache(home)
     if home is None:
         return MemoryTokenCache()
-    return RedisTokenCache(home, secret=config.client_secret)
+    return RedisTokenCache(home, key=config.derived_key("token-cache"))
 
 
 def token_spacing(config: ClientConfig, interval: float) -> Spacing:

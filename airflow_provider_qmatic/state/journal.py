@@ -22,7 +22,12 @@ Format: JSON Lines, append-only, one small object per event, never rewritten. Th
 marker (:data:`MARKER`) that says the runner made the file. A line torn by a kill, or any line that
 is not an entry (foreign or absurdly nested JSON), is skipped with a warning naming the line.
 Entries hold row numbers, a one-way fingerprint of the row (so a reordered input still matches) and
-Qmatic ids; no personal data.
+Qmatic ids; no personal data. The fingerprint is keyed: an HMAC-SHA256 under a key derived from the
+client secret (:data:`FINGERPRINTS`), so whoever reads the journal (a Redis reader, a copy of the
+file) cannot test guesses of a personal identifier and slot against it, as against a plain hash.
+Every attempt of the task derives the same key; each attempt's line names its key (an HMAC of a
+fixed text, :func:`key_id`), and a journal whose earlier attempts ran under another key (the secret
+was rotated in between) is not taken as complete: its rows are looked up in Qmatic.
 
 The journal is **host-local**: it lives under a private directory (owner-only 0700, files 0600, no
 symlinks; the checks of the token cache) on the worker that ran the attempt. A retry on another host
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -95,6 +101,8 @@ RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
 # And the runner's own: an attempt started; a customer update's row started (its search and
 # updates); a row ended failed (its state is known: nothing of it is in flight).
 ATTEMPT, UPDATING, FAILED = "attempt", "updating", "failed"
+# The purpose of the key (ClientConfig.derived_key) that fingerprints rows in journals.
+FINGERPRINTS = "bulk-journal-fingerprints"
 # How long a Redis journal's lease lives unless renewed: a killed attempt's ends within this.
 JOURNAL_LEASE_S = 30.0
 EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, UPDATING, FAILED})
@@ -130,6 +138,11 @@ def journal_name(
     return hashlib.sha256(key.encode()).hexdigest()[:40] + _SUFFIX
 
 
+def key_id(key: bytes) -> str:
+    """A short name of a fingerprint key, for the journal's attempt lines: reveals nothing of it."""
+    return hmac.digest(key, b"qmatic-bulk-journal-key-id", "sha256").hex()[:16]
+
+
 def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
     """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
@@ -159,13 +172,17 @@ class JournalState:
     # reservation id -> (fingerprint, row, appointment id it was made for, if any)
     open_reservations: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)
     rows: dict[str, RowHistory] = field(default_factory=dict)  # fingerprint -> history
-    attempts: set[int] = field(default_factory=set)  # attempt numbers that opened this journal
+    # attempt number -> the key id its fingerprints were made with (None: not said)
+    attempts: dict[int, str | None] = field(default_factory=dict)
     entries: int = 0
 
-    def complete_before(self, attempt: int) -> bool:
-        """True if every attempt before ``attempt`` ran with this journal (on this host), so that a
-        row it shows neither done nor in flight was never started: it needs no look-up in Qmatic."""
-        return set(range(1, attempt)) <= self.attempts
+    def complete_before(self, attempt: int, key: bytes) -> bool:
+        """True if every attempt before ``attempt`` ran with this journal (on this host) and made its
+        fingerprints with ``key``, so that a row it shows neither done nor in flight was never
+        started: it needs no look-up in Qmatic. Under another key (a rotated secret) no row of
+        theirs would be recognised, so none can be said never started."""
+        mine = key_id(key)
+        return all(self.attempts.get(n, "") == mine for n in range(1, attempt))
 
     def in_flight(self) -> set[str]:
         return {fp for fp, history in self.rows.items() if history.in_flight}
@@ -219,9 +236,13 @@ class Journal(ABC):
             entry["appt"] = appointment_id
         self._append(entry)
 
-    def record_attempt(self, attempt: int) -> None:
-        """Note that this attempt (the task's try number) runs with the journal, before any request."""
-        self._append({"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)})
+    def record_attempt(self, attempt: int, *, key: bytes | None = None) -> None:
+        """Note that this attempt (the task's try number) runs with the journal, before any request,
+        and with which fingerprint ``key`` (its :func:`key_id`), when its rows have fingerprints."""
+        entry: dict[str, Any] = {"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)}
+        if key is not None:
+            entry["k"] = key_id(key)
+        self._append(entry)
 
     def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
         """What the numbered lines say, wherever they are kept."""
@@ -239,7 +260,8 @@ class Journal(ABC):
             state.entries += 1
             event = entry["e"]
             if event == ATTEMPT:
-                state.attempts.add(entry["n"])
+                found = entry.get("k")
+                state.attempts[entry["n"]] = found if isinstance(found, str) else None
                 continue
             fp, row = entry["fp"], entry["row"]
             reservation_id, appointment_id = entry.get("res"), entry.get("appt")

@@ -1,14 +1,18 @@
 """Whose a journal is (issue 20): a journal belongs to one connection (Qmatic host, tenant, system id,
-client id), its fingerprints are keyed with the client secret, and an attempt that lost it to a
+client id), its fingerprints are keyed with a key derived from the client secret, and an attempt that lost it to a
 newer one writes nothing. Against a real redis-server and a sandbox with two tenants."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from airflow_provider_qmatic import state
 from airflow_provider_qmatic.bulk.runner import SKIPPED_EXISTING, SUCCEEDED, BulkRunner
@@ -92,3 +96,34 @@ def test_two_tenants_with_the_same_task_ids_each_book_their_own_rows(
     assert {o.status for o in retried.outcomes} == {SKIPPED_EXISTING}
     assert requests_to(two_tenants, "reserve") == reserves
     assert requests_to(two_tenants, "search") == 0
+
+
+def test_journal_fingerprints_in_redis_are_keyed_and_a_retry_still_resumes(
+    two_tenants: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A reader of Redis finds no plain SHA-256 of a row's identifier and slot (a date-based
+    identifier was brute-forced from one in 0.2 s); the retry, deriving the same key from the same
+    secret, still recognises every row as done."""
+    two_tenants.reset()
+    rows = booking_rows(two_tenants, 3)
+    config = tenant_config(two_tenants, ALPHA, tmp_path, "redis", redis_server)
+    assert run_job(config, rows, tmp_path).summary.succeeded == 3
+
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    [journal] = [k for k in raw.keys("qmatic:journal:*") if not k.endswith(b":lease")]
+    stored = b"\n".join(raw.lrange(journal, 0, -1)).decode()
+    fingerprints = {json.loads(line).get("fp") for line in stored.splitlines()} - {None}
+    assert len(fingerprints) == 3
+    for row in rows:
+        assert row["personal_identifier"] not in stored
+        start = datetime.fromisoformat(row["start_time"]).astimezone(timezone.utc).isoformat()
+        parts = ["book", row["personal_identifier"], row["branch_id"], row["service_id"], start]
+        plain = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+        assert plain[:24] not in stored, "an unkeyed fingerprint is in Redis"
+        assert hashlib.sha256(row["personal_identifier"].encode()).hexdigest()[:24] not in stored
+
+    reserves = requests_to(two_tenants, "reserve")
+    retried = run_job(config, rows, tmp_path, attempt=2)
+    assert {o.status for o in retried.outcomes} == {SKIPPED_EXISTING}
+    assert requests_to(two_tenants, "reserve") == reserves
+    assert requests_to(two_tenants, "search") == 0  # the journal, complete and under the same key
