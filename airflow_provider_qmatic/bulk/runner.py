@@ -92,6 +92,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticError,
     QmaticForbiddenError,
     QmaticJournalBusyError,
+    QmaticJournalSupersededError,
     QmaticServerError,
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
@@ -610,6 +611,7 @@ class BulkRunner:
             f", journal {self.journal_path}" if self.journal_path else "",
         )
         counts: Counter[str] = Counter(o.status for o in outcomes)
+        held = True
         try:
             if self.journal_path is not None and items:
                 journal = self.journal_path
@@ -617,10 +619,17 @@ class BulkRunner:
                 state = self._journal.open()
                 self._resume(action, state)
             outcomes.extend(self._execute(action, items, counts, total, progress))
+            held = self._journal is None or self._journal.held()
         finally:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+        if not held:  # a newer attempt owns the job: its results file and journal stand, not ours
+            raise QmaticJournalSupersededError(
+                f"Qmatic bulk {action}: attempt {self.attempt} lost the task's journal to another "
+                "attempt while it was stalled past its lease; it stopped, and wrote no results file "
+                "and nothing more to the journal: the other attempt's outcome is the job's"
+            )
         outcomes.sort(key=lambda o: o.row)
         elapsed = time.monotonic() - started
         sent = requests_sent()

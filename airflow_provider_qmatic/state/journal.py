@@ -66,7 +66,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic.exceptions import QmaticCoordinationError, QmaticError, QmaticJournalBusyError
+from airflow_provider_qmatic.exceptions import (
+    QmaticCoordinationError,
+    QmaticError,
+    QmaticJournalBusyError,
+    QmaticJournalSupersededError,
+)
 from airflow_provider_qmatic.state._files import (
     PrivateDirectory,
     default_cache_dir,
@@ -202,6 +207,12 @@ class Journal(ABC):
     @abstractmethod
     def close(self) -> None:
         """Let the journal go (the next attempt may take it)."""
+
+    def held(self) -> bool:
+        """Whether this attempt still holds the journal, checked where it is kept: once False, a newer
+        attempt owns the job and this one must write nothing more (no results file either). A
+        file's lock lasts as long as the process, so only a lease can be lost."""
+        return True
 
     @abstractmethod
     def _append(self, entry: dict[str, Any]) -> None:
@@ -388,12 +399,17 @@ class RedisJournal(Journal):
     The lines and their meaning are those of :class:`Journal`; only the storage differs. A lease
     (``SET NX PX``, renewed by a thread every third of its life) stands for the file lock: a second
     attempt of the same task instance while the first still runs fails fast and retryably; a killed
-    attempt's lease runs out within :data:`JOURNAL_LEASE_S`. Every append is checked against the
-    lease inside Redis. The list expires :data:`RETENTION_DAYS` after its last append.
+    attempt's lease runs out within :data:`JOURNAL_LEASE_S` (``lease_s``). Every append is checked
+    against the lease inside Redis: an attempt stalled past its lease (frozen, cut off) that wakes
+    after another took over writes no line (:class:`QmaticJournalSupersededError`), and
+    :meth:`held` says so to the runner, which then writes no results file either. The list expires
+    :data:`RETENTION_DAYS` after its last append.
     """
 
-    def __init__(self, link: RedisLink, name: str) -> None:
+    def __init__(self, link: RedisLink, name: str, *, lease_s: float = JOURNAL_LEASE_S) -> None:
         self.name = name
+        self._lease_ms = int(lease_s * 1000)
+        self._lost = False  # the lease was found taken or gone: write nothing more
         self._link = link
         self._redis = link.client
         self._list = link.key("journal", digest(name))
@@ -413,10 +429,10 @@ class RedisJournal(Journal):
     def open(self) -> JournalState:
         """Take the lease and read what earlier attempts wrote."""
         with self._link.call("opening the bulk journal"):
-            if not self._redis.set(self._lease, self._owner, nx=True, px=int(JOURNAL_LEASE_S * 1000)):
+            if not self._redis.set(self._lease, self._owner, nx=True, px=self._lease_ms):
                 raise QmaticJournalBusyError(
                     f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
-                    f"is still running (its lease ends within {JOURNAL_LEASE_S:.0f} s of its death)"
+                    f"is still running (its lease ends within {self._lease_ms / 1000:g} s of its death)"
                 )
             lines = self._redis.lrange(self._list, 0, -1)
         self._open = True
@@ -450,16 +466,31 @@ class RedisJournal(Journal):
                 args=[self._owner, line, RETENTION_DAYS * 86400 * 1000],
             )
         if not written:
-            raise QmaticJournalBusyError(
-                f"this attempt lost the lease on the bulk journal {self.name} in Redis; stopping so that "
+            self._lost = True
+            raise QmaticJournalSupersededError(
+                f"this attempt lost the lease on the bulk journal {self.name} in Redis (it ran out while "
+                "the attempt was stalled, and another attempt may own the job now); stopping so that "
                 "only one attempt writes it"
             )
 
-    def _renew(self) -> None:
-        while not self._stop.wait(JOURNAL_LEASE_S / 3):
+    def held(self) -> bool:
+        """Renew the lease, which succeeds only while it is this attempt's. Redis not answering
+        proves nothing: True then, unless the lease was already found lost."""
+        if not self._lost:
             try:
-                with self._link.call("renewing the bulk journal lease"):
-                    self._renew_script(keys=[self._lease], args=[self._owner, int(JOURNAL_LEASE_S * 1000)])
+                self._lost = not self._renew_once()
+            except QmaticCoordinationError as exc:
+                log.warning("Qmatic bulk journal: %s", exc.message)
+        return not self._lost
+
+    def _renew_once(self) -> bool:
+        with self._link.call("renewing the bulk journal lease"):
+            return bool(self._renew_script(keys=[self._lease], args=[self._owner, self._lease_ms]))
+
+    def _renew(self) -> None:
+        while not self._lost and not self._stop.wait(self._lease_ms / 3000):
+            try:
+                self._lost = not self._renew_once()
             except QmaticCoordinationError as exc:  # the next append reports it
                 log.warning("Qmatic bulk journal: %s", exc.message)
 

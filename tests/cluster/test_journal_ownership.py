@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,9 +23,14 @@ from airflow_provider_qmatic import state
 from airflow_provider_qmatic.bulk.runner import SKIPPED_EXISTING, SUCCEEDED, BulkRunner
 from airflow_provider_qmatic.client.client import build_client
 from airflow_provider_qmatic.config import ClientConfig
+from airflow_provider_qmatic.exceptions import QmaticJournalBusyError
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
+from airflow_provider_qmatic.state._redis import digest, redis_for
+from airflow_provider_qmatic.state.journal import RedisJournal
 from benchmarks.cluster import RedisServer
-from tests.bulk.conftest import booking_rows, requests_to
+from tests.bulk.conftest import booking_rows, read_outcomes, requests_to
+
+from .conftest import config_values
 
 # One secret for both: the journal's name alone (not keyed fingerprints) must keep them apart, as
 # for two deployments of one tenant's credentials at two Qmatic hosts.
@@ -127,3 +137,79 @@ def test_journal_fingerprints_in_redis_are_keyed_and_a_retry_still_resumes(
     assert {o.status for o in retried.outcomes} == {SKIPPED_EXISTING}
     assert requests_to(two_tenants, "reserve") == reserves
     assert requests_to(two_tenants, "search") == 0  # the journal, complete and under the same key
+
+
+CHILD = Path(__file__).resolve().parent.parent / "bulk" / "bulk_child.py"
+LEASE_S = 1.0
+
+
+@pytest.mark.slow  # a child process with Airflow's Redis hook: ~20 s on a loaded machine
+def test_an_attempt_frozen_past_its_lease_writes_nothing_after_the_takeover(
+    two_tenants: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Attempt 1 (a process) is frozen mid-job (SIGSTOP) until its lease runs out; attempt 2 takes
+    the journal over, settles what 1 left and finishes the job. Woken (SIGCONT), attempt 1 must
+    not overwrite 2's results file nor add a journal line, and fails naming what happened."""
+    two_tenants.reset()
+    two_tenants.configure(latency_ms=150)  # attempt 1 is caught mid-job, not after its last row
+    rows = booking_rows(two_tenants, 6)
+    config = tenant_config(two_tenants, ALPHA, tmp_path, "redis", redis_server)
+    results = tmp_path / "results.csv"
+    name = "superseded-task.jsonl"
+    link = redis_for(redis_server.conn_id)
+    list_key = link.key("journal", digest(name))
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    args = {
+        "config": config_values(config),
+        "rows": rows,
+        "results": str(results),
+        "redis_journal": {"name": name, "lease_s": LEASE_S},
+    }
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), "run", json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(b'"e":"done"' in line for line in raw.lrange(list_key, 0, -1)):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "attempt 1 never finished a row"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGSTOP)
+        two_tenants.configure(latency_ms=0)
+
+        taken_over = RedisJournal(link, name, lease_s=LEASE_S)
+        deadline = time.monotonic() + 10 * LEASE_S
+        second = None
+        while second is None:
+            try:  # busy until attempt 1's lease runs out
+                second = BulkRunner(build_client(config), attempt=2, journal_path=taken_over).book(
+                    rows, results_path=str(results)
+                )
+            except QmaticJournalBusyError:
+                assert time.monotonic() < deadline, "attempt 1's lease never ran out"
+                time.sleep(0.2)
+        written, journal_after = results.read_bytes(), raw.lrange(list_key, 0, -1)
+
+        child.send_signal(signal.SIGCONT)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    assert child.returncode != 0
+    assert "QmaticJournalSupersededError" in err
+    assert "wrote no results file" in err
+    assert results.read_bytes() == written  # attempt 2's file stands
+    assert raw.lrange(list_key, 0, -1) == journal_after  # no line of attempt 1 after the takeover
+    booked = [o for o in second.outcomes if o.status in (SUCCEEDED, SKIPPED_EXISTING)]
+    assert len(booked) == 6, [o.to_dict() for o in second.outcomes]
+    assert {o["status"] for o in read_outcomes(results)} <= {SUCCEEDED, SKIPPED_EXISTING}
+    confirmed = Counter(
+        a["customer"]["personalIdentifier"]
+        for a in two_tenants.appointments(status="CONFIRMED", tenant="alpha")
+    )
+    assert confirmed == Counter({row["personal_identifier"]: 1 for row in rows})
