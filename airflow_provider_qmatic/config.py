@@ -35,6 +35,10 @@ MIN_REQUESTS_PER_MINUTE = 1.0
 MAX_REQUESTS_PER_MINUTE = 1_000_000.0
 _USER_AGENT_PATTERN = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")
 
+# The salt of every key derived from the client secret (first that of the Redis token cache's seal,
+# kept so that tokens sealed before still open).
+_KEY_SALT = b"airflow-provider-qmatic/redis-token-cache/v2"
+
 _TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SYSTEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -76,6 +80,20 @@ class ClientConfig:
     def secret_fingerprint(self) -> str:
         """A short one-way hash of the client secret, so a rotated secret gets a new token."""
         return hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()[:16]
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one use of the provider's, derived (HKDF-SHA256) from the client secret.
+
+        Whoever holds the secret derives the same key (each attempt of a task, every worker);
+        whoever reads only the provider's shared state (Redis, a journal file) has neither. Each
+        ``purpose`` gets an independent key: the token cache seals tokens with ``token-cache``, the
+        bulk journal keys its row fingerprints with another. A rotated secret gives new keys.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        hkdf = HKDF(hashes.SHA256(), 32, salt=_KEY_SALT, info=purpose.encode())
+        return hkdf.derive(self.client_secret.encode("utf-8"))
 
     @classmethod
     def from_values(

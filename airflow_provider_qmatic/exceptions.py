@@ -196,6 +196,13 @@ class QmaticJournalBusyError(QmaticError):
     retryable = True
 
 
+class QmaticJournalSupersededError(QmaticJournalBusyError):
+    """This attempt lost its journal to a newer attempt of the task (its lease ran out while it was
+    stalled, or Redis lost it): it stops, and writes nothing more, neither journal lines nor a
+    results file, so the newer attempt's record stands. Retryable: where no newer attempt runs
+    (Redis restarted empty), Airflow's retry finishes the job."""
+
+
 class AnswerTooLarge(OSError):
     """An answer (status line, headers and body, or the body decoded) longer than the transport's
     cap, cut off; raised inside ``requests`` and read back by ``transport.answer_too_large``."""

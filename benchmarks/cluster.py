@@ -144,7 +144,7 @@ def worker_main() -> None:
     if args.get("journal"):  # a task instance's journal in Redis (the tests kill this host mid-run)
         from airflow_provider_qmatic.state import task_journal
 
-        journal = task_journal(config, args["journal"])
+        journal = task_journal(config, dag_id="cluster", run_id=args["journal"], task_id="book")
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()

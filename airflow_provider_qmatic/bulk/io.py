@@ -47,14 +47,16 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeGuard, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeGuard, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_qmatic.bulk.args import DEFAULT_MAX_ROWS, check_max_rows
 from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.state._files import kind_of
 
 # Every field a row may carry, per action: (required, optional).
 FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -267,13 +269,34 @@ def _is_file(source: Any) -> TypeGuard[str | os.PathLike[str] | PathLike]:
 def _open_binary(path: PathLike, what: str) -> Any:
     local = local_path(path)
     try:
-        return local.open("rb") if local is not None else path.open("rb")
+        return _open_local(local, what) if local is not None else path.open("rb")
     except FileNotFoundError:
         raise QmaticConfigError(f"{what} {describe(path)} does not exist", field="rows") from None
     except OSError as exc:
         raise QmaticConfigError(
             f"{what} {describe(path)} cannot be read: {exc.strerror or type(exc).__name__}", field="rows"
         ) from None
+
+
+def _open_local(path: Path, what: str) -> BinaryIO:
+    """A local file, opened without waiting: ``O_NONBLOCK`` makes a FIFO with no writer open at once
+    (a plain ``open`` would wait for a writer forever, and the task with it), and anything but a
+    regular file (FIFO, device, socket, directory) is then refused, naming ``rows`` and the fix."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise QmaticConfigError(
+                f"rows: {what} {describe(path)} is {kind_of(mode)}, not a regular file, and would be waited "
+                "on or read without end; name a regular .csv or .jsonl file (copy the data into one) or "
+                "pass the rows as a list",
+                field="rows",
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _raw_lines(handle: Any, what: str, where: str) -> Iterator[bytes]:

@@ -21,6 +21,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.state.budget import Limiter
 
 EVERY_FRACTION = 0.05
 EVERY_SECONDS = 30.0
@@ -67,7 +71,10 @@ class ProgressReporter:
     :param action: ``book``, ``reschedule`` or ``cancel`` (for the line's prefix).
     :param total: rows in the job, invalid ones included.
     :param requests: how many requests the job has sent so far (API and token requests).
-    :param limit: the pacing limit, requests per minute; ``current_rate`` what is in force now.
+    :param limiter: the client's request budget (None: unpaced). Its limit and rate are read again
+        for every line: a tenant's shared budget may run at a lower limit another connection
+        declares, learnt mid-job; that is the limit shown, and only a rate below the limit in force
+        is a slowdown after a 429.
     :param statuses: the outcomes a line counts, in order (a dry run counts ``planned`` first).
     """
 
@@ -77,8 +84,7 @@ class ProgressReporter:
         action: str,
         total: int,
         requests: Callable[[], int],
-        limit: float | None,
-        current_rate: Callable[[], float] | None = None,
+        limiter: Limiter | None,
         logger: logging.Logger,
         every_fraction: float = EVERY_FRACTION,
         every_seconds: float = EVERY_SECONDS,
@@ -89,8 +95,7 @@ class ProgressReporter:
         self._statuses = tuple(statuses)
         self._total = total
         self._requests = requests
-        self._limit = limit
-        self._current_rate = current_rate
+        self._limiter = limiter
         self._log = logger
         self._every_rows = max(1, int(total * every_fraction)) if total else 1
         self._every_seconds = every_seconds
@@ -125,16 +130,29 @@ class ProgressReporter:
                 return
         self.update(done, counts, force=True)
 
+    def in_force(self) -> tuple[float, float] | None:
+        """``(limit, rate)`` in force now, read from the budget each time; None when unpaced."""
+        if self._limiter is None:
+            return None
+        rate = self._limiter.current_rate  # read first: it refreshes the limit from a shared budget
+        return self._limiter.limit, rate
+
+    def pace_text(self) -> str:
+        """The job's pace for its first line: the limit in force, or ``unpaced``."""
+        in_force = self.in_force()
+        return "unpaced" if in_force is None else f"{in_force[0]:g} requests/min"
+
     def line(self, done: int, counts: Mapping[str, int]) -> str:
         total = self._total
         percent = 100.0 * done / total if total else 100.0
         outcome = ", ".join(f"{name} {counts.get(name, 0)}" for name in self._statuses)
         elapsed = self.elapsed()
         shown = pace(self._requests(), elapsed)
-        if self._limit:
-            shown += f" (limit {self._limit:g}"
-            current = self._current_rate() if self._current_rate is not None else self._limit
-            if current < self._limit - 1e-9:
+        in_force = self.in_force()
+        if in_force is not None:
+            limit, current = in_force
+            shown += f" (limit {limit:g}"
+            if current < limit - 1e-9:
                 shown += f", lowered to {current:.0f} after 429"
             shown += ")"
         if 0 < done < total and elapsed > 0:

@@ -42,7 +42,7 @@ row not recorded done; ``always`` looks every row up; ``never`` none.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import hmac
 import logging
 import os
 import queue
@@ -94,6 +94,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticError,
     QmaticForbiddenError,
     QmaticJournalBusyError,
+    QmaticJournalSupersededError,
     QmaticServerError,
     QmaticTenantRequiresFieldError,
     QmaticValidationError,
@@ -106,7 +107,14 @@ from airflow_provider_qmatic.flows import (
     customer_matches,
     is_booked,
 )
-from airflow_provider_qmatic.state.journal import DONE, UPDATING, FileJournal, Journal, JournalState
+from airflow_provider_qmatic.state.journal import (
+    DONE,
+    FINGERPRINTS,
+    UPDATING,
+    FileJournal,
+    Journal,
+    JournalState,
+)
 from airflow_provider_qmatic.state.journal import FAILED as JOURNAL_FAILED
 
 if TYPE_CHECKING:
@@ -285,11 +293,12 @@ class BulkResult:
 # -- building blocks -----------------------------------------------------------------------------
 
 
-def _fingerprint(*parts: object) -> str:
-    """Journals keep these: the text hashed is exactly ``json.dumps([str(p) for p in parts])``,
-    written without the encoder's per-call set-up (this runs once per row)."""
+def _fingerprint(key: bytes, *parts: object) -> str:
+    """Journals keep these: HMAC-SHA256 under ``key`` (the connection's ``FINGERPRINTS`` key, see
+    :mod:`~airflow_provider_qmatic.state.journal`) of exactly ``json.dumps([str(p) for p in
+    parts])``, written without the encoder's per-call set-up (this runs once per row)."""
     text = "[" + ", ".join(map(encode_basestring_ascii, map(str, parts))) + "]"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hmac.digest(key, text.encode(), "sha256").hex()[:24]
 
 
 def _instant(value: datetime | None) -> str:
@@ -364,8 +373,11 @@ class _KeyedCache:
             return value
 
 
-def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
-    """``(row number, flat row) -> (item, dedupe key)`` for ``action``; raises QmaticValidationError."""
+def _row_parser(
+    action: str, zone: Any, signing: bytes
+) -> Callable[[int, Mapping[str, Any]], tuple[_Item, str]]:
+    """``(row number, flat row) -> (item, dedupe key)`` for ``action``, fingerprints made with ``signing``;
+    raises QmaticValidationError."""
     from airflow_provider_qmatic.api.models import (
         BookingRequest,
         CancelRequest,
@@ -378,20 +390,20 @@ def _row_parser(action: str, zone: Any) -> Callable[[int, Mapping[str, Any]], tu
             booking = BookingRequest.parse(_nest_booking(flat), timezone=zone)
             pid = booking.customer.personal_identifier
             start = _instant(booking.start_time)
-            key = _fingerprint("book", pid, booking.branch_id, booking.service_id, start)
+            key = _fingerprint(signing, "book", pid, booking.branch_id, booking.service_id, start)
             return _Item(number, key, booking, pid), key
         if action == "update_customer":
             details = CustomerUpdate.parse(flat)
             pid = details.personal_identifier
             # The new details are in the key (hashed): a row changed between tries is a new row.
-            key = _fingerprint("update_customer", *details.to_wire().items())
+            key = _fingerprint(signing, "update_customer", *details.to_wire().items())
             return _Item(number, key, details, pid), pid
         if action == "reschedule":
             move = RescheduleRequest.parse(flat, timezone=zone)
-            key = _fingerprint("reschedule", move.appointment_id, _instant(move.start_time))
+            key = _fingerprint(signing, "reschedule", move.appointment_id, _instant(move.start_time))
             return _Item(number, key, move, appointment_id=move.appointment_id), move.appointment_id
         cancel = CancelRequest.parse(flat)
-        key = _fingerprint("cancel", cancel.appointment_id)
+        key = _fingerprint(signing, "cancel", cancel.appointment_id)
         return _Item(number, key, cancel, appointment_id=cancel.appointment_id), cancel.appointment_id
 
     return parse
@@ -552,6 +564,7 @@ class BulkRunner:
         self._multi_row_customers: set[str] = set()
         self._planner = Planner(self._flows)
         self._planned_writes = 0
+        self._key = client.config.derived_key(FINGERPRINTS)  # the same on every attempt
 
     # -- public --------------------------------------------------------------------------------
 
@@ -609,8 +622,7 @@ class BulkRunner:
             action=action,
             total=total,
             requests=requests_sent,
-            limit=limiter.limit if limiter is not None else None,
-            current_rate=(lambda: limiter.current_rate) if limiter is not None else None,
+            limiter=limiter,
             logger=self.log,
             every_fraction=self._progress_every_fraction,
             every_seconds=self._progress_every_seconds,
@@ -624,7 +636,7 @@ class BulkRunner:
             len(items),
             total - len(items),
             min(self.concurrency, max(1, len(items))),
-            f"{limiter.limit:g} requests/min" if limiter is not None else "unpaced",
+            progress.pace_text(),
             self.skip_mode,
             self.attempt,
             "; DRY RUN: rows are looked up and planned, nothing is written to Qmatic"
@@ -632,6 +644,7 @@ class BulkRunner:
             else (f", journal {self.journal_path}" if self.journal_path else ""),
         )
         counts: Counter[str] = Counter(o.status for o in outcomes)
+        held = True
         try:
             if self.journal_path is not None and items and not self.dry_run:  # a plan is no progress
                 journal = self.journal_path
@@ -640,10 +653,17 @@ class BulkRunner:
                 self._resume(action, state)
             with self.client.reads_only() if self.dry_run else contextlib.nullcontext():
                 outcomes.extend(self._execute(action, items, counts, total, progress))
+            held = self._journal is None or self._journal.held()
         finally:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+        if not held:  # a newer attempt owns the job: its results file and journal stand, not ours
+            raise QmaticJournalSupersededError(
+                f"Qmatic bulk {action}: attempt {self.attempt} lost the task's journal to another "
+                "attempt while it was stalled past its lease; it stopped, and wrote no results file "
+                "and nothing more to the journal: the other attempt's outcome is the job's"
+            )
         outcomes.sort(key=lambda o: o.row)
         elapsed = time.monotonic() - started
         sent = requests_sent()
@@ -719,7 +739,7 @@ class BulkRunner:
         from airflow_provider_qmatic.api.models import resolve_timezone
 
         loaded = load_rows(rows, action=action, column_map=column_map, max_rows=self.max_rows)
-        parse = _row_parser(action, resolve_timezone(self.timezone))
+        parse = _row_parser(action, resolve_timezone(self.timezone), self._key)
         invalid: list[RowOutcome] = []
         first_seen: dict[str, int] = {}
         customers: Counter[str] = Counter()
@@ -964,7 +984,7 @@ class BulkRunner:
         """Settle what a killed attempt left; learn which rows were in flight and their budgets."""
         self._state = state
         self._journal_done = dict(state.done)
-        self._complete = state.complete_before(self.attempt)
+        self._complete = state.complete_before(self.attempt, self._key)
         if state.entries:
             self.log.info(
                 "Qmatic bulk %s: journal of an earlier attempt: %d row(s) done, %d in flight, %d "
@@ -987,7 +1007,7 @@ class BulkRunner:
             elif settled.fate == "unknown":
                 self._unresolved.add(fingerprint)
         if self._journal is not None:
-            self._journal.record_attempt(self.attempt)
+            self._journal.record_attempt(self.attempt, key=self._key)
 
     def _needs_check(self, item: _Item) -> bool:
         """Look the row up in Qmatic first? ``always``; never with ``never``; with ``auto`` on a

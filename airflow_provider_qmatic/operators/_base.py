@@ -45,21 +45,22 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         return QmaticHook(qmatic_conn_id=self.qmatic_conn_id, bulk=self.bulk_budget)
 
     def task_journal(self, context: Any, journal_dir: str | None = None) -> Journal:
-        """This task instance's journal (see :mod:`~airflow_provider_qmatic.state.journal`), which its
-        retries read: in Redis with ``credential_cache: redis`` (a retry may run on another worker),
-        else a file in ``journal_dir`` or the default journal directory."""
+        """This task instance's journal through this connection (see
+        :mod:`~airflow_provider_qmatic.state.journal`), which its retries read: in Redis with
+        ``credential_cache: redis`` (a retry may run on another worker), else a file in
+        ``journal_dir`` or the default journal directory."""
         from airflow_provider_qmatic import state
-        from airflow_provider_qmatic.state.journal import journal_name
 
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
-        name = journal_name(
+        return state.task_journal(
+            self.hook.config,
             dag_id=ti.dag_id,
             run_id=context.get("run_id") or ti.run_id,
             task_id=ti.task_id,
             map_index=-1 if map_index is None else int(map_index),
+            journal_dir=journal_dir,
         )
-        return state.task_journal(self.hook.config, name, journal_dir)
 
     def journaled(
         self,

@@ -53,7 +53,7 @@ def token_cache(config: ClientConfig) -> TokenCache:
         return FileTokenCache(home)
     if home is None:
         return MemoryTokenCache()
-    return RedisTokenCache(home, secret=config.client_secret)
+    return RedisTokenCache(home, key=config.derived_key("token-cache"))
 
 
 def token_spacing(config: ClientConfig, interval: float) -> Spacing:
@@ -100,13 +100,26 @@ def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
 
 
 def task_journal(
-    config: ClientConfig, name: str, journal_dir: str | os.PathLike[str] | None = None
+    config: ClientConfig,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int | None = None,
+    journal_dir: str | os.PathLike[str] | None = None,
 ) -> Journal:
-    """A task instance's journal (``name`` from :func:`~.journal.journal_name`), which its retries
-    read: in Redis with ``redis`` (a retry may run on another worker), else a file in
-    ``journal_dir``, or the default journal directory."""
-    from airflow_provider_qmatic.state.journal import FileJournal, RedisJournal, default_journal_dir
+    """A task instance's journal through this connection, which its retries read: in Redis with
+    ``redis`` (a retry may run on another worker), else a file in ``journal_dir``, or the default
+    journal directory. Its name (:func:`~.journal.journal_name`) holds the connection's identity, so
+    a journal another tenant or deployment wrote for the same task instance is never this one."""
+    from airflow_provider_qmatic.state.journal import (
+        FileJournal,
+        RedisJournal,
+        default_journal_dir,
+        journal_name,
+    )
 
+    name = journal_name(config, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
     home = _home(config)
     if not (isinstance(home, Path) or home is None):
         return RedisJournal(home, name)

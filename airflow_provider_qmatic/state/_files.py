@@ -160,7 +160,7 @@ class PrivateDirectory:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise self.refuse(f"{name} in it is not a regular file ({_kind_of(info.st_mode)})")
+                raise self.refuse(f"{name} in it is not a regular file ({kind_of(info.st_mode)})")
             self._check_owner_and_mode(info, name)
             os.set_blocking(fd, True)
         except BaseException:
@@ -191,8 +191,8 @@ class PrivateDirectory:
             )
 
 
-def _kind_of(mode: int) -> str:
-    """What a non-regular file is, for the refusal message."""
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for a refusal message (here, and for the bulk input)."""
     for test, name in (
         (stat.S_ISFIFO, "a FIFO"),
         (stat.S_ISCHR, "a character device"),

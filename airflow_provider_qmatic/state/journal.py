@@ -11,16 +11,23 @@ next request: an attempt starts (its try number), a row starts a reserve (``rese
 the row's one reserve budget is counted from) or a cancel, a reserve's answer was lost, a
 reservation was made (``row -> reservation id``), released, or the row ended done or failed.
 
-The next attempt of the same task instance reads it first: a reservation with no recorded outcome
-is settled (done, released, or dropped); rows done are skipped without a request; and when every
-earlier attempt ran with this journal, a row with no record was never started and needs no look-up
-in Qmatic: only rows *in flight* (a start and no outcome) do.
+The next attempt of the same task instance, through the same connection, reads it first (the
+name, :func:`journal_name`, holds the connection's identity as well as the task instance's ids):
+a reservation with no recorded outcome is settled (done, released, or dropped); rows done are
+skipped without a request; and when every earlier attempt ran with this journal, a row with no
+record was never started and needs no look-up in Qmatic: only rows *in flight* (a start and no
+outcome) do.
 
 Format: JSON Lines, append-only, one small object per event, never rewritten. The first line is a
 marker (:data:`MARKER`) that says the runner made the file. A line torn by a kill, or any line that
 is not an entry (foreign or absurdly nested JSON), is skipped with a warning naming the line.
 Entries hold row numbers, a one-way fingerprint of the row (so a reordered input still matches) and
-Qmatic ids; no personal data.
+Qmatic ids; no personal data. The fingerprint is keyed: an HMAC-SHA256 under a key derived from the
+client secret (:data:`FINGERPRINTS`), so whoever reads the journal (a Redis reader, a copy of the
+file) cannot test guesses of a personal identifier and slot against it, as against a plain hash.
+Every attempt of the task derives the same key; each attempt's line names its key (an HMAC of a
+fixed text, :func:`key_id`), and a journal whose earlier attempts ran under another key (the secret
+was rotated in between) is not taken as complete: its rows are looked up in Qmatic.
 
 The journal is **host-local**: it lives under a private directory (owner-only 0700, files 0600, no
 symlinks; the checks of the token cache) on the worker that ran the attempt. A retry on another host
@@ -28,6 +35,10 @@ does not see it; there, ``skip_existing`` (on by default for retries) still prev
 bookings, and a reservation left by the killed attempt simply expires after its hold. With
 ``credential_cache: redis`` the same lines live in Redis instead
 (:class:`RedisJournal`), where a retry on any worker reads them.
+
+A journal of the older naming (task instance ids alone) is not read: nothing says which
+connection wrote it. A retry that runs across the upgrade finds no journal and proceeds as a retry
+on another host does; the old files go with the retention clean-up below, old Redis lists expire.
 
 The file is ``flock``-ed for the whole run, so two attempts of one task instance can never use it at
 the same time (an attempt still running on this host makes the next one fail fast, retryably).
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -52,9 +64,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qmatic.exceptions import QmaticCoordinationError, QmaticError, QmaticJournalBusyError
+from airflow_provider_qmatic.exceptions import (
+    QmaticCoordinationError,
+    QmaticError,
+    QmaticJournalBusyError,
+    QmaticJournalSupersededError,
+)
 from airflow_provider_qmatic.state._files import (
     PrivateDirectory,
     default_cache_dir,
@@ -62,6 +79,9 @@ from airflow_provider_qmatic.state._files import (
     write_all,
 )
 from airflow_provider_qmatic.state._redis import RELEASE, RedisLink, digest
+
+if TYPE_CHECKING:
+    from airflow_provider_qmatic.config import ClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +106,46 @@ RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING = (
 # And the runner's own: an attempt started; a customer update's row started (its search and
 # updates); a row ended failed (its state is known: nothing of it is in flight).
 ATTEMPT, UPDATING, FAILED = "attempt", "updating", "failed"
+# The purpose of the key (ClientConfig.derived_key) that fingerprints rows in journals.
+FINGERPRINTS = "bulk-journal-fingerprints"
 # How long a Redis journal's lease lives unless renewed: a killed attempt's ends within this.
 JOURNAL_LEASE_S = 30.0
 EVENTS = frozenset({RESERVING, LOST, RESERVED, DONE, RELEASED, CANCELLING, UPDATING, FAILED})
 _STARTS = frozenset({RESERVING, RESERVED, CANCELLING, UPDATING})
 
 
-def journal_name(*, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
-    """A file name for one task instance's journal: a hash, so names reveal nothing and are safe."""
+def journal_name(
+    config: ClientConfig, *, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+) -> str:
+    """The name of one task instance's journal *for one connection*: a hash, so names reveal nothing
+    and are safe.
+
+    Hashed are the connection's identity (Qmatic host, tenant, system id, client id; never its
+    secret) and the task instance's ids. Two deployments or tenants that share a Redis or a journal
+    directory run the same DAG under the same scheduled run id; a retry whose templated
+    ``qmatic_conn_id`` renders to another tenant has the same ids too. Without the identity each
+    would read the other's rows as done and book nobody. A journal of another connection is never
+    read here: it has another name.
+    """
     key = json.dumps(
-        ["qmatic-bulk-journal-v1", dag_id, run_id, task_id, -1 if map_index is None else map_index]
+        [
+            "qmatic-bulk-journal-v2",
+            config.base_url,
+            config.tenant,
+            config.system_id or "",
+            config.client_id,
+            dag_id,
+            run_id,
+            task_id,
+            -1 if map_index is None else map_index,
+        ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:40] + _SUFFIX
+
+
+def key_id(key: bytes) -> str:
+    """A short name of a fingerprint key, for the journal's attempt lines: reveals nothing of it."""
+    return hmac.digest(key, b"qmatic-bulk-journal-key-id", "sha256").hex()[:16]
 
 
 def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
@@ -129,13 +177,17 @@ class JournalState:
     # reservation id -> (fingerprint, row, appointment id it was made for, if any)
     open_reservations: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)
     rows: dict[str, RowHistory] = field(default_factory=dict)  # fingerprint -> history
-    attempts: set[int] = field(default_factory=set)  # attempt numbers that opened this journal
+    # attempt number -> the key id its fingerprints were made with (None: not said)
+    attempts: dict[int, str | None] = field(default_factory=dict)
     entries: int = 0
 
-    def complete_before(self, attempt: int) -> bool:
-        """True if every attempt before ``attempt`` ran with this journal (on this host), so that a
-        row it shows neither done nor in flight was never started: it needs no look-up in Qmatic."""
-        return set(range(1, attempt)) <= self.attempts
+    def complete_before(self, attempt: int, key: bytes) -> bool:
+        """True if every attempt before ``attempt`` ran with this journal (on this host) and made its
+        fingerprints with ``key``, so that a row it shows neither done nor in flight was never
+        started: it needs no look-up in Qmatic. Under another key (a rotated secret) no row of
+        theirs would be recognised, so none can be said never started."""
+        mine = key_id(key)
+        return all(self.attempts.get(n, "") == mine for n in range(1, attempt))
 
     def in_flight(self) -> set[str]:
         return {fp for fp, history in self.rows.items() if history.in_flight}
@@ -155,6 +207,12 @@ class Journal(ABC):
     @abstractmethod
     def close(self) -> None:
         """Let the journal go (the next attempt may take it)."""
+
+    def held(self) -> bool:
+        """Whether this attempt still holds the journal, checked where it is kept: once False, a newer
+        attempt owns the job and this one must write nothing more (no results file either). A
+        file's lock lasts as long as the process, so only a lease can be lost."""
+        return True
 
     @abstractmethod
     def _append(self, entry: dict[str, Any]) -> None:
@@ -189,9 +247,13 @@ class Journal(ABC):
             entry["appt"] = appointment_id
         self._append(entry)
 
-    def record_attempt(self, attempt: int) -> None:
-        """Note that this attempt (the task's try number) runs with the journal, before any request."""
-        self._append({"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)})
+    def record_attempt(self, attempt: int, *, key: bytes | None = None) -> None:
+        """Note that this attempt (the task's try number) runs with the journal, before any request,
+        and with which fingerprint ``key`` (its :func:`key_id`), when its rows have fingerprints."""
+        entry: dict[str, Any] = {"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)}
+        if key is not None:
+            entry["k"] = key_id(key)
+        self._append(entry)
 
     def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
         """What the numbered lines say, wherever they are kept."""
@@ -209,7 +271,8 @@ class Journal(ABC):
             state.entries += 1
             event = entry["e"]
             if event == ATTEMPT:
-                state.attempts.add(entry["n"])
+                found = entry.get("k")
+                state.attempts[entry["n"]] = found if isinstance(found, str) else None
                 continue
             fp, row = entry["fp"], entry["row"]
             reservation_id, appointment_id = entry.get("res"), entry.get("appt")
@@ -336,12 +399,17 @@ class RedisJournal(Journal):
     The lines and their meaning are those of :class:`Journal`; only the storage differs. A lease
     (``SET NX PX``, renewed by a thread every third of its life) stands for the file lock: a second
     attempt of the same task instance while the first still runs fails fast and retryably; a killed
-    attempt's lease runs out within :data:`JOURNAL_LEASE_S`. Every append is checked against the
-    lease inside Redis. The list expires :data:`RETENTION_DAYS` after its last append.
+    attempt's lease runs out within :data:`JOURNAL_LEASE_S` (``lease_s``). Every append is checked
+    against the lease inside Redis: an attempt stalled past its lease (frozen, cut off) that wakes
+    after another took over writes no line (:class:`QmaticJournalSupersededError`), and
+    :meth:`held` says so to the runner, which then writes no results file either. The list expires
+    :data:`RETENTION_DAYS` after its last append.
     """
 
-    def __init__(self, link: RedisLink, name: str) -> None:
+    def __init__(self, link: RedisLink, name: str, *, lease_s: float = JOURNAL_LEASE_S) -> None:
         self.name = name
+        self._lease_ms = int(lease_s * 1000)
+        self._lost = False  # the lease was found taken or gone: write nothing more
         self._link = link
         self._redis = link.client
         self._list = link.key("journal", digest(name))
@@ -361,10 +429,10 @@ class RedisJournal(Journal):
     def open(self) -> JournalState:
         """Take the lease and read what earlier attempts wrote."""
         with self._link.call("opening the bulk journal"):
-            if not self._redis.set(self._lease, self._owner, nx=True, px=int(JOURNAL_LEASE_S * 1000)):
+            if not self._redis.set(self._lease, self._owner, nx=True, px=self._lease_ms):
                 raise QmaticJournalBusyError(
                     f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
-                    f"is still running (its lease ends within {JOURNAL_LEASE_S:.0f} s of its death)"
+                    f"is still running (its lease ends within {self._lease_ms / 1000:g} s of its death)"
                 )
             lines = self._redis.lrange(self._list, 0, -1)
         self._open = True
@@ -398,16 +466,31 @@ class RedisJournal(Journal):
                 args=[self._owner, line, RETENTION_DAYS * 86400 * 1000],
             )
         if not written:
-            raise QmaticJournalBusyError(
-                f"this attempt lost the lease on the bulk journal {self.name} in Redis; stopping so that "
+            self._lost = True
+            raise QmaticJournalSupersededError(
+                f"this attempt lost the lease on the bulk journal {self.name} in Redis (it ran out while "
+                "the attempt was stalled, and another attempt may own the job now); stopping so that "
                 "only one attempt writes it"
             )
 
-    def _renew(self) -> None:
-        while not self._stop.wait(JOURNAL_LEASE_S / 3):
+    def held(self) -> bool:
+        """Renew the lease, which succeeds only while it is this attempt's. Redis not answering
+        proves nothing: True then, unless the lease was already found lost."""
+        if not self._lost:
             try:
-                with self._link.call("renewing the bulk journal lease"):
-                    self._renew_script(keys=[self._lease], args=[self._owner, int(JOURNAL_LEASE_S * 1000)])
+                self._lost = not self._renew_once()
+            except QmaticCoordinationError as exc:
+                log.warning("Qmatic bulk journal: %s", exc.message)
+        return not self._lost
+
+    def _renew_once(self) -> bool:
+        with self._link.call("renewing the bulk journal lease"):
+            return bool(self._renew_script(keys=[self._lease], args=[self._owner, self._lease_ms]))
+
+    def _renew(self) -> None:
+        while not self._lost and not self._stop.wait(self._lease_ms / 3000):
+            try:
+                self._lost = not self._renew_once()
             except QmaticCoordinationError as exc:  # the next append reports it
                 log.warning("Qmatic bulk journal: %s", exc.message)
 

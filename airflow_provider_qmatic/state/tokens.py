@@ -291,32 +291,30 @@ class RedisTokenCache:
     """Tokens shared by every process on every host (``credential_cache: redis``), sealed.
 
     An entry holds the token encrypted with AES-GCM under a key derived (HKDF-SHA256) from the
-    client secret, with the entry's name (the cache key: a hash of Qmatic host, tenant, client id,
-    scopes and secret fingerprint) as associated data. Whoever can read Redis but does not hold the
+    client secret (:meth:`~airflow_provider_qmatic.config.ClientConfig.derived_key`), with the
+    entry's name (the cache key: a hash of Qmatic host, tenant, client id, scopes and secret
+    fingerprint) as associated data. Whoever can read Redis but does not hold the
     client secret learns no token; an entry copied under another identity's name does not open
     there. An entry that does not open, does not parse, or is not a Redis string is a miss: a
     token is fetched and stored over it, never an error.
 
     :param link: the Redis to share through (:func:`~._redis.redis_for`).
-    :param secret: the client secret of the connection whose tokens this cache holds.
+    :param key: the connection's ``derived_key("token-cache")``.
     """
 
     def __init__(
         self,
         link: RedisLink,
         *,
-        secret: str,
+        key: bytes,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
         self._link = link
         self._redis = link.client
         self._address = link.address
         self._sleep = sleep
-        key = HKDF(hashes.SHA256(), 32, salt=_SEAL_SALT, info=b"token-cache").derive(secret.encode())
         self._aead = AESGCM(key)
         self._release = link.script(RELEASE)
         self._delete_if = link.script(_DELETE_IF)
@@ -429,9 +427,8 @@ class RedisTokenCache:
         return _parse_token(plain)
 
 
-# The sealed format's version, also part of the associated data, and the key derivation's salt.
+# The sealed format's version, also part of the associated data.
 _SEAL_VERSION = b"qm2:"
-_SEAL_SALT = b"airflow-provider-qmatic/redis-token-cache/v2"
 
 
 def _token_json(token: CachedToken) -> bytes:

@@ -11,21 +11,27 @@ import pytest
 from airflow_provider_qmatic.api.models import BookingRequest
 from airflow_provider_qmatic.bulk.runner import BulkRunner, _fingerprint, _instant
 from airflow_provider_qmatic.client.client import QmaticClient
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticJournalBusyError
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
 from airflow_provider_qmatic.state.journal import (
+    FINGERPRINTS,
     RETENTION_DAYS,
     FileJournal,
     journal_name,
+    key_id,
 )
 
 from .conftest import booking_rows, confirmed_by_customer, make_client, make_config, requests_to
 
+# The connection whose journals these are (journal names hold its identity).
+CONFIG = ClientConfig.from_values(client_id="c", client_secret="s", tenant="t", region="eu-west-1")
+
 
 def test_journal_survives_a_torn_line_and_is_locked_per_task_instance(journal_dir: Path) -> None:
-    path = journal_dir / journal_name(dag_id="d", run_id="r", task_id="t", map_index=3)
-    assert path.name != journal_name(dag_id="d", run_id="r", task_id="t", map_index=4)
+    path = journal_dir / journal_name(CONFIG, dag_id="d", run_id="r", task_id="t", map_index=3)
+    assert path.name != journal_name(CONFIG, dag_id="d", run_id="r", task_id="t", map_index=4)
     journal = FileJournal(path)
     state = journal.open()
     assert state.entries == 0
@@ -54,8 +60,8 @@ def test_journal_directory_must_be_private_and_old_journals_go(tmp_path: Path) -
     with pytest.raises(QmaticConfigError, match="lets the group or others in"):
         FileJournal(loose / "j.jsonl").open()
     private = tmp_path / "private"
-    old_name = journal_name(dag_id="d", run_id="old", task_id="t")
-    new_name = journal_name(dag_id="d", run_id="new", task_id="t")
+    old_name = journal_name(CONFIG, dag_id="d", run_id="old", task_id="t")
+    new_name = journal_name(CONFIG, dag_id="d", run_id="new", task_id="t")
     old = FileJournal(private / old_name)
     old.open()
     old.close()
@@ -67,6 +73,27 @@ def test_journal_directory_must_be_private_and_old_journals_go(tmp_path: Path) -
     assert sorted(p.name for p in private.iterdir()) == [new_name]
 
 
+def test_a_journal_of_attempts_under_another_key_is_not_complete(journal_dir: Path) -> None:
+    """The fingerprint key comes from the client secret: after a rotation the earlier attempts'
+    fingerprints match no row, so their journal cannot say a row was never started (it would be
+    sent again unchecked); only attempts under this key count."""
+    rotated = ClientConfig.from_values(client_id="c", client_secret="s2", tenant="t", region="eu-west-1")
+    old_key, new_key = CONFIG.derived_key(FINGERPRINTS), rotated.derived_key(FINGERPRINTS)
+    assert old_key != new_key
+    assert len(new_key) == 32
+    path = journal_dir / journal_name(CONFIG, dag_id="d", run_id="r", task_id="t")
+    journal = FileJournal(path)
+    journal.open()
+    journal.record_attempt(1, key=old_key)
+    journal.close()
+    with FileJournal(path) as state:
+        assert state.complete_before(2, old_key)
+        assert not state.complete_before(2, new_key)
+        assert not state.complete_before(3, old_key)  # attempt 2 is missing
+    assert key_id(old_key) in path.read_text()
+    assert key_id(old_key) != key_id(new_key)
+
+
 def _reserve_for(client: QmaticClient, row: dict[str, str]) -> tuple[str, str]:
     """Reserve a row's slot as an earlier (killed) attempt would have; (reservation id, fingerprint)."""
     nested = {k: v for k, v in row.items() if k in ("branch_id", "service_id", "start_time", "end_time")}
@@ -74,6 +101,7 @@ def _reserve_for(client: QmaticClient, row: dict[str, str]) -> tuple[str, str]:
     request = BookingRequest.parse(nested)
     reservation = client.reserve(request.reservation_body())
     fingerprint = _fingerprint(
+        client.config.derived_key(FINGERPRINTS),
         "book",
         request.customer.personal_identifier,
         request.branch_id,

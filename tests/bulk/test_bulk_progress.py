@@ -29,7 +29,12 @@ def test_a_line_every_5_percent_or_30_seconds(caplog: pytest.LogCaptureFixture) 
     sent = [0]
     logger = logging.getLogger("test.bulk.progress")
     reporter = ProgressReporter(
-        action="book", total=200, requests=lambda: sent[0], limit=100, logger=logger, clock=clock
+        action="book",
+        total=200,
+        requests=lambda: sent[0],
+        limiter=RateLimiter(100),
+        logger=logger,
+        clock=clock,
     )
     counts = {"succeeded": 0}
     with caplog.at_level(logging.INFO, logger="test.bulk.progress"):
@@ -51,7 +56,12 @@ def test_a_line_every_5_percent_or_30_seconds(caplog: pytest.LogCaptureFixture) 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="test.bulk.progress"):
         slow = ProgressReporter(
-            action="cancel", total=10_000, requests=lambda: 1, limit=100, logger=logger, clock=clock
+            action="cancel",
+            total=10_000,
+            requests=lambda: 1,
+            limiter=RateLimiter(100),
+            logger=logger,
+            clock=clock,
         )
         clock.now += 29.0
         slow.update(1, {})  # nothing to say yet: 1 row, 29 s
@@ -75,7 +85,7 @@ def test_the_pace_shown_never_exceeds_the_limit_the_limiter_keeps(caplog: pytest
     sent = [0]
     logger = logging.getLogger("test.bulk.pace")
     reporter = ProgressReporter(
-        action="book", total=200, requests=lambda: sent[0], limit=limit, logger=logger, clock=clock
+        action="book", total=200, requests=lambda: sent[0], limiter=limiter, logger=logger, clock=clock
     )
     with caplog.at_level(logging.INFO, logger="test.bulk.pace"):
         for done in range(1, 201):

@@ -28,7 +28,7 @@ from airflow_provider_qmatic.exceptions import QmaticOwnHoldsError, QmaticServer
 from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, Flows
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
-from airflow_provider_qmatic.state.journal import DONE, RESERVING, FileJournal
+from airflow_provider_qmatic.state.journal import DONE, FINGERPRINTS, RESERVING, FileJournal
 
 from .conftest import booking_rows, make_client, make_config, requests_to, statuses
 
@@ -56,9 +56,11 @@ def _booking(row: dict[str, str]) -> BookingRequest:
     return BookingRequest.parse(nested)
 
 
-def _fingerprint_of(row: dict[str, str]) -> str:
+def _fingerprint_of(client: QmaticClient, row: dict[str, str]) -> str:
+    """The row's fingerprint as the runner makes it with this client's connection."""
     request = _booking(row)
     return _fingerprint(
+        client.config.derived_key(FINGERPRINTS),
         "book",
         request.customer.personal_identifier,
         request.branch_id,
@@ -212,8 +214,8 @@ def test_a_reserve_a_killed_attempt_never_saw_answered_counts_as_a_possible_hold
     journal = journal_dir / "task.jsonl"
     killed = FileJournal(journal)
     killed.open()
-    killed.record_attempt(1)
-    killed.record(RESERVING, fingerprint=_fingerprint_of(row), row=1)
+    killed.record_attempt(1, key=client.config.derived_key(FINGERPRINTS))
+    killed.record(RESERVING, fingerprint=_fingerprint_of(client, row), row=1)
     killed.close()
 
     second = BulkRunner(client, attempt=2, journal_path=journal, sleep=lambda _s: None).book([row])
@@ -283,9 +285,9 @@ def test_a_retry_looks_up_only_the_rows_that_were_in_flight(
     journal = FileJournal(path)
     journal.open()
     if journal_complete:
-        journal.record_attempt(1)
-    journal.record(DONE, fingerprint=_fingerprint_of(rows[0]), row=1, appointment_id=done)
-    journal.record(RESERVING, fingerprint=_fingerprint_of(rows[1]), row=2)
+        journal.record_attempt(1, key=client.config.derived_key(FINGERPRINTS))
+    journal.record(DONE, fingerprint=_fingerprint_of(client, rows[0]), row=1, appointment_id=done)
+    journal.record(RESERVING, fingerprint=_fingerprint_of(client, rows[1]), row=2)
     journal.close()
 
     retry = BulkRunner(client, attempt=2, journal_path=path).book(rows)

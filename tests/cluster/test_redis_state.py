@@ -609,6 +609,46 @@ def test_two_limits_on_one_tenant_run_its_budget_at_the_lowest_without_blaming_a
     assert fast.current_rate == 30
 
 
+class _Lines(logging.Logger):
+    """A logger that keeps what the runner logs at INFO (Airflow's logging set-up, once loaded,
+    may route records past pytest's capture)."""
+
+    def __init__(self) -> None:
+        super().__init__("test.progress", logging.INFO)
+        self.lines: list[str] = []
+
+    def info(self, msg: object, *args: object, **kwargs: object) -> None:
+        self.lines.append(str(msg) % args if args else str(msg))
+
+
+def test_the_progress_line_shows_the_tenants_lower_limit_and_blames_no_429(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A bulk job at 600 a minute whose tenant budget runs at the 300 another connection declared:
+    every progress line reads the limit in force again (300) and none blames a 429 that never came;
+    a real 429 is still named."""
+    from airflow_provider_qmatic.bulk.progress import ProgressReporter
+    from airflow_provider_qmatic.bulk.runner import BulkRunner
+    from tests.bulk.conftest import booking_rows
+
+    request_budget(redis_config(sandbox, tmp_path / "other", redis_server.conn_id, rpm=300)).acquire()
+    client = build_client(redis_config(sandbox, tmp_path / "job", redis_server.conn_id, rpm=600))
+    logger = _Lines()
+    result = BulkRunner(client, logger=logger, progress_every_fraction=0.01).book(booking_rows(sandbox, 4))
+    first, *lines = [line for line in logger.lines if line.startswith("Qmatic bulk book: ")]
+    assert "pace 300 requests/min" in first
+    assert result.summary.succeeded == 4
+    assert len(lines) >= 4, logger.lines
+    assert all("(limit 300)" in line for line in lines if " rows (" in line), lines
+    assert not any("429" in line for line in lines), lines
+    assert sandbox.stats()["rate_limited"]["api"] == 0
+    assert result.summary.limit_per_minute == 300
+
+    client.limiter.on_rate_limited(0.0)  # a real one halves the rate in force, and the line says so
+    line = ProgressReporter(action="book", total=4, requests=lambda: 9, limiter=client.limiter, logger=logger)
+    assert "(limit 300, lowered to 150 after 429)" in line.line(4, {})
+
+
 @pytest.mark.parametrize("damage", ["field-not-a-number", "wrong-type", "infinite"])
 def test_a_damaged_budget_is_rebuilt_not_fatal(
     damage: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture

@@ -19,6 +19,7 @@ from airflow_provider_qmatic.bulk.runner import FAILED, SUCCEEDED, BulkRunner
 from airflow_provider_qmatic.client.client import QmaticClient
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from tests.bulk.conftest import read_outcomes
+from tests.hostile.test_cache_files import outcome_within, plant_fifo
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
 BRANCH = "e3e70682-c209-4cac-a29f-6fbed82c07cd"
@@ -181,6 +182,33 @@ def test_deeply_nested_jsonl_line_is_a_config_error_naming_the_line(
     assert "nested too deeply" in str(info.value)
     assert info.value.field == "rows"
     assert server.paths() == []
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_rows_naming_a_fifo_without_a_writer_is_refused_not_waited_on(
+    uri: bool, tmp_path: Path, server: ScriptedServer, client: QmaticClient
+) -> None:
+    """``open()`` of a FIFO waits for a writer; none comes, so the task would hang for ever. The
+    runner is run in a thread bounded by PATIENCE_S: a regression fails, it does not hang."""
+    fifo = plant_fifo(tmp_path / "rows.csv")
+    source = fifo.as_uri() if uri else str(fifo)
+
+    error = outcome_within(lambda: BulkRunner(client).cancel(source), fifo)
+
+    assert isinstance(error, QmaticConfigError), error
+    assert error.field == "rows"
+    assert "is a FIFO, not a regular file" in str(error)
+    assert "name a regular .csv or .jsonl file" in str(error)
+    assert server.paths() == []
+
+
+def test_rows_naming_a_directory_is_refused_naming_rows(tmp_path: Path) -> None:
+    folder = tmp_path / "rows.csv"
+    folder.mkdir()
+    with pytest.raises(QmaticConfigError) as info:
+        list(load_rows(str(folder), action="cancel"))
+    assert info.value.field == "rows"
+    assert "is a directory, not a regular file" in str(info.value)
 
 
 def test_deeply_nested_json_rows_argument_is_a_config_error() -> None:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.state.journal import MARKER, RETENTION_DAYS, FileJournal, journal_name
+
+# The connection whose journals these are (journal names hold its identity).
+CONFIG = ClientConfig.from_values(client_id="c", client_secret="s", tenant="t", region="eu-west-1")
 
 STALE = time.time() - (RETENTION_DAYS + 30) * 86400
 
@@ -30,7 +34,7 @@ def make_old(path: Path, content: bytes) -> Path:
 
 def test_clean_up_never_deletes_a_users_own_jsonl(tmp_path: Path) -> None:
     directory = private_dir(tmp_path / "journals")
-    ours = make_old(directory / journal_name(dag_id="d", run_id="old", task_id="t"), MARKER)
+    ours = make_old(directory / journal_name(CONFIG, dag_id="d", run_id="old", task_id="t"), MARKER)
     users = make_old(directory / "customers-2030.jsonl", b'{"customer": "precious"}\n')
     # Named like a journal, but not started with the marker: not provably ours, so kept.
     lookalike = make_old(directory / ("f" * 40 + ".jsonl"), b'{"e":"done","fp":"x","row":1}\n')
@@ -39,7 +43,7 @@ def test_clean_up_never_deletes_a_users_own_jsonl(tmp_path: Path) -> None:
     link = directory / ("e" * 40 + ".jsonl")
     link.symlink_to(elsewhere)
 
-    with FileJournal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
+    with FileJournal(directory / journal_name(CONFIG, dag_id="d", run_id="new", task_id="t")):
         pass
 
     assert not ours.exists()
@@ -51,12 +55,12 @@ def test_clean_up_never_deletes_a_users_own_jsonl(tmp_path: Path) -> None:
 
 def test_clean_up_spares_a_journal_a_running_attempt_holds(tmp_path: Path) -> None:
     directory = private_dir(tmp_path / "journals")
-    running_path = directory / journal_name(dag_id="d", run_id="long", task_id="t")
+    running_path = directory / journal_name(CONFIG, dag_id="d", run_id="long", task_id="t")
     running = FileJournal(running_path)
     running.open()
     try:
         os.utime(running_path, (STALE, STALE))
-        with FileJournal(directory / journal_name(dag_id="d", run_id="new", task_id="t")):
+        with FileJournal(directory / journal_name(CONFIG, dag_id="d", run_id="new", task_id="t")):
             pass
         assert running_path.exists()
     finally:
@@ -64,7 +68,7 @@ def test_clean_up_spares_a_journal_a_running_attempt_holds(tmp_path: Path) -> No
 
 
 def test_a_new_journal_starts_with_the_marker(tmp_path: Path) -> None:
-    path = private_dir(tmp_path / "journals") / journal_name(dag_id="d", run_id="r", task_id="t")
+    path = private_dir(tmp_path / "journals") / journal_name(CONFIG, dag_id="d", run_id="r", task_id="t")
     with FileJournal(path) as state:
         assert state.entries == 0
     with FileJournal(path) as state:  # reopened: the marker is not an entry, and is not written twice
@@ -75,7 +79,7 @@ def test_a_new_journal_starts_with_the_marker(tmp_path: Path) -> None:
 def test_deeply_nested_journal_line_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = private_dir(tmp_path / "journals") / journal_name(dag_id="d", run_id="r", task_id="t")
+    path = private_dir(tmp_path / "journals") / journal_name(CONFIG, dag_id="d", run_id="r", task_id="t")
     journal = FileJournal(path)
     journal.open()
     journal.record("reserved", fingerprint="f1", row=1, reservation_id="r1")

@@ -104,7 +104,14 @@ class _Hook:
 
     def __init__(self, error: Exception, tmp: Path) -> None:
         self.error = error
-        self.config = SimpleNamespace(credential_cache="file", credential_cache_dir=str(tmp))
+        self.config = SimpleNamespace(
+            credential_cache="file",
+            credential_cache_dir=str(tmp),
+            base_url="https://demo.qmatic.cloud",
+            tenant="demo",
+            system_id="sys-1",
+            client_id="c",
+        )
         self.flows = SimpleNamespace(book=self.find_timeslots, settle=self.find_timeslots)
 
     def find_timeslots(self, *args: Any, **kwargs: Any) -> list[Any]:
