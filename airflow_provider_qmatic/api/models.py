@@ -244,7 +244,13 @@ def _read_datetime_text(text: str) -> datetime | None:
 
 
 def _aware_datetime(value: Any, zone: tzinfo | None) -> datetime:
-    """The rule behind :func:`parse_aware_datetime`, raising a rule error (no field name)."""
+    """Read a date and time that names one moment: an aware ``datetime`` (also pendulum's) or
+    ISO-8601 text (``Z`` and a space separator too), to the second, as the wire format is.
+
+    Qmatic wants times with an offset. A value without one is refused, unless ``zone`` is given:
+    then the wall-clock time is read in that zone. Values that carry an offset keep it; ``zone``
+    does not convert them. Raises a rule error (no field name: the model names it).
+    """
     if isinstance(value, str):
         text = value.strip()
         parsed = _read_datetime_text(text)
@@ -310,28 +316,6 @@ def _localise(naive: datetime, zone: tzinfo) -> datetime:
             f"give the offset to say which: {options}"
         )
     return first
-
-
-def parse_aware_datetime(value: Any, *, field: str, timezone: str | tzinfo | None = None) -> datetime:
-    """Read a date and time that names one moment: an aware ``datetime`` or ISO-8601 text.
-
-    Qmatic wants times with an offset. A value without one is refused (the message says how to
-    fix it), unless ``timezone`` (an IANA name) is given: then the wall-clock time is read in that
-    zone. Values that carry an offset keep it; ``timezone`` does not convert them. Sub-second parts
-    are dropped, as the wire format is to the second.
-
-    :param value: ``datetime`` (also pendulum's DateTime) or text such as ``2026-12-01T09:00:00+01:00``,
-        ``2026-12-01 09:00:00+01:00`` or ``2026-12-01T08:00:00Z``.
-    :param field: the name used in error messages.
-    :param timezone: IANA zone name for values without an offset, e.g. ``"Europe/Stockholm"``.
-    :raises QmaticValidationError: naming ``field`` (or ``timezone`` for an unknown zone name).
-    """
-    zone = resolve_timezone(timezone)
-    try:
-        return _aware_datetime(value, zone)
-    except PydanticCustomError as rule:
-        error = QmaticValidationError(f"{field}: {rule.message()}", field=field)
-    raise error
 
 
 def format_wire_datetime(value: datetime) -> str:
