@@ -877,19 +877,15 @@ class BookingRequest(_TimedRequest):
         return value
 
     def reservation_body(self) -> dict[str, Any]:
-        """The reserve body (Part B).
-
-        ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
-        numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
-        """
-        body: dict[str, Any] = {"branchId": self.branch_id, "serviceId": self.service_id}
-        if self.resource_id is not None:
-            body["requestedResourceId"] = self.resource_id
-        body["timeSlot"] = self.time_slot().to_wire()
-        if self.notes:
-            body["notes"] = self.notes
-        body["numberOfReservations"] = self.number_of_reservations
-        return body
+        """The reserve body (see :func:`_reservation_body`)."""
+        return _reservation_body(
+            self.branch_id,
+            self.service_id,
+            self.resource_id,
+            self.time_slot(),
+            self.notes,
+            self.number_of_reservations,
+        )
 
     def confirmation_body(self) -> dict[str, Any]:
         """The confirm body: ``{customer{...}, informationQuestions?: [{questionId, answer}]}``."""
@@ -911,45 +907,44 @@ class RescheduleRequest(_TimedRequest):
     end_time: WireDateTime | None = None
     notes: Note = Field(default=None, repr=False)
 
-    def reservation_body(
-        self,
-        *,
-        branch_id: str,
-        service_id: str,
-        number_of_reservations: int = 1,
-        resource_id: str | None = None,
-    ) -> dict[str, Any]:
-        """The reserve body for the new slot, at the given branch and (unchanged) service."""
-        body: dict[str, Any] = {
-            "branchId": _checked(_guid, branch_id, "branch_id"),
-            "serviceId": _checked(_guid, service_id, "service_id"),
-        }
-        if resource_id is not None:
-            body["requestedResourceId"] = _checked(_guid, resource_id, "resource_id")
-        body["timeSlot"] = self.time_slot().to_wire()
-        if self.notes:
-            body["notes"] = self.notes
-        body["numberOfReservations"] = _checked(
-            _reservations, number_of_reservations, "number_of_reservations"
-        )
-        return body
-
     def reservation_body_for(self, appointment: Appointment) -> dict[str, Any]:
-        """The reserve body for the new slot, taking branch, service and count from the appointment."""
+        """The reserve body for the new slot, taking branch, service and count from the appointment
+        (its ids checked as GUIDs, its count as a booking's)."""
         branch_id = appointment.branch.id if appointment.branch else None
         service_id = appointment.service.id if appointment.service else None
         for name, value in (("branch.id", branch_id), ("service.id", service_id)):
             if not value:
                 raise QmaticValidationError(
                     f"{name}: the appointment Qmatic returned has none, so the new slot cannot be "
-                    "reserved for it; fetch the appointment again or pass the ids to reservation_body()",
+                    "reserved for it; fetch the appointment again",
                     field=name,
                 )
-        return self.reservation_body(
-            branch_id=str(branch_id),
-            service_id=str(service_id),
-            number_of_reservations=appointment.number_of_reservations or 1,
+        return _reservation_body(
+            _checked(_guid, branch_id, "branch_id"),
+            _checked(_guid, service_id, "service_id"),
+            None,
+            self.time_slot(),
+            self.notes,
+            _checked(_reservations, appointment.number_of_reservations or 1, "number_of_reservations"),
         )
+
+
+def _reservation_body(
+    branch_id: str, service_id: str, resource_id: str | None, slot: TimeSlot, notes: str | None, count: int
+) -> dict[str, Any]:
+    """The reserve body (Part B) of a booking or a reschedule's new slot.
+
+    ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
+    numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
+    """
+    body: dict[str, Any] = {"branchId": branch_id, "serviceId": service_id}
+    if resource_id is not None:
+        body["requestedResourceId"] = resource_id
+    body["timeSlot"] = slot.to_wire()
+    if notes:
+        body["notes"] = notes
+    body["numberOfReservations"] = count
+    return body
 
 
 class CancelRequest(_RequestModel):

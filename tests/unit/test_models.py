@@ -881,23 +881,6 @@ def reschedule(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-def test_reschedule_bodies() -> None:
-    request = RescheduleRequest.parse(reschedule(notes="moved")).with_end(30)
-    assert request.reservation_body(branch_id=BRANCH, service_id=SERVICE) == {
-        "branchId": BRANCH,
-        "serviceId": SERVICE,
-        "timeSlot": {"startTime": "2026-12-02T10:00:00+01:00", "endTime": "2026-12-02T10:30:00+01:00"},
-        "notes": "moved",
-        "numberOfReservations": 1,
-    }
-    with_resource = request.reservation_body(
-        branch_id=BRANCH, service_id=SERVICE, resource_id=RESOURCE, number_of_reservations=2
-    )
-    assert with_resource["requestedResourceId"] == RESOURCE
-    assert "resourceId" not in with_resource
-    assert with_resource["numberOfReservations"] == 2
-
-
 def test_reschedule_reservation_for_an_appointment() -> None:
     appointment = Appointment.parse(
         {
@@ -920,22 +903,37 @@ def test_reschedule_reservation_for_an_appointment() -> None:
     assert info.value.field == "branch.id"
 
 
+def test_reschedule_reservation_keeps_notes_and_leaves_out_resource() -> None:
+    appointment = Appointment.parse(
+        {"appointmentId": APPOINTMENT, "branch": {"id": BRANCH}, "service": {"id": SERVICE}}
+    )
+    request = RescheduleRequest.parse(reschedule(notes="moved")).with_end(30)
+    assert request.reservation_body_for(appointment) == {
+        "branchId": BRANCH,
+        "serviceId": SERVICE,
+        "timeSlot": {"startTime": "2026-12-02T10:00:00+01:00", "endTime": "2026-12-02T10:30:00+01:00"},
+        "notes": "moved",
+        "numberOfReservations": 1,
+    }
+
+
 @pytest.mark.parametrize(
-    ("call", "field"),
+    ("answer", "field"),
     [
-        (lambda r: r.reservation_body(branch_id="x", service_id=SERVICE), "branch_id"),
-        (lambda r: r.reservation_body(branch_id=BRANCH, service_id=""), "service_id"),
-        (lambda r: r.reservation_body(branch_id=BRANCH, service_id=SERVICE, resource_id="r"), "resource_id"),
+        ({"branch": {"id": "x"}, "service": {"id": SERVICE}}, "branch_id"),
+        ({"branch": {"id": BRANCH}, "service": {"id": "not-a-guid"}}, "service_id"),
+        ({"branch": {"id": BRANCH}, "service": {"name": "Passport"}}, "service.id"),
         (
-            lambda r: r.reservation_body(branch_id=BRANCH, service_id=SERVICE, number_of_reservations=0),
+            {"branch": {"id": BRANCH}, "service": {"id": SERVICE}, "numberOfReservations": 500},
             "number_of_reservations",
         ),
     ],
 )
-def test_reschedule_body_arguments_are_checked(call: Any, field: str) -> None:
+def test_reschedule_reservation_checks_what_the_appointment_gave(answer: dict[str, Any], field: str) -> None:
+    appointment = Appointment.parse({"appointmentId": APPOINTMENT, **answer})
     request = RescheduleRequest.parse(reschedule(end_time="2026-12-02T10:15:00+01:00"))
     with pytest.raises(QmaticValidationError) as info:
-        call(request)
+        request.reservation_body_for(appointment)
     assert info.value.field == field
 
 
