@@ -1240,28 +1240,17 @@ class Appointment(_ResponseModel):
         return out
 
 
-class Branch(_ResponseModel):
+class Branch(BranchRef):
     """A branch from the branches list: ``{id, name, timeZone?, address?, location?}``."""
 
-    _label: ClassVar[str] = "branch"
-
-    id: IdText | None = None
-    name: str | None = None
     time_zone: str | None = None
-    address: Address | str | None = None
-    location: Location | None = None
 
 
-class Service(_ResponseModel):
+class Service(ServiceRef):
     """One item of the tenant-wide services list: ``{id, name, branch{id, name}, config?,
     durationMinutes?}``, one item per service and branch. No public example shows a duration."""
 
-    _label: ClassVar[str] = "service"
-
-    id: IdText | None = None
-    name: str | None = None
     branch: NamedRef | None = None
-    config: ServiceConfig | None = None
     duration_minutes: int | None = None
 
     @property
@@ -1271,14 +1260,11 @@ class Service(_ResponseModel):
         return cap if cap is not None and cap > 0 else None
 
 
-class ServiceGroup(_ResponseModel):
+class ServiceGroup(NamedRef):
     """A service group. No public page shows the listing's answer, so every field is optional and
     whatever comes is kept."""
 
     _label: ClassVar[str] = "service group"
-
-    id: IdText | None = None
-    name: str | None = None
 
 
 def _available(value: Any) -> Any:
@@ -1296,13 +1282,9 @@ def _available(value: Any) -> Any:
     raise _rule(f"must be a count or true/false, got {_kind(value)}")
 
 
-class Slot(_ResponseModel):
+class Slot(AppointmentTimeSlot):
     """A free time slot: ``{startTime, endTime, available}``."""
 
-    _label: ClassVar[str] = "time slot"
-
-    start_time: LenientDateTime | None = None
-    end_time: LenientDateTime | None = None
     available: Annotated[bool | int | None, BeforeValidator(_available)] = None
 
     @property
