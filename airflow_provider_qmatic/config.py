@@ -73,6 +73,11 @@ class ClientConfig:
         return (self.connect_timeout, self.read_timeout)
 
     @property
+    def where(self) -> str:
+        """The endpoint in use, for messages: the region, or the base URL when that decides the host."""
+        return f"region {self.region}" if self.region else f"base URL {self.base_url}"
+
+    @property
     def secret_fingerprint(self) -> str:
         """A short one-way hash of the client secret, so a rotated secret gets a new token."""
         return hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()[:16]
@@ -83,7 +88,7 @@ class ClientConfig:
         *,
         client_id: str | None,
         client_secret: str | None,
-        tenant: str | None,
+        tenant: str | None = None,
         region: str | None = None,
         base_url: str | None = None,
         system_id: str | None = None,
