@@ -68,6 +68,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -401,15 +402,24 @@ def _guid(value: Any) -> str:
     return text
 
 
-def _text(value: Any, *, limit: int, what: str) -> str:
-    """Required single-line text: personal data, so never quoted in a message."""
+def _stripped(value: Any, limit: int, fix: str = "; shorten it", *, numbers: tuple[type, ...] = ()) -> str:
+    """Text (or a number of the types ``numbers``, as text), stripped, at most ``limit`` characters.
+    Described, never quoted: it may be personal data."""
+    if isinstance(value, numbers) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
         raise _rule(f"must be text, got {_kind(value)}")
     text = value.strip()
+    if len(text) > limit:
+        raise _rule(f"must be at most {limit} characters, got {len(text)}{fix}")
+    return text
+
+
+def _text(value: Any, *, limit: int, what: str) -> str:
+    """Required single-line text: personal data, so never quoted in a message."""
+    text = _stripped(value, limit)
     if not text:
         raise _rule(f"must not be blank; give {what}")
-    if len(text) > limit:
-        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten it")
     if not text.isprintable():
         raise _rule("must not contain line breaks, tabs or other control characters; remove them")
     return text
@@ -420,12 +430,7 @@ _name = partial(_text, limit=NAME_MAX)
 
 def _long_text(value: Any, *, limit: int, what: str) -> str:
     """Free text that may span lines (notes, answers); may hold personal data, so never quoted."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip() if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten {what}")
-    return text
+    return _stripped(value, limit, f"; shorten {what}", numbers=(int, float))
 
 
 def _note(value: Any) -> str:
@@ -502,13 +507,9 @@ def _email(value: Any) -> str:
 
 
 def _phone(value: Any) -> str:
-    if not isinstance(value, str):
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise _rule("must be text, got a number; write it as text so a leading 0 or + survives")
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip()
-    if len(text) > PHONE_MAX:
-        raise _rule(f"must be at most {PHONE_MAX} characters, got {len(text)}; shorten it")
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise _rule("must be text, got a number; write it as text so a leading 0 or + survives")
+    text = _stripped(value, PHONE_MAX)
     if not _PHONE_CHARS.issuperset(text):
         bad = [ch for ch in text if ch not in _PHONE_CHARS]
         first = _describe_char(bad[0]) if not bad[0].isalpha() else "a letter"
@@ -545,29 +546,19 @@ def _date_of_birth(value: Any) -> date:
     return date(born.year, born.month, born.day)
 
 
+# pydantic's lax int reads what a file or a template gives: 3, "3", " 3 ", "2.0" and 2.0, never 1.5.
+_WHOLE_NUMBER = TypeAdapter(int)
+
+
 def _reservations(value: Any) -> int:
     rule = f"must be a whole number from 1 to {RESERVATIONS_MAX}"
-    number: int | None = None
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # pydantic would read true as 1
         raise _rule(f"{rule}, got true/false")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                as_float = float(text)
-            except ValueError:
-                as_float = float("nan")
-            if as_float.is_integer():
-                number = int(as_float)
-    if number is None:
+    try:
+        number: int = _WHOLE_NUMBER.validate_python(value)
+    except ValidationError:
         shown = _show(value) if isinstance(value, (str, float)) else _kind(value)
-        raise _rule(f"{rule}, got {shown}")
+        raise _rule(f"{rule}, got {shown}") from None
     if not 1 <= number <= RESERVATIONS_MAX:
         raise _rule(f"{rule}, got {number}; use 1 for one appointment")
     return number
@@ -774,14 +765,7 @@ def _is_json_value(value: Any) -> bool:
 
 
 def _question_id(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip()
-    if len(text) > QUESTION_ID_MAX:
-        raise _rule(f"must be at most {QUESTION_ID_MAX} characters, got {len(text)}")
-    return text
+    return _stripped(value, QUESTION_ID_MAX, "", numbers=(int,))
 
 
 class InformationAnswer(_RequestModel):
