@@ -178,24 +178,23 @@ def resolve_timezone(timezone: str | tzinfo | None) -> tzinfo | None:
     A blank name counts as "no zone" (an unset Airflow Variable renders as an empty string); a
     tzinfo object (for example ``pendulum.timezone(...)``) is used as it is.
     """
-    if timezone is None or isinstance(timezone, tzinfo):
-        return timezone
-    if not isinstance(timezone, str):
-        raise QmaticValidationError(
-            f"timezone: must be an IANA time zone name such as {EXAMPLE_ZONE!r} or 'UTC', "
-            f"got {_kind(timezone)}",
-            field="timezone",
-        )
-    name = timezone.strip()
+    return _checked(_zone, timezone, "timezone")
+
+
+def _zone(value: Any) -> tzinfo | None:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    if not isinstance(value, str):
+        raise _rule(f"must be an IANA time zone name such as {EXAMPLE_ZONE!r} or 'UTC', got {_kind(value)}")
+    name = value.strip()
     if not name:
         return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise QmaticValidationError(
-            f"timezone: {_show(name)} is not a known IANA time zone name; use a name such as "
-            f"{EXAMPLE_ZONE!r} or 'UTC' (region/city, spelled as in the tz database)",
-            field="timezone",
+        raise _rule(
+            f"{_show(name)} is not a known IANA time zone name; use a name such as "
+            f"{EXAMPLE_ZONE!r} or 'UTC' (region/city, spelled as in the tz database)"
         ) from None
 
 
@@ -339,19 +338,15 @@ def _add_minutes(start: datetime, minutes: int) -> datetime:
     return (start.astimezone(dt_timezone.utc) + timedelta(minutes=minutes)).astimezone(tz)
 
 
-def _check_duration(duration_minutes: Any) -> int:
-    if isinstance(duration_minutes, bool) or not isinstance(duration_minutes, int):
-        raise QmaticValidationError(
-            f"duration_minutes: must be a whole number of minutes, got {_kind(duration_minutes)}",
-            field="duration_minutes",
+def _duration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _rule(f"must be a whole number of minutes, got {_kind(value)}")
+    if not 1 <= value <= DURATION_MAX_MINUTES:
+        raise _rule(
+            f"must be from 1 to {DURATION_MAX_MINUTES} minutes, got {value}; "
+            "use the service's duration (durationMinutes in the services list)"
         )
-    if not 1 <= duration_minutes <= DURATION_MAX_MINUTES:
-        raise QmaticValidationError(
-            f"duration_minutes: must be from 1 to {DURATION_MAX_MINUTES} minutes, got {duration_minutes}; "
-            "use the service's duration (durationMinutes in the services list)",
-            field="duration_minutes",
-        )
-    return duration_minutes
+    return value
 
 
 # A bulk file repeats the same few slot times on many rows: read each (text, zone) once. Only
@@ -799,7 +794,7 @@ class _TimedRequest(_RequestModel):
         An ``end_time`` given explicitly wins and the copy is unchanged: the caller said what it
         wanted. Use the service's ``duration_minutes`` (from the services list).
         """
-        minutes = _check_duration(duration_minutes)
+        minutes = _checked(_duration, duration_minutes, "duration_minutes")
         if self.end_time is not None:
             return self
         return self.model_copy(update={"end_time": _add_minutes(self.start_time, minutes)})
