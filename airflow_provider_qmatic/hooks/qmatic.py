@@ -18,7 +18,12 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
 from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, incr_stat, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
-from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, EXTRA_ONLY
+from airflow_provider_qmatic.hooks.connection_fields import (
+    EXTRA_FIELDS,
+    EXTRA_ONLY,
+    legacy_label,
+    ui_field_behaviour,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -208,8 +213,6 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         # any_of, not AnyOf: Airflow 3.0/3.1 stand in for wtforms and only recognise this name.
         from wtforms.validators import Optional, any_of
 
-        from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, legacy_label
-
         widgets: dict[str, Any] = {}
         for name, (_label, description, schema) in EXTRA_FIELDS.items():
             # Optional even for required fields: see connection_fields for why the label marks them.
@@ -228,8 +231,6 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel login/password, hide what Qmatic does not use (``connection_fields``, snake-cased)."""
-        from airflow_provider_qmatic.hooks.connection_fields import ui_field_behaviour
-
         return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
     # -- the facade the operators use -----------------------------------------------------------
