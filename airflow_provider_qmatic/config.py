@@ -77,6 +77,11 @@ class ClientConfig:
         return (self.connect_timeout, self.read_timeout)
 
     @property
+    def where(self) -> str:
+        """The endpoint in use, for messages: the region, or the base URL when that decides the host."""
+        return f"region {self.region}" if self.region else f"base URL {self.base_url}"
+
+    @property
     def secret_fingerprint(self) -> str:
         """A short one-way hash of the client secret, so a rotated secret gets a new token."""
         return hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()[:16]
@@ -101,7 +106,7 @@ class ClientConfig:
         *,
         client_id: str | None,
         client_secret: str | None,
-        tenant: str | None,
+        tenant: str | None = None,
         region: str | None = None,
         base_url: str | None = None,
         system_id: str | None = None,
@@ -124,8 +129,9 @@ class ClientConfig:
             )
         secret = _required_secret(client_secret)
         norm_tenant = normalise_tenant(_required_text("tenant", tenant, "the `tenant` extra"))
-        checked_region = _check_region(region)
-        if base_url is not None and str(base_url).strip():
+        hint = " (for another host use `base_url`)"
+        checked_region: str | None = _check_choice("region", region, REGIONS, "", hint=hint) or None
+        if not _blank(base_url):
             url = check_base_url(str(base_url))
             # The form pre-fills a region even when Base URL decides the host: keep only the one in
             # use, so that messages naming the endpoint name the one requests go to.
@@ -155,11 +161,13 @@ class ClientConfig:
             base_url=url,
             region=checked_region,
             system_id=_check_system_id(system_id),
-            language=_check_language(language),
+            language=_check_choice("language", language, LANGUAGES, DEFAULT_LANGUAGE),
             connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
             read_timeout=read_timeout,
             requests_per_minute=rpm,
-            credential_cache=_check_choice("credential_cache", credential_cache, CREDENTIAL_CACHES, "file"),
+            credential_cache=_check_choice(
+                "credential_cache", credential_cache, CREDENTIAL_CACHES, "file", fold_case=True
+            ),
             credential_cache_dir=(str(credential_cache_dir) if credential_cache_dir else None),
             redis_conn_id=_optional_text("redis_conn_id", redis_conn_id, DEFAULT_REDIS_CONN_ID),
             user_agent=_check_user_agent(user_agent),
@@ -240,7 +248,7 @@ def check_endpoints(value: Any) -> dict[str, str]:
     """
     from airflow_provider_qmatic.api import contract
 
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return {}
     if isinstance(value, str):
         try:
@@ -257,8 +265,13 @@ def check_endpoints(value: Any) -> dict[str, str]:
         raise QmaticConfigError(f"{exc}: fix the `endpoints` extra", field="endpoints") from None
 
 
+def _blank(value: Any) -> bool:
+    """Not given: None, or text of spaces only (an emptied form field, an unset Variable)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _required_text(name: str, value: Any, where: str) -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         raise QmaticConfigError(f"{name} is missing: set {where}", field=name)
     if not isinstance(value, str):
         raise QmaticConfigError(f"{name} must be text, got {type(value).__name__}: fix {where}", field=name)
@@ -269,7 +282,7 @@ def _required_text(name: str, value: Any, where: str) -> str:
 
 
 def _optional_text(name: str, value: Any, default: str) -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return default
     return _required_text(name, value, f"the `{name}` extra")
 
@@ -277,7 +290,7 @@ def _optional_text(name: str, value: Any, default: str) -> str:
 def _required_secret(value: Any) -> str:
     # The secret is never quoted, and its only check is that Basic auth can carry it.
     where = "the Connection's Password (Client Secret)"
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         raise QmaticConfigError(f"client_secret is missing: set {where}", field="client_secret")
     if not isinstance(value, str):
         raise QmaticConfigError(f"client_secret must be text: fix {where}", field="client_secret")
@@ -290,20 +303,8 @@ def _required_secret(value: Any) -> str:
     return value.strip()
 
 
-def _check_region(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str) or value.strip() not in REGIONS:
-        raise QmaticConfigError(
-            f"region must be one of {', '.join(REGIONS)}: fix the `region` extra "
-            "(for another host use `base_url`)",
-            field="region",
-        )
-    return value.strip()
-
-
 def _check_system_id(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return None
     text = str(value).strip()
     if not _SYSTEM_ID_PATTERN.fullmatch(text):
@@ -315,31 +316,22 @@ def _check_system_id(value: Any) -> str | None:
     return text
 
 
-def _check_language(value: Any) -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULT_LANGUAGE
-    text = str(value).strip()
-    if text not in LANGUAGES:
-        raise QmaticConfigError(
-            f"language must be one of {', '.join(LANGUAGES)}: fix the `language` extra", field="language"
-        )
-    return text
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...], default: str) -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
+def _check_choice(
+    name: str, value: Any, choices: tuple[str, ...], default: str, *, fold_case: bool = False, hint: str = ""
+) -> str:
+    if _blank(value):
         return default
-    text = str(value).strip().lower()
+    text = str(value).strip().lower() if fold_case else str(value).strip()
     if text not in choices:
         raise QmaticConfigError(
-            f"{name} must be one of {', '.join(choices)}: fix the `{name}` extra", field=name
+            f"{name} must be one of {', '.join(choices)}: fix the `{name}` extra{hint}", field=name
         )
     return text
 
 
 def _check_user_agent(value: Any) -> str:
     # A header value: printable ASCII on one line, or the request could not be sent at all.
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return "airflow-provider-qmatic"
     if not isinstance(value, str) or not _USER_AGENT_PATTERN.fullmatch(value.strip()):
         raise QmaticConfigError(
@@ -350,7 +342,7 @@ def _check_user_agent(value: Any) -> str:
 
 
 def _bounded_number(name: str, value: Any, default: float, *, minimum: float, maximum: float) -> float:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return default
     if isinstance(value, bool):
         raise QmaticConfigError(

@@ -61,22 +61,6 @@ class QmaticError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r}, code={self.code!r})"
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only constructor arguments do not survive the default pickling that Airflow and
-        # multiprocessing use to move exceptions between processes.
-        return (_rebuild, (type(self), self.message, self.status, self.code, self.field, self.retry_after))
-
-
-def _rebuild(
-    cls: type[QmaticError],
-    message: str,
-    status: int | None,
-    code: str | None,
-    field: str | None,
-    retry_after: float | None,
-) -> QmaticError:
-    return cls(message, status=status, code=code, field=field, retry_after=retry_after)
-
 
 class QmaticConfigError(QmaticError, ValueError):
     """The connection or an operator argument is missing or wrong; raised before any request."""

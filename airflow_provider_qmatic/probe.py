@@ -28,7 +28,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -68,7 +68,6 @@ _API_PREFIX = "/external/v1"
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _PLAIN_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _MAX_NAMES = 20
-_LISTINGS = frozenset({"branches", "services", "service_groups", "timeslots"})
 _WRITE_WARNING = (
     f"--write-check reserves one free time slot and releases it at once (it never confirms). If the "
     f"release fails, the slot stays held for up to {HOLD_MINUTES} minutes, and nobody can book that "
@@ -154,13 +153,7 @@ class ShapeReport:
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "result": self.summary,
-            "items": self.items,
-            "missing": self.missing,
-            "unexpected": self.unexpected,
-            "problem": self.problem,
-        }
+        return {"result": self.summary, **asdict(self)}
 
 
 def _field_name(key: object) -> str:
@@ -274,15 +267,8 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "operation": self.operation,
-            "method": self.method,
-            "path": self.path,
-            "source": self.source,
-            "overridden": self.overridden,
-            "status": self.status,
+            **asdict(self),
             "shape": self.shape.as_dict() if self.shape is not None else None,
-            "verdict": self.verdict,
-            "note": self.note,
             "fix": {"extra": "endpoints", "key": self.operation, "how": self.fix} if self.fix else None,
         }
 
@@ -381,11 +367,9 @@ class Probe:
             data = self.client.call(row.operation, scopes, **kwargs)
         except (QmaticAuthError, QmaticConfigError):
             raise  # the credentials stopped working, or the connection lacks a field: not this row
-        except QmaticForbiddenError as exc:
-            if exc.code == "forbidden_tenant":
-                raise
-            answer = Answer(self._last_status if self._last_status is not None else exc.status, error=exc)
         except QmaticError as exc:
+            if isinstance(exc, QmaticForbiddenError) and exc.code == "forbidden_tenant":
+                raise  # the system id is not this tenant's: no row can be judged
             answer = Answer(self._last_status if self._last_status is not None else exc.status, error=exc)
         else:
             answer = Answer(self._last_status, data=data)

@@ -82,7 +82,7 @@ class Redactor:
         if not secret or secret in self._exact:
             return
         forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
-        windows = {w.lower() for form in forms for w in _windows(form)}
+        windows = {w.lower() for form in forms for _, w in _windows(form)}
         with self._lock:
             self._exact |= forms
             self._runs |= windows
@@ -136,24 +136,25 @@ def _mask_personal(text: str, personal: Iterable[str]) -> str:
     for value in values:
         letters = [ch for ch in value.lower() if ch.isalnum()]
         if len(letters) < 2:  # punctuation alone: only its exact form is masked
-            start = text.lower().find(value.lower())
-            while start >= 0:
-                covered.append((start, start + len(value)))
-                start = text.lower().find(value.lower(), start + len(value))
+            covered += [m.span() for m in re.finditer(re.escape(value), text, re.IGNORECASE)]
             continue
         pattern = _NOT_ALNUM_BEFORE + _LOOSE_GAP.join(map(re.escape, letters)) + _NOT_ALNUM_AFTER
         for match in re.finditer(pattern, view):
             first, last = origins[match.start()], origins[match.end() - 1]
             covered.append((first[0], last[1]))
-    if not covered:
-        return text
+    return _mask_spans(text, covered)
+
+
+def _mask_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each stretch ``(start, end)`` replaced by ``***``; stretches that overlap or
+    touch make one mask."""
     out: list[str] = []
     position = 0
-    for start, end in sorted(covered):
-        if start >= position:
+    for start, end in sorted(spans):
+        if out and start <= position:  # overlaps or touches the stretch just masked: that mask grows
+            position = max(position, end)
+        else:
             out += [text[position:start], MASK]
-            position = end
-        elif end > position:  # overlaps the stretch just masked: that mask grows
             position = end
     out.append(text[position:])
     return "".join(out)
@@ -193,30 +194,17 @@ def _unescape(escaped: str) -> str:
     return html.unescape(escaped)
 
 
-def _windows(text: str) -> Iterator[str]:
+def _windows(text: str) -> Iterator[tuple[int, str]]:
     for start in range(len(text) - MIN_SECRET_RUN + 1):
-        yield text[start : start + MIN_SECRET_RUN]
+        yield start, text[start : start + MIN_SECRET_RUN]
 
 
 def _mask_runs(text: str, runs: frozenset[str]) -> str:
     """Mask every stretch of ``text`` covered by windows found in ``runs`` (a secret's substrings)."""
     lowered = text.lower()
-    covered = [False] * len(text)
-    hit = False
-    for start in range(len(text) - MIN_SECRET_RUN + 1):
-        if lowered[start : start + MIN_SECRET_RUN] in runs:
-            hit = True
-            for i in range(start, start + MIN_SECRET_RUN):
-                covered[i] = True
-    if not hit:
-        return text
-    out: list[str] = []
-    for i, ch in enumerate(text):
-        if not covered[i]:
-            out.append(ch)
-        elif i == 0 or not covered[i - 1]:
-            out.append(MASK)
-    return "".join(out)
+    return _mask_spans(
+        text, [(start, start + MIN_SECRET_RUN) for start, window in _windows(lowered) if window in runs]
+    )
 
 
 def _decodes_to_secret(candidate: str, runs: frozenset[str]) -> bool:

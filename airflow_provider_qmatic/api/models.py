@@ -68,6 +68,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -177,24 +178,23 @@ def resolve_timezone(timezone: str | tzinfo | None) -> tzinfo | None:
     A blank name counts as "no zone" (an unset Airflow Variable renders as an empty string); a
     tzinfo object (for example ``pendulum.timezone(...)``) is used as it is.
     """
-    if timezone is None or isinstance(timezone, tzinfo):
-        return timezone
-    if not isinstance(timezone, str):
-        raise QmaticValidationError(
-            f"timezone: must be an IANA time zone name such as {EXAMPLE_ZONE!r} or 'UTC', "
-            f"got {_kind(timezone)}",
-            field="timezone",
-        )
-    name = timezone.strip()
+    return _checked(_zone, timezone, "timezone")
+
+
+def _zone(value: Any) -> tzinfo | None:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    if not isinstance(value, str):
+        raise _rule(f"must be an IANA time zone name such as {EXAMPLE_ZONE!r} or 'UTC', got {_kind(value)}")
+    name = value.strip()
     if not name:
         return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise QmaticValidationError(
-            f"timezone: {_show(name)} is not a known IANA time zone name; use a name such as "
-            f"{EXAMPLE_ZONE!r} or 'UTC' (region/city, spelled as in the tz database)",
-            field="timezone",
+        raise _rule(
+            f"{_show(name)} is not a known IANA time zone name; use a name such as "
+            f"{EXAMPLE_ZONE!r} or 'UTC' (region/city, spelled as in the tz database)"
         ) from None
 
 
@@ -244,7 +244,13 @@ def _read_datetime_text(text: str) -> datetime | None:
 
 
 def _aware_datetime(value: Any, zone: tzinfo | None) -> datetime:
-    """The rule behind :func:`parse_aware_datetime`, raising a rule error (no field name)."""
+    """Read a date and time that names one moment: an aware ``datetime`` (also pendulum's) or
+    ISO-8601 text (``Z`` and a space separator too), to the second, as the wire format is.
+
+    Qmatic wants times with an offset. A value without one is refused, unless ``zone`` is given:
+    then the wall-clock time is read in that zone. Values that carry an offset keep it; ``zone``
+    does not convert them. Raises a rule error (no field name: the model names it).
+    """
     if isinstance(value, str):
         text = value.strip()
         parsed = _read_datetime_text(text)
@@ -312,28 +318,6 @@ def _localise(naive: datetime, zone: tzinfo) -> datetime:
     return first
 
 
-def parse_aware_datetime(value: Any, *, field: str, timezone: str | tzinfo | None = None) -> datetime:
-    """Read a date and time that names one moment: an aware ``datetime`` or ISO-8601 text.
-
-    Qmatic wants times with an offset. A value without one is refused (the message says how to
-    fix it), unless ``timezone`` (an IANA name) is given: then the wall-clock time is read in that
-    zone. Values that carry an offset keep it; ``timezone`` does not convert them. Sub-second parts
-    are dropped, as the wire format is to the second.
-
-    :param value: ``datetime`` (also pendulum's DateTime) or text such as ``2026-12-01T09:00:00+01:00``,
-        ``2026-12-01 09:00:00+01:00`` or ``2026-12-01T08:00:00Z``.
-    :param field: the name used in error messages.
-    :param timezone: IANA zone name for values without an offset, e.g. ``"Europe/Stockholm"``.
-    :raises QmaticValidationError: naming ``field`` (or ``timezone`` for an unknown zone name).
-    """
-    zone = resolve_timezone(timezone)
-    try:
-        return _aware_datetime(value, zone)
-    except PydanticCustomError as rule:
-        error = QmaticValidationError(f"{field}: {rule.message()}", field=field)
-    raise error
-
-
 def format_wire_datetime(value: datetime) -> str:
     """ISO-8601 to the second with the offset kept, as Qmatic documents: ``2026-12-01T09:00:00+01:00``.
 
@@ -354,19 +338,15 @@ def _add_minutes(start: datetime, minutes: int) -> datetime:
     return (start.astimezone(dt_timezone.utc) + timedelta(minutes=minutes)).astimezone(tz)
 
 
-def _check_duration(duration_minutes: Any) -> int:
-    if isinstance(duration_minutes, bool) or not isinstance(duration_minutes, int):
-        raise QmaticValidationError(
-            f"duration_minutes: must be a whole number of minutes, got {_kind(duration_minutes)}",
-            field="duration_minutes",
+def _duration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _rule(f"must be a whole number of minutes, got {_kind(value)}")
+    if not 1 <= value <= DURATION_MAX_MINUTES:
+        raise _rule(
+            f"must be from 1 to {DURATION_MAX_MINUTES} minutes, got {value}; "
+            "use the service's duration (durationMinutes in the services list)"
         )
-    if not 1 <= duration_minutes <= DURATION_MAX_MINUTES:
-        raise QmaticValidationError(
-            f"duration_minutes: must be from 1 to {DURATION_MAX_MINUTES} minutes, got {duration_minutes}; "
-            "use the service's duration (durationMinutes in the services list)",
-            field="duration_minutes",
-        )
-    return duration_minutes
+    return value
 
 
 # A bulk file repeats the same few slot times on many rows: read each (text, zone) once. Only
@@ -417,15 +397,24 @@ def _guid(value: Any) -> str:
     return text
 
 
-def _text(value: Any, *, limit: int, what: str) -> str:
-    """Required single-line text: personal data, so never quoted in a message."""
+def _stripped(value: Any, limit: int, fix: str = "; shorten it", *, numbers: tuple[type, ...] = ()) -> str:
+    """Text (or a number of the types ``numbers``, as text), stripped, at most ``limit`` characters.
+    Described, never quoted: it may be personal data."""
+    if isinstance(value, numbers) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
         raise _rule(f"must be text, got {_kind(value)}")
     text = value.strip()
+    if len(text) > limit:
+        raise _rule(f"must be at most {limit} characters, got {len(text)}{fix}")
+    return text
+
+
+def _text(value: Any, *, limit: int, what: str) -> str:
+    """Required single-line text: personal data, so never quoted in a message."""
+    text = _stripped(value, limit)
     if not text:
         raise _rule(f"must not be blank; give {what}")
-    if len(text) > limit:
-        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten it")
     if not text.isprintable():
         raise _rule("must not contain line breaks, tabs or other control characters; remove them")
     return text
@@ -436,12 +425,7 @@ _name = partial(_text, limit=NAME_MAX)
 
 def _long_text(value: Any, *, limit: int, what: str) -> str:
     """Free text that may span lines (notes, answers); may hold personal data, so never quoted."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip() if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        raise _rule(f"must be at most {limit} characters, got {len(text)}; shorten {what}")
-    return text
+    return _stripped(value, limit, f"; shorten {what}", numbers=(int, float))
 
 
 def _note(value: Any) -> str:
@@ -518,13 +502,9 @@ def _email(value: Any) -> str:
 
 
 def _phone(value: Any) -> str:
-    if not isinstance(value, str):
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise _rule("must be text, got a number; write it as text so a leading 0 or + survives")
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip()
-    if len(text) > PHONE_MAX:
-        raise _rule(f"must be at most {PHONE_MAX} characters, got {len(text)}; shorten it")
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise _rule("must be text, got a number; write it as text so a leading 0 or + survives")
+    text = _stripped(value, PHONE_MAX)
     if not _PHONE_CHARS.issuperset(text):
         bad = [ch for ch in text if ch not in _PHONE_CHARS]
         first = _describe_char(bad[0]) if not bad[0].isalpha() else "a letter"
@@ -561,29 +541,19 @@ def _date_of_birth(value: Any) -> date:
     return date(born.year, born.month, born.day)
 
 
+# pydantic's lax int reads what a file or a template gives: 3, "3", " 3 ", "2.0" and 2.0, never 1.5.
+_WHOLE_NUMBER = TypeAdapter(int)
+
+
 def _reservations(value: Any) -> int:
     rule = f"must be a whole number from 1 to {RESERVATIONS_MAX}"
-    number: int | None = None
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # pydantic would read true as 1
         raise _rule(f"{rule}, got true/false")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                as_float = float(text)
-            except ValueError:
-                as_float = float("nan")
-            if as_float.is_integer():
-                number = int(as_float)
-    if number is None:
+    try:
+        number: int = _WHOLE_NUMBER.validate_python(value)
+    except ValidationError:
         shown = _show(value) if isinstance(value, (str, float)) else _kind(value)
-        raise _rule(f"{rule}, got {shown}")
+        raise _rule(f"{rule}, got {shown}") from None
     if not 1 <= number <= RESERVATIONS_MAX:
         raise _rule(f"{rule}, got {number}; use 1 for one appointment")
     return number
@@ -790,14 +760,7 @@ def _is_json_value(value: Any) -> bool:
 
 
 def _question_id(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise _rule(f"must be text, got {_kind(value)}")
-    text = value.strip()
-    if len(text) > QUESTION_ID_MAX:
-        raise _rule(f"must be at most {QUESTION_ID_MAX} characters, got {len(text)}")
-    return text
+    return _stripped(value, QUESTION_ID_MAX, "", numbers=(int,))
 
 
 class InformationAnswer(_RequestModel):
@@ -831,7 +794,7 @@ class _TimedRequest(_RequestModel):
         An ``end_time`` given explicitly wins and the copy is unchanged: the caller said what it
         wanted. Use the service's ``duration_minutes`` (from the services list).
         """
-        minutes = _check_duration(duration_minutes)
+        minutes = _checked(_duration, duration_minutes, "duration_minutes")
         if self.end_time is not None:
             return self
         return self.model_copy(update={"end_time": _add_minutes(self.start_time, minutes)})
@@ -893,19 +856,15 @@ class BookingRequest(_TimedRequest):
         return value
 
     def reservation_body(self) -> dict[str, Any]:
-        """The reserve body (Part B).
-
-        ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
-        numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
-        """
-        body: dict[str, Any] = {"branchId": self.branch_id, "serviceId": self.service_id}
-        if self.resource_id is not None:
-            body["requestedResourceId"] = self.resource_id
-        body["timeSlot"] = self.time_slot().to_wire()
-        if self.notes:
-            body["notes"] = self.notes
-        body["numberOfReservations"] = self.number_of_reservations
-        return body
+        """The reserve body (see :func:`_reservation_body`)."""
+        return _reservation_body(
+            self.branch_id,
+            self.service_id,
+            self.resource_id,
+            self.time_slot(),
+            self.notes,
+            self.number_of_reservations,
+        )
 
     def confirmation_body(self) -> dict[str, Any]:
         """The confirm body: ``{customer{...}, informationQuestions?: [{questionId, answer}]}``."""
@@ -927,45 +886,44 @@ class RescheduleRequest(_TimedRequest):
     end_time: WireDateTime | None = None
     notes: Note = Field(default=None, repr=False)
 
-    def reservation_body(
-        self,
-        *,
-        branch_id: str,
-        service_id: str,
-        number_of_reservations: int = 1,
-        resource_id: str | None = None,
-    ) -> dict[str, Any]:
-        """The reserve body for the new slot, at the given branch and (unchanged) service."""
-        body: dict[str, Any] = {
-            "branchId": _checked(_guid, branch_id, "branch_id"),
-            "serviceId": _checked(_guid, service_id, "service_id"),
-        }
-        if resource_id is not None:
-            body["requestedResourceId"] = _checked(_guid, resource_id, "resource_id")
-        body["timeSlot"] = self.time_slot().to_wire()
-        if self.notes:
-            body["notes"] = self.notes
-        body["numberOfReservations"] = _checked(
-            _reservations, number_of_reservations, "number_of_reservations"
-        )
-        return body
-
     def reservation_body_for(self, appointment: Appointment) -> dict[str, Any]:
-        """The reserve body for the new slot, taking branch, service and count from the appointment."""
+        """The reserve body for the new slot, taking branch, service and count from the appointment
+        (its ids checked as GUIDs, its count as a booking's)."""
         branch_id = appointment.branch.id if appointment.branch else None
         service_id = appointment.service.id if appointment.service else None
         for name, value in (("branch.id", branch_id), ("service.id", service_id)):
             if not value:
                 raise QmaticValidationError(
                     f"{name}: the appointment Qmatic returned has none, so the new slot cannot be "
-                    "reserved for it; fetch the appointment again or pass the ids to reservation_body()",
+                    "reserved for it; fetch the appointment again",
                     field=name,
                 )
-        return self.reservation_body(
-            branch_id=str(branch_id),
-            service_id=str(service_id),
-            number_of_reservations=appointment.number_of_reservations or 1,
+        return _reservation_body(
+            _checked(_guid, branch_id, "branch_id"),
+            _checked(_guid, service_id, "service_id"),
+            None,
+            self.time_slot(),
+            self.notes,
+            _checked(_reservations, appointment.number_of_reservations or 1, "number_of_reservations"),
         )
+
+
+def _reservation_body(
+    branch_id: str, service_id: str, resource_id: str | None, slot: TimeSlot, notes: str | None, count: int
+) -> dict[str, Any]:
+    """The reserve body (Part B) of a booking or a reschedule's new slot.
+
+    ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
+    numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
+    """
+    body: dict[str, Any] = {"branchId": branch_id, "serviceId": service_id}
+    if resource_id is not None:
+        body["requestedResourceId"] = resource_id
+    body["timeSlot"] = slot.to_wire()
+    if notes:
+        body["notes"] = notes
+    body["numberOfReservations"] = count
+    return body
 
 
 class CancelRequest(_RequestModel):
@@ -1261,28 +1219,17 @@ class Appointment(_ResponseModel):
         return out
 
 
-class Branch(_ResponseModel):
+class Branch(BranchRef):
     """A branch from the branches list: ``{id, name, timeZone?, address?, location?}``."""
 
-    _label: ClassVar[str] = "branch"
-
-    id: IdText | None = None
-    name: str | None = None
     time_zone: str | None = None
-    address: Address | str | None = None
-    location: Location | None = None
 
 
-class Service(_ResponseModel):
+class Service(ServiceRef):
     """One item of the tenant-wide services list: ``{id, name, branch{id, name}, config?,
     durationMinutes?}``, one item per service and branch. No public example shows a duration."""
 
-    _label: ClassVar[str] = "service"
-
-    id: IdText | None = None
-    name: str | None = None
     branch: NamedRef | None = None
-    config: ServiceConfig | None = None
     duration_minutes: int | None = None
 
     @property
@@ -1292,14 +1239,11 @@ class Service(_ResponseModel):
         return cap if cap is not None and cap > 0 else None
 
 
-class ServiceGroup(_ResponseModel):
+class ServiceGroup(NamedRef):
     """A service group. No public page shows the listing's answer, so every field is optional and
     whatever comes is kept."""
 
     _label: ClassVar[str] = "service group"
-
-    id: IdText | None = None
-    name: str | None = None
 
 
 def _available(value: Any) -> Any:
@@ -1317,13 +1261,9 @@ def _available(value: Any) -> Any:
     raise _rule(f"must be a count or true/false, got {_kind(value)}")
 
 
-class Slot(_ResponseModel):
+class Slot(AppointmentTimeSlot):
     """A free time slot: ``{startTime, endTime, available}``."""
 
-    _label: ClassVar[str] = "time slot"
-
-    start_time: LenientDateTime | None = None
-    end_time: LenientDateTime | None = None
     available: Annotated[bool | int | None, BeforeValidator(_available)] = None
 
     @property

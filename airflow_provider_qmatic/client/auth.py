@@ -240,7 +240,7 @@ class TokenProvider:
             if response.status_code == 401:
                 raise QmaticAuthError(
                     f"{error.message}. Check the Client ID, Client Secret and tenant "
-                    f"(tenant {config.tenant!r}, {self._where()})",
+                    f"(tenant {config.tenant!r}, {config.where})",
                     status=401,
                     code=error.code,
                 )
@@ -276,16 +276,11 @@ class TokenProvider:
         self.last_expires_in = expires_in
         return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
 
-    def _where(self) -> str:
-        if self._config.region:
-            return f"region {self._config.region}"
-        return f"base URL {self._config.base_url}"
-
     def auth_failure(self, scopes: frozenset[Scope]) -> QmaticAuthError:
         """The error for an API call refused twice with 401, naming tenant and region, no secret."""
         return QmaticAuthError(
             f"Qmatic refused a freshly issued token for scopes {scope_string(scopes)!r} "
-            f"(tenant {self._config.tenant!r}, {self._where()}); check that the client is enabled "
+            f"(tenant {self._config.tenant!r}, {self._config.where}); check that the client is enabled "
             "for this tenant",
             status=401,
             code="invalid_token",

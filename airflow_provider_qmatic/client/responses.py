@@ -70,22 +70,21 @@ def error_from_response(
     if 300 <= status < 400:
         return _redirect_error(response, operation=operation, idempotent=idempotent, redact=redact)
     personal = personal_values(response.request.body if response.request is not None else None)
-    code: str | None = None
-    message: str | None = None
+
+    def quoted(raw: Any) -> str | None:
+        if raw is None:
+            return None
+        # Cut before redacting (a megabyte of text costs time) and again after (masks change lengths).
+        return redact(str(raw)[: 4 * _MAX_QUOTED_MESSAGE], personal)[:_MAX_QUOTED_MESSAGE]
+
     try:
         payload = response.json()
     except ValueError:
         payload = None
-    if isinstance(payload, dict):
-        raw_code = payload.get("error")
-        raw_message = payload.get("message") or payload.get("error_description")
-        code = str(raw_code) if raw_code is not None else None
-        message = str(raw_message) if raw_message is not None else None
-        # Cut before redacting (a megabyte of text costs time) and again after (masks change lengths).
-        if message is not None:
-            message = redact(message[: 4 * _MAX_QUOTED_MESSAGE], personal)[:_MAX_QUOTED_MESSAGE]
-        if code is not None:
-            code = redact(code[: 4 * _MAX_QUOTED_MESSAGE], personal)[:_MAX_QUOTED_MESSAGE]
+    if not isinstance(payload, dict):
+        payload = {}
+    code = quoted(payload.get("error"))
+    message = quoted(payload.get("message") or payload.get("error_description"))
     text = f"Qmatic refused {operation} with HTTP {status}"
     text += f": {message}" if message else f" and {describe_body(response)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -92,16 +92,12 @@ PLACEHOLDERS: dict[str, str] = {
     "login": "client id from your Qmatic representative",
     "password": "client secret",
     "port": "443 (or the Base URL's port)",
-    "region": REGIONS[0],
     "tenant": "account name, e.g. isb",
     "system_id": "tenant system id from Qmatic",
     "base_url": "optional: https://<subdomain> or http://127.0.0.1:<port> for the sandbox",
-    "language": LANGUAGES[0],
-    "timeout": "30",
-    "requests_per_minute": "100",
-    "credential_cache": "file",
-    "redis_conn_id": DEFAULT_REDIS_CONN_ID,
     "endpoints": '{"reserve": "/external/v1/reservations"}',
+    # A field with a default shows it.
+    **{name: str(schema["default"]) for name, (_, _, schema) in EXTRA_FIELDS.items() if "default" in schema},
 }
 REQUIRED_MARK = " *"
 

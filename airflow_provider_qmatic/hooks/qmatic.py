@@ -18,7 +18,12 @@ from airflow_provider_qmatic import DEFAULT_CONN_ID, __version__
 from airflow_provider_qmatic.api.contract import Scope
 from airflow_provider_qmatic.compat import BaseHook, airflow_version, incr_stat, mask_secret
 from airflow_provider_qmatic.exceptions import QmaticConfigError, QmaticError
-from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, EXTRA_ONLY
+from airflow_provider_qmatic.hooks.connection_fields import (
+    EXTRA_FIELDS,
+    EXTRA_ONLY,
+    legacy_label,
+    ui_field_behaviour,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -110,22 +115,10 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         # The raw text, not extra_dejson: Airflow turns invalid JSON into {} and only logs it, which
         # would then be reported as a missing tenant instead of a broken Extra.
         extras = _extras(conn.extra or {})
-        base_url = extras.get("base_url") or _base_url_from_host(conn.host, conn.port)
+        # Every extra the form (or Extra JSON) names is the from_values argument of the same name.
+        extras["base_url"] = extras.get("base_url") or _base_url_from_host(conn.host, conn.port)
         config = ClientConfig.from_values(
-            client_id=conn.login,
-            client_secret=conn.password,
-            tenant=extras.get("tenant"),
-            region=extras.get("region"),
-            base_url=base_url,
-            system_id=extras.get("system_id"),
-            language=extras.get("language"),
-            timeout=extras.get("timeout"),
-            requests_per_minute=extras.get("requests_per_minute"),
-            credential_cache=extras.get("credential_cache"),
-            credential_cache_dir=extras.get("credential_cache_dir"),
-            redis_conn_id=extras.get("redis_conn_id"),
-            user_agent=user_agent(),
-            endpoints=extras.get("endpoints"),
+            client_id=conn.login, client_secret=conn.password, user_agent=user_agent(), **extras
         )
         _check_port(conn.port, config.base_url)
         raw_tenant = str(extras.get("tenant", ""))
@@ -175,7 +168,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
                 except QmaticError as exc:
                     if exc.code not in ("invalid_scope", "insufficient_scope"):
                         raise
-            where = _where(config)
+            where = config.where
             if not granted:
                 return False, (
                     f"Qmatic ({where}, tenant {config.tenant}) issued no token: the client is granted "
@@ -220,8 +213,6 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         # any_of, not AnyOf: Airflow 3.0/3.1 stand in for wtforms and only recognise this name.
         from wtforms.validators import Optional, any_of
 
-        from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, legacy_label
-
         widgets: dict[str, Any] = {}
         for name, (_label, description, schema) in EXTRA_FIELDS.items():
             # Optional even for required fields: see connection_fields for why the label marks them.
@@ -240,8 +231,6 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel login/password, hide what Qmatic does not use (``connection_fields``, snake-cased)."""
-        from airflow_provider_qmatic.hooks.connection_fields import ui_field_behaviour
-
         return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
     # -- the facade the operators use -----------------------------------------------------------
@@ -324,11 +313,6 @@ def _extras(raw: Any) -> dict[str, Any]:
                 found.setdefault(EXTRA_ALIASES.get(name, name), value)
                 break
     return found
-
-
-def _where(config: ClientConfig) -> str:
-    """The endpoint in use: the region, or the base URL when that decides the host."""
-    return f"region {config.region}" if config.region else f"base URL {config.base_url}"
 
 
 def _check_port(port: int | None, base_url: str) -> None:

@@ -41,7 +41,6 @@ from airflow_provider_qmatic.api.models import (
     Slot,
     TimeSlot,
     format_wire_datetime,
-    parse_aware_datetime,
     resolve_timezone,
     to_qmatic_validation_error,
 )
@@ -107,6 +106,12 @@ def booking_error(data: dict[str, Any], **kwargs: Any) -> QmaticValidationError:
 # --------------------------------------------------------------------------------------------------
 
 
+def read_time(value: Any, timezone: Any = None) -> datetime:
+    """A request time read as every request model reads it: a reschedule's start_time."""
+    request = RescheduleRequest.parse({"appointment_id": APPOINTMENT, "start_time": value}, timezone=timezone)
+    return request.start_time
+
+
 @pytest.mark.parametrize(
     ("value", "zone", "expected"),
     [
@@ -129,8 +134,8 @@ def booking_error(data: dict[str, Any], **kwargs: Any) -> QmaticValidationError:
         ("2026-12-01T09:00:00+01:00", "", "2026-12-01T09:00:00+01:00"),
     ],
 )
-def test_parse_aware_datetime_accepts(value: Any, zone: Any, expected: str) -> None:
-    result = parse_aware_datetime(value, field="start_time", timezone=zone)
+def test_request_time_accepts(value: Any, zone: Any, expected: str) -> None:
+    result = read_time(value, zone)
     assert type(result) is datetime  # pendulum's DateTime is normalised away
     assert result.isoformat() == expected
 
@@ -167,7 +172,8 @@ def test_parse_aware_datetime_accepts(value: Any, zone: Any, expected: str) -> N
         ("2026-12-01", "Europe/Stockholm", "start_time", ["date without a time of day"]),
         (date(2026, 12, 1), None, "start_time", ["date without a time of day"]),
         (1764579600, None, "start_time", ["got a number"]),
-        (None, None, "start_time", ["got null"]),
+        (None, None, "start_time", ["is required"]),  # None is "not given", as an empty CSV cell
+        ([9, 0], None, "start_time", ["got a list"]),
         ("2026-03-29T02:30:00", "Europe/Stockholm", "start_time", ["does not exist in Europe/Stockholm"]),
         (
             "2026-10-25T02:30:00",
@@ -177,25 +183,18 @@ def test_parse_aware_datetime_accepts(value: Any, zone: Any, expected: str) -> N
         ),
     ],
 )
-def test_parse_aware_datetime_refuses(value: Any, zone: Any, field: str, fragments: list[str]) -> None:
+def test_request_time_refuses(value: Any, zone: Any, field: str, fragments: list[str]) -> None:
     with pytest.raises(QmaticValidationError) as info:
-        parse_aware_datetime(value, field="start_time", timezone=zone)
+        read_time(value, zone)
     assert info.value.field == field
-    assert info.value.message.startswith(f"{field}:")
+    assert f"{field}: " in info.value.message
     for fragment in fragments:
         assert fragment in info.value.message
 
 
-def test_parse_aware_datetime_names_the_given_field() -> None:
-    with pytest.raises(QmaticValidationError) as info:
-        parse_aware_datetime("2026-12-01T09:00", field="window_start")
-    assert info.value.field == "window_start"
-    assert info.value.message.startswith("window_start: ")
-
-
 def test_long_unparseable_time_is_cut_in_the_message() -> None:
     with pytest.raises(QmaticValidationError) as info:
-        parse_aware_datetime("x" * 500, field="start_time")
+        read_time("x" * 500)
     assert "x" * 41 not in info.value.message
     assert "x" * 40 + "..." in info.value.message
 
@@ -207,15 +206,16 @@ def test_pendulum_parser_covers_what_fromisoformat_cannot(monkeypatch: pytest.Mo
         raise ValueError(text)
 
     monkeypatch.setattr(models, "_from_iso", refuse)
-    utc = parse_aware_datetime("2026-12-01T08:00:00Z", field="t")
+    models._aware_text.cache_clear()  # texts read earlier by fromisoformat would not reach pendulum
+    utc = read_time("2026-12-01T08:00:00Z")
     assert utc.isoformat() == "2026-12-01T08:00:00+00:00"
     assert type(utc.tzinfo) is timezone  # pendulum's FixedTimezone is not leaked
-    spaced = parse_aware_datetime("2026-12-01 09:00:00+01:00", field="t")
+    spaced = read_time("2026-12-01 09:00:00+01:00")
     assert spaced.isoformat() == "2026-12-01T09:00:00+01:00"
     with pytest.raises(QmaticValidationError, match="no UTC offset"):
-        parse_aware_datetime("2026-12-01T09:00:00", field="t")
+        read_time("2026-12-01T09:00:00")
     with pytest.raises(QmaticValidationError, match="cannot read"):
-        parse_aware_datetime("2026-12-01T99:00:00Z", field="t")
+        read_time("2026-12-01T99:00:00Z")
 
 
 @pytest.mark.parametrize(
@@ -881,23 +881,6 @@ def reschedule(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-def test_reschedule_bodies() -> None:
-    request = RescheduleRequest.parse(reschedule(notes="moved")).with_end(30)
-    assert request.reservation_body(branch_id=BRANCH, service_id=SERVICE) == {
-        "branchId": BRANCH,
-        "serviceId": SERVICE,
-        "timeSlot": {"startTime": "2026-12-02T10:00:00+01:00", "endTime": "2026-12-02T10:30:00+01:00"},
-        "notes": "moved",
-        "numberOfReservations": 1,
-    }
-    with_resource = request.reservation_body(
-        branch_id=BRANCH, service_id=SERVICE, resource_id=RESOURCE, number_of_reservations=2
-    )
-    assert with_resource["requestedResourceId"] == RESOURCE
-    assert "resourceId" not in with_resource
-    assert with_resource["numberOfReservations"] == 2
-
-
 def test_reschedule_reservation_for_an_appointment() -> None:
     appointment = Appointment.parse(
         {
@@ -920,22 +903,37 @@ def test_reschedule_reservation_for_an_appointment() -> None:
     assert info.value.field == "branch.id"
 
 
+def test_reschedule_reservation_keeps_notes_and_leaves_out_resource() -> None:
+    appointment = Appointment.parse(
+        {"appointmentId": APPOINTMENT, "branch": {"id": BRANCH}, "service": {"id": SERVICE}}
+    )
+    request = RescheduleRequest.parse(reschedule(notes="moved")).with_end(30)
+    assert request.reservation_body_for(appointment) == {
+        "branchId": BRANCH,
+        "serviceId": SERVICE,
+        "timeSlot": {"startTime": "2026-12-02T10:00:00+01:00", "endTime": "2026-12-02T10:30:00+01:00"},
+        "notes": "moved",
+        "numberOfReservations": 1,
+    }
+
+
 @pytest.mark.parametrize(
-    ("call", "field"),
+    ("answer", "field"),
     [
-        (lambda r: r.reservation_body(branch_id="x", service_id=SERVICE), "branch_id"),
-        (lambda r: r.reservation_body(branch_id=BRANCH, service_id=""), "service_id"),
-        (lambda r: r.reservation_body(branch_id=BRANCH, service_id=SERVICE, resource_id="r"), "resource_id"),
+        ({"branch": {"id": "x"}, "service": {"id": SERVICE}}, "branch_id"),
+        ({"branch": {"id": BRANCH}, "service": {"id": "not-a-guid"}}, "service_id"),
+        ({"branch": {"id": BRANCH}, "service": {"name": "Passport"}}, "service.id"),
         (
-            lambda r: r.reservation_body(branch_id=BRANCH, service_id=SERVICE, number_of_reservations=0),
+            {"branch": {"id": BRANCH}, "service": {"id": SERVICE}, "numberOfReservations": 500},
             "number_of_reservations",
         ),
     ],
 )
-def test_reschedule_body_arguments_are_checked(call: Any, field: str) -> None:
+def test_reschedule_reservation_checks_what_the_appointment_gave(answer: dict[str, Any], field: str) -> None:
+    appointment = Appointment.parse({"appointmentId": APPOINTMENT, **answer})
     request = RescheduleRequest.parse(reschedule(end_time="2026-12-02T10:15:00+01:00"))
     with pytest.raises(QmaticValidationError) as info:
-        call(request)
+        request.reservation_body_for(appointment)
     assert info.value.field == field
 
 
