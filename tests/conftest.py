@@ -165,3 +165,22 @@ def approving(dag_id: str, choice: str = "Approve") -> Iterator[list[str]]:
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long files first: those that declare a longer pytest-timeout, then those with more ``slow``
+    tests (a stable sort: the order within a file is kept).
+
+    ``make test`` hands whole files to two processes in collection order; a long file that came
+    last (the leak scan runs every example through the CLI) would leave one process idle while the
+    other finishes it.
+    """
+    weight: dict[str, tuple[float, int]] = {}
+    for item in items:
+        timeout = item.get_closest_marker("timeout")
+        longest, slow = weight.get(item.location[0], (0.0, 0))
+        weight[item.location[0]] = (
+            max(longest, float(timeout.args[0]) if timeout and timeout.args else 0.0),
+            slow + (item.get_closest_marker("slow") is not None),
+        )
+    items.sort(key=lambda item: tuple(-w for w in weight[item.location[0]]))
