@@ -21,7 +21,8 @@ Fixtures:
 Marker ``@pytest.mark.qmatic_sandbox(**settings)`` -- run-time settings of ``qmatic_sandbox`` for one
 test (undone by the next test's reset), e.g. ``require_date_of_birth=True``,
 ``required_questions=["q1"]``, ``max_reservations={"*": 1}``, ``search_answer="object"``,
-``tenant_config={"demo": {...}}``. Paths cannot move at run time: use ``make_qmatic_sandbox``.
+``service_combinations=True, combination_branches={"Stockholm City": ["Passport application",
+"National ID card"]}``, ``tenant_config={"demo": {...}}``. Paths cannot move at run time: use ``make_qmatic_sandbox``.
 
 This module is imported by every pytest run in an environment that has the provider, so it
 imports only pytest at module level; the sandbox (FastAPI, uvicorn) is imported by the fixtures.
@@ -60,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "qmatic_sandbox(**settings): run-time settings of the qmatic_sandbox fixture for this test "
         "(answer_shape, search_answer, require_date_of_birth, required_questions, max_reservations, "
-        "service_groups, tenant_config, ...)",
+        "service_groups, service_combinations, combination_branches, tenant_config, ...)",
     )
 
 

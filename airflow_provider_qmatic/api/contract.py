@@ -172,6 +172,47 @@ UPDATE_CUSTOMER = Operation(
     idempotent=True, writes=True, success=204, refusals=frozenset({400, 404, 409}), source="page",
     note="the page writes /Appointments/appointmentId/customer (capital A, no prefix); scope a guess",
 )
+# Service combinations (several services in one appointment): a family of its own, switched on per
+# system and configured per branch. A tenant without them refuses these calls (the page gives no
+# code); cancel, release and update customer are shared with single-service appointments.
+_COMBI = f"{_API}/serviceCombination"
+SERVICE_COMBINATIONS = Operation(
+    "service_combinations", "GET", f"{_COMBI}/branch", _READERS, idempotent=True, localised=True,
+    refusals=frozenset({400, 404, 409}), source="page",
+    note="every branch's combinations; no page shows the one-branch form, so the client filters by branchId",
+)
+COMBINATION_TIMESLOTS = Operation(
+    "combination_timeslots", "GET", f"{_COMBI}/branch/{{branch_id}}/timeslots", _READERS,
+    idempotent=True, localised=True, refusals=frozenset({400, 404, 409}), source="page",
+    note="the page puts {serviceId} where the branch id belongs; serviceId repeated in the query, "
+    "numberOfReservations the sum over the services; from/to as the single-service call (guess)",
+)
+# Before the get: its path would also match "search" as an appointment id.
+COMBINATION_SEARCH = Operation(
+    "combination_search", "GET", f"{_COMBI}/appointments/search", _READERS, idempotent=True,
+    localised=True, refusals=frozenset({400, 404, 409}), source="page",
+    note="a GET with the search's JSON body, as the page writes it",
+)
+COMBINATION_RESERVE = Operation(
+    "combination_reserve", "POST", f"{_COMBI}/reservations", (Scope.BOOK, Scope.RESCHEDULE),
+    idempotent=False, writes=True, success=201, refusals=frozenset({400, 404, 409}),
+    note="as reserve with serviceIds[] instead of serviceId; no page shows it",
+)
+COMBINATION_CONFIRM = Operation(
+    "combination_confirm", "POST", f"{_COMBI}/appointments/{{appointment_id}}/confirm", (Scope.BOOK,),
+    idempotent=True, writes=True, success=201, refusals=frozenset({400, 404, 409}),
+    note="as confirm; no page shows it",
+)
+COMBINATION_GET = Operation(
+    "combination_get", "GET", f"{_COMBI}/appointments/{{appointment_id}}", _READERS, idempotent=True,
+    localised=True, refusals=frozenset({404, 409}),
+    note="the page's path is cut off after /external/v1/s; the rest as get",
+)
+COMBINATION_RESCHEDULE = Operation(
+    "combination_reschedule", "PUT", f"{_COMBI}/appointments/{{appointment_id}}/reschedule",
+    (Scope.RESCHEDULE,), idempotent=True, writes=True, refusals=frozenset({400, 404, 409}),
+    note="as reschedule; no page shows it",
+)
 # fmt: on
 
 API_OPERATIONS: tuple[Operation, ...] = (
@@ -187,6 +228,17 @@ API_OPERATIONS: tuple[Operation, ...] = (
     RESCHEDULE,
     CANCEL,
     UPDATE_CUSTOMER,
+    SERVICE_COMBINATIONS,
+    COMBINATION_TIMESLOTS,
+    COMBINATION_SEARCH,
+    COMBINATION_RESERVE,
+    COMBINATION_CONFIRM,
+    COMBINATION_GET,
+    COMBINATION_RESCHEDULE,
+)
+# The calls a tenant without service combinations refuses.
+COMBINATION_OPERATIONS: frozenset[str] = frozenset(
+    op.name for op in API_OPERATIONS if op.path.startswith(_COMBI + "/")
 )
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (TOKEN, *API_OPERATIONS)}
 

@@ -1272,6 +1272,47 @@ class Slot(AppointmentTimeSlot):
         return self.available is None or bool(self.available)
 
 
+def _service_id_list(value: Any) -> Any:
+    """A list of service ids. The public example lists GUID strings; an item given as a service
+    object ``{id, ...}`` is taken by its id, so either plausible form parses."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [item.get("id") if isinstance(item, Mapping) else item for item in value]
+    return value
+
+
+ServiceIds = Annotated[list[IdText], BeforeValidator(_service_id_list)]
+
+
+class ServiceCombination(_ResponseModel):
+    """One combination set of a branch: services that need the same ``resourceTypeId`` and may
+    share one appointment (``combinableServices``), those that may not (``unCombinableServices``)
+    and ``combinedServices``, whose meaning no public page explains (kept, never decided on)."""
+
+    _label: ClassVar[str] = "service combination"
+
+    resource_type_id: IdText | None = None
+    combinable_services: ServiceIds = Field(default_factory=list)
+    un_combinable_services: ServiceIds = Field(default_factory=list)
+    combined_services: ServiceIds = Field(default_factory=list)
+
+
+class BranchCombinations(_ResponseModel):
+    """One item of ``GET /serviceCombination/branch``: ``{branchId, serviceCombinations[]}``."""
+
+    _label: ClassVar[str] = "branch combinations"
+
+    branch_id: IdText | None = None
+    service_combinations: list[ServiceCombination] = Field(default_factory=list)
+
+    def combinable(self, service_ids: Sequence[str]) -> bool:
+        """True when one combination set lists every one of ``service_ids`` as combinable (Qmatic:
+        only services needing the same resource type combine)."""
+        wanted = set(service_ids)
+        return any(wanted <= set(c.combinable_services) for c in self.service_combinations)
+
+
 # --------------------------------------------------------------------------------------------------
 # pydantic ValidationError -> QmaticValidationError
 # --------------------------------------------------------------------------------------------------

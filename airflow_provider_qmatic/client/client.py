@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -49,11 +49,21 @@ from airflow_provider_qmatic.state.tokens import TokenCache
 if TYPE_CHECKING:
     from datetime import date
 
-    from airflow_provider_qmatic.api.models import Appointment, Branch, Service, ServiceGroup, Slot
+    from airflow_provider_qmatic.api.models import (
+        Appointment,
+        Branch,
+        BranchCombinations,
+        Service,
+        ServiceGroup,
+        Slot,
+    )
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.state.budget import Limiter
 
 log = logging.getLogger(__name__)
+
+# Query parameters: a list value is sent as the name repeated (``serviceId=a&serviceId=b``).
+Params = Mapping[str, "str | list[str]"]
 
 DEFAULT_ATTEMPTS = 6
 # Connections kept per host: two per bulk worker thread at the most (32 threads).
@@ -184,7 +194,7 @@ class QmaticClient:
         *,
         path_params: Mapping[str, str] | None = None,
         json: Any = None,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
     ) -> Any:
         """Send one operation of :mod:`~airflow_provider_qmatic.api.contract` with retries; the decoded
         JSON body, or None for 204.
@@ -233,7 +243,7 @@ class QmaticClient:
         path: str,
         *,
         json: Any,
-        params: Mapping[str, str] | None,
+        params: Params | None,
     ) -> Any:
         """One try: send, and turn the answer into data or the matching QmaticError."""
         response = self._send_authorised(op, scopes, path, json=json, params=params)
@@ -257,7 +267,7 @@ class QmaticClient:
         path: str,
         *,
         json: Any,
-        params: Mapping[str, str] | None,
+        params: Params | None,
     ) -> requests.Response:
         """Send with a bearer token; on 401 drop the token, get one new token, and repeat once."""
         token = self._token(scopes)
@@ -278,7 +288,7 @@ class QmaticClient:
             raise TokenRequestFailed(exc) from None
 
     def _send(
-        self, op: Operation, path: str, token: str, *, json: Any, params: Mapping[str, str] | None
+        self, op: Operation, path: str, token: str, *, json: Any, params: Params | None
     ) -> requests.Response:
         if self.limiter is not None:
             self.limiter.acquire()
@@ -365,6 +375,59 @@ class QmaticClient:
         )
         return Slot.parse_list(data)
 
+    def list_service_combinations(
+        self, branch_id: str | None = None, *, scopes: frozenset[Scope] = BOOK_SCOPES
+    ) -> list[BranchCombinations]:
+        """Which services may share one appointment, per branch (``branch_id`` given: that branch's
+        item only, filtered here, since no public page shows a one-branch call). An empty list
+        means no branch is configured; a tenant without combinations refuses the call."""
+        from airflow_provider_qmatic.api.models import BranchCombinations
+
+        found = BranchCombinations.parse_list(self.call("service_combinations", scopes))
+        if branch_id is None:
+            return found
+        return [b for b in found if b.branch_id == branch_id]
+
+    def find_combination_timeslots(
+        self,
+        branch_id: str,
+        service_ids: Sequence[str],
+        date_from: date,
+        date_to: date,
+        *,
+        number_of_reservations: int = 1,
+        resource_id: str | None = None,
+        scopes: frozenset[Scope] = BOOK_SCOPES,
+    ) -> list[Slot]:
+        """Time slots long enough for all of ``service_ids`` in one appointment at a branch, between
+        two dates (inclusive).
+
+        ``number_of_reservations`` is per service (the people to serve); Qmatic's page asks for the
+        sum over the services, so ``number_of_reservations * len(service_ids)`` is sent.
+        """
+        from airflow_provider_qmatic.api.models import Slot
+
+        ids = combination_service_ids(service_ids)
+        if (
+            isinstance(number_of_reservations, bool)
+            or not isinstance(number_of_reservations, int)
+            or (number_of_reservations < 1)
+        ):
+            raise QmaticConfigError(
+                "number_of_reservations must be a whole number of at least 1 (people per service)",
+                field="number_of_reservations",
+            )
+        params: dict[str, str | list[str]] = {
+            "serviceId": ids,
+            "numberOfReservations": str(number_of_reservations * len(ids)),
+            "from": date_from.isoformat(),
+            "to": date_to.isoformat(),
+        }
+        if resource_id:
+            params["requestedResourceId"] = resource_id
+        data = self.call("combination_timeslots", scopes, path_params={"branch_id": branch_id}, params=params)
+        return Slot.parse_list(data)
+
     def reserve(self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES) -> Appointment:
         """Hold a slot for 15 minutes (``body`` as :meth:`BookingRequest.reservation_body`).
 
@@ -438,6 +501,24 @@ class QmaticClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def combination_service_ids(service_ids: Sequence[str]) -> list[str]:
+    """The service ids of one combined appointment, checked before any request: two or more,
+    distinct, each a usable id."""
+    if isinstance(service_ids, str) or not isinstance(service_ids, Sequence):
+        raise QmaticConfigError(
+            'service_ids must be a list of two or more service ids, e.g. ["<id>", "<id>"]',
+            field="service_ids",
+        )
+    ids = [_path_segment("service_ids", value) for value in service_ids]
+    if len(ids) < 2 or len(set(ids)) != len(ids):
+        raise QmaticConfigError(
+            f"service_ids must name two or more different services, got {len(ids)} id(s) with "
+            f"{len(ids) - len(set(ids))} repeated; for one service use find_timeslots",
+            field="service_ids",
+        )
+    return ids
 
 
 def _path_segment(name: str, value: str) -> str:

@@ -26,13 +26,14 @@ from airflow_provider_qmatic.hooks.connection_fields import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import date
 
     from airflow_provider_qmatic.api.models import (
         Appointment,
         BookingRequest,
         Branch,
+        BranchCombinations,
         CustomerUpdate,
         RescheduleRequest,
         Service,
@@ -278,6 +279,26 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
 
     def find_timeslots(self, branch_id: str, service_id: str, date_from: date, date_to: date) -> list[Slot]:
         return self.client.find_timeslots(branch_id, service_id, date_from, date_to)
+
+    def list_service_combinations(self, branch_id: str | None = None) -> list[BranchCombinations]:
+        """Which services may share one appointment, per branch (only ``branch_id``'s when given).
+        A tenant without service combinations refuses it (a :class:`QmaticError`)."""
+        return self.client.list_service_combinations(branch_id)
+
+    def find_combination_timeslots(
+        self,
+        branch_id: str,
+        service_ids: Sequence[str],
+        date_from: date,
+        date_to: date,
+        *,
+        number_of_reservations: int = 1,
+    ) -> list[Slot]:
+        """Time slots for several services in one appointment (``number_of_reservations`` per
+        service; the sum is sent, as Qmatic asks)."""
+        return self.client.find_combination_timeslots(
+            branch_id, service_ids, date_from, date_to, number_of_reservations=number_of_reservations
+        )
 
     def get_appointment(self, appointment_id: str) -> Appointment:
         return self.client.get_appointment(appointment_id)

@@ -284,6 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a service group listed by GET /servicegroups, its services by id or name (repeatable)",
     )
     tenant.add_argument(
+        "--service-combinations",
+        action="store_true",
+        help="switch service combinations on (a system setting); off, every /serviceCombination/ "
+        "call is refused (400)",
+    )
+    tenant.add_argument(
+        "--combination",
+        action="append",
+        default=[],
+        metavar="BRANCH=SERVICE,SERVICE[,...]",
+        help="configure a branch (id or name) for combinations: these of its services (ids or names) "
+        "may share one appointment (repeatable; needs --service-combinations to be served)",
+    )
+    tenant.add_argument(
         "--tenant-config",
         action="append",
         default=[],
@@ -312,10 +326,13 @@ def _tenant_knobs(args: argparse.Namespace) -> dict[str, Any]:
         if not number.isdigit():
             raise ValueError(f"--max-reservations {service}={number}: N must be a whole number (0: no cap)")
         caps[service] = int(number)
-    groups = {
-        name: tuple(m.strip() for m in members.split(",") if m.strip())
-        for name, members in _pairs("--service-group", args.service_group)
-    }
+    groups, combinations = (
+        {
+            name: tuple(m.strip() for m in members.split(",") if m.strip())
+            for name, members in _pairs(flag, values)
+        }
+        for flag, values in (("--service-group", args.service_group), ("--combination", args.combination))
+    )
     per_tenant: dict[str, Any] = {}
     for tenant, text in _pairs("--tenant-config", args.tenant_config):
         try:
@@ -330,6 +347,8 @@ def _tenant_knobs(args: argparse.Namespace) -> dict[str, Any]:
         "required_questions": tuple(args.required_question),
         "max_reservations": caps,
         "service_groups": groups,
+        "service_combinations": args.service_combinations,
+        "combination_branches": combinations,
         "tenant_config": per_tenant,
     }
 

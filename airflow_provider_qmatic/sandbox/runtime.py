@@ -133,7 +133,8 @@ class Sandbox:
 
 
 def _check_service_references(settings: SandboxSettings, seed: SeedData) -> None:
-    """Every service a cap or a service group names (by id or name) is in the seed.
+    """Every service a cap or a service group names (by id or name) is in the seed, and every
+    branch configured for combinations is seeded and offers the services listed for it.
 
     :raises ValueError: naming the setting and the reference, with where to find the ids.
     """
@@ -152,3 +153,17 @@ def _check_service_references(settings: SandboxSettings, seed: SeedData) -> None
                 f"{where}max_reservations or service_groups: no seeded service has the id or name "
                 f"{', '.join(sorted(unknown)[:5])} (see /_sandbox/seed or qmatic-sandbox --catalogue)"
             )
+        for ref, members in config.combination_branches.items():
+            branch = next((b for b in seed.branches if ref in (b.id, b.name)), None)
+            if branch is None:
+                raise ValueError(
+                    f"{where}combination_branches: no seeded branch has the id or name {ref!r} "
+                    "(see /_sandbox/seed or qmatic-sandbox --catalogue)"
+                )
+            offered = {x for s in branch.services for x in (s.id, s.name)}
+            stray = sorted(set(members) - offered)
+            if len(members) < 2 or stray:
+                raise ValueError(
+                    f"{where}combination_branches[{ref}]: list two or more services of that branch"
+                    + (f"; it has no service {', '.join(stray[:5])}" if stray else "")
+                )

@@ -50,7 +50,11 @@ TENANT_KNOBS: tuple[str, ...] = (
     "required_questions",
     "max_reservations",
     "service_groups",
+    "service_combinations",
+    "combination_branches",
 )
+# Knobs mapping a name to a list (tuples inside, lists in JSON).
+_LIST_MAPPINGS: tuple[str, ...] = ("service_groups", "combination_branches")
 # ``max_reservations`` key that caps every service not named otherwise.
 ALL_SERVICES = "*"
 MAX_TENANT_ENTRIES = 200
@@ -143,6 +147,8 @@ class TenantSettings:
     required_questions: tuple[str, ...] = ()
     max_reservations: Mapping[str, int] = field(default_factory=dict)
     service_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    service_combinations: bool = False
+    combination_branches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def cap(self, service_id: str, service_name: str) -> int:
         """The service's ``config.maxNumberOfReservations``: 0 means no cap (Qmatic's examples)."""
@@ -181,7 +187,10 @@ class SandboxSettings:
     Tenant configuration (every tenant; ``tenant_config`` overrides any of them per tenant):
     ``require_date_of_birth``, ``required_questions`` (question ids a confirm must answer),
     ``max_reservations`` (service id or name, or ``*``, -> ``config.maxNumberOfReservations``; 0 or
-    absent: no cap) and ``service_groups`` (group name -> service ids or names).
+    absent: no cap), ``service_groups`` (group name -> service ids or names),
+    ``service_combinations`` (the system setting that switches combinations on; off, every
+    ``/serviceCombination/`` call is refused) and ``combination_branches`` (branch id or name ->
+    the services, by id or name, that may share one appointment there; other branches have none).
     """
 
     seed: Annotated[int, _int(-(2**63), 2**63 - 1)] = 0
@@ -236,6 +245,14 @@ class SandboxSettings:
         ],
         Field(strict=True, max_length=MAX_TENANT_ENTRIES),
     ] = field(default_factory=dict)
+    service_combinations: Annotated[bool, Field(strict=True)] = False
+    combination_branches: Annotated[
+        dict[
+            Annotated[str, _text(255)],
+            Annotated[tuple[Annotated[str, _text(255)], ...], Field(max_length=MAX_TENANT_ENTRIES)],
+        ],
+        Field(strict=True, max_length=MAX_BRANCHES),
+    ] = field(default_factory=dict)
     tenant_config: Annotated[dict[str, dict[str, Any]], Field(strict=True, max_length=MAX_CLIENTS)] = field(
         default_factory=dict
     )
@@ -245,9 +262,8 @@ class SandboxSettings:
         object.__setattr__(self, "clients", clients)
         object.__setattr__(self, "fault_endpoints", tuple(self.fault_endpoints))
         object.__setattr__(self, "required_questions", tuple(self.required_questions))
-        object.__setattr__(
-            self, "service_groups", {k: tuple(v) for k, v in dict(self.service_groups).items()}
-        )
+        for name in _LIST_MAPPINGS:
+            object.__setattr__(self, name, {k: tuple(v) for k, v in dict(getattr(self, name)).items()})
         self._validate()
         object.__setattr__(self, "moved_paths", _check_moved_paths(self.moved_paths))
         object.__setattr__(self, "tenant_config", _check_tenant_config(self.tenant_config))
@@ -302,7 +318,7 @@ class SandboxSettings:
                 value = value.isoformat() if value else None
             elif f.name in ("fault_endpoints", "required_questions"):
                 value = list(value)
-            elif f.name == "service_groups":
+            elif f.name in _LIST_MAPPINGS:
                 value = {name: list(members) for name, members in value.items()}
             elif f.name == "tenant_config":
                 value = {
@@ -414,7 +430,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError("clients cannot change at run time; start another sandbox")
     if name == "required_questions" and isinstance(value, list):
         return tuple(value)
-    if name == "service_groups" and isinstance(value, dict):
+    if name in _LIST_MAPPINGS and isinstance(value, dict):
         return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     if name == "tenant_config" and isinstance(value, dict):
         return {
@@ -470,7 +486,7 @@ def _check_tenant_config(config: Mapping[str, Mapping[str, Any]]) -> dict[str, d
                 )
             if name == "required_questions" and isinstance(value, list):
                 value = tuple(value)
-            if name == "service_groups" and isinstance(value, dict):
+            if name in _LIST_MAPPINGS and isinstance(value, dict):
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             try:
                 adapters[name].validate_python(value)

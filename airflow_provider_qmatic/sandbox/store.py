@@ -14,11 +14,13 @@ branches and their slot capacity are shared by all tenants, while each tenant's 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import secrets
 import threading
 import uuid
-from datetime import date, datetime
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from airflow_provider_qmatic.api.contract import Scope
@@ -37,7 +39,7 @@ from airflow_provider_qmatic.sandbox.records import (
     Token,
 )
 from airflow_provider_qmatic.sandbox.seed import Branch, SeedData, Service
-from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings
+from airflow_provider_qmatic.sandbox.settings import SandboxClient, SandboxSettings, TenantSettings
 
 
 class Store:
@@ -73,6 +75,8 @@ class Store:
             self._slots[(branch_id, service_id)] = row
             for slot in row:
                 self._slot_index[(branch_id, service_id, slot.start_ts)] = slot
+        # Slot starts per service, in order: combination slots look up the slots a time falls in.
+        self._starts = {key: [slot.start_ts for slot in row] for key, row in self._slots.items()}
         self._appointments: dict[str, Appointment] = {}
         self._by_customer: dict[tuple[str, str], list[str]] = {}
         self._expiry_heap: list[tuple[float, str]] = []
@@ -155,6 +159,102 @@ class Store:
                 if day >= first and free >= number and slot.start_ts > now:
                     out.append(shapes.time_slot(slot, free, rich=rich))
             return out
+
+    def service_combinations(self, tenant: str) -> list[dict[str, Any]]:
+        """``[{branchId, serviceCombinations:[{resourceTypeId, combinableServices, ...}]}]``: one
+        item per branch configured for combinations, one resource type each (Qmatic combines only
+        services that need the same single resource type). ``unCombinableServices`` lists the
+        branch's other services; ``combinedServices`` is left empty, since no public page says what
+        it holds. Refused when the tenant has combinations switched off."""
+        config = self._combinations_on(tenant)
+        out: list[dict[str, Any]] = []
+        for branch in self.seed.branches:
+            members = _combinable(branch, config.combination_branches)
+            if not members:
+                continue
+            combination = {
+                "resourceTypeId": str(uuid.uuid5(_RESOURCE_TYPE_NAMESPACE, branch.id)),
+                "combinableServices": [s.id for s in members],
+                "unCombinableServices": [s.id for s in branch.services if s not in members],
+                "combinedServices": [],
+            }
+            out.append({"branchId": branch.id, "serviceCombinations": [combination]})
+        return out
+
+    def combination_timeslots(
+        self, tenant: str, branch_id: str, service_ids: list[str], first: date, last: date, number: int
+    ) -> list[dict[str, Any]]:
+        """Free times for all of ``service_ids`` one after another: each slot lasts the sum of their
+        durations and starts where the shortest service's slots start; it is listed while every
+        service's own slots cover it with room left. ``number`` is the sum over the services (the
+        page's rule), so each service needs room for ``number / len(service_ids)`` people, rounded up.
+        """
+        config = self._combinations_on(tenant)
+        with self._lock:
+            now = self._expire_due()
+            branch = self._branch(branch_id)
+            services = [self._service(branch_id, sid) for sid in dict.fromkeys(service_ids)]
+            allowed = _combinable(branch, config.combination_branches)
+            refused = [s.id for s in services if s not in allowed]
+            if refused:
+                raise SandboxError(
+                    400,
+                    "invalid_request",
+                    f"serviceId: {', '.join(refused)} cannot be combined at branch {branch_id} "
+                    "(not configured for service combinations there)",
+                )
+            people = -(-number // len(services))
+            if any(0 < config.cap(s.id, s.name) < people for s in services):
+                return []
+            total = sum(s.duration_minutes for s in services) * 60.0
+            grid = min(services, key=lambda s: s.duration_minutes)
+            capacity, rich = self.settings.slot_capacity, self.settings.rich
+            out: list[dict[str, Any]] = []
+            for start in self._slots.get((branch_id, grid.id), ()):
+                day = start.start.date()
+                if day > last:
+                    break
+                if day < first or start.start_ts <= now:
+                    continue
+                used = [
+                    self._busiest(branch_id, s.id, start.start_ts, start.start_ts + total) for s in services
+                ]
+                if None in used:
+                    continue
+                free = capacity - max(u for u in used if u is not None)
+                if free >= people:
+                    window = Slot(branch_id, grid.id, start.start, start.start + timedelta(seconds=total))
+                    out.append(shapes.time_slot(window, free, rich=rich))
+            return out
+
+    def _busiest(self, branch_id: str, service_id: str, begin: float, end: float) -> int | None:
+        """The most places taken in the service's slots that cover [begin, end), or None when its
+        slots leave a gap there (before opening, after closing, another day)."""
+        row = self._slots.get((branch_id, service_id), [])
+        starts = self._starts[(branch_id, service_id)]
+        i = bisect.bisect_right(starts, begin) - 1
+        if i < 0 or row[i].end_ts <= begin:
+            return None
+        busiest, reached = 0, begin
+        while reached < end:
+            if i >= len(row) or row[i].start_ts > reached:
+                return None
+            busiest = max(busiest, row[i].used)
+            reached = row[i].end_ts
+            i += 1
+        return busiest
+
+    def _combinations_on(self, tenant: str) -> TenantSettings:
+        """The tenant's settings; a 400 when its system has service combinations switched off (the
+        page says only that such a tenant's combination calls return an error: code a guess)."""
+        config = self.settings.tenant(tenant)
+        if not config.service_combinations:
+            raise SandboxError(
+                400,
+                "invalid_request",
+                "serviceCombination: service combinations are not switched on for this system",
+            )
+        return config
 
     def free_slots(
         self,
@@ -460,8 +560,15 @@ class Store:
         return shapes.appointment(appointment, settings.tenant(appointment.tenant), rich=settings.rich)
 
 
+def _combinable(branch: Branch, configured: Mapping[str, tuple[str, ...]]) -> list[Service]:
+    """The branch's services that may share an appointment (its entry by id or by name)."""
+    members = configured.get(branch.id) or configured.get(branch.name) or ()
+    return [s for s in branch.services if s.id in members or s.name in members]
+
+
 def _shorten(text: str) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
 _GROUP_NAMESPACE = uuid.UUID("0c5e3f63-8d0b-4f4a-b8a5-6a1f2b7c9d41")
+_RESOURCE_TYPE_NAMESPACE = uuid.UUID("b3a4c1d2-5e6f-4a7b-8c9d-0e1f2a3b4c5d")

@@ -126,6 +126,17 @@ def parse_timeslot_filters(query: Mapping[str, str]) -> int:
     return _reservations("numberOfReservations", int(raw))
 
 
+def parse_service_ids(values: list[str]) -> list[str]:
+    """The ``serviceId`` query values of a combination call: repeated, or one comma-separated
+    value (both plausible readings of the page); at least one."""
+    ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if not ids:
+        raise bad_request("serviceId", "is required: one or more service ids (repeat the parameter)")
+    for service_id in ids:
+        _optional_text("serviceId", service_id, MAX_NAME)
+    return ids
+
+
 def _reservations(field: str, number: Any) -> int:
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise bad_request(field, "must be an integer of at least 1")

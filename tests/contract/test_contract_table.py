@@ -63,6 +63,9 @@ def test_the_sandbox_answers_only_what_the_table_allows(
     )
     client = QmaticClient(config, token_cache=MemoryTokenCache(), sleep=lambda _s: None)
     slots = sandbox.free_slots(limit=8)
+    branch = next(b for b in sandbox.seed()["branches"] if b["id"] == slots[0]["branchId"])
+    pair = [s["id"] for s in branch["services"][:2]]
+    sandbox.configure(service_combinations=True, combination_branches={branch["id"]: pair})
     for i, slot in enumerate(slots[:4]):
         request = BookingRequest.model_validate(
             {
@@ -82,6 +85,8 @@ def test_the_sandbox_answers_only_what_the_table_allows(
             lambda: client.list_branches(),
             lambda s=slot: client.list_services(s["branchId"]),
             lambda: client.list_service_groups(),
+            lambda: client.list_service_combinations(),
+            lambda s=slot: client.find_combination_timeslots(branch["id"], pair, *_days(s["startTime"])),
             lambda s=slot: client.find_timeslots(s["branchId"], s["serviceId"], *_days(s["startTime"])),
             lambda r=request: client.confirm(
                 client.reserve(r.reservation_body()).appointment_id, r.confirmation_body()
@@ -111,8 +116,12 @@ def test_the_sandbox_answers_only_what_the_table_allows(
             client.cancel(appointment["appointmentId"])
             client.cancel(appointment["appointmentId"])  # 409 invalid_state (rich) or 404 (public)
     answered = [r for r in sandbox.recent_requests(limit=1000) if isinstance(r["status"], int)]
+    # Booking several services is not served yet: those rows answer 404 and are not called here.
+    unserved = {"combination_search", "combination_reserve", "combination_confirm", "combination_get"}
     assert {r["endpoint"] for r in answered} >= {op.name for op in contract.OPERATIONS.values()} - {
-        "reschedule"
+        "reschedule",
+        "combination_reschedule",
+        *unserved,
     }
     for entry in answered:
         assert entry["status"] in contract.OPERATIONS[entry["endpoint"]].statuses, entry

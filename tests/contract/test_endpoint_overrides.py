@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -55,6 +56,12 @@ def _config(base_url: str = "http://127.0.0.1:9", endpoints: Any = None) -> Clie
         ({"get": "/external/v1/appointments"}, "endpoints.get", "{appointment_id}"),
         ({"branches": "/external/v1/branches/{branch_id}"}, "endpoints.branches", "no placeholders"),
         ({"reserve": 5}, "endpoints.reserve", "absolute path"),
+        (  # the combination rows are checked like every other row of the table
+            {"combination_timeslots": "/external/v1/serviceCombination/branch/{service_id}/timeslots"},
+            "endpoints.combination_timeslots",
+            "{branch_id}",
+        ),
+        ({"service_combination": "/x"}, "service_combination", "service_combinations"),
         (["reserve", "/x"], "endpoints must be a JSON object", '"reserve"'),
         ('{"reserve": ', "endpoints is not valid JSON", "JSON object"),
         ('["reserve"]', "endpoints must be a JSON object", '"reserve"'),
@@ -123,6 +130,25 @@ def test_requests_go_to_the_moved_paths(server: ScriptedServer) -> None:
         ("POST", "/external/v2/reservations"),
         ("POST", f"/external/v1/Appointments/{APPOINTMENT}/confirmation"),
         ("GET", f"/external/v1/appointments/{APPOINTMENT}"),  # not moved: the contract's path
+    ]
+
+
+def test_combination_reads_go_to_the_moved_paths(server: ScriptedServer) -> None:
+    """The combination calls take overrides by their operation names, like the rest of the table."""
+    moved = {
+        "service_combinations": "/serviceCombination/branch",
+        "combination_timeslots": "/serviceCombination/branches/{branch_id}/timeslots",
+    }
+    server.script("/oauth2/token", token_reply("tok-moved"))
+    server.script("/serviceCombination/", Reply(200, []))
+    branch = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    with QmaticClient(_config(server.base_url, moved), token_cache=MemoryTokenCache()) as client:
+        assert client.list_service_combinations() == []
+        client.find_combination_timeslots(branch, ["s1", "s2"], date(2030, 1, 7), date(2030, 1, 7))
+    assert [(r.method, r.path.split("?")[0]) for r in server.requests] == [
+        ("POST", "/oauth2/token"),
+        ("GET", "/serviceCombination/branch"),
+        ("GET", f"/serviceCombination/branches/{branch}/timeslots"),
     ]
 
 
