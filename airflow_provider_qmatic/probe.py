@@ -9,7 +9,9 @@ value), and a verdict. A moved path shows up as a 404 or 405 on a path that must
 then names the ``endpoints`` key that corrects it, so the fix is a connection edit, not a release.
 
 Every call is a read (``search`` is a POST that changes nothing) and goes through the client, so
-the tenant's request budget and pacing apply: six API requests and a token. ``--write-check`` adds
+the tenant's request budget and pacing apply: seven API requests and a token (eight when the
+tenant has service combinations switched on: the combination listing tells, and then their time
+slots are read too). ``--write-check`` adds
 one reserve and its release (never a confirm), which is the only way to test the write paths and
 risks a 15-minute hold if the release fails; it is therefore opt-in and reports any hold loudly.
 
@@ -68,6 +70,11 @@ _API_PREFIX = "/external/v1"
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _PLAIN_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _MAX_NAMES = 20
+_COMBINATIONS_SAID = {
+    True: "switched on (see the service_combinations row for the branches configured)",
+    False: "switched off (the tenant refused the combination listing)",
+    None: "unknown (see the service_combinations row)",
+}
 _WRITE_WARNING = (
     f"--write-check reserves one free time slot and releases it at once (it never confirms). If the "
     f"release fails, the slot stays held for up to {HOLD_MINUTES} minutes, and nobody can book that "
@@ -115,6 +122,8 @@ SHAPES: dict[str, Shape] = {
     # No page and no Part B row shows this answer: only its container can contradict anything.
     "service_groups": _shape("", "id name"),
     "timeslots": _shape("startTime endTime", "available"),
+    "service_combinations": _shape("branchId serviceCombinations"),
+    "combination_timeslots": _shape("startTime endTime", "available"),
     "get": APPOINTMENT,
     "search": APPOINTMENT,
     "reserve": APPOINTMENT,
@@ -324,6 +333,8 @@ class Probe:
         self.rows: list[Row] = []
         self.scopes: frozenset[Scope] = BOOK_SCOPES
         self.held_reservation: str | None = None
+        # Whether the tenant has service combinations switched on: None while unknown.
+        self.combinations_on: bool | None = None
         self.hold_unknown = False
         self._last_status: int | None = None
         client.session.hooks["response"].append(self._on_response)
@@ -448,6 +459,7 @@ class Probe:
         slots = self.timeslots(services)
         self.get_unknown()
         self.search_unknown()
+        self.combination_timeslots(self.service_combinations())
         if write_check:
             self.write_check(slots, warn=warn)
         return self.rows
@@ -525,6 +537,77 @@ class Probe:
         row.note = f"{found} appointment(s) found for a random identifier (nothing of them printed)" + (
             f"; {row.note}" if row.note else ""
         )
+
+    def service_combinations(self) -> list[Any]:
+        """The combinations of every branch: a read that also says whether the tenant has
+        combinations switched on. Part B: a tenant without them refuses the call (the public page
+        gives no code), so a 400 or 409 reads as "off"; a 404 may be "off" or a moved path."""
+        row = self._row("service_combinations")
+        answer = self._ask(row, self.scopes)
+        if answer.error is None:
+            self._judge_answer(row, answer, "service_combinations", many=True)
+            data = answer.data if isinstance(answer.data, list) else []
+            if row.verdict == "confirmed":
+                self.combinations_on = True
+                configured = sum(1 for b in data if isinstance(b, dict) and b.get("serviceCombinations"))
+                found = f"combinations switched on; {configured} branch(es) configured"
+                row.note = f"{found}; {row.note}" if row.note else found
+            return data
+        if answer.status in (400, 409):
+            self.combinations_on = False
+            row.verdict = "confirmed"
+            row.note = (
+                f"{_status_text(answer)}: service combinations are switched off for this tenant (Part B: "
+                "such a tenant refuses the call; the status is a guess)"
+            )
+        elif answer.status == 404:
+            row.note = (
+                f"{_status_text(answer)}: combinations switched off, or the tenant serves this call "
+                "elsewhere; if the tenant has combinations, "
+                + _path_fix(self.operations[row.operation], OPERATIONS[row.operation])
+            )
+        else:
+            self._refused(row, answer, path_must_exist=False)
+        return []
+
+    def combination_timeslots(self, combinations: list[Any]) -> None:
+        """Time slots for the first two combinable services of the first configured branch."""
+        if self.combinations_on is not True:
+            self._row(
+                "combination_timeslots"
+            ).note = "not called: service combinations are not known to be switched on"
+            return
+        pick = next(
+            (
+                (branch["branchId"], ids[:2])
+                for branch in combinations
+                if isinstance(branch, dict) and isinstance(branch.get("branchId"), str)
+                for combination in branch.get("serviceCombinations") or ()
+                if isinstance(combination, dict)
+                for ids in [[i for i in combination.get("combinableServices") or () if isinstance(i, str)]]
+                if len(ids) >= 2
+            ),
+            None,
+        )
+        if pick is None:
+            self._row("combination_timeslots").note = "not called: no branch lists two combinable services"
+            return
+        branch_id, service_ids = pick
+        last_day = self.today + timedelta(days=self.days - 1)
+        slots = self._listing(
+            "combination_timeslots",
+            path_params={"branch_id": branch_id},
+            params={
+                "serviceId": service_ids,
+                "numberOfReservations": str(len(service_ids)),
+                "from": self.today.isoformat(),
+                "to": last_day.isoformat(),
+            },
+        )
+        row = self.rows[-1]
+        if row.verdict == "confirmed":
+            extra = f"{len(slots)} slots for two combinable services in {self.days} days"
+            row.note = f"{row.note}; {extra}" if row.note else extra
 
     def write_check(self, found: tuple[str, str, list[Any]] | None, *, warn: IO[str] | None) -> None:
         """Reserve one free slot of the timeslot step and release it at once; never confirm."""
@@ -662,6 +745,7 @@ def _report(probe: Probe, conn_id: str, write_check: bool) -> dict[str, Any]:
         "write_check": write_check,
         "rows": [row.as_dict() for row in probe.rows],
         "requests": {"api": probe.client.api_requests, "token": probe.client.token_requests},
+        "service_combinations": probe.combinations_on,
         "held_reservation_id": probe.held_reservation,
         "reservation_may_be_held": probe.hold_unknown or probe.held_reservation is not None,
         "exit_code": probe.exit_code,
@@ -745,6 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=out,
     )
     print(render_table(probe.rows), file=out)
+    print(f"\nService combinations: {_COMBINATIONS_SAID[probe.combinations_on]}", file=out)
     verdict = (
         "Nothing contradicts the contract."
         if probe.exit_code == EXIT_OK

@@ -14,7 +14,11 @@ from tests.probe.conftest import conn_json, run_command, run_probe
 
 pytestmark = pytest.mark.airflow
 
-READS = ["branches", "services", "service_groups", "timeslots", "get", "search"]
+READS = ["branches", "services", "service_groups", "timeslots", "get", "search", "service_combinations"]
+# The probe's rows: the reads, and the combination slots (called only when combinations are on).
+ROWS = [*READS, "combination_timeslots"]
+# Against a sandbox with combinations off (the default): every read confirmed, the slots not called.
+VERDICTS = {**dict.fromkeys(READS, "confirmed"), "combination_timeslots": "unknown"}
 MOVED_SERVICES = "/services"  # where the public page writes it: the most likely real correction
 MOVED_RELEASE = "/external/v1/reservations/{appointment_id}"
 
@@ -42,8 +46,14 @@ def test_public_shape_confirms_every_read(
     run = run_probe(capsys, monkeypatch, "--json")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
-    assert list(rows) == READS
-    assert {op: row["verdict"] for op, row in rows.items()} == dict.fromkeys(READS, "confirmed")
+    assert list(rows) == ROWS
+    assert {op: row["verdict"] for op, row in rows.items()} == VERDICTS
+    # The sandbox's default tenant has service combinations switched off: it refuses, and says so.
+    assert rows["service_combinations"]["status"] == 400
+    assert "switched off" in rows["service_combinations"]["note"]
+    assert rows["combination_timeslots"]["status"] is None
+    assert rows["combination_timeslots"]["note"].startswith("not called")
+    assert run.report()["service_combinations"] is False
     assert rows["get"]["status"] == 404
     assert rows["search"]["note"] == "nothing found, answered as an empty list"
     for op in ("branches", "services", "timeslots"):
@@ -56,12 +66,40 @@ def test_public_shape_confirms_every_read(
         "timeslots": "guess",
         "get": "page",
         "search": "page",
+        "service_combinations": "page",
+        "combination_timeslots": "page",
     }
     # Each read once, nothing written.
     assert api_counts(qmatic_sandbox) == dict.fromkeys(READS, 1)
-    assert run.report()["requests"]["api"] == 6
+    assert run.report()["requests"]["api"] == 7
     assert qmatic_sandbox.appointments() == []
     assert qmatic_sandbox.client_secret not in run.text
+
+
+def test_a_tenant_with_combinations_is_said_to_have_them_and_their_slots_are_read(
+    make_qmatic_sandbox: Callable[..., SandboxServer],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox = make_qmatic_sandbox(service_combinations=True)
+    branch = sandbox.seed()["branches"][0]
+    sandbox.configure(combination_branches={branch["id"]: [s["id"] for s in branch["services"][:2]]})
+    run = run_probe(capsys, monkeypatch, "--json")
+    assert run.code == 0, run.text[-3000:]
+    rows = run.rows()
+    assert list(rows) == ROWS
+    combinations = rows["service_combinations"]
+    assert (combinations["status"], combinations["verdict"]) == (200, "confirmed")
+    assert combinations["shape"]["result"] == "matches"
+    assert combinations["note"].startswith("combinations switched on; 1 branch(es) configured")
+    slots = rows["combination_timeslots"]
+    assert (slots["status"], slots["verdict"], slots["shape"]["result"]) == (200, "confirmed", "matches")
+    assert slots["shape"]["items"] > 0
+    assert run.report()["service_combinations"] is True
+    assert api_counts(sandbox)["combination_timeslots"] == 1
+    assert sandbox.appointments() == []  # still nothing written
+    table = run_probe(capsys, monkeypatch)
+    assert "Service combinations: switched on" in table.out
 
 
 def test_table_output_lists_path_status_shape_source_verdict(
@@ -122,7 +160,7 @@ def test_moved_path_differs_names_the_override_and_the_override_fixes_it(
     rows = run.rows()
     assert rows["services"]["path"] == MOVED_SERVICES
     assert rows["services"]["overridden"] is True
-    assert {op: row["verdict"] for op, row in rows.items()} == dict.fromkeys(READS, "confirmed")
+    assert {op: row["verdict"] for op, row in rows.items()} == VERDICTS
 
     run = run_probe(capsys, monkeypatch, conn=fixed)
     services = next(line for line in run.out.splitlines() if line.startswith("services "))
@@ -138,7 +176,7 @@ def test_write_check_reserves_and_releases_and_confirms_nothing(
     assert "15 minutes" in run.err
     assert "never confirms" in run.err
     rows = run.rows()
-    assert list(rows) == [*READS, "reserve", "release"]
+    assert list(rows) == [*ROWS, "reserve", "release"]
     assert rows["reserve"]["verdict"] == "confirmed"
     assert rows["reserve"]["status"] == 201
     assert rows["release"]["verdict"] == "confirmed"
@@ -195,7 +233,7 @@ def test_command_runs_as_a_process_with_the_connection_in_the_environment(
     report = json.loads(run.out)  # stdout is the JSON document alone, whatever Airflow logs
     assert report["connection"] == "qmatic_default"
     assert report["base_url"] == qmatic_sandbox.base_url
-    assert {row["verdict"] for row in report["rows"]} == {"confirmed"}
+    assert {row["operation"]: row["verdict"] for row in report["rows"]} == VERDICTS
     assert qmatic_sandbox.client_secret not in run.text
 
 
@@ -218,9 +256,11 @@ def test_rich_shape_is_confirmed_too(
     run = run_probe(capsys, monkeypatch, "--json", "--write-check")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
-    assert {op: row["verdict"] for op, row in rows.items()} == dict.fromkeys(
-        [*READS, "reserve", "release"], "confirmed"
-    )
+    assert {op: row["verdict"] for op, row in rows.items()} == {
+        **VERDICTS,
+        "reserve": "confirmed",
+        "release": "confirmed",
+    }
     assert {op: row["shape"]["result"] for op, row in rows.items() if row["shape"]} == {
         "branches": "matches",
         "services": "matches",

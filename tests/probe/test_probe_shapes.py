@@ -84,6 +84,11 @@ def script_odd_tenant(server: ScriptedServer) -> None:
             },
         ),
     )
+    # Combinations switched on, no branch configured, and a field Part B does not name.
+    server.script(
+        "/external/v1/serviceCombination/branch",
+        Reply(200, [{"branchId": BRANCH, "serviceCombinations": [], "contactEmail": PLANTED[0]}]),
+    )
     server.script(
         "/external/v1/appointments/", Reply(404, {"error": "not_found", "message": f"no {PLANTED[3]}"})
     )
@@ -105,12 +110,16 @@ def test_odd_shapes_are_named_by_field_and_no_value_is_shown(
     api = [p for p in origin.paths() if p != "/oauth2/token"]
     assert api[:3] == ["/external/v1/branches", "/external/v1/services", "/external/v1/servicegroups"]
     assert api[3].startswith("/external/v1/appointments/")  # the get of a random id
-    assert api[4:] == ["/external/v1/appointments/search"]
+    # The combination listing; its slots not called, since no branch lists combinable services.
+    assert api[4:] == ["/external/v1/appointments/search", "/external/v1/serviceCombination/branch"]
     if not as_json:
         lines = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
         assert lines["branches"][4:] == ["extra", "fields", "guess", "confirmed"]
         assert lines["services"][4:] == ["differs", "page", "differs"]
         assert lines["service_groups"][3:] == ["405", "-", "guess", "differs"]
+        assert lines["service_combinations"][4:] == ["extra", "fields", "page", "confirmed"]
+        assert "combinations switched on; 0 branch(es) configured" in run.out
+        assert "Service combinations: switched on" in run.out
         assert "missing branch; unexpected duration" in run.out
         assert 'service_groups: add "service_groups" to the connection\'s `endpoints` extra' in run.out
         return
