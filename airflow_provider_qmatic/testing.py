@@ -22,7 +22,8 @@ Marker ``@pytest.mark.qmatic_sandbox(**settings)`` -- run-time settings of ``qma
 test (undone by the next test's reset), e.g. ``require_date_of_birth=True``,
 ``required_questions=["q1"]``, ``max_reservations={"*": 1}``, ``search_answer="object"``,
 ``service_combinations=True, combination_branches={"Stockholm City": ["Passport application",
-"National ID card"]}``, ``tenant_config={"demo": {...}}``. Paths cannot move at run time: use ``make_qmatic_sandbox``.
+"National ID card"]}``, ``tenant_config={"demo": {...}}``. Paths cannot move at run time: use
+``make_qmatic_sandbox``.
 
 This module is imported by every pytest run in an environment that has the provider, so it
 imports only pytest at module level; the sandbox (FastAPI, uvicorn) is imported by the fixtures.
