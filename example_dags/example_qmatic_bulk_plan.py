@@ -153,9 +153,13 @@ with DAG(
             """True once the Variable names this run's plan file (a person read it and approved)."""
             try:
                 from airflow.sdk import Variable
-            except ImportError:  # Airflow 2.11
+
+                approved = Variable.get(APPROVAL_VARIABLE, default=None)
+            except ImportError:  # Airflow 2.11, whose Variable.get names the default default_var
                 from airflow.models import Variable
-            return Variable.get(APPROVAL_VARIABLE, default=None) == Path(plan_path).name
+
+                approved = Variable.get(APPROVAL_VARIABLE, default_var=None)
+            return bool(approved == Path(plan_path).name)
 
         approve = PythonSensor(
             task_id="approve_plan",
