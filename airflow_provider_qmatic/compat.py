@@ -8,6 +8,8 @@ edit. Nothing heavy is imported: this module is loaded whenever a DAG file impor
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 try:  # Airflow 3.x
@@ -68,12 +70,57 @@ def airflow_version() -> str:
     return str(__version__)
 
 
+# Names only sensors and triggers need, imported on first use (PEP 562): operator modules import this
+# module at every DAG parse, and a trigger's base pulls in more than an operator's. The first path
+# that has the name wins; BaseEventTrigger (asset watchers) exists from Airflow 3.0 only.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "BaseSensorOperator": ("airflow.sdk", "airflow.sensors.base"),
+    "PokeReturnValue": ("airflow.sdk", "airflow.sensors.base"),
+    "BaseTrigger": ("airflow.triggers.base",),
+    "BaseEventTrigger": ("airflow.triggers.base",),
+    "TriggerEvent": ("airflow.triggers.base",),
+    "AirflowSkipException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    for module in _LAZY.get(name, ()):
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        globals()[name] = found
+        return found
+    raise AttributeError(f"{__name__} has no {name} on Airflow {airflow_version()}")
+
+
+def default_deferrable() -> bool:
+    """Whether a provider's waiting task defers when its DAG does not say: ``[operators]
+    default_deferrable`` when the deployment set it (environment or ``airflow.cfg``), else True.
+
+    Official providers write ``conf.getboolean("operators", "default_deferrable", fallback=False)``,
+    but Airflow ships a default of ``false`` for the option, so no fallback is ever read: their
+    tasks defer only where the deployment turned deferral on. A sensor that waits hours for a
+    cancellation must not hold a worker slot meanwhile, so here only an explicit setting decides,
+    either way, and otherwise the task defers.
+    """
+    import configparser
+
+    from airflow.configuration import conf
+
+    explicit = any(
+        f"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE{suffix}" in os.environ for suffix in ("", "_CMD", "_SECRET")
+    ) or configparser.RawConfigParser.has_option(conf, "operators", "default_deferrable")
+    return conf.getboolean("operators", "default_deferrable") if explicit else True
+
+
 __all__ = [
     "AirflowFailException",
     "BaseHook",
     "BaseOperator",
     "ObjectStoragePath",
     "airflow_version",
+    "default_deferrable",
     "incr_stat",
     "mask_secret",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_qmatic.api import slots
 from airflow_provider_qmatic.compat import AirflowFailException
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
@@ -198,25 +199,25 @@ def test_text_nested_too_deeply_is_a_config_error_naming_the_argument(text: str)
     ],
 )
 def test_dates_accepted_by_find(value: Any, expected: date | None) -> None:
-    assert appointments._as_date(value, "date_from") == expected
+    assert slots.as_date(value, "date_from") == expected
 
 
 @pytest.mark.parametrize("value", ["2026-12-01garbage", "12/01/2026", "tomorrow", 20261201])
 def test_dates_refused_by_find(value: Any) -> None:
     with pytest.raises(QmaticValidationError, match="date_to: must be a date") as raised:
-        appointments._as_date(value, "date_to")
+        slots.as_date(value, "date_to")
     assert raised.value.field == "date_to"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("3", 3), (0, 0), (20, 20)])
 def test_limit(value: Any, expected: int | None) -> None:
-    assert appointments._as_limit(value) == expected
+    assert slots.as_limit(value) == expected
 
 
 @pytest.mark.parametrize("value", ["-1", "many", True, 2.5])
 def test_bad_limit(value: Any) -> None:
     with pytest.raises(QmaticValidationError, match="limit"):
-        appointments._as_limit(value)
+        slots.as_limit(value)
 
 
 def test_times_in_log_lines() -> None:
