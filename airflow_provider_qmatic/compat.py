@@ -95,23 +95,24 @@ def __getattr__(name: str) -> Any:
 
 
 def default_deferrable() -> bool:
-    """Whether a provider's waiting task defers when its DAG does not say: ``[operators]
-    default_deferrable`` when the deployment set it (environment or ``airflow.cfg``), else True.
+    """Whether a provider's waiting task defers when its DAG does not say: what the deployment set
+    in ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (or its ``_CMD`` / ``_SECRET`` forms), else True.
 
     Official providers write ``conf.getboolean("operators", "default_deferrable", fallback=False)``,
-    but Airflow ships a default of ``false`` for the option, so no fallback is ever read: their
-    tasks defer only where the deployment turned deferral on. A sensor that waits hours for a
-    cancellation must not hold a worker slot meanwhile, so here only an explicit setting decides,
-    either way, and otherwise the task defers.
+    but Airflow ships ``false`` as the option's default and writes it into every ``airflow.cfg`` it
+    generates, so no fallback is ever read and a value in ``airflow.cfg`` cannot tell a choice from
+    the generated default: their tasks defer only where a deployment turned deferral on. A sensor
+    that waits hours for a cancellation must not hold a worker slot meanwhile, so here only the
+    environment variable, which nothing writes by itself, decides, either way; otherwise the task
+    defers. A DAG turns it off with ``deferrable=False`` (also through ``default_args``).
     """
-    import configparser
-
     from airflow.configuration import conf
 
-    explicit = any(
+    if any(
         f"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE{suffix}" in os.environ for suffix in ("", "_CMD", "_SECRET")
-    ) or configparser.RawConfigParser.has_option(conf, "operators", "default_deferrable")
-    return conf.getboolean("operators", "default_deferrable") if explicit else True
+    ):
+        return bool(conf.getboolean("operators", "default_deferrable"))
+    return True
 
 
 __all__ = [
