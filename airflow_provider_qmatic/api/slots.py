@@ -42,6 +42,7 @@ class SlotQuery:
     time_to: time | None = None
     weekdays: tuple[int, ...] | None = None  # Monday is 0
     min_slots: int = 1
+    start_before: datetime | None = None  # an instant: only slots that start earlier
 
     @classmethod
     def parse(
@@ -55,6 +56,7 @@ class SlotQuery:
         time_to: Any = None,
         weekdays: Any = None,
         min_slots: Any = 1,
+        start_before: Any = None,
     ) -> SlotQuery:
         """Check every argument (rendered templates included); raises QmaticValidationError naming
         the first one at fault. ``date_from`` left out is today (UTC), ``date_to`` left out is
@@ -84,6 +86,7 @@ class SlotQuery:
             time_to=end,
             weekdays=_as_weekdays(weekdays),
             min_slots=_as_count(min_slots, "min_slots", least=1) or 1,
+            start_before=_as_instant(start_before, "start_before"),
         )
 
     @classmethod
@@ -102,6 +105,7 @@ class SlotQuery:
             "time_to": None if self.time_to is None else self.time_to.strftime("%H:%M"),
             "weekdays": None if self.weekdays is None else list(self.weekdays),
             "min_slots": self.min_slots,
+            "start_before": None if self.start_before is None else self.start_before.isoformat(),
         }
 
     def matching(self, slots: Iterable[Slot]) -> list[Slot]:
@@ -111,9 +115,16 @@ class SlotQuery:
             start = slot.start_time
             if not slot.is_available:
                 continue
-            if self.time_from is not None or self.time_to is not None or self.weekdays is not None:
+            if (
+                self.time_from is not None
+                or self.time_to is not None
+                or self.weekdays is not None
+                or self.start_before is not None
+            ):
                 if start is None:
                     continue  # a slot without a start cannot be placed in a window
+                if self.start_before is not None and start >= self.start_before:
+                    continue
                 clock = start.time().replace(tzinfo=None)
                 if self.time_from is not None and clock < self.time_from:
                     continue
@@ -158,6 +169,8 @@ class SlotQuery:
             parts.append(f"starting {start}-{end} branch time")
         if self.weekdays is not None:
             parts.append("/".join(WEEKDAYS[day] for day in self.weekdays))
+        if self.start_before is not None:
+            parts.append(f"starting before {self.start_before.isoformat()}")
         return ", ".join(parts)
 
 
@@ -208,6 +221,27 @@ def as_limit(value: Any) -> int | None:
         raise QmaticValidationError(
             "limit: must be a whole number (0 or more), or None for all", field="limit"
         ) from None
+
+
+def _as_instant(value: Any, field: str) -> datetime | None:
+    """An aware moment from a ``datetime`` or ISO-8601 text with an offset; None when not given."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    found: datetime | None = None
+    if isinstance(value, datetime):
+        found = value
+    elif isinstance(value, str):
+        try:
+            found = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            found = None
+    if found is None or found.tzinfo is None or found.utcoffset() is None:
+        raise QmaticValidationError(
+            f"{field}: must be a moment with its offset, such as 2026-12-01T09:00:00+01:00 (text or an "
+            "aware datetime)",
+            field=field,
+        )
+    return found
 
 
 def _as_time(value: Any, field: str) -> time | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
@@ -67,6 +67,8 @@ class QmaticTimeslotAvailableSensor(BaseSensorOperator, QmaticBaseOperator):  # 
     :param weekdays: only these days, ``["mon", "fri"]``, ``"mon,fri"`` or numbers (Monday 0).
         Templated.
     :param min_slots: how many matching free slots to wait for (default 1). Templated.
+    :param start_before: only slots that start before this moment (ISO-8601 with an offset, or an
+        aware datetime): an appointment's own start, to wait for an earlier one. Templated.
     :param deferrable: wait in the triggerer; None follows an explicit ``[operators]
         default_deferrable`` and otherwise defers.
     :param max_poll_interval: seconds the deferred interval grows to while nothing changes.
@@ -84,6 +86,7 @@ class QmaticTimeslotAvailableSensor(BaseSensorOperator, QmaticBaseOperator):  # 
         "time_to",
         "weekdays",
         "min_slots",
+        "start_before",
         "qmatic_conn_id",
     )
     ui_color = "#d9f6e9"
@@ -99,6 +102,7 @@ class QmaticTimeslotAvailableSensor(BaseSensorOperator, QmaticBaseOperator):  # 
         time_to: str | None = None,
         weekdays: str | Sequence[str | int] | None = None,
         min_slots: int | str = 1,
+        start_before: str | datetime | None = None,
         deferrable: bool | None = None,
         max_poll_interval: float | timedelta = _MAX_POLL_INTERVAL,
         waiting_share: float | None = None,
@@ -114,6 +118,7 @@ class QmaticTimeslotAvailableSensor(BaseSensorOperator, QmaticBaseOperator):  # 
         self.time_to = time_to
         self.weekdays = weekdays
         self.min_slots = min_slots
+        self.start_before = start_before
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.max_poll_interval = (
             max_poll_interval.total_seconds()
@@ -189,6 +194,7 @@ class QmaticTimeslotAvailableSensor(BaseSensorOperator, QmaticBaseOperator):  # 
             time_to=self.time_to,
             weekdays=self.weekdays,
             min_slots=self.min_slots,
+            start_before=self.start_before,
         )
 
     def _poll(self) -> list[dict[str, Any]] | None:

@@ -108,8 +108,8 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
     """Fires once ``min_slots`` free slots match: ``{"status": "success", "slots": [...]}`` (the
     find operator's XCom form), or ``{"status": "error", ...}`` (:func:`error_payload`).
 
-    :param branch_id, service_id, date_from, date_to, time_from, time_to, weekdays, min_slots: the
-        slot question (:class:`~airflow_provider_qmatic.api.slots.SlotQuery`).
+    :param branch_id, service_id, date_from, date_to, time_from, time_to, weekdays, min_slots,
+        start_before: the slot question (:class:`~airflow_provider_qmatic.api.slots.SlotQuery`).
     :param qmatic_conn_id: read in the triggerer; nothing of it is serialized.
     :param poll_interval: seconds between polls while the answer changes.
     :param max_poll_interval: the most the interval grows to while nothing changes.
@@ -127,6 +127,7 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
         time_to: str | None = None,
         weekdays: list[int] | None = None,
         min_slots: int = 1,
+        start_before: str | None = None,
         qmatic_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
@@ -142,6 +143,7 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
             time_to=time_to,
             weekdays=weekdays,
             min_slots=min_slots,
+            start_before=start_before,
         )
         self.qmatic_conn_id = qmatic_conn_id
         self.poll_interval = float(poll_interval)
