@@ -26,6 +26,8 @@ OURS = {
     "example_qmatic_cancel": "example_qmatic_cancel.py",
     "example_qmatic_find_and_book": "example_qmatic_find_and_book.py",
     "example_qmatic_update_customers": "example_qmatic_update_customers.py",
+    "example_qmatic_wait_and_book": "example_qmatic_wait_and_book.py",
+    "example_qmatic_move_earlier": "example_qmatic_move_earlier.py",
 }
 
 
@@ -187,6 +189,8 @@ AS_IS_ORDER = (
     "example_qmatic_update_customers",
     "example_qmatic_bulk_cancel",
     "example_qmatic_bulk_book_on_asset",
+    "example_qmatic_wait_and_book",
+    "example_qmatic_move_earlier",
 )
 ACTIVE = ("CONFIRMED", "RESERVED")
 
@@ -247,7 +251,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         seen[dag_id] = sum(_active_by_customer(sandbox).values())
     # What each example left behind: Ada booked once by the book example; Grace added by
     # find-and-book; Ada's appointment moved, then cancelled; the bulk customers booked once each,
-    # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing.
+    # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing;
+    # Alan waited for a free slot and was booked; Katherine, booked two weeks out, moved earlier.
     with open(EXAMPLES / "data" / "bulk_customers.csv", newline="") as handle:
         bulk = len(list(csv.DictReader(handle)))
     assert seen == {
@@ -260,6 +265,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         "example_qmatic_update_customers": 1 + bulk,
         "example_qmatic_bulk_cancel": 1,
         "example_qmatic_bulk_book_on_asset": 1,
+        "example_qmatic_wait_and_book": 2,  # Alan, booked once when a slot was free
+        "example_qmatic_move_earlier": 3,  # Katherine, booked late once, then moved earlier once
     }
     with open(out / "bulk_book_results.csv", newline="") as handle:
         statuses = Counter(row["status"] for row in csv.DictReader(handle))
