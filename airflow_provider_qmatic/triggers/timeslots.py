@@ -108,8 +108,10 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
     """Fires once ``min_slots`` free slots match: ``{"status": "success", "slots": [...]}`` (the
     find operator's XCom form), or ``{"status": "error", ...}`` (:func:`error_payload`).
 
-    :param branch_id, service_id, date_from, date_to, time_from, time_to, weekdays, min_slots,
-        start_before: the slot question (:class:`~airflow_provider_qmatic.api.slots.SlotQuery`).
+    The slot question (``branch_id``, ``service_id``, ``date_from``, ``date_to``, ``time_from``,
+    ``time_to``, ``weekdays``, ``min_slots``, ``start_before``) is checked as
+    :class:`~airflow_provider_qmatic.api.slots.SlotQuery` does, when the trigger is built.
+
     :param qmatic_conn_id: read in the triggerer; nothing of it is serialized.
     :param poll_interval: seconds between polls while the answer changes.
     :param max_poll_interval: the most the interval grows to while nothing changes.
@@ -193,14 +195,15 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
                 while (wait := await asyncio.to_thread(budget.try_acquire)) > 0:
                     await asyncio.sleep(wait)
                 slots: list[Slot] | None = None
+                query = self.current_query()
                 try:
-                    slots = await asyncio.to_thread(find_slots, hook, self.query)
+                    slots = await asyncio.to_thread(find_slots, hook, query)
                 except QmaticError as exc:
                     yield exc
                     if not exc.retryable:
                         return
                 else:
-                    yield self.query.matching(slots)
+                    yield query.matching(slots)
                 answer = _fingerprint(slots)
                 if answer is not None and answer != previous:  # the first answer, or news
                     interval, previous = self.poll_interval, answer
@@ -210,6 +213,10 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
         finally:
             if "client" in vars(hook):  # built: close its pooled connections
                 hook.client.close()
+
+    def current_query(self) -> SlotQuery:
+        """The question to ask at this poll: the one given (a watch may move its days along)."""
+        return self.query
 
     def _waiting_budget(self, hook: QmaticHook) -> RateLimiter:
         from airflow_provider_qmatic import state

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
@@ -192,3 +193,53 @@ def test_waiting_triggers_of_a_tenant_stay_within_their_share(
     assert polls >= 8  # they did poll, as fast as their share allows
     naive = 6 * elapsed / 0.05
     assert polls < naive / 3
+
+
+def test_the_watchers_trigger_serializes_days_ahead_not_dates() -> None:
+    from airflow_provider_qmatic.triggers.timeslot_events import QmaticTimeslotEventTrigger
+
+    trigger = QmaticTimeslotEventTrigger(
+        branch_id=STOCKHOLM, service_id=PASSPORT, days_ahead=14, time_from="08:00"
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_qmatic.triggers.timeslot_events.QmaticTimeslotEventTrigger"
+    assert "date_from" not in kwargs
+    assert "date_to" not in kwargs
+    assert (kwargs["days_ahead"], kwargs["time_from"]) == (14, "08:00")
+    assert QmaticTimeslotEventTrigger(**kwargs).serialize() == (classpath, kwargs)
+    with pytest.raises(ValueError, match="days_ahead, not date_from"):
+        QmaticTimeslotEventTrigger(branch_id=STOCKHOLM, service_id=PASSPORT, date_from="2026-12-01")
+
+
+def test_the_watcher_announces_a_freed_slot_and_keeps_watching(sandbox: Sandbox, full_slot: FullSlot) -> None:
+    """Nothing while the window is full; an event when a cancellation frees its slot; then, with
+    nothing new, no second event (the watch goes on)."""
+    from airflow_provider_qmatic.triggers.timeslot_events import QmaticTimeslotEventTrigger
+
+    window = {k: full_slot.window[k] for k in ("branch_id", "service_id", "time_from", "time_to")}
+    # Up to the full slot's day: it is the first free slot, so no earlier day lists one.
+    days = (date.fromisoformat(full_slot.window["date_to"]) - datetime.now(timezone.utc).date()).days
+    trigger = QmaticTimeslotEventTrigger(**window, days_ahead=days, **FAST)
+    events: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async for event in trigger.run():
+            events.append(event.payload)
+
+    canceller = full_slot.free_one_when_polled(sandbox, polls=2)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(watch())
+        while not events:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # several more polls, all listing the same slot
+        assert not task.done()  # still watching
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    canceller.join()
+    assert len(events) == 1
+    (event,) = events
+    assert (event["status"], event["branch_id"], event["service_id"]) == ("success", STOCKHOLM, PASSPORT)
+    assert [s["start_time"] for s in event["slots"]] == [full_slot.slot["startTime"]]
+    assert sandbox.requests("timeslots") >= 5
