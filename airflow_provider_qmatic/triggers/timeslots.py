@@ -39,7 +39,7 @@ error, so the task's own ``retries`` apply, exactly as when the sensor pokes on 
 from __future__ import annotations
 
 import asyncio
-import logging
+import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.api.models import Slot
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
     from airflow_provider_qmatic.state.budget import RateLimiter
-
-log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_MAX_POLL_INTERVAL = 300.0
@@ -193,7 +191,8 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
             interval, previous = self.poll_interval, None
             while True:
                 while (wait := await asyncio.to_thread(budget.try_acquire)) > 0:
-                    await asyncio.sleep(wait)
+                    # Jittered: many waiters told the same wait would all ask again at once.
+                    await asyncio.sleep(wait * random.uniform(1.0, 1.5))
                 slots: list[Slot] | None = None
                 query = self.current_query()
                 try:
