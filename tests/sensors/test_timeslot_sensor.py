@@ -5,9 +5,6 @@ script (a full slot, then a cancellation); unknown ids fail at once without retr
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -174,26 +171,3 @@ def test_the_deployments_default_deferrable_decides_when_set(
     assert (
         QmaticTimeslotAvailableSensor(task_id="u", deferrable=not deferred, **ids).deferrable is not deferred
     )
-
-
-_IMPORT_PROBE = """
-import json, sys
-import airflow_provider_qmatic.compat
-before = set(sys.modules)
-import airflow_provider_qmatic.sensors.timeslots
-print(json.dumps(sorted(set(sys.modules) - before)))
-"""
-
-
-def test_importing_the_sensor_loads_nothing_heavy() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    added = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "airflow_provider_qmatic.sensors.timeslots" in added
-    ours = [name for name in added if name.startswith("airflow_provider_qmatic.")]
-    assert not any(
-        part in name for name in ours for part in ("triggers", "hooks", "client", "models", "state")
-    )
-    assert not any(name.split(".")[0] in ("requests", "fastapi", "uvicorn", "urllib3") for name in added)
