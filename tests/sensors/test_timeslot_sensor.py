@@ -36,16 +36,21 @@ def sensor_run(name: str, **kwargs: Any) -> Any:
     return run_dag(dag)
 
 
-@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poking"])
+@pytest.mark.parametrize(
+    ("deferrable", "mode"),
+    [(True, "poke"), (False, "poke"), (False, "reschedule")],
+    ids=["deferred", "poking", "rescheduled"],
+)
 def test_waits_for_a_cancellation_and_returns_the_freed_slot(
     sandbox: Sandbox,
     full_slot: FullSlot,
     deferrable: bool,
+    mode: str,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     canceller = full_slot.free_one_when_polled(sandbox, polls=2)
-    dag_run = sensor_run(f"slot_{deferrable}", deferrable=deferrable, **full_slot.window)
+    dag_run = sensor_run(f"slot_{mode}_{deferrable}", deferrable=deferrable, mode=mode, **full_slot.window)
     canceller.join()
 
     assert state_of(dag_run, "wait") == ("success", 1)
