@@ -190,12 +190,12 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
                 return
             interval, previous = self.poll_interval, None
             while True:
-                while (wait := await asyncio.to_thread(budget.try_acquire)) > 0:
-                    # Jittered: many waiters told the same wait would all ask again at once.
-                    await asyncio.sleep(wait * random.uniform(1.0, 1.5))
                 slots: list[Slot] | None = None
                 query = self.current_query()
-                try:
+                try:  # a lost Redis (budget) is an error like a failed poll
+                    while (wait := await asyncio.to_thread(budget.try_acquire)) > 0:
+                        # Jittered: many waiters told the same wait would all ask again at once.
+                        await asyncio.sleep(wait * random.uniform(1.0, 1.5))
                     slots = await asyncio.to_thread(find_slots, hook, query)
                 except QmaticError as exc:
                     yield exc
