@@ -39,6 +39,7 @@ error, so the task's own ``retries`` apply, exactly as when the sensor pokes on 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.api.models import Slot
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
     from airflow_provider_qmatic.state.budget import RateLimiter
+
+log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_MAX_POLL_INTERVAL = 300.0
@@ -204,10 +207,17 @@ class QmaticTimeslotTrigger(BaseTrigger):  # type: ignore[misc]
                 else:
                     yield query.matching(slots)
                 answer = _fingerprint(slots)
-                if answer is not None and answer != previous:  # the first answer, or news
+                changed = answer is not None and answer != previous  # the first answer, or news
+                if changed:
                     interval, previous = self.poll_interval, answer
                 else:
                     interval = min(self.max_poll_interval, interval * GROWTH)
+                log.debug(
+                    "Qmatic slot watch (%s): answer %s; next poll in %.3f s",
+                    query.describe(),
+                    "new" if changed else "unchanged",
+                    interval,
+                )
                 await asyncio.sleep(interval)
         finally:
             if "client" in vars(hook):  # built: close its pooled connections

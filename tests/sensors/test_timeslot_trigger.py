@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import date, datetime, timezone
 from typing import Any
@@ -249,3 +250,59 @@ def test_the_watcher_announces_a_freed_slot_and_keeps_watching(sandbox: Sandbox,
     assert (event["status"], event["branch_id"], event["service_id"]) == ("success", STOCKHOLM, PASSPORT)
     assert [s["start_time"] for s in event["slots"]] == [full_slot.slot["startTime"]]
     assert sandbox.requests("timeslots") >= 5
+
+
+def test_the_interval_grows_while_nothing_changes_and_resets_on_news(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The intervals the trigger chose, as it logs them: from poll_interval up by half each
+    unchanged answer to max_poll_interval; back to poll_interval once a slot of the window fills."""
+    slot = sandbox.free_slots(limit=1)[0]
+    day = slot["startTime"][:10]
+    trigger = QmaticTimeslotTrigger(
+        branch_id=STOCKHOLM,
+        service_id=PASSPORT,
+        date_from=day,
+        date_to=day,
+        min_slots=10**6,  # never enough: it keeps polling
+        poll_interval=0.02,
+        max_poll_interval=0.1,
+    )
+
+    async def main() -> None:
+        task = asyncio.ensure_future(first_event_or_none(trigger))
+        while sandbox.requests("timeslots") < 8:  # the interval has reached its cap
+            await asyncio.sleep(0.05)
+        for n in range(slot["available"]):  # the window's first slot fills: the listing changes
+            await asyncio.to_thread(sandbox.book_directly, customer(str(n)), slot)
+        polls = sandbox.requests("timeslots")
+        while sandbox.requests("timeslots") < polls + 3:
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    with caplog.at_level(logging.DEBUG, logger="airflow_provider_qmatic.triggers.timeslots"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    chosen = [
+        (r.args[1], round(float(r.args[2]), 4))  # type: ignore[index]
+        for r in caplog.records
+        if r.name == "airflow_provider_qmatic.triggers.timeslots"
+    ]
+    assert chosen[:6] == [
+        ("new", 0.02),
+        ("unchanged", 0.03),
+        ("unchanged", 0.045),
+        ("unchanged", 0.0675),
+        ("unchanged", 0.1),
+        ("unchanged", 0.1),
+    ]
+    news = [i for i, (what, _) in enumerate(chosen) if what == "new"]
+    assert len(news) == 2  # the first answer, and the one after the slot filled
+    assert chosen[news[1]] == ("new", 0.02)
+    assert chosen[news[1] - 1] == ("unchanged", 0.1)
+    assert chosen[news[1] + 1 : news[1] + 2] == [("unchanged", 0.03)]
+
+
+async def first_event_or_none(trigger: QmaticTimeslotTrigger) -> Any:
+    async for event in trigger.run():
+        return event
+    return None
