@@ -44,6 +44,19 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "Qmatic Cloud Appointments",
+                "python-modules": ["airflow_provider_qmatic.sensors.timeslots"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Qmatic Cloud Appointments",
+                # Not triggers.timeslot_events: it imports on Airflow 3 only (asset watchers).
+                "python-modules": ["airflow_provider_qmatic.triggers.timeslots"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

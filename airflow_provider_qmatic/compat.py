@@ -8,6 +8,8 @@ edit. Nothing heavy is imported: this module is loaded whenever a DAG file impor
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 try:  # Airflow 3.x
@@ -68,12 +70,58 @@ def airflow_version() -> str:
     return str(__version__)
 
 
+# Names only sensors and triggers need, imported on first use (PEP 562): operator modules import this
+# module at every DAG parse, and a trigger's base pulls in more than an operator's. The first path
+# that has the name wins; BaseEventTrigger (asset watchers) exists from Airflow 3.0 only.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "BaseSensorOperator": ("airflow.sdk", "airflow.sensors.base"),
+    "PokeReturnValue": ("airflow.sdk", "airflow.sensors.base"),
+    "BaseTrigger": ("airflow.triggers.base",),
+    "BaseEventTrigger": ("airflow.triggers.base",),
+    "TriggerEvent": ("airflow.triggers.base",),
+    "AirflowSkipException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    for module in _LAZY.get(name, ()):
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        globals()[name] = found
+        return found
+    raise AttributeError(f"{__name__} has no {name} on Airflow {airflow_version()}")
+
+
+def default_deferrable() -> bool:
+    """Whether a provider's waiting task defers when its DAG does not say: what the deployment set
+    in ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (or its ``_CMD`` / ``_SECRET`` forms), else True.
+
+    Official providers write ``conf.getboolean("operators", "default_deferrable", fallback=False)``,
+    but Airflow ships ``false`` as the option's default and writes it into every ``airflow.cfg`` it
+    generates, so no fallback is ever read and a value in ``airflow.cfg`` cannot tell a choice from
+    the generated default: their tasks defer only where a deployment turned deferral on. A sensor
+    that waits hours for a cancellation must not hold a worker slot meanwhile, so here only the
+    environment variable, which nothing writes by itself, decides, either way; otherwise the task
+    defers. A DAG turns it off with ``deferrable=False`` (also through ``default_args``).
+    """
+    from airflow.configuration import conf
+
+    if any(
+        f"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE{suffix}" in os.environ for suffix in ("", "_CMD", "_SECRET")
+    ):
+        return bool(conf.getboolean("operators", "default_deferrable"))
+    return True
+
+
 __all__ = [
     "AirflowFailException",
     "BaseHook",
     "BaseOperator",
     "ObjectStoragePath",
     "airflow_version",
+    "default_deferrable",
     "incr_stat",
     "mask_secret",
 ]

@@ -3,7 +3,7 @@
 Run them all with ``make bench`` (``.venv/bin/python -m benchmarks.run``); the table is printed and
 written to ``benchmarks/results.md``. ``docs/performance.md`` explains each figure and its baseline.
 One benchmark alone: ``python -m benchmarks.run --only tokens`` (names: tokens, bulk, overhead,
-parse, memory, resume, cluster).
+parse, memory, resume, cluster, waiting).
 
 Every benchmark talks to the local sandbox in a separate process (``python -m
 airflow_provider_qmatic.sandbox``), so the server's CPU is never counted as the client's, and every
@@ -28,4 +28,7 @@ count of requests is the sandbox's own (``/_sandbox/stats``):
   a single booking's time while the bulk jobs saturate the budget; Redis vs host-local state, and
   the bulk budget's reserve for single calls vs none. Needs ``redis-server`` (``make bench``
   installs it).
+* ``waiting``  -- K slot sensors (1, 10, 50) deferred on one tenant, time scaled 60 to 1: requests a
+  minute as a share of the limit, this provider's triggers (waiting budget, growing interval) vs
+  naive sensors polling every interval; and the time from a slot opening to each seeing it.
 """

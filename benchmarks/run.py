@@ -1,7 +1,7 @@
 """Entry point of ``make bench``: run every benchmark, print one markdown table, write results.md.
 
 Usage: ``python -m benchmarks.run [--only NAME ...] [--output PATH]``; names: tokens, bulk,
-overhead, parse, memory, resume, cluster. See the package docstring (``benchmarks/__init__.py``) and
+overhead, parse, memory, resume, cluster, waiting. See the package docstring (``benchmarks/__init__.py``) and
 ``docs/performance.md``.
 """
 
@@ -22,6 +22,7 @@ from benchmarks import (
     parse_cost,
     resume_cost,
     token_stampede,
+    waiting,
 )
 from benchmarks.common import Section, machine
 
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[], Section]] = {
     "memory": memory.run,
     "resume": resume_cost.run,
     "cluster": cluster.run,
+    "waiting": waiting.run,
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 

@@ -30,7 +30,20 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bulk", ("bulk",)),
     (
         "outer",
-        ("", "hooks", "operators", "probe", "testing", "sandbox", "_moved", "models", "contract", "scopes"),
+        (
+            "",
+            "hooks",
+            "operators",
+            "sensors",
+            "triggers",
+            "probe",
+            "testing",
+            "sandbox",
+            "_moved",
+            "models",
+            "contract",
+            "scopes",
+        ),
     ),
 )
 

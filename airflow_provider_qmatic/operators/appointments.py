@@ -16,17 +16,17 @@ module level: the models (pydantic), the client (requests) and the hook are impo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qmatic import DEFAULT_CONN_ID
+from airflow_provider_qmatic.api.slots import DEFAULT_DAYS
 from airflow_provider_qmatic.operators._base import QmaticBaseOperator, rendered
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, Slot
+    from airflow_provider_qmatic.api.models import Appointment, BookingRequest
 
     Context = Mapping[str, Any]
 
@@ -324,7 +324,7 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
     )
     ui_color = "#d9f6c9"
     #: Days searched after ``date_from`` when ``date_to`` is not given.
-    DEFAULT_DAYS = 7
+    DEFAULT_DAYS = DEFAULT_DAYS
 
     def __init__(
         self,
@@ -347,37 +347,33 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         self.limit = limit
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        # The models' GUID rule, applied outside a model (models.py has no public helper for it).
-        from airflow_provider_qmatic.api.models import validate_guid
-        from airflow_provider_qmatic.exceptions import QmaticValidationError
+        from airflow_provider_qmatic.api.slots import SlotQuery, as_limit
 
         with self.failing_fast():
-            ids = {
-                name: validate_guid(getattr(self, name), field=name) for name in ("branch_id", "service_id")
-            }
-            first = _as_date(self.date_from, "date_from") or datetime.now(dt_timezone.utc).date()
-            last = _as_date(self.date_to, "date_to") or first + timedelta(days=self.DEFAULT_DAYS)
-            if last < first:
-                raise QmaticValidationError(
-                    f"date_to: {last.isoformat()} is before date_from {first.isoformat()}; swap them",
-                    field="date_to",
-                )
-            limit = _as_limit(self.limit)
-            slots = self.hook.find_timeslots(ids["branch_id"], ids["service_id"], first, last)
+            query = SlotQuery.parse(
+                branch_id=self.branch_id,
+                service_id=self.service_id,
+                date_from=self.date_from,
+                date_to=self.date_to,
+            )
+            limit = as_limit(self.limit)
+            slots = self.hook.find_timeslots(
+                query.branch_id, query.service_id, query.date_from, query.date_to
+            )
         found = len(slots)
         if self.only_available:
-            slots = [s for s in slots if s.is_available]
+            slots = query.matching(slots)
         if limit is not None:
             slots = slots[:limit]
         self.log.info(
             "Found %d time slot(s) from %s to %s, returning %d%s",
             found,
-            first.isoformat(),
-            last.isoformat(),
+            query.date_from.isoformat(),
+            query.date_to.isoformat(),
             len(slots),
             " (only available ones)" if self.only_available else "",
         )
-        return [_slot_xcom(s, ids["branch_id"], ids["service_id"]) for s in slots]
+        return query.xcom(slots)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -389,62 +385,6 @@ def _try_number(context: Context) -> int:
         return int(getattr(ti, "try_number", 1) or 1)
     except (TypeError, ValueError):
         return 1
-
-
-def _as_date(value: Any, field: str) -> date | None:
-    """A calendar day from a date, a datetime (its own day) or ISO text; None when not given."""
-    from airflow_provider_qmatic.exceptions import QmaticValidationError
-
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == 10:
-                return date.fromisoformat(text)
-            return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).date()
-        except ValueError:
-            pass
-    raise QmaticValidationError(
-        f"{field}: must be a date such as 2026-12-01 (text, a date, a datetime, or a template such as "
-        "'{{ ds }}')",
-        field=field,
-    )
-
-
-def _as_limit(value: Any) -> int | None:
-    """The ``limit`` argument: a whole number (also as rendered text), or None/blank for all."""
-    from airflow_provider_qmatic.exceptions import QmaticValidationError
-
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    limit: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        limit = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        limit = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
-        limit = int(value)
-    if limit is None or limit < 0:
-        raise QmaticValidationError(
-            "limit: must be a whole number (0 or more), or None for all", field="limit"
-        )
-    return limit
-
-
-def _slot_xcom(slot: Slot, branch_id: str, service_id: str) -> dict[str, Any]:
-    data = slot.to_xcom()
-    return {
-        "branch_id": branch_id,
-        "service_id": service_id,
-        "start_time": data.get("start_time"),
-        "end_time": data.get("end_time"),
-        "available": data.get("available"),
-    }
 
 
 def _describe(appointment: Appointment, zone_name: str | None = None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,44 @@ def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
         shared_dir=home if isinstance(home, Path) else None,
         redis=None if isinstance(home, Path) or home is None else home,
     )
+
+
+#: The part of the tenant's requests per minute that waiting sensors and triggers may spend together.
+WAITING_SHARE = 0.5
+_waiting: dict[tuple[str, float, str], RateLimiter] = {}
+_waiting_lock = threading.Lock()
+
+
+def waiting_budget(config: ClientConfig, share: float = WAITING_SHARE) -> RateLimiter:
+    """The budget every sensor and trigger waiting on the tenant draws from before each poll, at
+    ``share`` of ``requests_per_minute``, kept where the tenant's budget is (this process, the
+    host's files, or Redis for the cluster) under its own key.
+
+    A poll still draws from the tenant's budget (:func:`request_budget`) too, so waiters together
+    never take more than ``share`` of it, and bookings always find the rest. One limiter per
+    tenant and share in a process: with ``memory`` that is what makes the triggers of one triggerer
+    share it at all. The tenant has one such bucket whatever share each waiter names; in files each
+    process refills it at its own share, in Redis the lowest share declared wins.
+    """
+    from airflow_provider_qmatic.state.budget import RateLimiter
+
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be above 0 and at most 1, got {share}")
+    # One bucket per tenant, whatever share each waiter was given: their sum must stay bounded.
+    key = "wait-" + _digest(f"{config.base_url}|{config.tenant}")
+    where = f"{config.credential_cache}|{config.credential_cache_dir}|{config.redis_conn_id}"
+    rate = config.requests_per_minute * share
+    with _waiting_lock:
+        found = _waiting.get((key, rate, where))
+        if found is None:
+            home = _home(config)
+            found = _waiting[(key, rate, where)] = RateLimiter(
+                rate,
+                key=key,
+                shared_dir=home if isinstance(home, Path) else None,
+                redis=None if isinstance(home, Path) or home is None else home,
+            )
+        return found
 
 
 def task_journal(

@@ -255,19 +255,26 @@ class RateLimiter:
 
         :param n: request cost, between 0 (exclusive) and the burst less the reserve.
         """
-        if not 0 < n <= self._rules.burst - self._rules.reserve:
-            raise ValueError("n must be greater than 0 and at most the burst less the reserve")
         start = self._clock()
-        while True:
-            wait = self._apply("take", n=n).wait
-            if wait <= 0:
-                break
+        while (wait := self.try_acquire(n)) > 0:
             self._sleep(wait)
         waited = max(0.0, self._clock() - start)
         with self._lock:
-            self._acquired += n
             self._waited_s += waited
         return waited
+
+    def try_acquire(self, n: float = 1.0) -> float:
+        """Take n requests now and return 0, or take nothing and return the seconds to wait before
+        asking again: for callers that must not block a thread while they wait (a trigger sleeps in
+        the triggerer's event loop). Raises QmaticCoordinationError if Redis is lost."""
+        if not 0 < n <= self._rules.burst - self._rules.reserve:
+            raise ValueError("n must be greater than 0 and at most the burst less the reserve")
+        wait = self._apply("take", n=n).wait
+        if wait > 0:
+            return wait
+        with self._lock:
+            self._acquired += n
+        return 0.0
 
     def on_rate_limited(self, retry_after: float | None = None) -> None:
         """A 429 arrived: nobody sends before ``retry_after`` (or a jittered backoff if None), the

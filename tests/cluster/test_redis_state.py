@@ -670,3 +670,29 @@ def test_a_damaged_budget_is_rebuilt_not_fatal(
     assert limiter.current_rate == 600
     assert raw.type(budget) == b"hash"
     assert "rebuilt" in caplog.text
+
+
+def test_waiting_sensors_of_every_host_share_one_waiting_budget(
+    sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two hosts (own state directories) draw as fast as they can from the tenant's waiting budget
+    in Redis (half of 1,200 a minute: about 10 a second, starting empty): together they get one
+    bucket's worth, not one each."""
+    from airflow_provider_qmatic.state import waiting_budget
+
+    hosts = [
+        waiting_budget(redis_config(sandbox, tmp_path / name, redis_server.conn_id, rpm=1200))
+        for name in ("host-a", "host-b")
+    ]
+    assert hosts[0] is not hosts[1]
+    taken = [0, 0]
+    deadline = time.monotonic() + 1.0
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        for number, host in enumerate(hosts):
+            if host.try_acquire() == 0:
+                taken[number] += 1
+        time.sleep(0.005)
+    elapsed = time.monotonic() - started
+    assert sum(taken) <= elapsed * 599 / 60 + 1  # one bucket: refill (600 - 1) a minute, from empty
+    assert min(taken) >= 1  # both hosts were served

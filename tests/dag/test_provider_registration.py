@@ -30,8 +30,14 @@ def test_provider_info_matches_airflows_schema() -> None:
     jsonschema.validate(info, schema)
     assert info["package-name"] == "airflow-provider-qmatic"
     # Unknown keys are ignored silently by Airflow: fail here instead. Airflow 2.11's runtime schema
-    # omits the documentation keys that 3.x's lists, so those three are named here.
-    assert set(info) <= set(schema["properties"]) | {"integrations", "hooks", "operators"}
+    # omits the documentation keys that 3.x's lists, so those are named here.
+    assert set(info) <= set(schema["properties"]) | {
+        "integrations",
+        "hooks",
+        "operators",
+        "sensors",
+        "triggers",
+    }
     for conn in info["connection-types"]:
         assert set(conn) <= {
             "connection-type",
@@ -47,7 +53,10 @@ def test_every_listed_module_imports() -> None:
 
     info = airflow_provider_qmatic.get_provider_info()
     modules = [
-        m for section in ("hooks", "operators") for entry in info[section] for m in entry["python-modules"]
+        m
+        for section in ("hooks", "operators", "sensors", "triggers")
+        for entry in info[section]
+        for m in entry["python-modules"]
     ]
     for name in modules:
         importlib.import_module(name)

@@ -31,12 +31,20 @@ from tests.operators.conftest import (
 pytestmark = pytest.mark.airflow
 
 EXAMPLES = REPO / "example_dags"
+try:
+    from airflow.sdk import AssetWatcher  # noqa: F401
+
+    ASSET_WATCHERS = True
+except ImportError:  # Airflow 2.11
+    ASSET_WATCHERS = False
 OURS = {
     "example_qmatic_book": "example_qmatic_book.py",
     "example_qmatic_reschedule": "example_qmatic_reschedule.py",
     "example_qmatic_cancel": "example_qmatic_cancel.py",
     "example_qmatic_find_and_book": "example_qmatic_find_and_book.py",
     "example_qmatic_update_customers": "example_qmatic_update_customers.py",
+    "example_qmatic_wait_and_book": "example_qmatic_wait_and_book.py",
+    "example_qmatic_move_earlier": "example_qmatic_move_earlier.py",
 }
 
 
@@ -58,6 +66,8 @@ def dag_bag() -> Any:
 def test_every_example_dag_file_loads(dag_bag: Any) -> None:
     assert dag_bag.import_errors == {}
     files = {Path(p).name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
+    if not ASSET_WATCHERS:  # the watcher example defines no DAG there, and says why
+        files.discard("example_qmatic_book_on_free_slot.py")
     loaded = {Path(dag.fileloc).name for dag in dag_bag.dags.values()}
     assert files <= loaded, f"files without a DAG: {files - loaded}"
 
@@ -195,6 +205,10 @@ AS_IS_ORDER = (
     "example_qmatic_bulk_cancel",
     "example_qmatic_bulk_book_on_asset",
     "example_qmatic_bulk_plan",
+    "example_qmatic_wait_and_book",
+    "example_qmatic_move_earlier",
+    # Airflow 3 only (asset watchers); run by hand it has no asset event and books nothing.
+    *(("example_qmatic_book_on_free_slot",) if ASSET_WATCHERS else ()),
 )
 # The DAGs whose runs wait for a person to approve; the as-is runs answer for them (approving).
 WAITS_FOR_APPROVAL = ("example_qmatic_bulk_plan",)
@@ -261,7 +275,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         seen[dag_id] = sum(_active_by_customer(sandbox).values())
     # What each example left behind: Ada booked once by the book example; Grace added by
     # find-and-book; Ada's appointment moved, then cancelled; the bulk customers booked once each,
-    # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing.
+    # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing;
+    # Alan waited for a free slot and was booked; Katherine, booked two weeks out, moved earlier.
     with open(EXAMPLES / "data" / "bulk_customers.csv", newline="") as handle:
         bulk = len(list(csv.DictReader(handle)))
     assert seen == {
@@ -275,6 +290,9 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         "example_qmatic_bulk_cancel": 1,
         "example_qmatic_bulk_book_on_asset": 1,
         "example_qmatic_bulk_plan": 1 + 3,  # its own three customers, booked once after approval
+        "example_qmatic_wait_and_book": 1 + 3 + 1,  # Alan, booked once when a slot was free
+        "example_qmatic_move_earlier": 1 + 3 + 2,  # Katherine, booked late once, then moved earlier once
+        **({"example_qmatic_book_on_free_slot": 1 + 3 + 2} if ASSET_WATCHERS else {}),
     }
     with open(out / "bulk_book_results.csv", newline="") as handle:
         statuses = Counter(row["status"] for row in csv.DictReader(handle))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_qmatic.api import slots
 from airflow_provider_qmatic.compat import AirflowFailException
 from airflow_provider_qmatic.exceptions import (
     QmaticConfigError,
@@ -34,10 +35,16 @@ from tests.operators.conftest import PASSPORT, STOCKHOLM
 _IMPORT_PROBE = """
 import json, sys
 import airflow_provider_qmatic.compat  # Airflow's own authoring interface: the baseline
-before = set(sys.modules)
-import airflow_provider_qmatic.operators.appointments
-print(json.dumps(sorted(set(sys.modules) - before)))
+added = {}
+for name in sys.argv[1:]:
+    before = set(sys.modules)
+    __import__(name)
+    added[name] = sorted(set(sys.modules) - before)
+print(json.dumps(added))
 """
+# DAG files import these; each may add only itself and its small bases (the sensor: Airflow's
+# sensor base too), never the trigger, hook, client or models, which load when a task runs.
+LIGHT = ("airflow_provider_qmatic.operators.appointments", "airflow_provider_qmatic.sensors.timeslots")
 HEAVY = ("requests", "pydantic", "fastapi", "uvicorn", "urllib3")
 OURS_HEAVY = (
     "airflow_provider_qmatic.api.models",
@@ -46,20 +53,26 @@ OURS_HEAVY = (
     "airflow_provider_qmatic.hooks.qmatic",
     "airflow_provider_qmatic.client.auth",
     "airflow_provider_qmatic.state.budget",
+    "airflow_provider_qmatic.triggers",
 )
 
 
-def test_importing_the_operators_loads_nothing_heavy() -> None:
-    """DAG files import this module on every parse: it may add only itself and its small base."""
+def test_importing_the_operators_and_the_sensor_loads_nothing_heavy() -> None:
+    """DAG files import these modules on every parse: each may add only itself and its small bases."""
     result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", _IMPORT_PROBE, *LIGHT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     added = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "airflow_provider_qmatic.operators.appointments" in added  # the probe measured something
-    for name in added:
-        assert name.split(".")[0] not in HEAVY, name
-        assert not any(name == m or name.startswith(m + ".") for m in OURS_HEAVY), name
+    for module in LIGHT:
+        assert module in added[module]  # the probe measured something
+        for name in added[module]:
+            assert name.split(".")[0] not in HEAVY, (module, name)
+            assert not any(name == m or name.startswith(m + ".") for m in OURS_HEAVY), (module, name)
 
 
 def test_templated_fields() -> None:
@@ -205,25 +218,25 @@ def test_text_nested_too_deeply_is_a_config_error_naming_the_argument(text: str)
     ],
 )
 def test_dates_accepted_by_find(value: Any, expected: date | None) -> None:
-    assert appointments._as_date(value, "date_from") == expected
+    assert slots.as_date(value, "date_from") == expected
 
 
 @pytest.mark.parametrize("value", ["2026-12-01garbage", "12/01/2026", "tomorrow", 20261201])
 def test_dates_refused_by_find(value: Any) -> None:
     with pytest.raises(QmaticValidationError, match="date_to: must be a date") as raised:
-        appointments._as_date(value, "date_to")
+        slots.as_date(value, "date_to")
     assert raised.value.field == "date_to"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("3", 3), (0, 0), (20, 20)])
 def test_limit(value: Any, expected: int | None) -> None:
-    assert appointments._as_limit(value) == expected
+    assert slots.as_limit(value) == expected
 
 
 @pytest.mark.parametrize("value", ["-1", "many", True, 2.5])
 def test_bad_limit(value: Any) -> None:
     with pytest.raises(QmaticValidationError, match="limit"):
-        appointments._as_limit(value)
+        slots.as_limit(value)
 
 
 def test_times_in_log_lines() -> None:
