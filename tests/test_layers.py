@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "airflow_provider_qmatic"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground", ("exceptions", "redaction", "compat", "metrics")),
+    # "": the package's __init__, constants only (version, default connection id).
+    ("ground", ("", "exceptions", "redaction", "compat", "metrics")),
     ("api", ("api",)),
     ("config", ("config",)),
     ("state", ("state",)),
@@ -31,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "outer",
         (
-            "",
+            "get_provider_info",
             "hooks",
             "operators",
             "sensors",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_qmatic
+from airflow_provider_qmatic.get_provider_info import get_provider_info
 from airflow_provider_qmatic.hooks.connection_fields import (
     EXTRA_FIELDS,
     HIDDEN_FIELDS,
@@ -26,7 +27,7 @@ def test_provider_info_matches_airflows_schema() -> None:
 
     schema_path = Path(airflow.__file__).with_name("provider_info.schema.json")
     schema = json.loads(schema_path.read_text())
-    info = airflow_provider_qmatic.get_provider_info()
+    info = get_provider_info()
     jsonschema.validate(info, schema)
     assert info["package-name"] == "airflow-provider-qmatic"
     # Unknown keys are ignored silently by Airflow: fail here instead. Airflow 2.11's runtime schema
@@ -51,7 +52,7 @@ def test_provider_info_matches_airflows_schema() -> None:
 def test_every_listed_module_imports() -> None:
     import importlib
 
-    info = airflow_provider_qmatic.get_provider_info()
+    info = get_provider_info()
     modules = [
         m
         for section in ("hooks", "operators", "sensors", "triggers")
@@ -112,7 +113,7 @@ def test_legacy_field_behaviour_matches_provider_info() -> None:
     """The hook-method behaviour (2.11 / 3.0 / 3.1) and the declarative one (3.2+) cannot drift apart."""
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
-    declared = airflow_provider_qmatic.get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+    declared = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
     legacy = QmaticHook.get_ui_field_behaviour()
     assert legacy["hidden_fields"] == declared["hidden-fields"]
     assert legacy["relabeling"] == declared["relabeling"]
@@ -126,7 +127,7 @@ def test_legacy_form_widgets_match_provider_info() -> None:
     )
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
-    info = airflow_provider_qmatic.get_provider_info()["connection-types"][0]
+    info = get_provider_info()["connection-types"][0]
     widgets = QmaticHook.get_connection_form_widgets()
     assert list(widgets) == list(info["conn-fields"])
     required = {name for name, (_, _, schema) in EXTRA_FIELDS.items() if is_required(schema)}
