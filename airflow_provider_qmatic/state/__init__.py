@@ -37,6 +37,13 @@ def _home(config: ClientConfig) -> RedisLink | Path | None:
     return None
 
 
+def _split(home: RedisLink | Path | None) -> tuple[Path | None, RedisLink | None]:
+    """:func:`_home`'s answer as (host directory, Redis link), for backends that take either."""
+    if isinstance(home, Path) or home is None:
+        return home, None
+    return None, home
+
+
 def shared_dir(config: ClientConfig) -> Path:
     """The host directory of the connection's files: ``credential_cache_dir``, or the default."""
     from airflow_provider_qmatic.state._files import default_cache_dir
@@ -64,10 +71,10 @@ def token_spacing(config: ClientConfig, interval: float) -> Spacing:
     from airflow_provider_qmatic.state.budget import Spacing, spacing
 
     key = "token-" + _digest(config.base_url)
-    home = _home(config)
-    if isinstance(home, Path) or home is None:
-        return spacing(interval, key=key, shared_dir=home)
-    return Spacing(interval, key=key, redis=home)
+    directory, redis = _split(_home(config))
+    if redis is None:
+        return spacing(interval, key=key, shared_dir=directory)
+    return Spacing(interval, key=key, redis=redis)
 
 
 def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
@@ -89,14 +96,14 @@ def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
     # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
     # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
     reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
-    home = _home(config)
+    directory, redis = _split(_home(config))
     return RateLimiter(
         config.requests_per_minute,
         burst=burst,
         reserve=reserve,
         key="rate-" + _digest(f"{config.base_url}|{config.tenant}"),
-        shared_dir=home if isinstance(home, Path) else None,
-        redis=None if isinstance(home, Path) or home is None else home,
+        shared_dir=directory,
+        redis=redis,
     )
 
 
@@ -128,12 +135,9 @@ def waiting_budget(config: ClientConfig, share: float = WAITING_SHARE) -> RateLi
     with _waiting_lock:
         found = _waiting.get((key, rate, where))
         if found is None:
-            home = _home(config)
+            directory, redis = _split(_home(config))
             found = _waiting[(key, rate, where)] = RateLimiter(
-                rate,
-                key=key,
-                shared_dir=home if isinstance(home, Path) else None,
-                redis=None if isinstance(home, Path) or home is None else home,
+                rate, key=key, shared_dir=directory, redis=redis
             )
         return found
 
@@ -159,9 +163,9 @@ def task_journal(
     )
 
     name = journal_name(config, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
-    home = _home(config)
-    if not (isinstance(home, Path) or home is None):
-        return RedisJournal(home, name)
+    _, redis = _split(_home(config))
+    if redis is not None:
+        return RedisJournal(redis, name)
     directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
     return FileJournal(directory / name)
 
