@@ -1,12 +1,13 @@
 """No secret in anything Airflow keeps, after every example DAG ran against the sandbox.
 
-Every DAG in example_dags/ runs through the real ``airflow dags test`` CLI (a subprocess, the
-sandbox connection in its environment), in the order their docstrings ask for: book, reschedule,
-cancel, find-and-book, then bulk book, bulk reschedule and bulk cancel (which read the bulk
-booking's results file), the bulk plan (its approval answered from the test), plus one run with a
-wrong client secret, so that a raised exception's text is in what gets searched. Then everything that was kept is searched:
+Every DAG in example_dags/ runs once with ``dag.test()`` (what ``airflow dags test`` runs, in this
+process, the sandbox connection in the environment), in the order their docstrings ask for: book,
+reschedule, cancel, find-and-book, then bulk book, bulk reschedule and bulk cancel (which read the
+bulk booking's results file), the bulk plan (its approval answered from the test), plus one run
+with a wrong client secret through the real ``airflow dags test`` CLI, so that a raised exception's
+text as the CLI prints it is in what gets searched. Then everything that was kept is searched:
 
-* the CLI output (stdout and stderr) of every run;
+* the output of every run (what pytest captured from this process; the CLI's stdout and stderr);
 * every file under ``$AIRFLOW_HOME/logs`` written during the runs (task logs, where kept);
 * the metadata database: XCom values, rendered template fields, the DAG runs' conf (read from the
   SQLite file directly, so the same code works on Airflow 3 and 2.11, where conf is a pickle),
@@ -16,11 +17,11 @@ wrong client secret, so that a raised exception's text is in what gets searched.
 for the client secret, the Basic header value (base64 of ``id:secret``) and every access token the
 sandbox issued (``tokens()``), and for the wrong secret of the failing run and its Basic value.
 
-``airflow dags test`` runs tasks in-process without Airflow's log masking (on both Airflow
-versions), so this checks that the provider itself never emits a secret. The secrets are random
-per run and ASCII, so a plain substring search finds them in JSON and in pickles alike; a
-self-check plants a canary through a DAG run's conf and in files, and asserts the same search finds
-it in each kind of source, so a search that silently looked nowhere would fail.
+``dag.test()`` runs tasks without Airflow's log masking (on both Airflow versions), so this checks
+that the provider itself never emits a secret. The secrets are random per run and ASCII, so a plain
+substring search finds them in JSON and in pickles alike; a self-check plants a canary through a
+DAG run's conf and in files, and asserts the same search finds it in each kind of source, so a
+search that silently looked nowhere would fail.
 """
 
 from __future__ import annotations
@@ -41,13 +42,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_qmatic.sandbox import SandboxClient, SandboxServer, SandboxSettings
-from tests.conftest import AIRFLOW_HOME, REPO, approving, run_airflow
-from tests.operators.test_example_dags import ASSET_WATCHERS
+from tests.conftest import AIRFLOW_HOME, REPO, approving, run_airflow, run_dag
+from tests.operators.test_example_dags import ASSET_WATCHERS, _load_examples
 
-# The module fixture runs ten `airflow dags test` processes (each bounded by run_airflow's own
-# 300 s) before the first test: 230-300 s on a loaded 2-core machine, which the suite-wide 300 s
-# pytest-timeout would cut off. 1200 s is four times that, and still catches a hung run.
-pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
+# The module fixture runs every example before the first test (about a minute, two on a loaded
+# 2-core machine), which the suite-wide 300 s pytest-timeout would come close to cutting off.
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(600)]
 
 EXAMPLES = REPO / "example_dags"
 TENANT = "demo"
@@ -118,13 +118,24 @@ def _dag_state(dag_id: str, marker: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    """Run every example DAG once (and one failing run); collect what Airflow kept."""
+def runs(
+    airflow_db: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Runs]:
+    """Run every example DAG once (and one failing run); collect what Airflow kept.
+
+    The examples run with ``dag.test()`` in this process, which is what ``airflow dags test`` runs,
+    and their output is what pytest captured meanwhile (file descriptors and ``sys`` streams both).
+    Only the failing run goes through the CLI, so that the text the CLI prints for an exception is
+    searched too: one Airflow start instead of fifteen.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is None or not capture.is_globally_capturing():
+        pytest.fail("the leak scan reads the runs' output through pytest's capture: run without -s")
     base = tmp_path_factory.mktemp("leaks")
     out_dir = base / "examples-output"
     cache = base / "token-cache"
     cache.mkdir(mode=0o700)
-    # Task processes would otherwise share the suite's token cache; a private one keeps the bulk
+    # Task runs would otherwise share the suite's token cache; a private one keeps the bulk
     # journals of this module apart too.
     # The rich answer shape echoes notes (the canary) back into XCom, so the scan is shown to read
     # XCom; it is also the shape that echoes the most a leak could hide in.
@@ -133,112 +144,98 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     started = time.time() - 1
     env = {
         **_conn_env(server),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
         "QMATIC_TOKEN_CACHE_DIR": str(cache),
         "QMATIC_EXAMPLE_OUTPUT_DIR": str(out_dir),
     }
     outputs: dict[str, str] = {}
     states: dict[str, str] = {}
 
-    def dags_test(
-        name: str, dag_id: str, conf: dict[str, Any], marker: str, extra_env: dict[str, str] | None = None
-    ) -> None:
-        """``airflow dags test`` with ``conf``; ``marker`` is a value of the conf unique to this run."""
-        result = run_airflow("dags", "test", dag_id, "-c", json.dumps(conf), env={**env, **(extra_env or {})})
-        outputs[name] = result.stdout + "\n" + result.stderr
-        states[name] = _dag_state(dag_id, marker)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        examples = _load_examples()  # parsed with the output directory set
 
-    try:
-        ada, grace, alan, wrong = person("a"), person("g"), person("t"), person("w")
-        dags_test("book", "example_qmatic_book", {"customer": ada, "notes": CANARY}, CANARY)
-        (booked,) = [
-            a
-            for a in server.appointments("CONFIRMED")
-            if a["customer"]["personalIdentifier"] == ada["personal_identifier"]
-        ]
-        later = server.free_slots(limit=12)[-1]
-        dags_test(
-            "reschedule",
-            "example_qmatic_reschedule",
-            {
-                "appointment_id": booked["appointmentId"],
-                "new_start_time": datetime.fromisoformat(later["startTime"]).strftime("%Y-%m-%d %H:%M"),
-                "timezone": "Europe/Stockholm",
-            },
-            booked["appointmentId"],
-        )
-        pid = ada["personal_identifier"]
-        dags_test("cancel", "example_qmatic_cancel", {"personal_identifier": pid}, pid)
-        dags_test(
-            "find_and_book",
-            "example_qmatic_find_and_book",
-            {"customers": [grace, alan]},
-            grace["personal_identifier"],
-        )
-        bulk_conf = {"output_dir": str(out_dir), "booking_results": str(out_dir / "bulk_book_results.csv")}
-        dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)}, str(out_dir))
-        dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf, str(out_dir))
-        dags_test(
-            "update_customers",
-            "example_qmatic_update_customers",
-            {"output_dir": str(out_dir), "customer": {**grace, "email": "grace.new@example.org"}},
-            str(out_dir),
-        )
-        dags_test("bulk_cancel", "example_qmatic_bulk_cancel", bulk_conf, str(out_dir))
-        # The Asset-triggered example books the file that arrived in incoming/ (no params: the
-        # conf only marks the run).
-        incoming = out_dir / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        bea, slot = person("b"), server.free_slots(limit=24)[-1]
-        with open(incoming / "bookings.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["branch_id", "service_id", "start_time", *bea])
-            writer.writeheader()
-            writer.writerow(
-                {
-                    "branch_id": slot["branchId"],
-                    "service_id": slot["serviceId"],
-                    "start_time": slot["startTime"],
-                    **bea,
-                }
-            )
-        dags_test(
-            "bulk_book_on_asset",
-            "example_qmatic_bulk_book_on_asset",
-            {"delivery": str(incoming)},
-            str(incoming),
-        )
-        # The plan example waits for a person between its dry run and its real run: answered here
-        # from this process, as the REST API would, while `airflow dags test` waits for it.
-        with approving("example_qmatic_bulk_plan"):
-            dags_test("bulk_plan", "example_qmatic_bulk_plan", {"output_dir": str(out_dir)}, str(out_dir))
-        kay, kim = person("k"), person("m")
-        dags_test(
-            "wait_and_book", "example_qmatic_wait_and_book", {"customer": kay}, kay["personal_identifier"]
-        )
-        dags_test(
-            "move_earlier",
-            "example_qmatic_move_earlier",
-            {"personal_identifier": kim["personal_identifier"]},
-            kim["personal_identifier"],
-        )
-        if ASSET_WATCHERS:  # run by hand: no asset event, nothing booked
-            hedy = person("h")
+        def dags_test(name: str, dag_id: str, conf: dict[str, Any]) -> None:
+            """``dag.test()`` of ``dag_id`` with ``conf``; its output and final state kept."""
+            capture.read_global_capture()  # drop what came before
+            try:
+                dag_run = run_dag(examples.dags[dag_id], conf=conf)
+                states[name] = str(getattr(dag_run.state, "value", dag_run.state))
+            finally:
+                out, err = capture.read_global_capture()
+                outputs[name] = out + "\n" + err
+
+        try:
+            ada, grace, alan, wrong = person("a"), person("g"), person("t"), person("w")
+            dags_test("book", "example_qmatic_book", {"customer": ada, "notes": CANARY})
+            (booked,) = [
+                a
+                for a in server.appointments("CONFIRMED")
+                if a["customer"]["personalIdentifier"] == ada["personal_identifier"]
+            ]
+            later = server.free_slots(limit=12)[-1]
             dags_test(
-                "book_on_free_slot",
-                "example_qmatic_book_on_free_slot",
-                {"customer": hedy},
-                hedy["personal_identifier"],
+                "reschedule",
+                "example_qmatic_reschedule",
+                {
+                    "appointment_id": booked["appointmentId"],
+                    "new_start_time": datetime.fromisoformat(later["startTime"]).strftime("%Y-%m-%d %H:%M"),
+                    "timezone": "Europe/Stockholm",
+                },
             )
-        dags_test(
-            "wrong_secret",
-            "example_qmatic_book",
-            {"customer": wrong},
-            wrong["personal_identifier"],
-            extra_env=_conn_env(server, password=WRONG_SECRET),
-        )
-        yield Runs(server, out_dir, cache / "bulk-journals", outputs, states, started)
-    finally:
-        server.stop()
+            pid = ada["personal_identifier"]
+            dags_test("cancel", "example_qmatic_cancel", {"personal_identifier": pid})
+            dags_test("find_and_book", "example_qmatic_find_and_book", {"customers": [grace, alan]})
+            bulk_conf = {"output_dir": str(out_dir), "booking_results": str(out_dir / "bulk_book_results.csv")}
+            dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)})
+            dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf)
+            dags_test(
+                "update_customers",
+                "example_qmatic_update_customers",
+                {"output_dir": str(out_dir), "customer": {**grace, "email": "grace.new@example.org"}},
+            )
+            dags_test("bulk_cancel", "example_qmatic_bulk_cancel", bulk_conf)
+            # The Asset-triggered example books the file that arrived in incoming/.
+            incoming = out_dir / "incoming"
+            incoming.mkdir(parents=True, exist_ok=True)
+            bea, slot = person("b"), server.free_slots(limit=24)[-1]
+            with open(incoming / "bookings.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, ["branch_id", "service_id", "start_time", *bea])
+                writer.writeheader()
+                writer.writerow(
+                    {
+                        "branch_id": slot["branchId"],
+                        "service_id": slot["serviceId"],
+                        "start_time": slot["startTime"],
+                        **bea,
+                    }
+                )
+            dags_test("bulk_book_on_asset", "example_qmatic_bulk_book_on_asset", {"delivery": str(incoming)})
+            # The plan example waits for a person between its dry run and its real run: answered
+            # from a thread here, as the REST API would, while the run waits for it.
+            with approving("example_qmatic_bulk_plan"):
+                dags_test("bulk_plan", "example_qmatic_bulk_plan", {"output_dir": str(out_dir)})
+            kay, kim = person("k"), person("m")
+            dags_test("wait_and_book", "example_qmatic_wait_and_book", {"customer": kay})
+            dags_test(
+                "move_earlier", "example_qmatic_move_earlier", {"personal_identifier": kim["personal_identifier"]}
+            )
+            if ASSET_WATCHERS:  # run by hand: no asset event, nothing booked
+                dags_test("book_on_free_slot", "example_qmatic_book_on_free_slot", {"customer": person("h")})
+            # The failing run through the real CLI: what it prints for the exception is searched.
+            result = run_airflow(
+                "dags",
+                "test",
+                "example_qmatic_book",
+                "-c",
+                json.dumps({"customer": wrong}),
+                env={**env, **_conn_env(server, password=WRONG_SECRET)},
+            )
+            outputs["wrong_secret"] = result.stdout + "\n" + result.stderr
+            states["wrong_secret"] = _dag_state("example_qmatic_book", wrong["personal_identifier"])
+            yield Runs(server, out_dir, cache / "bulk-journals", outputs, states, started)
+        finally:
+            server.stop()
 
 
 # -- collecting -----------------------------------------------------------------------------------------
@@ -266,7 +263,7 @@ def _tables(db: sqlite3.Connection) -> list[str]:
 def collect(runs: Runs) -> Corpus:
     corpus = Corpus()
     for name, text in runs.outputs.items():
-        corpus.add(f"cli:{name}", text)
+        corpus.add(f"output:{name}", text)
     for path in sorted((AIRFLOW_HOME / "logs").rglob("*")):
         if path.is_file() and path.stat().st_mtime >= runs.started:
             corpus.add(f"log:{path.relative_to(AIRFLOW_HOME)}", path.read_text(errors="replace"))
@@ -338,7 +335,7 @@ def test_the_search_finds_a_planted_value_in_every_kind_of_source(runs: Runs, co
     try:
         again = collect(runs)
         kinds = {name.split(":", 1)[0] for name in again.find(planted)}
-        assert kinds == {"cli", "log", "results"}, again.find(planted)
+        assert kinds == {"output", "log", "results"}, again.find(planted)
     finally:
         log_file.unlink()
         (runs.out_dir / f"planted-{RUN}.csv").unlink()
@@ -347,7 +344,7 @@ def test_the_search_finds_a_planted_value_in_every_kind_of_source(runs: Runs, co
     assert corpus.find("Booked appointment"), "no run output collected"
     assert any(s.startswith("results:bulk_book_results") for s in corpus.sources)
     assert any(s.startswith("results:bulk_cancel_results") for s in corpus.sources)
-    assert "Check the Client ID, Client Secret" in corpus.sources["cli:wrong_secret"], "no exception text"
+    assert "Check the Client ID, Client Secret" in corpus.sources["output:wrong_secret"], "no exception text"
 
 
 def test_no_secret_in_anything_airflow_kept(runs: Runs, corpus: Corpus) -> None:
