@@ -60,6 +60,7 @@ def test_config_reads_redis_choice_and_conn_id_with_its_default() -> None:
     assert caught.value.field == "redis_conn_id"
 
 
+@pytest.mark.airflow
 def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
     from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 
@@ -73,6 +74,7 @@ def test_hook_reads_both_extras(monkeypatch: pytest.MonkeyPatch, redis_server: R
     assert (config.credential_cache, config.redis_conn_id) == ("redis", redis_server.conn_id)
 
 
+@pytest.mark.airflow
 def test_connection_form_offers_redis() -> None:
     from airflow_provider_qmatic.hooks.connection_fields import EXTRA_FIELDS, PLACEHOLDERS
 
@@ -357,6 +359,7 @@ def test_journal_append_refused_once_the_lease_is_lost(redis_server: RedisServer
     journal.close()
 
 
+@pytest.mark.airflow
 def test_bulk_operators_draw_with_a_reserve_and_single_operators_without(
     qmatic_sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

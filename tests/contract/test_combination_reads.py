@@ -64,6 +64,7 @@ def test_the_client_lists_combinations_and_filters_by_branch(
         assert client.list_service_combinations(other) == []
 
 
+@pytest.mark.airflow
 def test_combination_slots_through_the_hook_with_the_sum_over_the_services(
     sandbox: SandboxServer, branch: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,6 +67,7 @@ def _config(base_url: str = "http://127.0.0.1:9", endpoints: Any = None) -> Clie
         ('["reserve"]', "endpoints must be a JSON object", '"reserve"'),
     ],
 )
+@pytest.mark.airflow
 def test_a_bad_endpoints_extra_is_refused_before_any_request(
     server: ScriptedServer, monkeypatch: pytest.MonkeyPatch, endpoints: Any, named: str, fix: str
 ) -> None:
@@ -152,6 +153,7 @@ def test_combination_reads_go_to_the_moved_paths(server: ScriptedServer) -> None
     ]
 
 
+@pytest.mark.airflow
 def test_a_booking_through_the_hook_against_a_sandbox_with_moved_paths(
     make_qmatic_sandbox: Callable[..., SandboxServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,8 @@ from tests.bulk.conftest import read_outcomes
 from tests.hostile.test_cache_files import outcome_within, plant_fifo
 from tests.scripted_server import Reply, ScriptedServer, scripted, token_reply
 
+pytestmark = pytest.mark.airflow
+
 BRANCH = "e3e70682-c209-4cac-a29f-6fbed82c07cd"
 SERVICE = "c8a70639-eb11-47b3-a7a9-c3787c65c1e5"
 GOOD = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

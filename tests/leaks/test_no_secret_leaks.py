@@ -186,7 +186,10 @@ def runs(
             pid = ada["personal_identifier"]
             dags_test("cancel", "example_qmatic_cancel", {"personal_identifier": pid})
             dags_test("find_and_book", "example_qmatic_find_and_book", {"customers": [grace, alan]})
-            bulk_conf = {"output_dir": str(out_dir), "booking_results": str(out_dir / "bulk_book_results.csv")}
+            bulk_conf = {
+                "output_dir": str(out_dir),
+                "booking_results": str(out_dir / "bulk_book_results.csv"),
+            }
             dags_test("bulk_book", "example_qmatic_bulk_book", {"output_dir": str(out_dir)})
             dags_test("bulk_reschedule", "example_qmatic_bulk_reschedule", bulk_conf)
             dags_test(
@@ -218,7 +221,9 @@ def runs(
             kay, kim = person("k"), person("m")
             dags_test("wait_and_book", "example_qmatic_wait_and_book", {"customer": kay})
             dags_test(
-                "move_earlier", "example_qmatic_move_earlier", {"personal_identifier": kim["personal_identifier"]}
+                "move_earlier",
+                "example_qmatic_move_earlier",
+                {"personal_identifier": kim["personal_identifier"]},
             )
             if ASSET_WATCHERS:  # run by hand: no asset event, nothing booked
                 dags_test("book_on_free_slot", "example_qmatic_book_on_free_slot", {"customer": person("h")})

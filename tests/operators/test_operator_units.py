@@ -32,6 +32,8 @@ from airflow_provider_qmatic.operators.appointments import (
 )
 from tests.operators.conftest import PASSPORT, STOCKHOLM
 
+pytestmark = pytest.mark.airflow
+
 _IMPORT_PROBE = """
 import json, sys
 import airflow_provider_qmatic.compat  # Airflow's own authoring interface: the baseline
