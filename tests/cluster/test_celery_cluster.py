@@ -537,7 +537,13 @@ def test_deferred_sensor_waits_in_the_triggerer_then_books_the_freed_slot(
     """A slot filled by another customer; the sensor (deferrable by default) polls once on a worker,
     defers, and is seen deferred with its trigger held by the triggerer while no worker runs
     anything; the customer cancels; the trigger finds the slot, the sensor returns it and the
-    booking task books it."""
+    booking task books it.
+
+    By default even though the airflow.cfg Airflow generated for the cluster says
+    ``default_deferrable = false``: that line is Airflow's default, not the deployment's choice."""
+    from airflow_provider_qmatic.compat import _GENERATED_DEFAULT_DEFERRABLE
+
+    assert _GENERATED_DEFAULT_DEFERRABLE in (cluster.work / "airflow-home" / "airflow.cfg").read_text()
     _parsed(cluster, WAIT_DAG_ID)
     slot = waiting.admin.free_slots(BRANCH_ID, PICKUP_SERVICE_ID, limit=1)[0]
     blocker = waiting.book(slot, "CLUSTERX0000001")
