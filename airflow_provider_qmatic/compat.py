@@ -94,25 +94,59 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"{__name__} has no {name} on Airflow {airflow_version()}")
 
 
+# What Airflow writes for ``[operators] default_deferrable`` into the airflow.cfg it generates when it
+# first starts (2.11 and 3.x alike): its built-in default, copied, not a choice anyone made.
+_GENERATED_DEFAULT_DEFERRABLE = (
+    "# Variable: AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE\n#\ndefault_deferrable = false\n"
+)
+
+
 def default_deferrable() -> bool:
     """Whether a provider's waiting task defers when its DAG does not say: what the deployment set
-    in ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (or its ``_CMD`` / ``_SECRET`` forms), else True.
+    as ``[operators] default_deferrable``, in ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` or in its
+    airflow.cfg (or with ``conf.set``); True where it set nothing.
 
     Official providers write ``conf.getboolean("operators", "default_deferrable", fallback=False)``,
-    but Airflow ships ``false`` as the option's default and writes it into every ``airflow.cfg`` it
-    generates, so no fallback is ever read and a value in ``airflow.cfg`` cannot tell a choice from
-    the generated default: their tasks defer only where a deployment turned deferral on. A sensor
-    that waits hours for a cancellation must not hold a worker slot meanwhile, so here only the
-    environment variable, which nothing writes by itself, decides, either way; otherwise the task
-    defers. A DAG turns it off with ``deferrable=False`` (also through ``default_args``).
+    which cannot tell a choice from Airflow's built-in ``false``. Here a setting counts if it comes
+    from the environment or from the configuration file: configparser's own ``has_option`` (unlike
+    Airflow's) sees only those, never Airflow's defaults. One line of a file is not a choice either:
+    the ``default_deferrable = false`` Airflow writes, under its ``# Variable:`` comment, into every
+    airflow.cfg it generates; left as generated, the sensor defers. A sensor that waits hours for a
+    cancellation must not hold a worker slot meanwhile unless the deployment said so. A DAG turns
+    deferral off with ``deferrable=False`` (also through ``default_args``).
     """
-    from airflow.configuration import conf
+    import configparser
 
-    if any(
-        f"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE{suffix}" in os.environ for suffix in ("", "_CMD", "_SECRET")
-    ):
-        return bool(conf.getboolean("operators", "default_deferrable"))
-    return True
+    from airflow import configuration
+
+    conf = configuration.conf
+    section, key = "operators", "default_deferrable"
+    if f"AIRFLOW__{section.upper()}__{key.upper()}" not in os.environ:
+        if not configparser.ConfigParser.has_option(conf, section, key):
+            return True
+        raw = configparser.ConfigParser.get(conf, section, key, raw=True)
+        if raw == "false" and _GENERATED_DEFAULT_DEFERRABLE in _text_of(str(configuration.AIRFLOW_CONFIG)):
+            return True
+    return bool(conf.getboolean(section, key))
+
+
+def _text_of(path: str) -> str:
+    """The configuration file's text ('' when unreadable), read again only when it changed: DAG files
+    build sensors at every parse."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ""
+    return _read_text(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_text(path: str, mtime_ns: int, size: int) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except OSError:
+        return ""
 
 
 __all__ = [

@@ -7,7 +7,9 @@ in one temporary directory:
 - PostgreSQL (``initdb`` + ``postgres``, as the ``postgres`` user when the tests run as root, since
   PostgreSQL refuses to run as root): Airflow's metadata database and Celery's result backend;
 - ``qmatic-sandbox`` at a scaled-down limit, so the budget is saturated within seconds;
-- ``airflow db migrate``, then ``airflow api-server``, ``scheduler`` and ``dag-processor``;
+- ``airflow db migrate``, then ``airflow api-server``, ``scheduler``, ``dag-processor`` and
+  ``triggerer`` (the slot sensor's deferred waits and the asset watcher run there; a host of its own,
+  as the workers below);
 - two ``airflow celery worker``s standing in for two hosts: each with its own ``HOME``, its own
   token cache / rate-limit / bulk-journal directory (``QMATIC_TOKEN_CACHE_DIR``), its own Celery
   hostname, and its own Airflow host name (``tests/cluster/cluster_host.py``).
@@ -457,6 +459,8 @@ def _airflow_env(cluster: Cluster, api_port: int, secret: str) -> dict[str, str]
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # A deferred task past its timeout is failed by the scheduler's check (default every 15 s).
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -475,7 +479,8 @@ def _airflow_env(cluster: Cluster, api_port: int, secret: str) -> dict[str, str]
     return env
 
 
-def _worker_env(cluster: Cluster, name: str) -> dict[str, str]:
+def _host_env(cluster: Cluster, name: str) -> dict[str, str]:
+    """The environment of a process on a "host" of its own (a worker, the triggerer)."""
     host = cluster.work / name
     (host / "home").mkdir(parents=True)
     return {
@@ -500,7 +505,7 @@ def start_worker(cluster: Cluster, name: str) -> Proc:
             "--concurrency",
             str(WORKER_CONCURRENCY),
         ],
-        _worker_env(cluster, name),
+        _host_env(cluster, name),
     )
 
 
@@ -527,6 +532,7 @@ def _start_airflow(cluster: Cluster) -> None:
     )
     cluster.start("scheduler", [airflow, "scheduler"], cluster.env)
     cluster.start("dag-processor", [airflow, "dag-processor"], cluster.env)
+    cluster.start("triggerer", [airflow, "triggerer"], _host_env(cluster, "triggerer"))
     for name in WORKERS:
         start_worker(cluster, name)
 
@@ -544,6 +550,15 @@ def _start_airflow(cluster: Cluster) -> None:
         return all("ready." in cluster.procs[name].tail(20000) for name in WORKERS)
 
     wait_for("both Celery workers ready", workers_ready, STARTUP_TIMEOUT, interval=1)
+    wait_for(
+        "the triggerer running",
+        lambda: (
+            cluster.check_alive()
+            or cluster.sql("SELECT 1 FROM job WHERE job_type = 'TriggererJob' AND state = 'running'")
+        ),
+        STARTUP_TIMEOUT,
+        interval=1,
+    )
 
 
 @contextmanager
@@ -582,7 +597,16 @@ def running_cluster() -> Iterator[Cluster]:
         raise
     finally:
         # Workers first (they hold tasks), then Airflow's services, then the stores they use.
-        order = [*WORKERS, "scheduler", "dag-processor", "api-server", "sandbox", "redis", "postgres"]
+        order = [
+            *WORKERS,
+            "triggerer",
+            "scheduler",
+            "dag-processor",
+            "api-server",
+            "sandbox",
+            "redis",
+            "postgres",
+        ]
         for name in sorted(cluster.procs, key=lambda n: order.index(n) if n in order else -1):
             cluster.procs[name].stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,14 +14,21 @@ metadata database: tasks ran on both host names, the killed task failed on its h
 on the other. The last three sandbox checks are cluster-wide guarantees: they hold only with the
 connection's ``credential_cache: redis`` (issue 13), and are expected failures on a provider
 without it.
+
+Then, on the same cluster, the waits of issue 17 through the real ``airflow triggerer``
+(``dags/qmatic_waiting.py``): a deferrable slot sensor seen deferred, with no Celery worker running
+anything, until the test frees its slot, and then booking it; sensors whose ``timeout`` passes,
+deferred and poking alike; and an asset watcher whose event starts a run of the DAG scheduled on it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -44,6 +51,20 @@ from tests.cluster.dags.qmatic_cluster import (
     bulk_customer_id,
     chunk_note,
     single_customer_id,
+)
+from tests.cluster.dags.qmatic_waiting import (
+    BRANCH_ID,
+    LICENCE_SERVICE_ID,
+    PICKUP_SERVICE_ID,
+    TIMEOUT_DAG_ID,
+    TIMEOUT_SENSORS,
+    WAIT_DAG_ID,
+    WAITING_CUSTOMER,
+    WATCH_DAG_ID,
+    WATCH_DAYS_AHEAD,
+    WATCH_TIME,
+    WATCHING_CUSTOMER,
+    customer,
 )
 
 pytestmark = [
@@ -97,14 +118,26 @@ def _token(cluster: Cluster) -> str:
     return str(response.json()["access_token"])
 
 
-def _trigger(cluster: Cluster, run_id: str) -> None:
-    response = requests.post(
-        f"{cluster.api_url}/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None},
+def _api(cluster: Cluster, method: str, path: str, **kwargs: Any) -> Any:
+    """A call to Airflow's REST API (``/api/v2/<path>``) as the admin; its JSON answer, if any."""
+    response = requests.request(
+        method,
+        f"{cluster.api_url}/api/v2/{path}",
         headers={"Authorization": f"Bearer {_token(cluster)}"},
         timeout=30,
+        **kwargs,
     )
-    assert response.status_code in (200, 201), f"trigger: {response.status_code} {response.text[:2000]}"
+    assert response.ok, f"{method} {path}: {response.status_code} {response.text[:2000]}"
+    return response.json() if response.content else None
+
+
+def _trigger(cluster: Cluster, run_id: str, dag_id: str = DAG_ID, conf: dict[str, Any] | None = None) -> None:
+    _api(
+        cluster,
+        "POST",
+        f"dags/{dag_id}/dagRuns",
+        json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
+    )
 
 
 def _confirmed_by_customer(admin: Any) -> Counter[str]:
@@ -367,3 +400,304 @@ def test_one_token_request_per_scope_set(outcome: Outcome) -> None:
     assert by_scopes, "no token was issued at all"
     assert {scopes: n for scopes, n in by_scopes.items() if n != 1} == {}, by_scopes
     assert outcome.stats["token_requests"] == len(outcome.tokens), outcome.stats
+
+
+# ------------------------------------------------------------------ waiting in the triggerer (issue 17)
+# The set-up's own bookings and cancellations (as other customers of the tenant) go straight to the
+# sandbox, whose limit is raised for them: the cluster's processes still pace to the connection's 30.
+SET_UP_REQUESTS_PER_MINUTE = 600
+WAIT_TIMEOUT = 240.0
+
+
+@dataclass
+class Waiting:
+    """The sandbox's admin and a client of the tenant, to fill slots and free them as customers do."""
+
+    admin: Any
+    client: Any
+
+    def book(self, slot: dict[str, Any], personal_identifier: str) -> str:
+        from airflow_provider_qmatic.api.models import BookingRequest
+        from airflow_provider_qmatic.flows import Flows
+
+        request = BookingRequest.parse(
+            {
+                "branch_id": slot["branchId"],
+                "service_id": slot["serviceId"],
+                "start_time": slot["startTime"],
+                "end_time": slot["endTime"],
+                "customer": customer(personal_identifier),
+            }
+        )
+        return str(Flows(self.client).book(request).appointment.appointment_id)
+
+    def confirmed(self, personal_identifier: str) -> list[str]:
+        """The start times of the customer's confirmed appointments."""
+        return [
+            str(a["timeSlot"]["startTime"])
+            for a in self.admin.appointments(status="CONFIRMED")
+            if (a.get("customer") or {}).get("personalIdentifier") == personal_identifier
+        ]
+
+
+@pytest.fixture(scope="module")
+def waiting(cluster: Cluster) -> Iterator[Waiting]:
+    """After the bulk run: one place per slot (one booking fills a slot), and room at the sandbox
+    for the set-up's requests."""
+    from airflow_provider_qmatic.client.client import QmaticClient
+    from airflow_provider_qmatic.config import ClientConfig
+    from airflow_provider_qmatic.sandbox.server import SandboxAdmin
+
+    admin = SandboxAdmin(cluster.sandbox_url)
+    admin.configure(slot_capacity=1, requests_per_minute=SET_UP_REQUESTS_PER_MINUTE)
+    conn = json.loads(cluster.env["AIRFLOW_CONN_QMATIC_DEFAULT"])
+    config = ClientConfig.from_values(
+        client_id=conn["login"],
+        client_secret=conn["password"],
+        tenant=conn["extra"]["tenant"],
+        base_url=conn["extra"]["base_url"],
+        system_id=conn["extra"]["system_id"],
+        credential_cache="memory",
+        requests_per_minute=SET_UP_REQUESTS_PER_MINUTE,
+    )
+    client = QmaticClient(config)
+    try:
+        yield Waiting(admin, client)
+    finally:
+        client.close()
+        admin.close()
+
+
+def _parsed(cluster: Cluster, dag_id: str) -> None:
+    wait_for(
+        f"DAG {dag_id} parsed and serialized",
+        lambda: (
+            cluster.check_alive() or cluster.sql("SELECT 1 FROM serialized_dag WHERE dag_id = %s", (dag_id,))
+        ),
+        DAG_PARSED_TIMEOUT,
+        interval=1,
+    )
+
+
+def _finished(cluster: Cluster, dag_id: str, run_id: str) -> str:
+    """The run's final state, once it has one."""
+
+    def final() -> str | None:
+        cluster.check_alive()
+        rows = cluster.sql("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+        return str(rows[0][0]) if rows and rows[0][0] in ("success", "failed") else None
+
+    return str(wait_for(f"DAG run {dag_id} {run_id} finished", final, WAIT_TIMEOUT, interval=1))
+
+
+def _task_states(cluster: Cluster, dag_id: str, run_id: str) -> dict[str, tuple[str, int]]:
+    rows = cluster.sql(
+        "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = %s AND run_id = %s",
+        (dag_id, run_id),
+    )
+    return {task_id: (state, try_number) for task_id, state, try_number in rows}
+
+
+def _task_log(cluster: Cluster, dag_id: str, run_id: str, task_id: str) -> str:
+    """Every log file of the task's tries (the worker's parts and, for a deferral, the trigger's)."""
+    folder = cluster.work / "airflow-home" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return "\n".join(
+        p.read_text(errors="replace") for p in sorted(folder.glob(f"task_id={task_id}/**/*.log*"))
+    )
+
+
+def _busy_workers(cluster: Cluster) -> dict[str, list[Any]]:
+    """What each Celery worker is executing now, from the workers themselves (``inspect active``)."""
+    from celery import Celery
+
+    app = Celery(broker=f"{cluster.redis_url}/0")
+    try:
+        replies = app.control.inspect(timeout=5).active() or {}
+    finally:
+        app.close()
+    alive = [w for w in WORKERS if w not in cluster.killed]  # the bulk test powered one host off
+    assert sorted(name.split("@")[0] for name in replies) == alive, (
+        f"not every live worker answered: {replies}"
+    )
+    return {name: tasks for name, tasks in replies.items() if tasks}
+
+
+def _timeslot_polls(admin: Any, service_id: str, since: float) -> int:
+    """Listings of ``service_id``'s slots the sandbox answered after ``since`` (time.time())."""
+    return sum(
+        1
+        for r in admin.recent_requests(400)
+        if r["endpoint"] == "timeslots" and service_id in r["path"] and r["time"] > since
+    )
+
+
+def test_deferred_sensor_waits_in_the_triggerer_then_books_the_freed_slot(
+    cluster: Cluster, waiting: Waiting
+) -> None:
+    """A slot filled by another customer; the sensor (deferrable by default) polls once on a worker,
+    defers, and is seen deferred with its trigger held by the triggerer while no worker runs
+    anything; the customer cancels; the trigger finds the slot, the sensor returns it and the
+    booking task books it.
+
+    By default even though the airflow.cfg Airflow generated for the cluster says
+    ``default_deferrable = false``: that line is Airflow's default, not the deployment's choice."""
+    from airflow_provider_qmatic.compat import _GENERATED_DEFAULT_DEFERRABLE
+
+    assert _GENERATED_DEFAULT_DEFERRABLE in (cluster.work / "airflow-home" / "airflow.cfg").read_text()
+    _parsed(cluster, WAIT_DAG_ID)
+    slot = waiting.admin.free_slots(BRANCH_ID, PICKUP_SERVICE_ID, limit=1)[0]
+    blocker = waiting.book(slot, "CLUSTERX0000001")
+    start = datetime.fromisoformat(slot["startTime"])
+    run_id = f"wait__{int(time.time())}"
+    _trigger(
+        cluster,
+        run_id,
+        WAIT_DAG_ID,
+        {
+            "date": start.date().isoformat(),
+            "time_from": start.strftime("%H:%M"),
+            "time_to": (start + timedelta(minutes=1)).strftime("%H:%M"),
+        },
+    )
+
+    def deferred() -> tuple[Any, ...] | None:
+        cluster.check_alive()
+        rows = cluster.sql(
+            "SELECT ti.state, j.hostname, j.job_type FROM task_instance ti "
+            "JOIN trigger t ON t.id = ti.trigger_id JOIN job j ON j.id = t.triggerer_id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = 'wait_for_free_slot'",
+            (WAIT_DAG_ID, run_id),
+        )
+        assert not rows or rows[0][0] == "deferred", rows
+        return rows[0] if rows else None
+
+    assert wait_for("the sensor deferred, its trigger in the triggerer", deferred, WAIT_TIMEOUT) == (
+        "deferred",
+        "triggerer",
+        "TriggererJob",
+    )
+    deferred_at = time.time()
+    # The trigger polls (paced by the tenant's waiting budget) while no worker holds the task.
+    wait_for(
+        "two polls by the trigger",
+        lambda: _timeslot_polls(waiting.admin, PICKUP_SERVICE_ID, deferred_at) >= 2,
+        60,
+    )
+    assert _busy_workers(cluster) == {}
+    assert (
+        cluster.sql(
+            "SELECT task_id, state FROM task_instance WHERE state IN ('queued', 'running', 'scheduled')"
+        )
+        == []
+    )
+    assert _task_states(cluster, WAIT_DAG_ID, run_id)["wait_for_free_slot"][0] == "deferred"
+
+    waiting.client.cancel(blocker)  # the other customer cancels
+    freed = time.monotonic()
+    assert _finished(cluster, WAIT_DAG_ID, run_id) == "success", _task_states(cluster, WAIT_DAG_ID, run_id)
+    print(f"\nslot freed -> run finished: {time.monotonic() - freed:.0f} s")
+
+    assert _task_states(cluster, WAIT_DAG_ID, run_id) == {
+        "wait_for_free_slot": ("success", 1),
+        "book_appointment": ("success", 1),
+    }
+    xcom = cluster.sql(
+        "SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = 'wait_for_free_slot' "
+        "AND key = 'return_value'",
+        (WAIT_DAG_ID, run_id),
+    )
+    value = xcom[0][0]
+    assert (json.loads(value) if isinstance(value, str) else value) == [
+        {
+            "branch_id": BRANCH_ID,
+            "service_id": PICKUP_SERVICE_ID,
+            "start_time": slot["startTime"],
+            "end_time": slot["endTime"],
+            "available": None,
+        }
+    ]
+    assert [datetime.fromisoformat(s) for s in waiting.confirmed(WAITING_CUSTOMER)] == [start]
+    assert "Deferring" in _task_log(cluster, WAIT_DAG_ID, run_id, "wait_for_free_slot")
+
+
+def test_deferred_sensors_time_out_in_the_triggerer_as_poking_ones_do(cluster: Cluster) -> None:
+    """No slot ever opens: after ``timeout`` the deferred sensors end as the poking ones do, failed
+    with a sensor timeout and not retried, or skipped with ``soft_fail``."""
+    _parsed(cluster, TIMEOUT_DAG_ID)
+    run_id = f"timeout__{int(time.time())}"
+    _trigger(cluster, run_id, TIMEOUT_DAG_ID)
+    assert _finished(cluster, TIMEOUT_DAG_ID, run_id) == "failed"
+
+    assert _task_states(cluster, TIMEOUT_DAG_ID, run_id) == {
+        task_id: (expected, 1) for task_id, (_, _, expected) in TIMEOUT_SENSORS.items()
+    }
+    for task_id, (deferrable, soft_fail, _) in TIMEOUT_SENSORS.items():
+        log = _task_log(cluster, TIMEOUT_DAG_ID, run_id, task_id)
+        assert ("Deferring" in log) is deferrable, (task_id, log[-3000:])
+        assert ("AirflowSensorTimeout" in log) is not soft_fail, (task_id, log[-3000:])
+
+
+def test_asset_watcher_in_the_triggerer_starts_a_run_that_books_the_freed_slot(
+    cluster: Cluster, waiting: Waiting
+) -> None:
+    """The watched window full, the DAG scheduled on the asset unpaused: the watcher polls in the
+    triggerer and emits nothing; a customer cancels; the watcher's event becomes an asset event, the
+    scheduler starts one run, and it books the freed slot."""
+    _parsed(cluster, WATCH_DAG_ID)
+    today = datetime.now(timezone.utc).date()
+    last = today + timedelta(days=WATCH_DAYS_AHEAD + 1)  # a day more, should the date change meanwhile
+    watched = [
+        s
+        for s in waiting.admin.free_slots(BRANCH_ID, LICENCE_SERVICE_ID, limit=1000)
+        if s["startTime"][11:16] == WATCH_TIME and datetime.fromisoformat(s["startTime"]).date() <= last
+    ]
+    assert watched, "no watched slot in the sandbox's calendar"
+    blockers = [waiting.book(s, f"CLUSTERX{n + 2:07d}") for n, s in enumerate(watched)]
+
+    _api(cluster, "PATCH", f"dags/{WATCH_DAG_ID}", json={"is_paused": False})
+    # Airflow adds an asset's watchers when it parses the file of an unpaused DAG: now, not in 30 s.
+    file_token = _api(cluster, "GET", f"dags/{WATCH_DAG_ID}/details")["file_token"]
+    _api(cluster, "PUT", f"parseDagFile/{file_token}")
+
+    def watching() -> bool:
+        cluster.check_alive()
+        return bool(
+            cluster.sql(
+                "SELECT 1 FROM asset_watcher w JOIN trigger t ON t.id = w.trigger_id "
+                "JOIN job j ON j.id = t.triggerer_id WHERE j.hostname = 'triggerer'"
+            )
+        )
+
+    wait_for("the asset's watcher running in the triggerer", watching, WAIT_TIMEOUT)
+    since = time.time()
+    wait_for(
+        "two polls by the watcher",
+        lambda: _timeslot_polls(waiting.admin, LICENCE_SERVICE_ID, since) >= 2,
+        60,
+    )
+    runs = "SELECT run_id, run_type, state FROM dag_run WHERE dag_id = %s"
+    assert cluster.sql(runs, (WATCH_DAG_ID,)) == [], "a run before any slot was freed"
+
+    waiting.client.cancel(blockers[0])
+    freed = time.monotonic()
+    started = wait_for(
+        "a run of the DAG scheduled on the asset",
+        lambda: cluster.check_alive() or cluster.sql(runs, (WATCH_DAG_ID,)),
+        WAIT_TIMEOUT,
+    )
+    [(run_id, run_type, _)] = started
+    assert run_type == "asset_triggered"
+    assert _finished(cluster, WATCH_DAG_ID, run_id) == "success", _task_states(cluster, WATCH_DAG_ID, run_id)
+    print(f"\nslot freed -> asset-triggered run finished: {time.monotonic() - freed:.0f} s")
+
+    events = cluster.sql(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = %s",
+        ("qmatic_cluster_free_licence_slot",),
+    )
+    assert len(events) == 1, events
+    extra = events[0][0] if isinstance(events[0][0], dict) else json.loads(events[0][0])
+    assert [s["start_time"] for s in extra["payload"]["slots"]] == [watched[0]["startTime"]]
+    assert [datetime.fromisoformat(s) for s in waiting.confirmed(WATCHING_CUSTOMER)] == [
+        datetime.fromisoformat(watched[0]["startTime"])
+    ]
+    assert len(cluster.sql(runs, (WATCH_DAG_ID,))) == 1

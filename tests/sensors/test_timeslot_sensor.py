@@ -158,21 +158,3 @@ def test_unknown_id_with_soft_fail_skips_in_both_modes(sandbox: Sandbox) -> None
             service_id=PASSPORT,
         )
         assert state_of(dag_run, "wait")[0] == "skipped", deferrable
-
-
-@pytest.mark.parametrize(("setting", "deferred"), [(None, True), ("false", False), ("true", True)])
-def test_the_deployments_default_deferrable_decides_when_set(
-    monkeypatch: pytest.MonkeyPatch, setting: str | None, deferred: bool
-) -> None:
-    """Airflow ships and writes ``default_deferrable = false`` (the test home's airflow.cfg has it),
-    which cannot tell a choice from the generated default: only the deployment's environment
-    variable turns the sensor's deferral off; an argument overrides both."""
-    if setting is None:
-        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
-    else:
-        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
-    ids = {"branch_id": STOCKHOLM, "service_id": PASSPORT}
-    assert QmaticTimeslotAvailableSensor(task_id="t", **ids).deferrable is deferred
-    assert (
-        QmaticTimeslotAvailableSensor(task_id="u", deferrable=not deferred, **ids).deferrable is not deferred
-    )
