@@ -18,6 +18,8 @@ from airflow_provider_qmatic.compat import default_deferrable
 from airflow_provider_qmatic.sensors.timeslots import QmaticTimeslotAvailableSensor
 from tests.operators.conftest import PASSPORT, STOCKHOLM
 
+pytestmark = pytest.mark.airflow
+
 ENV = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
 
 
