@@ -104,9 +104,9 @@ def test_a_bulk_run_counts_requests_429s_tokens_and_rows(
     statsd: StatsdListener,
     tmp_path: Path,
 ) -> None:
-    # The sandbox allows 60 requests a minute in bursts of 2 while the client paces at 6000, so
+    # The sandbox allows 600 requests a minute in bursts of 2 while the client paces at 6000, so
     # Qmatic's 429 (with Retry-After) is answered and waited out during the run.
-    server = make_qmatic_sandbox(SandboxSettings(requests_per_minute=60, api_burst=2), set_env=False)
+    server = make_qmatic_sandbox(SandboxSettings(requests_per_minute=600, api_burst=2), set_env=False)
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     slots = server.free_slots(STOCKHOLM, PASSPORT, 3)
