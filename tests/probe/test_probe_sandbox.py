@@ -237,9 +237,12 @@ def test_command_runs_as_a_process_with_the_connection_in_the_environment(
     assert qmatic_sandbox.client_secret not in run.text
 
 
-def test_command_with_a_bad_endpoints_extra_exits_2_naming_the_field(qmatic_sandbox: SandboxServer) -> None:
+def test_a_bad_endpoints_extra_exits_2_naming_the_field(
+    qmatic_sandbox: SandboxServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In this process (the command's own process start is tested above)."""
     bad = conn_json(qmatic_sandbox.conn_json, endpoints={"timeslots": "/external/v1/timeslots/{branch_id}"})
-    run = run_command(env={"AIRFLOW_CONN_QMATIC_DEFAULT": bad})
+    run = run_probe(capsys, monkeypatch, conn=bad)
     assert run.code == 2, run.text[-3000:]
     assert run.out == ""
     assert "endpoints.timeslots" in run.err
