@@ -435,7 +435,7 @@ class Flows:
         body = request.reservation_body_for(current)
         if request.combined:
             events.step = "service_combinations"
-            self.check_combination(body["branchId"], request.service_ids)
+            self.check_combination(body["branchId"], request.services)
         combination = request.combined
 
         def move(reservation_id: str) -> Appointment:

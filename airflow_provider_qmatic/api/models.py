@@ -873,7 +873,7 @@ class BookingRequest(_TimedRequest):
     service_id: Guid
     # Several services in one appointment (Qmatic's service combinations); service_id is then the
     # first of them. Given one, the booking is a single-service one.
-    service_ids: ServiceList = ()
+    service_ids: ServiceList | None = None
     resource_id: OptionalGuid = None
     start_time: WireDateTime
     end_time: WireDateTime | None = None
@@ -960,12 +960,17 @@ class RescheduleRequest(_TimedRequest):
     notes: Note = Field(default=None, repr=False)
     # The services of an appointment that has several (Qmatic's service combinations): they pick
     # the /serviceCombination/ calls. Never a change of service: they must be the appointment's.
-    service_ids: ServiceList = ()
+    service_ids: ServiceList | None = None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """``service_ids``, or none given: the appointment's service, as it reads."""
+        return self.service_ids or ()
 
     @property
     def combined(self) -> bool:
         """True for an appointment of several services: the ``/serviceCombination/`` calls move it."""
-        return len(self.service_ids) > 1
+        return len(self.services) > 1
 
     def reservation_body_for(self, appointment: Appointment) -> dict[str, Any]:
         """The reserve body for the new slot, taking branch, service and count from the appointment
@@ -974,13 +979,13 @@ class RescheduleRequest(_TimedRequest):
         branch_id = appointment.branch.id if appointment.branch else None
         if self.combined:
             shown = appointment.service_ids_shown
-            if shown and not shown <= set(self.service_ids):
+            if shown and not shown <= set(self.services):
                 raise QmaticValidationError(
                     "service_ids: the appointment is for other services than service_ids; a "
                     "reschedule never changes the services (book a new appointment instead)",
                     field="service_ids",
                 )
-            service: str | tuple[str, ...] | None = self.service_ids
+            service: str | tuple[str, ...] | None = self.services
         else:
             service = appointment.service.id if appointment.service else None
         for name, value in (("branch.id", branch_id), ("service.id", service)):
@@ -992,7 +997,7 @@ class RescheduleRequest(_TimedRequest):
                 )
         return _reservation_body(
             _checked(_guid, branch_id, "branch_id"),
-            self.service_ids if self.combined else _checked(_guid, service, "service_id"),
+            self.services if self.combined else _checked(_guid, service, "service_id"),
             None,
             self.time_slot(),
             self.notes,
@@ -1325,6 +1330,8 @@ class Appointment(_ResponseModel):
         DAG; the customer's personal data stays out of them unless a task really needs it there.
         """
         out = self.model_dump(mode="json")
+        if out.get("services") is None:
+            del out["services"]  # a single service's appointment keeps the form it always had
         if not include_personal_data:
             out["customer"] = None
         return out

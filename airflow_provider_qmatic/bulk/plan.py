@@ -141,7 +141,7 @@ class Planner:
             return RowPlan(0, appointment_id, "already at start_time")
         branch_id = current.branch.id if current.branch is not None else None
         service_id: str | tuple[str, ...] | None = (
-            request.service_ids
+            request.services
             if request.combined
             else current.service.id
             if current.service is not None

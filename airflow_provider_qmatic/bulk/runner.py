@@ -412,7 +412,7 @@ def _row_parser(
             move = RescheduleRequest.parse(flat, timezone=zone)
             key = _fingerprint(signing, "reschedule", move.appointment_id, _instant(move.start_time))
             if move.combined:
-                key = _fingerprint(signing, key, *move.service_ids)
+                key = _fingerprint(signing, key, *move.services)
             return _Item(number, key, move, appointment_id=move.appointment_id), move.appointment_id
         cancel = CancelRequest.parse(flat)
         key = _fingerprint(signing, "cancel", cancel.appointment_id)
