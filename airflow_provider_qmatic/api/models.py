@@ -1050,6 +1050,12 @@ def _checked(rule_fn: Callable[[Any], _V], value: Any, field: str) -> _V:
     raise error
 
 
+def validate_service_ids(value: Any, *, field: str = "service_ids") -> tuple[str, ...]:
+    """Several services checked outside a model (the find operator's ``service_ids``): a list, JSON
+    list text or ids separated by ``;``, each a GUID, none twice."""
+    return _checked(_service_list, value, field)
+
+
 def validate_guid(value: Any, *, field: str) -> str:
     """A GUID argument checked outside a model (e.g. an operator's ``branch_id``), named ``field``."""
     return _checked(_guid, value, field)

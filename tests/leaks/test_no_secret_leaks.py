@@ -128,7 +128,15 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     # journals of this module apart too.
     # The rich answer shape echoes notes (the canary) back into XCom, so the scan is shown to read
     # XCom; it is also the shape that echoes the most a leak could hide in.
-    settings = SandboxSettings(clients=(CLIENT,), requests_per_minute=0, slot_capacity=4, answer_shape="rich")
+    settings = SandboxSettings(
+        clients=(CLIENT,),
+        requests_per_minute=0,
+        slot_capacity=4,
+        answer_shape="rich",
+        # The combination example books two services at Stockholm City.
+        service_combinations=True,
+        combination_branches={"Stockholm City": ("Passport application", "Document pick-up")},
+    )
     server = SandboxServer(settings).start()
     started = time.time() - 1
     env = {
@@ -220,6 +228,13 @@ def runs(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "example_qmatic_move_earlier",
             {"personal_identifier": kim["personal_identifier"]},
             kim["personal_identifier"],
+        )
+        lin = person("l")
+        dags_test(
+            "book_combination",
+            "example_qmatic_book_combination",
+            {"customer": lin},
+            lin["personal_identifier"],
         )
         if ASSET_WATCHERS:  # run by hand: no asset event, nothing booked
             hedy = person("h")
