@@ -79,6 +79,7 @@ def test_templated_fields() -> None:
     assert QmaticBookAppointmentOperator.template_fields == (
         "branch_id",
         "service_id",
+        "service_ids",
         "start_time",
         "end_time",
         "customer",
@@ -92,6 +93,7 @@ def test_templated_fields() -> None:
     assert QmaticBookAppointmentOperator.template_fields_renderers == {
         "customer": "json",
         "information_questions": "json",
+        "service_ids": "json",
     }
     assert QmaticRescheduleAppointmentOperator.template_fields == (
         "appointment_id",
@@ -99,12 +101,14 @@ def test_templated_fields() -> None:
         "end_time",
         "timezone",
         "notes",
+        "service_ids",
         "qmatic_conn_id",
     )
     assert QmaticCancelAppointmentOperator.template_fields == ("appointment_id", "qmatic_conn_id")
     assert QmaticFindTimeslotsOperator.template_fields == (
         "branch_id",
         "service_id",
+        "service_ids",
         "date_from",
         "date_to",
         "limit",
