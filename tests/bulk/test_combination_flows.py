@@ -216,3 +216,18 @@ def test_a_bad_service_ids_cell_fails_its_row_before_any_request(
     assert outcome.status == "invalid"
     assert "service_ids" in str(outcome.error)
     assert len(sandbox.recent_requests(limit=1000)) == before
+
+
+def test_a_dry_run_plans_combination_rows_and_refuses_an_uncombined_one(
+    sandbox: SandboxServer, client: QmaticClient
+) -> None:
+    first, second = _slots(client, 2)
+    rows = [_row(first), _row(second, f"{PASSPORT};{LICENCE}")]
+    result = BulkRunner(client, sleep=lambda _s: None, dry_run=True).book(rows)
+    planned, refused = result.outcomes
+    assert planned.status == "planned"
+    assert refused.status == "failed"
+    assert "service_ids" in str(refused.error)
+    assert LICENCE in str(refused.error)
+    assert sandbox.appointments() == []
+    assert not {"combination_reserve", "reserve"} & set(_endpoints(sandbox))
