@@ -111,3 +111,22 @@ def test_an_unconfirmed_combination_is_released_after_a_lost_confirm(server: Scr
         _flows(server).book(_request())
 
     assert f"/external/v1/reservations/reservations/{RESERVATION}" in server.paths()
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_a_bulk_resume_settles_a_combination_reservation_it_cannot_tell_apart(
+    server: ScriptedServer, confirmed: bool
+) -> None:
+    """A bulk journal does not say whether a reservation was of several services: the single get
+    answers 404 for it here, so the combination get is asked; what it reads decides."""
+    server.script(
+        f"/external/v1/appointments/{RESERVATION}", Reply(404, {"error": "not_found", "message": "no"})
+    )
+    shown = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"} if confirmed else None
+    server.script(f"{COMBI}/appointments/{RESERVATION}", Reply(200, _appointment(shown)))
+
+    settled = _flows(server).settle(RESERVATION, booking=True, combination=None)
+
+    assert settled.fate == ("done" if confirmed else "released")
+    released = f"/external/v1/reservations/reservations/{RESERVATION}" in server.paths()
+    assert released is not confirmed
