@@ -309,7 +309,9 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
     def get_appointment(self, appointment_id: str) -> Appointment:
         return self.client.get_appointment(appointment_id)
 
-    def search_appointments(self, personal_identifier: str, *, combination: bool = False) -> list[Appointment]:
+    def search_appointments(
+        self, personal_identifier: str, *, combination: bool = False
+    ) -> list[Appointment]:
         """A customer's appointments (``combination``: Qmatic's ``/serviceCombination/`` search,
         which a tenant with service combinations offers for appointments of several services)."""
         return self.client.search_appointments(personal_identifier, combination=combination)
