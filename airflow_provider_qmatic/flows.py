@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.api.models import (
         Appointment,
         BookingRequest,
+        BranchCombinations,
         CustomerUpdate,
         RescheduleRequest,
         Service,
@@ -216,9 +217,16 @@ class Flows:
     :param client: every request goes through it (its limiter paces them).
     :param list_services: how to read a branch's services (the bulk runner caches them per branch);
         called with the branch id, it returns that branch's items of the tenant-wide list.
-    :param search: how to search a customer's appointments (the bulk runner caches per customer).
-    :param find_timeslots: how to list a service's free slots at a branch between two dates (for the
-        end time of a booking given without one); by default one request each time.
+    :param search: how to search a customer's appointments, ``search(pid, combination)`` (the
+        bulk runner caches per customer); ``combination`` asks the ``/serviceCombination/`` search.
+    :param find_timeslots: how to list the free slots of a service (or of a combination of several)
+        at a branch between two dates (for the end time of a booking given without one); by default
+        one request each time.
+    :param list_combinations: how to read a branch's service combinations (checked before a
+        combination's first reserve).
+
+    Several services in one appointment (``request.combined``) run the same flows over the
+    ``/serviceCombination/`` twins of reserve, confirm, get, search and reschedule.
     """
 
     def __init__(
@@ -226,19 +234,25 @@ class Flows:
         client: QmaticClient,
         *,
         list_services: Callable[[str], list[Service]] | None = None,
-        search: Callable[[str], list[Appointment]] | None = None,
-        find_timeslots: Callable[[str, str, date, date], list[Slot]] | None = None,
+        search: Callable[[str, bool], list[Appointment]] | None = None,
+        find_timeslots: Callable[[str, tuple[str, ...], date, date], list[Slot]] | None = None,
+        list_combinations: Callable[[str], list[BranchCombinations]] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self._list_services = list_services or (
             lambda branch_id: client.list_services(branch_id, scopes=BOOK_SCOPES)
         )
-        self._search = search or (lambda pid: client.search_appointments(pid, scopes=BOOK_SCOPES))
-        self._find_timeslots = find_timeslots or (
-            lambda branch_id, service_id, first, last: client.find_timeslots(
-                branch_id, service_id, first, last, scopes=BOOK_SCOPES
+        self._search = search or (
+            lambda pid, combination: client.search_appointments(
+                pid, scopes=BOOK_SCOPES, combination=combination
             )
+        )
+        self._find_timeslots = find_timeslots or (
+            lambda branch_id, services, first, last: client_slots(client, branch_id, services, first, last)
+        )
+        self._list_combinations = list_combinations or (
+            lambda branch_id: client.list_service_combinations(branch_id, scopes=BOOK_SCOPES)
         )
         self._sleep = sleep
 
@@ -247,13 +261,12 @@ class Flows:
     def existing_booking(self, request: BookingRequest) -> Appointment | None:
         """The customer's appointment at the request's branch, service and start, found by search
         (see :func:`is_booked`)."""
-        for appointment in self._search(request.customer.personal_identifier):
+        for appointment in self._search(request.customer.personal_identifier, request.combined):
             if (
                 is_booked(appointment)
                 and appointment.branch is not None
                 and appointment.branch.id == request.branch_id
-                and appointment.service is not None
-                and appointment.service.id == request.service_id
+                and _same_services(appointment, request.services)
                 and starts_at(appointment, request.start_time)
             ):
                 return appointment
@@ -265,8 +278,9 @@ class Flows:
                 return service
         return None
 
-    def listed_slot(self, branch_id: str, service_id: str, start: datetime) -> Slot | None:
-        """The time slot Qmatic lists for the service at the branch starting at the instant
+    def listed_slot(self, branch_id: str, service_id: str | tuple[str, ...], start: datetime) -> Slot | None:
+        """The time slot Qmatic lists for the service (or the combination of several) at the branch
+        starting at the instant
         ``start`` (with an aware end after it), or None when the listing shows none.
 
         The listing asks for the day before to the day after the start's date, one request either
@@ -275,9 +289,10 @@ class Flows:
         read slots here, through the same (in bulk, cached) listing.
         """
         day = start.date()
+        services = (service_id,) if isinstance(service_id, str) else service_id
         try:
             slots = self._find_timeslots(
-                branch_id, service_id, day - timedelta(days=1), day + timedelta(days=1)
+                branch_id, services, day - timedelta(days=1), day + timedelta(days=1)
             )
         except QmaticNotFoundError as exc:
             raise QmaticNotFoundError(
@@ -300,14 +315,15 @@ class Flows:
         ``durationMinutes`` when that slot is not listed and the services list carries one; else a
         QmaticValidationError asking for ``end_time``.
         """
-        slot = self.listed_slot(request.branch_id, request.service_id, request.start_time)
+        slot = self.listed_slot(request.branch_id, request.services, request.start_time)
         if slot is not None and slot.end_time is not None:
             return slot.end_time
-        service = self._service(request.branch_id, request.service_id)
+        service = None if request.combined else self._service(request.branch_id, request.service_id)
         if service is not None and service.duration_minutes:
             return request.with_end(int(service.duration_minutes)).time_slot().end_time
         raise QmaticValidationError(
-            f"end_time: no free time slot of service {request.service_id} at branch {request.branch_id} "
+            f"end_time: no free time slot of service {' + '.join(request.services)} at branch "
+            f"{request.branch_id} "
             "starts at start_time, and Qmatic lists no duration for the service, so the end cannot be "
             "worked out; pass end_time, or pick a start from find_timeslots (the slot may be taken)",
             field="end_time",
@@ -326,6 +342,29 @@ class Flows:
                 f"number_of_reservations: service {service_id} allows at most {cap} per appointment "
                 f"(its config.maxNumberOfReservations), got {number}; lower number_of_reservations",
                 field="number_of_reservations",
+            )
+
+    def check_combination(self, branch_id: str, service_ids: tuple[str, ...]) -> None:
+        """Refuse, before any reserve, services that the branch does not list as combinable
+        together (Qmatic's ``/serviceCombination/branch``), or a tenant that refuses the listing
+        (combinations switched off): a QmaticValidationError naming the services and the branch."""
+
+        named = f"services {', '.join(service_ids)} at branch {branch_id}"
+        try:
+            listing: list[BranchCombinations] = self._list_combinations(branch_id)
+        except QmaticValidationError as exc:
+            raise QmaticValidationError(
+                f"service_ids: {named} cannot be booked as one appointment: Qmatic refused to list "
+                f"service combinations ({exc.message}); they may be switched off for this tenant, so "
+                "book the services one by one",
+                field="service_ids",
+            ) from None
+        if not any(item.combinable(service_ids) for item in listing):
+            raise QmaticValidationError(
+                f"service_ids: {named} are not configured to combine in one appointment "
+                "(QmaticHook().list_service_combinations(branch_id) shows what is); book them one "
+                "by one, or have them combined in Qmatic",
+                field="service_ids",
             )
 
     # -- the flows ----------------------------------------------------------------------------
@@ -347,8 +386,12 @@ class Flows:
             if existing is not None:
                 events.emit(DONE, appointment_id=existing.appointment_id)
                 return FlowResult(existing.appointment_id, existing, changed=False)
+        if request.combined:
+            events.step = "service_combinations"
+            self.check_combination(request.branch_id, request.services)
         events.step = "list_services"
-        self.check_reservations_cap(request.branch_id, request.service_id, request.number_of_reservations)
+        for service_id in request.services:
+            self.check_reservations_cap(request.branch_id, service_id, request.number_of_reservations)
         if request.end_time is None:
             events.step = "timeslots"
             request = request.model_copy(update={"end_time": self.end_time(request)})
@@ -356,16 +399,18 @@ class Flows:
 
         def confirm(reservation_id: str) -> Appointment:
             try:
-                return self.client.confirm(reservation_id, confirmation, scopes=BOOK_SCOPES)
+                return self.client.confirm(
+                    reservation_id, confirmation, scopes=BOOK_SCOPES, combination=request.combined
+                )
             except QmaticValidationError as exc:
                 raise tenant_required_field(exc, request) or exc from None
 
         def confirmed(reservation_id: str) -> Appointment | None:
-            current = self._read(reservation_id, BOOK_SCOPES)
+            current = self._read(reservation_id, BOOK_SCOPES, request.combined)
             return current if current is not None and confirmed_by(current, request) else None
 
         appointment = self._reserve_and_commit(
-            request.reservation_body(), BOOK_SCOPES, "confirm", confirm, confirmed, events
+            request.reservation_body(), BOOK_SCOPES, "confirm", confirm, confirmed, events, request.combined
         )
         return _result(appointment.appointment_id, appointment, events)
 
@@ -381,32 +426,42 @@ class Flows:
         """
         events = events or FlowEvents()
         appointment_id = request.appointment_id
-        current = self.movable(appointment_id, events)
+        current = self.movable(appointment_id, events, combination=request.combined)
         if starts_at(current, request.start_time):
             events.emit(DONE, appointment_id=appointment_id)
             return FlowResult(appointment_id, current, changed=False)
         if request.end_time is None:
             request = request.with_end(_minutes(current))
         body = request.reservation_body_for(current)
+        if request.combined:
+            events.step = "service_combinations"
+            self.check_combination(body["branchId"], request.services)
+        combination = request.combined
 
         def move(reservation_id: str) -> Appointment:
-            return self.client.reschedule(appointment_id, reservation_id, scopes=RESCHEDULE_SCOPES)
+            return self.client.reschedule(
+                appointment_id, reservation_id, scopes=RESCHEDULE_SCOPES, combination=combination
+            )
 
         def moved(_reservation_id: str) -> Appointment | None:
             # Part B leaves open what a used reservation reads as: ask the appointment instead.
-            now = self._read(appointment_id, RESCHEDULE_SCOPES)
+            now = self._read(appointment_id, RESCHEDULE_SCOPES, combination)
             return now if now is not None and starts_at(now, request.start_time) else None
 
-        appointment = self._reserve_and_commit(body, RESCHEDULE_SCOPES, "reschedule", move, moved, events)
+        appointment = self._reserve_and_commit(
+            body, RESCHEDULE_SCOPES, "reschedule", move, moved, events, combination
+        )
         return _result(appointment_id, appointment, events)
 
-    def movable(self, appointment_id: str, events: FlowEvents) -> Appointment:
+    def movable(self, appointment_id: str, events: FlowEvents, *, combination: bool = False) -> Appointment:
         """The appointment a reschedule reads first; refused (409 ``invalid_state``) when a status
         Qmatic shows is not CONFIRMED. A reschedule and a bulk dry run read it here alike."""
         from airflow_provider_qmatic.api.models import AppointmentStatus
 
         events.step = "get"
-        current = self.client.get_appointment(appointment_id, scopes=RESCHEDULE_SCOPES)
+        current = self.client.get_appointment(
+            appointment_id, scopes=RESCHEDULE_SCOPES, combination=combination
+        )
         status = current.status_enum
         if status is not None and status is not AppointmentStatus.CONFIRMED:
             raise QmaticConflictError(
@@ -525,7 +580,14 @@ class Flows:
 
     # -- resuming a killed try --------------------------------------------------------------------
 
-    def settle(self, reservation_id: str, *, booking: bool, events: FlowEvents | None = None) -> Settled:
+    def settle(
+        self,
+        reservation_id: str,
+        *,
+        booking: bool,
+        events: FlowEvents | None = None,
+        combination: bool | None = False,
+    ) -> Settled:
         """Find out what became of a reservation a killed try left without an outcome, and clean up.
 
         A booking's reservation is read: confirmed (:func:`confirmed_by`: a customer on it and no
@@ -534,6 +596,10 @@ class Flows:
         expired and deleted). A reschedule's reservation is only released: whether the appointment
         moved is read by the row itself, from the appointment. ``unknown`` (only for bookings)
         means Qmatic could not say now: the row must wait for a later try.
+
+        ``combination`` says which get reads a booking's reservation (the ``/serviceCombination/``
+        one for several services); None (a bulk journal does not say) reads with the single-service
+        get and, on 404, with the combination get too (a refusal of that counts as gone).
         """
         from airflow_provider_qmatic.api.models import AppointmentStatus
 
@@ -543,8 +609,8 @@ class Flows:
             return Settled("released")
         for _look in range(3):
             try:
-                current = self.client.get_appointment(reservation_id, scopes=BOOK_SCOPES)
-            except QmaticNotFoundError:
+                current = self._settle_read(reservation_id, combination)
+            except (QmaticNotFoundError, QmaticValidationError):
                 events.emit(RELEASED, reservation_id=reservation_id)
                 return Settled("released")
             except QmaticError as exc:
@@ -581,6 +647,7 @@ class Flows:
         commit: Callable[[str], Appointment],
         resolve: Callable[[str], Appointment | None],
         events: FlowEvents,
+        combination: bool = False,
     ) -> Appointment:
         """Reserve, commit the reservation, and settle a failed commit; within the reserve budget.
 
@@ -599,7 +666,7 @@ class Flows:
             events.step = "reserve"
             events.emit(RESERVING)
             try:
-                reservation = self.client.reserve(body, scopes=scopes)
+                reservation = self.client.reserve(body, scopes=scopes, combination=combination)
             except QmaticUnknownOutcomeError:
                 # Stored or not, nobody can find it (it has no customer); it expires by itself.
                 events.emit(LOST)
@@ -660,11 +727,42 @@ class Flows:
             return
         events.emit(RELEASED, reservation_id=reservation_id)
 
-    def _read(self, appointment_id: str, scopes: frozenset[Scope]) -> Appointment | None:
+    def _read(
+        self, appointment_id: str, scopes: frozenset[Scope], combination: bool = False
+    ) -> Appointment | None:
         try:
-            return self.client.get_appointment(appointment_id, scopes=scopes)
+            return self.client.get_appointment(appointment_id, scopes=scopes, combination=combination)
         except QmaticError:
             return None
+
+    def _settle_read(self, reservation_id: str, combination: bool | None) -> Appointment:
+        """A reservation read for :meth:`settle` (see there for ``combination``)."""
+        try:
+            return self.client.get_appointment(
+                reservation_id, scopes=BOOK_SCOPES, combination=bool(combination)
+            )
+        except QmaticNotFoundError:
+            if combination is not None:
+                raise
+        return self.client.get_appointment(reservation_id, scopes=BOOK_SCOPES, combination=True)
+
+
+def client_slots(
+    client: QmaticClient, branch_id: str, services: tuple[str, ...], first: date, last: date
+) -> list[Slot]:
+    """Free slots of one service, or of a combination of several (one request either way)."""
+    if len(services) > 1:
+        return client.find_combination_timeslots(branch_id, services, first, last, scopes=BOOK_SCOPES)
+    return client.find_timeslots(branch_id, services[0], first, last, scopes=BOOK_SCOPES)
+
+
+def _same_services(appointment: Appointment, services: tuple[str, ...]) -> bool:
+    """True if the appointment is for ``services``: the ids it shows equal them; or, when it shows
+    only ``service`` (Part B allows a combination's answer either form), that one is among them."""
+    shown = appointment.service_ids_shown
+    if appointment.services:
+        return shown == frozenset(services)
+    return bool(shown) and shown <= frozenset(services) and (len(services) > 1 or shown == {services[0]})
 
 
 def starts_at(appointment: Appointment, start: datetime) -> bool:

@@ -50,6 +50,7 @@ Importing this module does not import Airflow.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -559,6 +560,42 @@ def _reservations(value: Any) -> int:
     return number
 
 
+def _service_list(value: Any) -> tuple[str, ...]:
+    """Several services of one appointment: a list, JSON list text (a templated field, a JSON Lines
+    cell) or text with ids separated by ``;`` (a CSV cell); at least one, each a GUID, none twice."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise _rule(
+                    'is not a JSON list of service ids; write ["<id>", "<id>"] or <id>;<id>'
+                ) from None
+        else:
+            value = [part for part in text.split(";") if part.strip()]
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise _rule(f"must be a list of service ids (or text with ids separated by ';'), got {_kind(value)}")
+    ids = tuple(_guid(item) for item in value)
+    if not ids:
+        raise _rule("names no service; give one or more service ids")
+    if len(set(ids)) != len(ids):
+        raise _rule("names a service twice; list each service once")
+    return ids
+
+
+ServiceList = Annotated[tuple[str, ...], BeforeValidator(_service_list)]
+
+
+def _given(data: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` given a value (blank text counts as not given, as in a CSV cell)."""
+    for key in keys:
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and not value.strip()):
+            return value
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Base classes
 # --------------------------------------------------------------------------------------------------
@@ -834,13 +871,49 @@ class BookingRequest(_TimedRequest):
 
     branch_id: Guid
     service_id: Guid
+    # Several services in one appointment (Qmatic's service combinations); service_id is then the
+    # first of them. Given one, the booking is a single-service one.
+    service_ids: ServiceList | None = None
     resource_id: OptionalGuid = None
     start_time: WireDateTime
     end_time: WireDateTime | None = None
     customer: Customer
     notes: Note = Field(default=None, repr=False)
+    # People per service; a combination's reserve sends the sum over its services (Qmatic's rule).
     number_of_reservations: Annotated[int, BeforeValidator(_reservations)] = 1
     information_questions: list[InformationAnswer] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_several_services(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        several = _given(data, "service_ids", "serviceIds")
+        if several is None:
+            return data
+        if _given(data, "service_id", "serviceId") is not None:
+            raise _rule(
+                "give service_id (one service) or service_ids (several in one appointment), not both",
+                field="service_ids",
+            )
+        try:
+            ids = _service_list(several)
+        except PydanticCustomError as exc:
+            raise _rule(exc.message(), field="service_ids") from None
+        rest = {
+            k: v for k, v in data.items() if k not in ("service_ids", "serviceIds", "service_id", "serviceId")
+        }
+        return {**rest, "service_id": ids[0], "service_ids": ids}
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service of the appointment: ``service_ids``, or ``(service_id,)``."""
+        return self.service_ids or (self.service_id,)
+
+    @property
+    def combined(self) -> bool:
+        """True for several services: the ``/serviceCombination/`` calls book it."""
+        return len(self.services) > 1
 
     @field_validator("information_questions", mode="before")
     @classmethod
@@ -859,11 +932,11 @@ class BookingRequest(_TimedRequest):
         """The reserve body (see :func:`_reservation_body`)."""
         return _reservation_body(
             self.branch_id,
-            self.service_id,
+            self.services,
             self.resource_id,
             self.time_slot(),
             self.notes,
-            self.number_of_reservations,
+            self.number_of_reservations * len(self.services),
         )
 
     def confirmation_body(self) -> dict[str, Any]:
@@ -885,13 +958,37 @@ class RescheduleRequest(_TimedRequest):
     start_time: WireDateTime
     end_time: WireDateTime | None = None
     notes: Note = Field(default=None, repr=False)
+    # The services of an appointment that has several (Qmatic's service combinations): they pick
+    # the /serviceCombination/ calls. Never a change of service: they must be the appointment's.
+    service_ids: ServiceList | None = None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """``service_ids``, or none given: the appointment's service, as it reads."""
+        return self.service_ids or ()
+
+    @property
+    def combined(self) -> bool:
+        """True for an appointment of several services: the ``/serviceCombination/`` calls move it."""
+        return len(self.services) > 1
 
     def reservation_body_for(self, appointment: Appointment) -> dict[str, Any]:
         """The reserve body for the new slot, taking branch, service and count from the appointment
-        (its ids checked as GUIDs, its count as a booking's)."""
+        (its ids checked as GUIDs, its count as a booking's); a combination's services are the
+        request's, which must be those the appointment shows (when it shows them)."""
         branch_id = appointment.branch.id if appointment.branch else None
-        service_id = appointment.service.id if appointment.service else None
-        for name, value in (("branch.id", branch_id), ("service.id", service_id)):
+        if self.combined:
+            shown = appointment.service_ids_shown
+            if shown and not shown <= set(self.services):
+                raise QmaticValidationError(
+                    "service_ids: the appointment is for other services than service_ids; a "
+                    "reschedule never changes the services (book a new appointment instead)",
+                    field="service_ids",
+                )
+            service: str | tuple[str, ...] | None = self.services
+        else:
+            service = appointment.service.id if appointment.service else None
+        for name, value in (("branch.id", branch_id), ("service.id", service)):
             if not value:
                 raise QmaticValidationError(
                     f"{name}: the appointment Qmatic returned has none, so the new slot cannot be "
@@ -900,7 +997,7 @@ class RescheduleRequest(_TimedRequest):
                 )
         return _reservation_body(
             _checked(_guid, branch_id, "branch_id"),
-            _checked(_guid, service_id, "service_id"),
+            self.services if self.combined else _checked(_guid, service, "service_id"),
             None,
             self.time_slot(),
             self.notes,
@@ -909,14 +1006,24 @@ class RescheduleRequest(_TimedRequest):
 
 
 def _reservation_body(
-    branch_id: str, service_id: str, resource_id: str | None, slot: TimeSlot, notes: str | None, count: int
+    branch_id: str,
+    service: str | tuple[str, ...],
+    resource_id: str | None,
+    slot: TimeSlot,
+    notes: str | None,
+    count: int,
 ) -> dict[str, Any]:
     """The reserve body (Part B) of a booking or a reschedule's new slot.
 
     ``{branchId, serviceId, requestedResourceId?, timeSlot{startTime, endTime}, notes?,
-    numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1).
+    numberOfReservations}``; ``numberOfReservations`` is always sent (required, default 1). Several
+    services (a combination's reserve) go as ``serviceIds[]`` instead of ``serviceId``.
     """
-    body: dict[str, Any] = {"branchId": branch_id, "serviceId": service_id}
+    body: dict[str, Any] = {"branchId": branch_id}
+    if isinstance(service, tuple) and len(service) > 1:
+        body["serviceIds"] = list(service)
+    else:
+        body["serviceId"] = service if isinstance(service, str) else service[0]
     if resource_id is not None:
         body["requestedResourceId"] = resource_id
     body["timeSlot"] = slot.to_wire()
@@ -941,6 +1048,12 @@ def _checked(rule_fn: Callable[[Any], _V], value: Any, field: str) -> _V:
     except PydanticCustomError as rule:
         error = QmaticValidationError(f"{field}: {rule.message()}", field=field)
     raise error
+
+
+def validate_service_ids(value: Any, *, field: str = "service_ids") -> tuple[str, ...]:
+    """Several services checked outside a model (the find operator's ``service_ids``): a list, JSON
+    list text or ids separated by ``;``, each a GUID, none twice."""
+    return _checked(_service_list, value, field)
 
 
 def validate_guid(value: Any, *, field: str) -> str:
@@ -1183,6 +1296,8 @@ class Appointment(_ResponseModel):
     time_slot: AppointmentTimeSlot | None = None
     branch: BranchRef | None = None
     service: ServiceRef | None = None
+    # An appointment of several services (Part B: beside or instead of ``service``).
+    services: list[ServiceRef] | None = None
     customer: CustomerInfo | None = None
     number_of_reservations: int | None = None
     notes: str | None = Field(default=None, repr=False)
@@ -1203,6 +1318,13 @@ class Appointment(_ResponseModel):
         return self
 
     @property
+    def service_ids_shown(self) -> frozenset[str]:
+        """The ids of the services the answer shows: ``services[]``, else ``service`` (may be empty)."""
+        if self.services:
+            return frozenset(s.id for s in self.services if s.id)
+        return frozenset({self.service.id}) if self.service is not None and self.service.id else frozenset()
+
+    @property
     def status_enum(self) -> AppointmentStatus | None:
         """``status`` as :class:`AppointmentStatus`, or None if absent or unknown to this version."""
         return AppointmentStatus.lenient(self.status)
@@ -1214,6 +1336,8 @@ class Appointment(_ResponseModel):
         DAG; the customer's personal data stays out of them unless a task really needs it there.
         """
         out = self.model_dump(mode="json")
+        if out.get("services") is None:
+            del out["services"]  # a single service's appointment keeps the form it always had
         if not include_personal_data:
             out["customer"] = None
         return out

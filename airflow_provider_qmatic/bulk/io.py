@@ -78,9 +78,10 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "resource_id",
             "number_of_reservations",
             "information_questions",
+            "service_ids",
         ),
     ),
-    "reschedule": (("appointment_id", "start_time"), ("end_time", "notes")),
+    "reschedule": (("appointment_id", "start_time"), ("end_time", "notes", "service_ids")),
     "cancel": (("appointment_id",), ()),
     # The identifier to search, which stays the customer's, and the new details.
     "update_customer": (
@@ -96,6 +97,9 @@ CUSTOMER_FIELDS: tuple[str, ...] = (
     "phone_number",
     "date_of_birth",
 )
+# A required column a row may give in another form: several services of one appointment
+# (``service_ids``: ids separated by ";" in a CSV cell, a JSON list in a JSON Lines row) for one.
+ALTERNATIVES: dict[str, str] = {"service_id": "service_ids"}
 # One column per information question: "question:<questionId>" (see the module documentation).
 QUESTION_PREFIX = "question:"
 _QUESTION_COLUMN = re.compile(r"\s*question\s*:\s*(\S(?:.*\S)?)\s*$", re.IGNORECASE | re.DOTALL)
@@ -590,7 +594,8 @@ class InputRows:
 
     def _check_required(self, *, has_rows: bool) -> None:
         required, _optional = FIELDS[self.action]
-        missing = [field for field in required if field not in self._columns.taken]
+        taken = self._columns.taken
+        missing = [f for f in required if f not in taken and ALTERNATIVES.get(f, f) not in taken]
         if missing and (has_rows or self._path is not None):
             found = self._header if self._format == "csv" else list(self._columns.mapping)
             raise QmaticConfigError(

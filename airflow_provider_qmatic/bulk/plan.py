@@ -118,13 +118,15 @@ class Planner:
                 existing.appointment_id,
                 "already booked: the customer has an appointment at this branch, service and start",
             )
+        if request.combined:
+            events.step = "service_combinations"
+            self._flows.check_combination(request.branch_id, request.services)
         events.step = "list_services"
-        self._flows.check_reservations_cap(
-            request.branch_id, request.service_id, request.number_of_reservations
-        )
+        for service_id in request.services:
+            self._flows.check_reservations_cap(request.branch_id, service_id, request.number_of_reservations)
         self._take_slot(
             request.branch_id,
-            request.service_id,
+            request.services,
             request.start_time,
             request.end_time,
             request.number_of_reservations,
@@ -134,11 +136,17 @@ class Planner:
 
     def _reschedule(self, request: RescheduleRequest, events: FlowEvents) -> RowPlan:
         appointment_id = request.appointment_id
-        current = self._flows.movable(appointment_id, events)
+        current = self._flows.movable(appointment_id, events, combination=request.combined)
         if starts_at(current, request.start_time):
             return RowPlan(0, appointment_id, "already at start_time")
         branch_id = current.branch.id if current.branch is not None else None
-        service_id = current.service.id if current.service is not None else None
+        service_id: str | tuple[str, ...] | None = (
+            request.services
+            if request.combined
+            else current.service.id
+            if current.service is not None
+            else None
+        )
         if branch_id is None or service_id is None:
             return RowPlan(
                 WRITES_PER_ROW["reschedule"],
@@ -158,7 +166,7 @@ class Planner:
     def _take_slot(
         self,
         branch_id: str,
-        service_id: str,
+        service_id: str | tuple[str, ...],
         start: datetime,
         end: datetime | None,
         number: int,
@@ -182,7 +190,8 @@ class Planner:
         places = slot.available
         if isinstance(places, bool) or places is None:
             return  # free, but how many places is not shown
-        key = (branch_id, service_id, start.astimezone(timezone.utc).isoformat())
+        services = service_id if isinstance(service_id, str) else "+".join(service_id)
+        key = (branch_id, services, start.astimezone(timezone.utc).isoformat())
         with self._lock:
             left = self._places.setdefault(key, places)
             if left < number:

@@ -104,6 +104,7 @@ from airflow_provider_qmatic.flows import (
     FlowEvents,
     FlowResult,
     Flows,
+    client_slots,
     customer_matches,
     is_booked,
 )
@@ -120,7 +121,14 @@ from airflow_provider_qmatic.state.journal import FAILED as JOURNAL_FAILED
 if TYPE_CHECKING:
     from datetime import date, tzinfo
 
-    from airflow_provider_qmatic.api.models import Appointment, BookingRequest, CustomerUpdate, Service, Slot
+    from airflow_provider_qmatic.api.models import (
+        Appointment,
+        BookingRequest,
+        BranchCombinations,
+        CustomerUpdate,
+        Service,
+        Slot,
+    )
     from airflow_provider_qmatic.client.client import QmaticClient
 
 log = logging.getLogger(__name__)
@@ -390,7 +398,9 @@ def _row_parser(
             booking = BookingRequest.parse(_nest_booking(flat), timezone=zone)
             pid = booking.customer.personal_identifier
             start = _instant(booking.start_time)
-            key = _fingerprint(signing, "book", pid, booking.branch_id, booking.service_id, start)
+            # One service: the key it always had; several: all of them, in the row's order.
+            services = "+".join(booking.services)
+            key = _fingerprint(signing, "book", pid, booking.branch_id, services, start)
             return _Item(number, key, booking, pid), key
         if action == "update_customer":
             details = CustomerUpdate.parse(flat)
@@ -401,6 +411,8 @@ def _row_parser(
         if action == "reschedule":
             move = RescheduleRequest.parse(flat, timezone=zone)
             key = _fingerprint(signing, "reschedule", move.appointment_id, _instant(move.start_time))
+            if move.combined:
+                key = _fingerprint(signing, key, *move.services)
             return _Item(number, key, move, appointment_id=move.appointment_id), move.appointment_id
         cancel = CancelRequest.parse(flat)
         key = _fingerprint(signing, "cancel", cancel.appointment_id)
@@ -949,13 +961,20 @@ class BulkRunner:
         several rows (``multi``) once (a customer's other rows are other slots). A slot's end does
         not change when others book it, so a listing read earlier in the job still gives it."""
         client = self.client
-        services, searches, slots = _KeyedCache(), _KeyedCache(), _KeyedCache()
+        services, searches, slots, combinations = _KeyedCache(), _KeyedCache(), _KeyedCache(), _KeyedCache()
 
-        def search(pid: str) -> list[Appointment]:
+        def search(pid: str, combination: bool) -> list[Appointment]:
+            def read() -> list[Appointment]:
+                return client.search_appointments(pid, scopes=BOOK_SCOPES, combination=combination)
+
             if pid not in multi:
-                return client.search_appointments(pid, scopes=BOOK_SCOPES)
-            found: list[Appointment] = searches.get(
-                pid, lambda: client.search_appointments(pid, scopes=BOOK_SCOPES)
+                return read()
+            found: list[Appointment] = searches.get(f"{pid}/{combination}", read)
+            return found
+
+        def list_combinations(branch_id: str) -> list[BranchCombinations]:
+            found: list[BranchCombinations] = combinations.get(
+                branch_id, lambda: client.list_service_combinations(branch_id, scopes=BOOK_SCOPES)
             )
             return found
 
@@ -963,10 +982,12 @@ class BulkRunner:
             every: list[Service] = services.get("", lambda: client.list_services(scopes=BOOK_SCOPES))
             return [s for s in every if s.branch is not None and s.branch.id == branch_id]
 
-        def find_timeslots(branch_id: str, service_id: str, first: date, last: date) -> list[Slot]:
+        def find_timeslots(
+            branch_id: str, service_ids: tuple[str, ...], first: date, last: date
+        ) -> list[Slot]:
             found: list[Slot] = slots.get(
-                f"{branch_id}/{service_id}/{first}/{last}",
-                lambda: client.find_timeslots(branch_id, service_id, first, last, scopes=BOOK_SCOPES),
+                f"{branch_id}/{'+'.join(service_ids)}/{first}/{last}",
+                lambda: client_slots(client, branch_id, service_ids, first, last),
             )
             return found
 
@@ -975,6 +996,7 @@ class BulkRunner:
             list_services=list_services,
             search=search,
             find_timeslots=find_timeslots,
+            list_combinations=list_combinations,
             sleep=self._sleep,
         )
 
@@ -999,8 +1021,12 @@ class BulkRunner:
                 "" if self._complete else "; it misses an earlier attempt, so every row is looked up",
             )
         for reservation_id, (fingerprint, row, _appointment_id) in state.open_reservations.items():
+            # The journal does not say whether a row was of several services: combination=None.
             settled = self._flows.settle(
-                reservation_id, booking=action == "book", events=self._events(fingerprint, row)
+                reservation_id,
+                booking=action == "book",
+                events=self._events(fingerprint, row),
+                combination=None,
             )
             if settled.fate == "done":
                 self._journal_done[fingerprint] = settled.appointment_id

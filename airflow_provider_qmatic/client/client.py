@@ -428,52 +428,74 @@ class QmaticClient:
         data = self.call("combination_timeslots", scopes, path_params={"branch_id": branch_id}, params=params)
         return Slot.parse_list(data)
 
-    def reserve(self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES) -> Appointment:
+    def reserve(
+        self, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES, combination: bool = False
+    ) -> Appointment:
         """Hold a slot for 15 minutes (``body`` as :meth:`BookingRequest.reservation_body`).
 
         Not idempotent: a lost answer raises QmaticUnknownOutcomeError and is never repeated here.
+        ``combination``: this and the methods below send the ``/serviceCombination/`` twin of
+        their call (an appointment of several services; release, cancel and update are shared).
         """
         from airflow_provider_qmatic.api.models import Appointment
 
-        return Appointment.parse(self.call("reserve", scopes, json=dict(body)))
+        return Appointment.parse(self.call(_kind("reserve", combination), scopes, json=dict(body)))
 
     def release_reservation(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> None:
         """Free a reservation that will not be confirmed."""
         self.call("release", scopes, path_params={"appointment_id": appointment_id})
 
     def confirm(
-        self, appointment_id: str, body: Mapping[str, Any], *, scopes: frozenset[Scope] = BOOK_SCOPES
+        self,
+        appointment_id: str,
+        body: Mapping[str, Any],
+        *,
+        scopes: frozenset[Scope] = BOOK_SCOPES,
+        combination: bool = False,
     ) -> Appointment:
         """Confirm a reservation with the customer (``body`` as :meth:`BookingRequest.confirmation_body`)."""
         from airflow_provider_qmatic.api.models import Appointment
 
-        data = self.call("confirm", scopes, path_params={"appointment_id": appointment_id}, json=dict(body))
+        data = self.call(
+            _kind("confirm", combination),
+            scopes,
+            path_params={"appointment_id": appointment_id},
+            json=dict(body),
+        )
         return Appointment.parse(data)
 
-    def get_appointment(self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK_SCOPES) -> Appointment:
+    def get_appointment(
+        self, appointment_id: str, *, scopes: frozenset[Scope] = BOOK_SCOPES, combination: bool = False
+    ) -> Appointment:
         """One appointment (or reservation) by id."""
         from airflow_provider_qmatic.api.models import Appointment
 
-        data = self.call("get", scopes, path_params={"appointment_id": appointment_id})
+        data = self.call(_kind("get", combination), scopes, path_params={"appointment_id": appointment_id})
         return Appointment.parse(data)
 
     def search_appointments(
-        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK_SCOPES
+        self, personal_identifier: str, *, scopes: frozenset[Scope] = BOOK_SCOPES, combination: bool = False
     ) -> list[Appointment]:
         """A customer's appointments, found by their personal identifier."""
         from airflow_provider_qmatic.api.models import Appointment
 
-        data = self.call("search", scopes, json={"customer": {"personalIdentifier": personal_identifier}})
+        body = {"customer": {"personalIdentifier": personal_identifier}}
+        data = self.call(_kind("search", combination), scopes, json=body)
         return Appointment.parse_list(data, one_object_ok=True)
 
     def reschedule(
-        self, appointment_id: str, reservation_id: str, *, scopes: frozenset[Scope] = RESCHEDULE_SCOPES
+        self,
+        appointment_id: str,
+        reservation_id: str,
+        *,
+        scopes: frozenset[Scope] = RESCHEDULE_SCOPES,
+        combination: bool = False,
     ) -> Appointment:
         """Move a confirmed appointment onto a reservation's slot (the reservation is consumed)."""
         from airflow_provider_qmatic.api.models import Appointment
 
         data = self.call(
-            "reschedule",
+            _kind("reschedule", combination),
             scopes,
             path_params={"appointment_id": appointment_id},
             json={"reservationId": reservation_id},
@@ -519,6 +541,11 @@ def combination_service_ids(service_ids: Sequence[str]) -> list[str]:
             field="service_ids",
         )
     return ids
+
+
+def _kind(operation: str, combination: bool) -> str:
+    """The contract row of ``operation``, or of its ``/serviceCombination/`` twin."""
+    return f"combination_{operation}" if combination else operation
 
 
 def _path_segment(name: str, value: str) -> str:

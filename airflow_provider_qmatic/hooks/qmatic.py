@@ -293,18 +293,28 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         date_to: date,
         *,
         number_of_reservations: int = 1,
+        resource_id: str | None = None,
     ) -> list[Slot]:
         """Time slots for several services in one appointment (``number_of_reservations`` per
-        service; the sum is sent, as Qmatic asks)."""
+        service; the sum is sent, as Qmatic asks), of one resource when ``resource_id`` is given."""
         return self.client.find_combination_timeslots(
-            branch_id, service_ids, date_from, date_to, number_of_reservations=number_of_reservations
+            branch_id,
+            service_ids,
+            date_from,
+            date_to,
+            number_of_reservations=number_of_reservations,
+            resource_id=resource_id,
         )
 
     def get_appointment(self, appointment_id: str) -> Appointment:
         return self.client.get_appointment(appointment_id)
 
-    def search_appointments(self, personal_identifier: str) -> list[Appointment]:
-        return self.client.search_appointments(personal_identifier)
+    def search_appointments(
+        self, personal_identifier: str, *, combination: bool = False
+    ) -> list[Appointment]:
+        """A customer's appointments (``combination``: Qmatic's ``/serviceCombination/`` search,
+        which a tenant with service combinations offers for appointments of several services)."""
+        return self.client.search_appointments(personal_identifier, combination=combination)
 
 
 def user_agent() -> str:

@@ -68,6 +68,7 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         *,
         booking: bool,
         flow: Callable[[Flows, FlowEvents], FlowResult[Appointment]],
+        combination: bool = False,
     ) -> FlowResult[Appointment]:
         """Run one booking or move (``flow(flows, events)``) through the task instance's journal, as
         a bulk row is.
@@ -75,7 +76,8 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         The reservation is written down before its confirm or move, so a retry after a killed try
         first settles the hold that try left (released, or found used), and the row's one reserve
         budget spans the tries. ``booking`` says which flow left the reservations (see
-        :meth:`~airflow_provider_qmatic.flows.Flows.settle`).
+        :meth:`~airflow_provider_qmatic.flows.Flows.settle`), ``combination`` whether it was one of
+        several services (read back through the ``/serviceCombination/`` get).
         """
         from airflow_provider_qmatic.exceptions import QmaticServerError
         from airflow_provider_qmatic.flows import FlowEvents
@@ -88,7 +90,10 @@ class QmaticBaseOperator(BaseOperator):  # type: ignore[misc]
         with journal as state:
             events = FlowEvents.journaled(journal, state, "task", 1)
             for reservation_id in list(state.open_reservations):
-                if flows.settle(reservation_id, booking=booking, events=events).fate == "unknown":
+                settled = flows.settle(
+                    reservation_id, booking=booking, events=events, combination=combination
+                )
+                if settled.fate == "unknown":
                     raise QmaticServerError(
                         f"reservation {reservation_id} of an earlier try could not be checked (Qmatic did "
                         "not answer); not going on before it is known, so that nobody is booked twice"

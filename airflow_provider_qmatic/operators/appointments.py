@@ -52,6 +52,10 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
 
     :param branch_id: the branch's id (GUID). Templated.
     :param service_id: the service's id (GUID). Templated.
+    :param service_ids: instead of ``service_id``, several services in one appointment (Qmatic's
+        service combinations, which the branch must list as combinable: checked before any
+        reserve): a list of ids, or text holding a JSON list. Give exactly one of the two. Booked
+        through the ``/serviceCombination/`` calls, with the same guarantees. Templated.
     :param start_time: ISO-8601 text with an offset (``2026-12-01T09:00:00+01:00``) or an aware
         ``datetime``; a time without offset needs ``timezone``. Templated.
     :param end_time: like ``start_time``; left out, it is ``start_time`` plus the service's
@@ -62,7 +66,8 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         renders to a JSON object. Templated (rendered as JSON in the UI).
     :param notes: free text stored with the appointment. Templated.
     :param resource_id: a specific resource (GUID), if the branch uses them. Templated.
-    :param number_of_reservations: places to hold in the slot (default 1). Templated.
+    :param number_of_reservations: places to hold in the slot (default 1); with ``service_ids``,
+        people per service (Qmatic is sent the sum over the services). Templated.
     :param information_questions: answers to the service's questions, as ``{question_id: answer}``
         or a list of ``{"question_id", "answer"}``. Templated.
     :param timezone: IANA zone name (``"Europe/Stockholm"``) in which times without an offset are
@@ -73,6 +78,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
     template_fields: Sequence[str] = (
         "branch_id",
         "service_id",
+        "service_ids",
         "start_time",
         "end_time",
         "customer",
@@ -83,16 +89,17 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         "timezone",
         "qmatic_conn_id",
     )
-    template_fields_renderers = {"customer": "json", "information_questions": "json"}
+    template_fields_renderers = {"customer": "json", "information_questions": "json", "service_ids": "json"}
     ui_color = "#c9e4f6"
 
     def __init__(
         self,
         *,
         branch_id: str,
-        service_id: str,
         start_time: str | datetime,
         customer: Any,
+        service_id: str | None = None,
+        service_ids: Any = None,
         end_time: str | datetime | None = None,
         notes: str | None = None,
         resource_id: str | None = None,
@@ -105,6 +112,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
         self.branch_id = branch_id
         self.service_id = service_id
+        self.service_ids = service_ids
         self.start_time = start_time
         self.end_time = end_time
         self.customer = customer
@@ -122,6 +130,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
                 context,
                 booking=True,
                 flow=lambda flows, events: flows.book(request, check_existing=try_number > 1, events=events),
+                combination=request.combined,
             )
         appointment = result.appointment
         if result.changed:
@@ -143,7 +152,7 @@ class QmaticBookAppointmentOperator(QmaticBaseOperator):
 
         data: dict[str, Any] = {
             "branch_id": self.branch_id,
-            "service_id": self.service_id,
+            **_services(self.service_id, self.service_ids),
             "start_time": self.start_time,
             "end_time": self.end_time,
             "customer": rendered(self.customer, "customer"),
@@ -172,6 +181,9 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
     :param end_time: the new end; left out, the appointment keeps its current length. Templated.
     :param timezone: IANA zone name for times written without an offset. Templated.
     :param notes: notes for the new reservation. Templated.
+    :param service_ids: for an appointment of several services (Qmatic's service combinations):
+        its services, as booked (a list, or text holding a JSON list); it is then moved through the
+        ``/serviceCombination/`` calls. Left out: an appointment of one service. Templated.
     :param qmatic_conn_id: the Airflow connection to Qmatic Cloud. Templated.
     """
 
@@ -181,8 +193,10 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         "end_time",
         "timezone",
         "notes",
+        "service_ids",
         "qmatic_conn_id",
     )
+    template_fields_renderers = {"service_ids": "json"}
     ui_color = "#f6e7c9"
 
     def __init__(
@@ -193,6 +207,7 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         end_time: str | datetime | None = None,
         timezone: str | None = None,
         notes: str | None = None,
+        service_ids: Any = None,
         qmatic_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -202,6 +217,7 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
         self.end_time = end_time
         self.timezone = timezone
         self.notes = notes
+        self.service_ids = service_ids
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_qmatic.api.models import RescheduleRequest
@@ -213,11 +229,15 @@ class QmaticRescheduleAppointmentOperator(QmaticBaseOperator):
                     "start_time": self.start_time,
                     "end_time": self.end_time,
                     "notes": self.notes,
+                    "service_ids": _service_list(self.service_ids),
                 },
                 timezone=self.timezone,
             )
             result = self.journaled(
-                context, booking=False, flow=lambda flows, events: flows.reschedule(request, events=events)
+                context,
+                booking=False,
+                flow=lambda flows, events: flows.reschedule(request, events=events),
+                combination=request.combined,
             )
         appointment = result.appointment
         if result.changed:
@@ -301,10 +321,14 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
     :class:`QmaticBookAppointmentOperator` over them (see ``docs/operators.md``).
 
     XCom: a list of ``{"branch_id", "service_id", "start_time", "end_time", "available"}``,
-    times as ISO-8601 text with the branch's offset.
+    times as ISO-8601 text with the branch's offset (``service_ids``, a list, instead of
+    ``service_id`` for several services).
 
     :param branch_id: the branch's id (GUID). Templated.
     :param service_id: the service's id (GUID). Templated.
+    :param service_ids: instead of ``service_id``, several services in one appointment: the slots
+        long enough for all of them (Qmatic's ``/serviceCombination/`` time slots). Exactly one of
+        the two. Templated.
     :param date_from: first day: a ``date``, a ``datetime`` (its own calendar day) or ISO text
         such as ``"{{ ds }}"``; None (or blank) means today (UTC). Templated.
     :param date_to: last day, same forms; None (or blank) means ``date_from`` plus
@@ -317,11 +341,13 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
     template_fields: Sequence[str] = (
         "branch_id",
         "service_id",
+        "service_ids",
         "date_from",
         "date_to",
         "limit",
         "qmatic_conn_id",
     )
+    template_fields_renderers = {"service_ids": "json"}
     ui_color = "#d9f6c9"
     #: Days searched after ``date_from`` when ``date_to`` is not given.
     DEFAULT_DAYS = DEFAULT_DAYS
@@ -330,7 +356,8 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         self,
         *,
         branch_id: str,
-        service_id: str,
+        service_id: str | None = None,
+        service_ids: Any = None,
         date_from: str | date | None = None,
         date_to: str | date | None = None,
         only_available: bool = True,
@@ -341,25 +368,36 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
         super().__init__(qmatic_conn_id=qmatic_conn_id, **kwargs)
         self.branch_id = branch_id
         self.service_id = service_id
+        self.service_ids = service_ids
         self.date_from = date_from
         self.date_to = date_to
         self.only_available = only_available
         self.limit = limit
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_qmatic.api.models import validate_service_ids
         from airflow_provider_qmatic.api.slots import SlotQuery, as_limit
 
         with self.failing_fast():
+            services = _services(self.service_id, self.service_ids)
+            several = validate_service_ids(services["service_ids"]) if "service_ids" in services else None
+            if several is not None and len(several) == 1:
+                services, several = {"service_id": several[0]}, None
             query = SlotQuery.parse(
                 branch_id=self.branch_id,
-                service_id=self.service_id,
+                service_id=several[0] if several else services["service_id"],
                 date_from=self.date_from,
                 date_to=self.date_to,
             )
             limit = as_limit(self.limit)
-            slots = self.hook.find_timeslots(
-                query.branch_id, query.service_id, query.date_from, query.date_to
-            )
+            if several:
+                slots = self.hook.find_combination_timeslots(
+                    query.branch_id, several, query.date_from, query.date_to
+                )
+            else:
+                slots = self.hook.find_timeslots(
+                    query.branch_id, query.service_id, query.date_from, query.date_to
+                )
         found = len(slots)
         if self.only_available:
             slots = query.matching(slots)
@@ -373,10 +411,45 @@ class QmaticFindTimeslotsOperator(QmaticBaseOperator):
             len(slots),
             " (only available ones)" if self.only_available else "",
         )
-        return query.xcom(slots)
+        found_slots = query.xcom(slots)
+        if several:  # each slot names all the services, ready to feed a booking of them
+            for item in found_slots:
+                del item["service_id"]
+                item["service_ids"] = list(several)
+        return found_slots
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _services(service_id: Any, service_ids: Any) -> dict[str, Any]:
+    """``{"service_id": ...}`` or ``{"service_ids": ...}``: exactly one of the two arguments given."""
+    from airflow_provider_qmatic.exceptions import QmaticValidationError
+
+    given = [
+        name for name, value in (("service_id", service_id), ("service_ids", service_ids)) if _given(value)
+    ]
+    if len(given) != 1:
+        raise QmaticValidationError(
+            "service_id, service_ids: give exactly one: service_id for one service, or service_ids "
+            "(a list of ids) for several services in one appointment"
+            + ("; both were given" if given else "; neither was given"),
+            field="service_ids" if given else "service_id",
+        )
+    if given == ["service_id"]:
+        return {"service_id": service_id}
+    return {"service_ids": _service_list(service_ids)}
+
+
+def _service_list(value: Any) -> Any:
+    """Service ids as given, or the list a template rendered to text holds (JSON, or a repr)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        return rendered(value, "service_ids", want="a list of service ids")
+    return value
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (str, list, tuple)) and not value)
 
 
 def _try_number(context: Context) -> int:
@@ -390,7 +463,8 @@ def _try_number(context: Context) -> int:
 def _describe(appointment: Appointment, zone_name: str | None = None) -> str:
     """``Stockholm City/Passport application at 2026-12-01 09:00 UTC+01:00`` for a log line."""
     branch = (appointment.branch.name or appointment.branch.id) if appointment.branch else "?"
-    service = (appointment.service.name or appointment.service.id) if appointment.service else "?"
+    services = appointment.services or ([appointment.service] if appointment.service else [])
+    service = " + ".join(s.name or s.id or "?" for s in services) or "?"
     start = appointment.time_slot.start_time if appointment.time_slot else None
     return f"{branch}/{service} at {_when(start, zone_name)}"
 

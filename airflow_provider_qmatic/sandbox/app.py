@@ -151,18 +151,19 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
         first, last = date_range(request, branch_id)
         return sb.store.combination_timeslots(token.tenant, branch_id, service_ids, first, last, number)
 
-    async def reserve(request: Request, token: Token) -> Any:
-        req = validation.parse_reserve(await body_object(request))
+    async def reserve(request: Request, token: Token, *, combination: bool = False) -> Any:
+        req = validation.parse_reserve(await body_object(request), combination=combination)
         return sb.store.reserve(
             tenant=token.tenant,
             client_id=token.client_id,
             branch_id=req.branch_id,
-            service_id=req.service_id,
+            service_ids=req.service_ids,
             start=req.start,
             end=req.end,
             number=req.number,
             notes=req.notes,
             resource_id=req.resource_id,
+            combination=combination,
         )
 
     async def release(request: Request, token: Token) -> Any:
@@ -195,6 +196,21 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
     async def cancel(request: Request, token: Token) -> Any:
         sb.store.cancel(token.tenant, request.path_params["appointment_id"])
 
+    def combined(
+        handler: Callable[[Request, Token], Awaitable[Any]],
+    ) -> Callable[[Request, Token], Awaitable[Any]]:
+        """The ``/serviceCombination/`` twin of a single-service call: refused while the tenant has
+        combinations switched off, else the same handler (a reserve reads ``serviceIds``). The
+        appointments it reads and writes are shared: get and search find both kinds."""
+
+        async def answer(request: Request, token: Token) -> Any:
+            sb.store.combinations_on(token.tenant)
+            if handler is reserve:
+                return await reserve(request, token, combination=True)
+            return await handler(request, token)
+
+        return answer
+
     handlers: dict[str, Callable[[Request, Token], Awaitable[Any]]] = {
         "branches": branches,
         "services": services,
@@ -210,6 +226,11 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
         "update_customer": update_customer,
         "service_combinations": service_combinations,
         "combination_timeslots": combination_timeslots,
+        "combination_search": combined(search),
+        "combination_reserve": combined(reserve),
+        "combination_confirm": combined(confirm),
+        "combination_get": combined(get),
+        "combination_reschedule": combined(reschedule),
     }
 
     def endpoint(op: Operation, handler: Callable[[Request, Token], Awaitable[Any]]) -> Callable[..., Any]:
@@ -225,8 +246,7 @@ def _add_api_routes(app: FastAPI, sb: Sandbox) -> None:
 
     token_op = sb.routes.operations["token"]
     app.add_api_route(token_op.path, token, methods=[token_op.method], tags=["oauth2"])
-    # The rows without a handler (booking several services) are not served yet: 404.
-    for op in (op for op in sb.routes.api_operations if op.name in handlers):
+    for op in sb.routes.api_operations:
         app.add_api_route(
             op.path, endpoint(op, handlers[op.name]), methods=[op.method], name=op.name, tags=["api"]
         )

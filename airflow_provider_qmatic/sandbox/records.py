@@ -47,7 +47,12 @@ class Slot:
 
 
 class Appointment:
-    """A reservation, later (maybe) an appointment: one record, one id, through every status."""
+    """A reservation, later (maybe) an appointment: one record, one id, through every status.
+
+    ``slot`` is the time the appointment answers; ``holds`` are the seeded slots it takes
+    ``places`` in: that one slot for a single service, or every slot of each service that a
+    combination's longer ``slot`` covers (``services`` lists them all; ``service`` is the first).
+    """
 
     __slots__ = (
         "branch",
@@ -56,12 +61,15 @@ class Appointment:
         "customer",
         "deleted",
         "expires_at",
+        "holds",
         "id",
         "information_questions",
         "notes",
         "number",
+        "places",
         "resource_id",
         "service",
+        "services",
         "slot",
         "status",
         "tenant",
@@ -81,13 +89,19 @@ class Appointment:
         resource_id: str | None,
         now: float,
         expires_at: float,
+        services: tuple[Service, ...] = (),
+        holds: tuple[Slot, ...] = (),
+        places: int | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.tenant = tenant
         self.client_id = client_id
         self.branch = branch
         self.service = service
+        self.services = services or (service,)
         self.slot = slot
+        self.holds = holds or (slot,)
+        self.places = number if places is None else places
         self.number = number
         self.notes = notes
         self.resource_id = resource_id

@@ -54,26 +54,35 @@ def time_slot(slot: Slot, free: int, *, rich: bool) -> dict[str, Any]:
 
 def appointment(a: Appointment, tenant: TenantSettings, *, rich: bool) -> dict[str, Any]:
     """The Appointment of the public examples; rich adds status, notes, expiry, the customer's
-    personal identifier, the service's duration and the branch's time zone."""
+    personal identifier, the service's duration and the branch's time zone.
+
+    An appointment of several services carries ``services[]`` instead of ``service`` (Part B allows
+    either beside the other; the sandbox sends the stricter form, so a client cannot lean on
+    ``service`` for a combination) and ``numberOfReservations`` as the sum over its services.
+    """
     customer: dict[str, Any] | None = None
     if a.customer is not None:
         names = ("personalIdentifier", *_PUBLIC_CUSTOMER) if rich else _PUBLIC_CUSTOMER
         customer = {name: a.customer.get(name) for name in names}
-    svc: dict[str, Any] = {
-        "id": a.service.id,
-        "name": a.service.name,
-        "config": {"maxNumberOfReservations": tenant.cap(a.service.id, a.service.name)},
-    }
+    services: list[dict[str, Any]] = []
+    for s in a.services:
+        item: dict[str, Any] = {
+            "id": s.id,
+            "name": s.name,
+            "config": {"maxNumberOfReservations": tenant.cap(s.id, s.name)},
+        }
+        if rich:
+            item["durationMinutes"] = s.duration_minutes
+        services.append(item)
     data: dict[str, Any] = {
         "appointmentId": a.id,
         "timeSlot": a.slot.time_slot(),
         "customer": customer,
-        "service": svc,
+        **({"services": services} if len(services) > 1 else {"service": services[0]}),
         "branch": branch(a.branch, rich=rich),
         "numberOfReservations": a.number,
     }
     if rich:
-        svc["durationMinutes"] = a.service.duration_minutes
         data.update(status=a.status, notes=a.notes, expiresAt=a.expires_at_iso())
     return data
 

@@ -166,7 +166,7 @@ class Store:
         services that need the same single resource type). ``unCombinableServices`` lists the
         branch's other services; ``combinedServices`` is left empty, since no public page says what
         it holds. Refused when the tenant has combinations switched off."""
-        config = self._combinations_on(tenant)
+        config = self.combinations_on(tenant)
         out: list[dict[str, Any]] = []
         for branch in self.seed.branches:
             members = _combinable(branch, config.combination_branches)
@@ -189,22 +189,10 @@ class Store:
         service's own slots cover it with room left. ``number`` is the sum over the services (the
         page's rule), so each service needs room for ``number / len(service_ids)`` people, rounded up.
         """
-        config = self._combinations_on(tenant)
         with self._lock:
             now = self._expire_due()
-            branch = self._branch(branch_id)
-            services = [self._service(branch_id, sid) for sid in dict.fromkeys(service_ids)]
-            allowed = _combinable(branch, config.combination_branches)
-            refused = [s.id for s in services if s not in allowed]
-            if refused:
-                raise SandboxError(
-                    400,
-                    "invalid_request",
-                    f"serviceId: {', '.join(refused)} cannot be combined at branch {branch_id} "
-                    "(not configured for service combinations there)",
-                )
-            people = -(-number // len(services))
-            if any(0 < config.cap(s.id, s.name) < people for s in services):
+            services, people = self._combination(tenant, branch_id, service_ids, number)
+            if people is None:
                 return []
             total = sum(s.duration_minutes for s in services) * 60.0
             grid = min(services, key=lambda s: s.duration_minutes)
@@ -216,35 +204,60 @@ class Store:
                     break
                 if day < first or start.start_ts <= now:
                     continue
-                used = [
-                    self._busiest(branch_id, s.id, start.start_ts, start.start_ts + total) for s in services
-                ]
-                if None in used:
+                covering = self._covering(branch_id, services, start.start_ts, start.start_ts + total)
+                if covering is None:
                     continue
-                free = capacity - max(u for u in used if u is not None)
+                free = capacity - max(slot.used for slot in covering)
                 if free >= people:
                     window = Slot(branch_id, grid.id, start.start, start.start + timedelta(seconds=total))
                     out.append(shapes.time_slot(window, free, rich=rich))
             return out
 
-    def _busiest(self, branch_id: str, service_id: str, begin: float, end: float) -> int | None:
-        """The most places taken in the service's slots that cover [begin, end), or None when its
-        slots leave a gap there (before opening, after closing, another day)."""
-        row = self._slots.get((branch_id, service_id), [])
-        starts = self._starts[(branch_id, service_id)]
-        i = bisect.bisect_right(starts, begin) - 1
-        if i < 0 or row[i].end_ts <= begin:
-            return None
-        busiest, reached = 0, begin
-        while reached < end:
-            if i >= len(row) or row[i].start_ts > reached:
-                return None
-            busiest = max(busiest, row[i].used)
-            reached = row[i].end_ts
-            i += 1
-        return busiest
+    def _combination(
+        self, tenant: str, branch_id: str, service_ids: list[str] | tuple[str, ...], number: int
+    ) -> tuple[list[Service], int | None]:
+        """The services of a combination at the branch (400 when combinations are off, or one of
+        them is not configured to combine there) and the people each must serve for ``number``, the
+        sum over them (None when that is above a service's cap)."""
+        config = self.combinations_on(tenant)
+        branch = self._branch(branch_id)
+        services = [self._service(branch_id, sid) for sid in dict.fromkeys(service_ids)]
+        allowed = _combinable(branch, config.combination_branches)
+        refused = [s.id for s in services if s not in allowed]
+        if refused:
+            raise SandboxError(
+                400,
+                "invalid_request",
+                f"serviceId: {', '.join(refused)} cannot be combined at branch {branch_id} "
+                "(not configured for service combinations there)",
+            )
+        people = -(-number // len(services))
+        if any(0 < config.cap(s.id, s.name) < people for s in services):
+            return services, None
+        return services, people
 
-    def _combinations_on(self, tenant: str) -> TenantSettings:
+    def _covering(
+        self, branch_id: str, services: list[Service], begin: float, end: float
+    ) -> list[Slot] | None:
+        """Every slot of each service that [begin, end) falls in, or None when a service's slots
+        leave a gap there (before opening, after closing, another day)."""
+        out: list[Slot] = []
+        for service in services:
+            row = self._slots.get((branch_id, service.id), [])
+            starts = self._starts[(branch_id, service.id)]
+            i = bisect.bisect_right(starts, begin) - 1
+            if i < 0 or row[i].end_ts <= begin:
+                return None
+            reached = begin
+            while reached < end:
+                if i >= len(row) or row[i].start_ts > reached:
+                    return None
+                out.append(row[i])
+                reached = row[i].end_ts
+                i += 1
+        return out
+
+    def combinations_on(self, tenant: str) -> TenantSettings:
         """The tenant's settings; a 400 when its system has service combinations switched off (the
         page says only that such a tenant's combination calls return an error: code a guess)."""
         config = self.settings.tenant(tenant)
@@ -294,48 +307,76 @@ class Store:
         tenant: str,
         client_id: str,
         branch_id: str,
-        service_id: str,
+        service_ids: tuple[str, ...],
         start: datetime,
         end: datetime | None,
         number: int,
         notes: str | None,
         resource_id: str | None,
+        combination: bool = False,
     ) -> dict[str, Any]:
+        """Hold a slot: one service's seeded slot, or (``combination``) a slot for all of
+        ``service_ids`` as :meth:`combination_timeslots` lists it, which takes a place in every
+        slot of each service it covers."""
         with self._lock:
             now = self._expire_due()
             branch = self._branch(branch_id)
-            service = self._service(branch_id, service_id)
-            slot = self._slot_index.get((branch_id, service_id, start.timestamp()))
             when = start.isoformat()
-            if slot is None or (end is not None and end.timestamp() != slot.end_ts):
-                raise conflict(
-                    "slot_unavailable",
-                    f"no bookable slot of service {service_id} at branch {branch_id} "
-                    f"is {when}" + (f" to {end.isoformat()}" if end is not None else ""),
-                )
+            wanted = when + (f" to {end.isoformat()}" if end is not None else "")
+            if combination:
+                services, people = self._combination(tenant, branch_id, service_ids, number)
+                if people is None:
+                    raise conflict(
+                        "invalid_state",
+                        f"numberOfReservations: {number} over {len(services)} services is more than "
+                        "one of them allows (config.maxNumberOfReservations)",
+                    )
+                total = timedelta(minutes=sum(s.duration_minutes for s in services))
+                grid = min(services, key=lambda s: s.duration_minutes)
+                first = self._slot_index.get((branch_id, grid.id, start.timestamp()))
+                covering = self._covering(branch_id, services, start.timestamp(), (start + total).timestamp())
+                if first is None or covering is None or (end is not None and end != start + total):
+                    raise conflict(
+                        "slot_unavailable",
+                        f"no bookable slot of services {', '.join(s.id for s in services)} at branch "
+                        f"{branch_id} is {wanted}",
+                    )
+                slot, holds = Slot(branch_id, grid.id, first.start, first.start + total), tuple(covering)
+            else:
+                services, people = [self._service(branch_id, service_ids[0])], number
+                found = self._slot_index.get((branch_id, service_ids[0], start.timestamp()))
+                if found is None or (end is not None and end.timestamp() != found.end_ts):
+                    raise conflict(
+                        "slot_unavailable",
+                        f"no bookable slot of service {service_ids[0]} at branch {branch_id} is {wanted}",
+                    )
+                cap = self.settings.tenant(tenant).cap(services[0].id, services[0].name)
+                if cap > 0 and number > cap:
+                    raise conflict(
+                        "invalid_state",
+                        f"numberOfReservations: {number} is more than service {service_ids[0]} allows "
+                        f"(config.maxNumberOfReservations {cap})",
+                    )
+                slot, holds = found, (found,)
             if slot.start_ts <= now:
                 raise conflict("slot_unavailable", f"the slot at {when} has already started")
-            config = self.settings.tenant(tenant)
-            cap = config.cap(service.id, service.name)
-            if cap > 0 and number > cap:
-                raise conflict(
-                    "invalid_state",
-                    f"numberOfReservations: {number} is more than service {service_id} allows "
-                    f"(config.maxNumberOfReservations {cap})",
-                )
-            free = self.settings.slot_capacity - slot.used
-            if number > free:
+            free = self.settings.slot_capacity - max(held.used for held in holds)
+            if people > free:
                 raise conflict(
                     "slot_unavailable",
-                    f"the slot at {when} has {max(free, 0)} place(s) left, {number} requested",
+                    f"the slot at {when} has {max(free, 0)} place(s) left, {people} requested",
                 )
-            slot.used += number
+            for held in holds:
+                held.used += people
             appointment = Appointment(
                 tenant=tenant,
                 client_id=client_id,
                 branch=branch,
-                service=service,
+                service=services[0],
+                services=tuple(services),
                 slot=slot,
+                holds=holds,
+                places=people,
                 number=number,
                 notes=notes,
                 resource_id=resource_id,
@@ -443,18 +484,15 @@ class Store:
                     "reservation_expired",
                     f"reservation {reservation_id} is {reservation.status}, not a live reservation",
                 )
-            if (
-                reservation.branch.id != appointment.branch.id
-                or reservation.service.id != appointment.service.id
-            ):
+            if reservation.branch.id != appointment.branch.id or reservation.services != appointment.services:
                 raise conflict(
                     "invalid_state",
                     f"reservation {reservation_id} is for another branch or service; the service of "
                     "an appointment never changes (book a new appointment instead)",
                 )
             self._free(appointment)
-            appointment.slot = reservation.slot
-            appointment.number = reservation.number
+            appointment.slot, appointment.holds = reservation.slot, reservation.holds
+            appointment.number, appointment.places = reservation.number, reservation.places
             appointment.updated_at = now
             # Part B leaves open what a used reservation reads as; the sandbox takes the one answer
             # that needs no status outside Part B: it is gone (404), its slot now the appointment's.
@@ -530,7 +568,8 @@ class Store:
         return now
 
     def _free(self, appointment: Appointment) -> None:
-        appointment.slot.used = max(0, appointment.slot.used - appointment.number)
+        for slot in appointment.holds:
+            slot.used = max(0, slot.used - appointment.places)
 
     def _branch(self, branch_id: str) -> Branch:
         branch = self._branches.get(branch_id)

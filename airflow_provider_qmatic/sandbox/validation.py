@@ -31,7 +31,7 @@ _TIMESTAMP = re.compile(
 @dataclass(frozen=True)
 class ReserveRequest:
     branch_id: str
-    service_id: str
+    service_ids: tuple[str, ...]
     resource_id: str | None
     start: datetime
     end: datetime | None
@@ -88,9 +88,18 @@ def parse_date(field: str, value: Any) -> date:
         raise bad_request(field, "is not a valid calendar date (YYYY-MM-DD)") from None
 
 
-def parse_reserve(data: dict[str, Any]) -> ReserveRequest:
+def parse_reserve(data: dict[str, Any], *, combination: bool = False) -> ReserveRequest:
+    """A reserve body: ``serviceId``, or (a combination's) ``serviceIds``, a list of two or more."""
     branch_id = _required_text("branchId", data.get("branchId"))
-    service_id = _required_text("serviceId", data.get("serviceId"))
+    if combination:
+        raw = data.get("serviceIds")
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise bad_request("serviceIds", "is required: a list of two or more service ids")
+        service_ids = tuple(_required_text(f"serviceIds[{i}]", value) for i, value in enumerate(raw))
+        if len(set(service_ids)) != len(service_ids):
+            raise bad_request("serviceIds", "names a service twice")
+    else:
+        service_ids = (_required_text("serviceId", data.get("serviceId")),)
     # The public name is requestedResourceId; Part A's resourceId is still accepted.
     resource_id = _optional_text("requestedResourceId", data.get("requestedResourceId"))
     if resource_id is None:
@@ -110,7 +119,7 @@ def parse_reserve(data: dict[str, Any]) -> ReserveRequest:
     if number is None:
         number = 1
     return ReserveRequest(
-        branch_id, service_id, resource_id, start, end, notes, _reservations("numberOfReservations", number)
+        branch_id, service_ids, resource_id, start, end, notes, _reservations("numberOfReservations", number)
     )
 
 

@@ -394,12 +394,9 @@ GOLDEN: dict[str, Golden] = {
             "to": ["2030-01-07"],
         },
     ),
-    # The rows no client method uses yet (booking several services comes next): sent through the
-    # table, so a wrong method, path, scope or header in a row shows here.
+    # The /serviceCombination/ twins, through the client methods the flows call (combination=True).
     "combination search": Golden(
-        lambda c: c.call(
-            "combination_search", BOOK_SCOPES, json={"customer": {"personalIdentifier": PERSON}}
-        ),
+        lambda c: c.search_appointments(PERSON, combination=True),
         "GET",  # a GET with a body, as the page writes it
         "/external/v1/serviceCombination/appointments/search",
         BOOK,
@@ -408,7 +405,16 @@ GOLDEN: dict[str, Golden] = {
         body={"customer": {"personalIdentifier": PERSON}},
     ),
     "combination reserve": Golden(
-        lambda c: c.call("combination_reserve", RESCHEDULE_SCOPES, json=_COMBINATION_RESERVE_BODY),
+        # Two people's places over two services: the booking's body, the sum of 1 per service.
+        lambda c: c.reserve(
+            _booking(
+                service_id=None,
+                service_ids=[SERVICE, SERVICE_2],
+                end_time="2030-01-07T09:35:00+01:00",
+            ).reservation_body(),
+            scopes=RESCHEDULE_SCOPES,
+            combination=True,
+        ),
         "POST",
         "/external/v1/serviceCombination/reservations",
         RESCHEDULE,  # as reserve: book or reschedule
@@ -416,12 +422,7 @@ GOLDEN: dict[str, Golden] = {
         body=_COMBINATION_RESERVE_BODY,
     ),
     "combination confirm": Golden(
-        lambda c: c.call(
-            "combination_confirm",
-            RESCHEDULE_SCOPES,
-            path_params={"appointment_id": RESERVATION},
-            json=_CONFIRM_BODY,
-        ),
+        lambda c: c.confirm(RESERVATION, _CONFIRM_BODY, scopes=RESCHEDULE_SCOPES, combination=True),
         "POST",
         f"/external/v1/serviceCombination/appointments/{RESERVATION}/confirm",
         BOOK,  # as confirm: book only
@@ -429,7 +430,7 @@ GOLDEN: dict[str, Golden] = {
         body=_CONFIRM_BODY,
     ),
     "combination get": Golden(
-        lambda c: c.call("combination_get", CANCEL_SCOPES, path_params={"appointment_id": APPOINTMENT}),
+        lambda c: c.get_appointment(APPOINTMENT, scopes=CANCEL_SCOPES, combination=True),
         "GET",
         f"/external/v1/serviceCombination/appointments/{APPOINTMENT}",
         CANCEL,  # a read: any scope
@@ -437,12 +438,7 @@ GOLDEN: dict[str, Golden] = {
         localised=True,
     ),
     "combination reschedule": Golden(
-        lambda c: c.call(
-            "combination_reschedule",
-            BOOK_SCOPES,
-            path_params={"appointment_id": APPOINTMENT},
-            json={"reservationId": RESERVATION},
-        ),
+        lambda c: c.reschedule(APPOINTMENT, RESERVATION, scopes=BOOK_SCOPES, combination=True),
         "PUT",
         f"/external/v1/serviceCombination/appointments/{APPOINTMENT}/reschedule",
         RESCHEDULE,

@@ -139,7 +139,15 @@ def runs(
     # journals of this module apart too.
     # The rich answer shape echoes notes (the canary) back into XCom, so the scan is shown to read
     # XCom; it is also the shape that echoes the most a leak could hide in.
-    settings = SandboxSettings(clients=(CLIENT,), requests_per_minute=0, slot_capacity=4, answer_shape="rich")
+    settings = SandboxSettings(
+        clients=(CLIENT,),
+        requests_per_minute=0,
+        slot_capacity=4,
+        answer_shape="rich",
+        # The combination example books two services at Stockholm City.
+        service_combinations=True,
+        combination_branches={"Stockholm City": ("Passport application", "Document pick-up")},
+    )
     server = SandboxServer(settings).start()
     started = time.time() - 1
     env = {
@@ -225,6 +233,7 @@ def runs(
                 "example_qmatic_move_earlier",
                 {"personal_identifier": kim["personal_identifier"]},
             )
+            dags_test("book_combination", "example_qmatic_book_combination", {"customer": person("l")})
             if ASSET_WATCHERS:  # run by hand: no asset event, nothing booked
                 dags_test("book_on_free_slot", "example_qmatic_book_on_free_slot", {"customer": person("h")})
             # The failing run through the real CLI: what it prints for the exception is searched.

@@ -33,6 +33,7 @@ TENANT = "demo"
 # The seeded catalogue (seed 0): Stockholm City (Europe/Stockholm) and its 15-minute service.
 STOCKHOLM = "e3e70682-c209-4cac-a29f-6fbed82c07cd"
 PASSPORT = "c8a70639-eb11-47b3-a7a9-c3787c65c1e5"
+PICK_UP = "e87a1613-e443-4f78-9558-867f5ba91faf"  # combinable with PASSPORT at Stockholm City
 UNKNOWN_GUID = "0b6a1c4e-9d1f-4e7a-8f3c-2a5b6c7d8e9f"
 
 # One client per scope set, all of one tenant: a task that asked for a scope its client lacks
@@ -140,7 +141,12 @@ def sandbox(
     """A fresh sandbox (seed 0) with the clients above and their connections in the environment;
     in the public answer shape unless a test parametrizes ``qmatic_answer_shape``."""
     settings = SandboxSettings(
-        clients=CLIENTS, requests_per_minute=0, answer_shape=qmatic_answer_shape or "public"
+        clients=CLIENTS,
+        requests_per_minute=0,
+        answer_shape=qmatic_answer_shape or "public",
+        # A tenant with service combinations (every single-service test runs on one too).
+        service_combinations=True,
+        combination_branches={"Stockholm City": ("Passport application", "Document pick-up")},
     )
     server = make_qmatic_sandbox(settings, set_env=False)
     env: dict[str, str] = {}

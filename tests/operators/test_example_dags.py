@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import REPO, approving, run_airflow
 from tests.operators.conftest import (
     PASSPORT,
+    PICK_UP,
     STOCKHOLM,
     Sandbox,
     customer,
@@ -45,6 +46,7 @@ OURS = {
     "example_qmatic_update_customers": "example_qmatic_update_customers.py",
     "example_qmatic_wait_and_book": "example_qmatic_wait_and_book.py",
     "example_qmatic_move_earlier": "example_qmatic_move_earlier.py",
+    "example_qmatic_book_combination": "example_qmatic_book_combination.py",
 }
 
 
@@ -207,6 +209,7 @@ AS_IS_ORDER = (
     "example_qmatic_bulk_plan",
     "example_qmatic_wait_and_book",
     "example_qmatic_move_earlier",
+    "example_qmatic_book_combination",
     # Airflow 3 only (asset watchers); run by hand it has no asset event and books nothing.
     *(("example_qmatic_book_on_free_slot",) if ASSET_WATCHERS else ()),
 )
@@ -249,6 +252,20 @@ def test_update_customers_example_runs_as_is(sandbox: Sandbox) -> None:
     assert sandbox.requests("search") >= 2 + 2 * 12  # Ada, and each row of the file, every run
 
 
+def test_combination_example_runs_as_is_and_books_once_when_triggered_twice(
+    dag_bag: Any, sandbox: Sandbox
+) -> None:
+    """Through the CLI as-is, then again in-process: one appointment of both services."""
+    _dags_test(sandbox, "example_qmatic_book_combination")
+    _run_example(dag_bag, "example_qmatic_book_combination")
+    (booked,) = sandbox.appointments("CONFIRMED")
+    assert booked["customer"]["personalIdentifier"] == "19361117MARGARET1"
+    assert [s["id"] for s in booked["services"]] == [PASSPORT, PICK_UP]
+    assert sandbox.requests("combination_reserve") == 1
+    assert sandbox.requests("combination_search") == 2
+    assert sandbox.appointments("RESERVED") == []
+
+
 def test_as_is_order_covers_every_example(dag_bag: Any) -> None:
     assert set(AS_IS_ORDER) == set(dag_bag.dags)
 
@@ -276,7 +293,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
     # What each example left behind: Ada booked once by the book example; Grace added by
     # find-and-book; Ada's appointment moved, then cancelled; the bulk customers booked once each,
     # moved, then cancelled; no file of bookings arrived, so the Asset-triggered DAG booked nothing;
-    # Alan waited for a free slot and was booked; Katherine, booked two weeks out, moved earlier.
+    # Alan waited for a free slot and was booked; Katherine, booked two weeks out, moved earlier;
+    # Margaret booked once for a passport application and a document pick-up together.
     with open(EXAMPLES / "data" / "bulk_customers.csv", newline="") as handle:
         bulk = len(list(csv.DictReader(handle)))
     assert seen == {
@@ -292,7 +310,8 @@ def test_every_example_runs_as_is_twice_and_books_nobody_twice(
         "example_qmatic_bulk_plan": 1 + 3,  # its own three customers, booked once after approval
         "example_qmatic_wait_and_book": 1 + 3 + 1,  # Alan, booked once when a slot was free
         "example_qmatic_move_earlier": 1 + 3 + 2,  # Katherine, booked late once, then moved earlier once
-        **({"example_qmatic_book_on_free_slot": 1 + 3 + 2} if ASSET_WATCHERS else {}),
+        "example_qmatic_book_combination": 1 + 3 + 2 + 1,  # Margaret, two services in one, once
+        **({"example_qmatic_book_on_free_slot": 1 + 3 + 2 + 1} if ASSET_WATCHERS else {}),
     }
     with open(out / "bulk_book_results.csv", newline="") as handle:
         statuses = Counter(row["status"] for row in csv.DictReader(handle))

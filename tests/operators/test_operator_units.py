@@ -81,6 +81,7 @@ def test_templated_fields() -> None:
     assert QmaticBookAppointmentOperator.template_fields == (
         "branch_id",
         "service_id",
+        "service_ids",
         "start_time",
         "end_time",
         "customer",
@@ -94,6 +95,7 @@ def test_templated_fields() -> None:
     assert QmaticBookAppointmentOperator.template_fields_renderers == {
         "customer": "json",
         "information_questions": "json",
+        "service_ids": "json",
     }
     assert QmaticRescheduleAppointmentOperator.template_fields == (
         "appointment_id",
@@ -101,12 +103,14 @@ def test_templated_fields() -> None:
         "end_time",
         "timezone",
         "notes",
+        "service_ids",
         "qmatic_conn_id",
     )
     assert QmaticCancelAppointmentOperator.template_fields == ("appointment_id", "qmatic_conn_id")
     assert QmaticFindTimeslotsOperator.template_fields == (
         "branch_id",
         "service_id",
+        "service_ids",
         "date_from",
         "date_to",
         "limit",

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sandbox_helpers import ACME, SETTINGS, Api, error_of, reserve_body
+from sandbox_helpers import ACME, CUSTOMER, SETTINGS, Api, error_of, reserve_body
 
 from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.sandbox import SandboxServer
@@ -147,11 +147,126 @@ def test_switched_on_per_system(sandbox: SandboxServer) -> None:
     assert error_of(Api(sandbox, ACME).get(LISTING))[:2] == (400, "invalid_request")
 
 
-def test_the_booking_rows_are_not_served_yet(sandbox: SandboxServer) -> None:
-    """Booking several services is the next part: its guessed paths answer 404, never a fake."""
-    _switch_on(sandbox, _branch(sandbox))
-    response = Api(sandbox).post(contract.COMBINATION_RESERVE.path, json={})
-    assert error_of(response)[:2] == (404, "not_found")
+def _combination_body(branch: dict[str, Any], ids: list[str], slot: dict[str, Any], number: int = 2) -> Any:
+    return {
+        "branchId": branch["id"],
+        "serviceIds": ids,
+        "timeSlot": {"startTime": slot["startTime"], "endTime": slot["endTime"]},
+        "numberOfReservations": number,
+    }
+
+
+def test_a_combination_is_reserved_confirmed_read_moved_and_cancelled(sandbox: SandboxServer) -> None:
+    """The booking calls in the public shape: one appointment with ``services[]``, holding a place
+    in every slot of each service it covers; search, get, reschedule, release and cancel."""
+    branch = _branch(sandbox)
+    pair = _switch_on(sandbox, branch)
+    api = Api(sandbox)
+    ids = [s["id"] for s in pair]
+    first, second = _slots(api, branch["id"], ids, branch["firstDay"]).json()[:2]
+    combi = contract.COMBINATION_RESERVE.path
+
+    reserved = api.post(combi, json=_combination_body(branch, ids, first))
+    assert reserved.status_code == 201, reserved.text
+    body = reserved.json()
+    assert "service" not in body
+    assert [s["id"] for s in body["services"]] == ids
+    assert (body["timeSlot"], body["numberOfReservations"], body["customer"]) == (
+        {"startTime": first["startTime"], "endTime": first["endTime"]},
+        2,
+        None,
+    )
+    # Each service's slots inside the window now hold one person (the sum 2 over two services).
+    inside = [
+        s
+        for sid in ids
+        for s in sandbox.free_slots(branch_id=branch["id"], service_id=sid, limit=1000)
+        if first["startTime"] <= s["startTime"] < first["endTime"]
+    ]
+    assert inside
+    assert {s["available"] for s in inside} == {1}
+
+    appointment_id = body["appointmentId"]
+    confirm = contract.COMBINATION_CONFIRM.path.format(appointment_id=appointment_id)
+    confirmed = api.post(confirm, json={"customer": CUSTOMER})
+    assert confirmed.status_code == 201, confirmed.text
+    got = api.get(contract.COMBINATION_GET.path.format(appointment_id=appointment_id)).json()
+    assert got["customer"]["firstName"] == "Ada"
+    assert [s["id"] for s in got["services"]] == ids
+    found = api.request(
+        "GET",
+        contract.COMBINATION_SEARCH.path,
+        json={"customer": {"personalIdentifier": CUSTOMER["personalIdentifier"]}},
+    ).json()
+    assert [a["appointmentId"] for a in found] == [appointment_id]
+
+    # Reschedule onto a new combination reservation: the old places are freed.
+    new = api.post(combi, json=_combination_body(branch, ids, second)).json()
+    moved = api.put(
+        contract.COMBINATION_RESCHEDULE.path.format(appointment_id=appointment_id),
+        json={"reservationId": new["appointmentId"]},
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["timeSlot"]["startTime"] == second["startTime"]
+    # A single-service reservation cannot take a combination's place: the services never change.
+    single = api.reserve(
+        {
+            "branchId": branch["id"],
+            "serviceId": ids[0],
+            **sandbox.free_slots(branch_id=branch["id"], service_id=ids[0], limit=1)[0],
+        }
+    )
+    refused = api.put(
+        contract.COMBINATION_RESCHEDULE.path.format(appointment_id=appointment_id),
+        json={"reservationId": single["appointmentId"]},
+    )
+    assert error_of(refused)[:2] == (409, "invalid_state")
+    # Release and cancel are shared with single appointments.
+    assert api.delete(contract.RELEASE.path.format(appointment_id=single["appointmentId"])).status_code == 204
+    assert api.delete(contract.CANCEL.path.format(appointment_id=appointment_id)).status_code == 204
+    assert sandbox.appointments("RESERVED") == []
+    every = [s for sid in ids for s in sandbox.free_slots(branch_id=branch["id"], service_id=sid, limit=1000)]
+    assert {s["available"] for s in every} == {2}
+
+
+def test_a_combination_reserve_is_refused_for_services_not_combined_or_a_tenant_without(
+    sandbox: SandboxServer,
+) -> None:
+    branch = _branch(sandbox)
+    api = Api(sandbox)
+    ids = [s["id"] for s in branch["services"][:2]]
+    slot = {"startTime": "2031-01-07T09:00:00+01:00", "endTime": "2031-01-07T09:30:00+01:00"}
+    combi = contract.COMBINATION_RESERVE.path
+    status, code, message = error_of(api.post(combi, json=_combination_body(branch, ids, slot)))
+    assert (status, code) == (400, "invalid_request")
+    assert "not switched on" in message
+    pair = _switch_on(sandbox, branch)
+    third = branch["services"][2]["id"]
+    status, code, message = error_of(
+        api.post(combi, json=_combination_body(branch, [pair[0]["id"], third], slot))
+    )
+    assert (status, code) == (400, "invalid_request")
+    assert third in message
+    assert branch["id"] in message
+    assert error_of(api.post(combi, json={**_combination_body(branch, ids, slot), "serviceIds": ids[:1]}))[
+        :2
+    ] == (
+        400,
+        "invalid_request",
+    )
+    # Off: every combination call is refused, the single-service ones still answer.
+    sandbox.configure(service_combinations=False)
+    for response in (
+        api.get(contract.COMBINATION_GET.path.format(appointment_id="x")),
+        api.request(
+            "GET", contract.COMBINATION_SEARCH.path, json={"customer": {"personalIdentifier": "A" * 12}}
+        ),
+    ):
+        assert error_of(response)[:2] == (400, "invalid_request")
+    assert (
+        api.post(contract.SEARCH.path, json={"customer": {"personalIdentifier": "A" * 12}}).status_code == 200
+    )
+    assert sandbox.appointments() == []
 
 
 @pytest.mark.parametrize(
