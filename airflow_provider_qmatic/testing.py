@@ -21,7 +21,7 @@ Fixtures:
 Marker ``@pytest.mark.qmatic_sandbox(**settings)`` -- run-time settings of ``qmatic_sandbox`` for one
 test (undone by the next test's reset), e.g. ``require_date_of_birth=True``,
 ``required_questions=["q1"]``, ``max_reservations={"*": 1}``, ``search_answer="object"``,
-``service_combinations=True, combination_branches={"Stockholm City": ["Passport application",
+``service_combinations=False``, ``combination_branches={"Stockholm City": ["Passport application",
 "National ID card"]}``, ``tenant_config={"demo": {...}}``. Paths cannot move at run time: use
 ``make_qmatic_sandbox``.
 

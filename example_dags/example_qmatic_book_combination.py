@@ -3,11 +3,8 @@ first slot long enough for all of them, then book it for a customer.
 
 The tenant must have service combinations switched on, and the branch must list the services as
 combinable (QmaticHook().list_service_combinations(branch_id) shows what it does): otherwise the
-booking fails before anything is reserved, naming the services and the branch. Against the local
-sandbox, start it with combinations on::
-
-    qmatic-sandbox --service-combinations \\
-        --combination "Stockholm City=Passport application,Document pick-up"
+booking fails before anything is reserved, naming the services and the branch. The local sandbox
+has combinations switched on, every branch's services combinable, so this runs as-is against it.
 
 Safe to trigger twice: a customer who already has an upcoming appointment for these services at
 this branch is not booked again (the booking task is skipped and the log names the appointment).

@@ -285,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tenant.add_argument(
         "--service-combinations",
-        action="store_true",
-        help="switch service combinations on (a system setting); off, every /serviceCombination/ "
-        "call is refused (400)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="service combinations on (a system setting; on by default); off, every "
+        "/serviceCombination/ call is refused (400)",
     )
     tenant.add_argument(
         "--combination",
@@ -295,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="BRANCH=SERVICE,SERVICE[,...]",
         help="configure a branch (id or name) for combinations: these of its services (ids or names) "
-        "may share one appointment (repeatable; needs --service-combinations to be served)",
+        "may share one appointment (repeatable; other branches then have none; without any, every "
+        "branch's services may share one)",
     )
     tenant.add_argument(
         "--tenant-config",
@@ -348,7 +350,7 @@ def _tenant_knobs(args: argparse.Namespace) -> dict[str, Any]:
         "max_reservations": caps,
         "service_groups": groups,
         "service_combinations": args.service_combinations,
-        "combination_branches": combinations,
+        "combination_branches": combinations or None,
         "tenant_config": per_tenant,
     }
 

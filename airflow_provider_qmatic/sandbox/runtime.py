@@ -153,7 +153,7 @@ def _check_service_references(settings: SandboxSettings, seed: SeedData) -> None
                 f"{where}max_reservations or service_groups: no seeded service has the id or name "
                 f"{', '.join(sorted(unknown)[:5])} (see /_sandbox/seed or qmatic-sandbox --catalogue)"
             )
-        for ref, members in config.combination_branches.items():
+        for ref, members in (config.combination_branches or {}).items():
             branch = next((b for b in seed.branches if ref in (b.id, b.name)), None)
             if branch is None:
                 raise ValueError(

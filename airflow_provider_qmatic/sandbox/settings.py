@@ -147,8 +147,8 @@ class TenantSettings:
     required_questions: tuple[str, ...] = ()
     max_reservations: Mapping[str, int] = field(default_factory=dict)
     service_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    service_combinations: bool = False
-    combination_branches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    service_combinations: bool = True
+    combination_branches: Mapping[str, tuple[str, ...]] | None = None
 
     def cap(self, service_id: str, service_name: str) -> int:
         """The service's ``config.maxNumberOfReservations``: 0 means no cap (Qmatic's examples)."""
@@ -188,9 +188,10 @@ class SandboxSettings:
     ``require_date_of_birth``, ``required_questions`` (question ids a confirm must answer),
     ``max_reservations`` (service id or name, or ``*``, -> ``config.maxNumberOfReservations``; 0 or
     absent: no cap), ``service_groups`` (group name -> service ids or names),
-    ``service_combinations`` (the system setting that switches combinations on; off, every
-    ``/serviceCombination/`` call is refused) and ``combination_branches`` (branch id or name ->
-    the services, by id or name, that may share one appointment there; other branches have none).
+    ``service_combinations`` (the system setting that switches combinations on, as by default; off,
+    every ``/serviceCombination/`` call is refused) and ``combination_branches`` (branch id or name
+    -> the services, by id or name, that may share one appointment there; other branches have none;
+    by default every branch's services may share one, so the combination example runs as-is).
     """
 
     seed: Annotated[int, _int(-(2**63), 2**63 - 1)] = 0
@@ -245,14 +246,17 @@ class SandboxSettings:
         ],
         Field(strict=True, max_length=MAX_TENANT_ENTRIES),
     ] = field(default_factory=dict)
-    service_combinations: Annotated[bool, Field(strict=True)] = False
-    combination_branches: Annotated[
-        dict[
-            Annotated[str, _text(255)],
-            Annotated[tuple[Annotated[str, _text(255)], ...], Field(max_length=MAX_TENANT_ENTRIES)],
-        ],
-        Field(strict=True, max_length=MAX_BRANCHES),
-    ] = field(default_factory=dict)
+    service_combinations: Annotated[bool, Field(strict=True)] = True
+    combination_branches: (
+        Annotated[
+            dict[
+                Annotated[str, _text(255)],
+                Annotated[tuple[Annotated[str, _text(255)], ...], Field(max_length=MAX_TENANT_ENTRIES)],
+            ],
+            Field(strict=True, max_length=MAX_BRANCHES),
+        ]
+        | None
+    ) = None
     tenant_config: Annotated[dict[str, dict[str, Any]], Field(strict=True, max_length=MAX_CLIENTS)] = field(
         default_factory=dict
     )
@@ -263,7 +267,8 @@ class SandboxSettings:
         object.__setattr__(self, "fault_endpoints", tuple(self.fault_endpoints))
         object.__setattr__(self, "required_questions", tuple(self.required_questions))
         for name in _LIST_MAPPINGS:
-            object.__setattr__(self, name, {k: tuple(v) for k, v in dict(getattr(self, name)).items()})
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, {k: tuple(v) for k, v in dict(getattr(self, name)).items()})
         self._validate()
         object.__setattr__(self, "moved_paths", _check_moved_paths(self.moved_paths))
         object.__setattr__(self, "tenant_config", _check_tenant_config(self.tenant_config))
@@ -318,7 +323,7 @@ class SandboxSettings:
                 value = value.isoformat() if value else None
             elif f.name in ("fault_endpoints", "required_questions"):
                 value = list(value)
-            elif f.name in _LIST_MAPPINGS:
+            elif f.name in _LIST_MAPPINGS and value is not None:
                 value = {name: list(members) for name, members in value.items()}
             elif f.name == "tenant_config":
                 value = {

@@ -599,8 +599,11 @@ class Store:
         return shapes.appointment(appointment, settings.tenant(appointment.tenant), rich=settings.rich)
 
 
-def _combinable(branch: Branch, configured: Mapping[str, tuple[str, ...]]) -> list[Service]:
-    """The branch's services that may share an appointment (its entry by id or by name)."""
+def _combinable(branch: Branch, configured: Mapping[str, tuple[str, ...]] | None) -> list[Service]:
+    """The branch's services that may share an appointment (its entry by id or by name; all of
+    them when nothing is configured)."""
+    if configured is None:
+        return list(branch.services)
     members = configured.get(branch.id) or configured.get(branch.name) or ()
     return [s for s in branch.services if s.id in members or s.name in members]
 

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.airflow
 READS = ["branches", "services", "service_groups", "timeslots", "get", "search", "service_combinations"]
 # The probe's rows: the reads, and the combination slots (called only when combinations are on).
 ROWS = [*READS, "combination_timeslots"]
-# Against a sandbox with combinations off (the default): every read confirmed, the slots not called.
-VERDICTS = {**dict.fromkeys(READS, "confirmed"), "combination_timeslots": "unknown"}
+# Against the default sandbox (combinations on at every branch): every row confirmed.
+VERDICTS = dict.fromkeys(ROWS, "confirmed")
 MOVED_SERVICES = "/services"  # where the public page writes it: the most likely real correction
 MOVED_RELEASE = "/external/v1/reservations/{appointment_id}"
 
@@ -40,15 +40,18 @@ def test_public_shape_confirms_every_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A private sandbox: the session's one may still take a late request of an earlier test, and
-    # this test counts every request.
-    qmatic_sandbox = make_qmatic_sandbox()
+    # this test counts every request. Its tenant has service combinations switched off.
+    qmatic_sandbox = make_qmatic_sandbox(service_combinations=False)
     assert qmatic_sandbox.settings.answer_shape == "public"
     run = run_probe(capsys, monkeypatch, "--json")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
     assert list(rows) == ROWS
-    assert {op: row["verdict"] for op, row in rows.items()} == VERDICTS
-    # The sandbox's default tenant has service combinations switched off: it refuses, and says so.
+    assert {op: row["verdict"] for op, row in rows.items()} == {
+        **VERDICTS,
+        "combination_timeslots": "unknown",
+    }
+    # Combinations switched off: the sandbox refuses, and the probe says so.
     assert rows["service_combinations"]["status"] == 400
     assert "switched off" in rows["service_combinations"]["note"]
     assert rows["combination_timeslots"]["status"] is None
@@ -81,7 +84,7 @@ def test_a_tenant_with_combinations_is_said_to_have_them_and_their_slots_are_rea
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox = make_qmatic_sandbox(service_combinations=True)
+    sandbox = make_qmatic_sandbox()  # combinations on, as by default
     branch = sandbox.seed()["branches"][0]
     sandbox.configure(combination_branches={branch["id"]: [s["id"] for s in branch["services"][:2]]})
     run = run_probe(capsys, monkeypatch, "--json")
@@ -270,6 +273,8 @@ def test_rich_shape_is_confirmed_too(
         "service_groups": "no items",
         "timeslots": "matches",
         "search": "no items",
+        "service_combinations": "matches",
+        "combination_timeslots": "matches",
         "reserve": "extra fields",
     }
     assert rows["reserve"]["shape"]["unexpected"] == ["branch.timeZone", "service.durationMinutes"]

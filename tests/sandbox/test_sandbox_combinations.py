@@ -41,6 +41,7 @@ def _slots(api: Api, branch_id: str, service_ids: list[str], day: str, number: i
 
 
 def test_switched_off_every_combination_call_is_refused(sandbox: SandboxServer) -> None:
+    sandbox.configure(service_combinations=False)
     api = Api(sandbox)
     branch = _branch(sandbox)
     ids = [s["id"] for s in branch["services"][:2]]
@@ -232,6 +233,7 @@ def test_a_combination_is_reserved_confirmed_read_moved_and_cancelled(sandbox: S
 def test_a_combination_reserve_is_refused_for_services_not_combined_or_a_tenant_without(
     sandbox: SandboxServer,
 ) -> None:
+    sandbox.configure(service_combinations=False)
     branch = _branch(sandbox)
     api = Api(sandbox)
     ids = [s["id"] for s in branch["services"][:2]]
@@ -286,10 +288,14 @@ def test_bad_combination_settings_name_the_setting(
 
 
 def test_the_command_line_switches_combinations_on_and_configures_a_branch() -> None:
-    args = build_parser().parse_args(
-        ["--service-combinations", "--combination", "Stockholm City=Passport application, Tax advice"]
-    )
+    args = build_parser().parse_args(["--combination", "Stockholm City=Passport application, Tax advice"])
     settings = settings_from_args(args)
     assert settings.service_combinations is True
     assert settings.combination_branches == {"Stockholm City": ("Passport application", "Tax advice")}
-    assert SETTINGS.service_combinations is False
+    # By default every branch's services combine; --no-service-combinations switches them off.
+    assert (SETTINGS.service_combinations, SETTINGS.combination_branches) == (True, None)
+    assert settings_from_args(build_parser().parse_args([])).combination_branches is None
+    assert (
+        settings_from_args(build_parser().parse_args(["--no-service-combinations"])).service_combinations
+        is False
+    )
