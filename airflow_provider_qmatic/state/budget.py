@@ -59,12 +59,12 @@ A state file whose stamps lie in the future (left over from before a reboot) is 
 Spacing
 -------
 The token endpoint takes one request per second, and a bucket is the wrong tool for that: it must
-never admit two requests inside one second, whichever clients send them. :func:`spacing` hands out
-one :class:`Spacing` per key for the whole process (two clients of one task, a book and a
-reschedule scope, share it) and, with ``shared_dir``, keeps its one number, the earliest moment
-of the next request, in ``<shared_dir>/<key>.next`` under ``flock``, so the task processes of the
-host share it too, or, with ``redis``, in Redis for the whole cluster. Each caller books its moment
-and sleeps once until it comes.
+never admit two requests inside one second, whichever clients send them. One :class:`Spacing` per
+key serves the whole process (two clients of one task, a book and a reschedule scope, share it:
+:func:`airflow_provider_qmatic.state.token_spacing`) and, with ``shared_dir``, keeps its one number,
+the earliest moment of the next request, in ``<shared_dir>/<key>.next`` under ``flock``, so the
+task processes of the host share it too, or, with ``redis``, in Redis for the whole cluster. Each
+caller books its moment and sleeps once until it comes.
 """
 
 from __future__ import annotations
@@ -598,7 +598,7 @@ class _RedisBucket:
 class Spacing:
     """At most one event per ``interval`` seconds for a key, across threads and, with ``shared_dir``,
     across the processes of this user on this host, or with ``redis`` across every host. Build the
-    host-local one with :func:`spacing` (one per key in a process)."""
+    one a process shares with :func:`airflow_provider_qmatic.state.token_spacing`."""
 
     def __init__(
         self,
@@ -720,20 +720,6 @@ class _RedisMoments:
     def book(self, kind: str, seconds: float) -> float:
         with self._redis.call("the token endpoint's spacing"):
             return float(self._script(keys=[self._key], args=[kind, seconds]))
-
-
-_spacings: dict[tuple[str, str | None], Spacing] = {}
-_spacings_lock = threading.Lock()
-
-
-def spacing(interval: float, *, key: str, shared_dir: str | os.PathLike[str] | None = None) -> Spacing:
-    """The process's one host-local :class:`Spacing` for ``key`` (and ``shared_dir``)."""
-    where = None if shared_dir is None else os.fspath(shared_dir)
-    with _spacings_lock:
-        found = _spacings.get((key, where))
-        if found is None:
-            found = _spacings[(key, where)] = Spacing(interval, key=key, shared_dir=shared_dir)
-        return found
 
 
 def _shared_directory(shared_dir: str | os.PathLike[str] | None, what: str) -> PrivateDirectory | None:
