@@ -70,7 +70,6 @@ caller books its moment and sleeps once until it comes.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -78,8 +77,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from airflow_provider_qmatic.exceptions import QmaticCoordinationError
 from airflow_provider_qmatic.state._files import (
@@ -334,16 +335,18 @@ class RateLimiter:
             log.warning("Qmatic request budget: %s", exc.message)
 
 
-@dataclass
-class _State:
-    """A host-local bucket's whole state; in shared mode, the content of the ``.bucket`` file."""
+class _State(BaseModel):
+    """A host-local bucket's whole state; in shared mode, the content of the ``.bucket`` file, read
+    strictly: finite numbers, a whole count (anything else is torn or foreign, and starts afresh)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     tokens: float
     updated: float  # clock time up to which tokens were refilled
     rate: float  # nominal requests per minute now in force
     quiet_since: float  # last 429 or last rate increase: the start of the current quiet period
     paused_until: float | None = None
-    consecutive_429: int = 0
+    consecutive_429: NonNegativeInt = 0
 
 
 class _LocalBucket:
@@ -383,7 +386,7 @@ class _LocalBucket:
                     now = self._clock()  # read under the lock, so time order matches state order
                     state = self._load(fd, now)
                     seen = self._step(state, now, op, n, retry_after)
-                    _rewrite(fd, json.dumps(asdict(state)).encode())
+                    _rewrite(fd, state.model_dump_json().encode())
                     return seen
                 finally:
                     os.close(fd)
@@ -446,8 +449,11 @@ class _LocalBucket:
 
     def _load(self, fd: int, now: float) -> _State:
         """The shared state, or a fresh bucket if the file is new, corrupt or from before a reboot."""
-        state = _parse_state(os.pread(fd, _MAX_STATE_BYTES, 0))
-        if state is None or state.updated > now + 1.0 or state.quiet_since > now + 1.0:
+        try:
+            state = _State.model_validate_json(os.pread(fd, _MAX_STATE_BYTES, 0))
+        except ValidationError:  # empty, torn, foreign or absurdly nested
+            return self._fresh(now)
+        if state.updated > now + 1.0 or state.quiet_since > now + 1.0:
             return self._fresh(now)
         # Processes may be configured differently; each keeps the shared values inside its own bounds.
         state.tokens = min(max(state.tokens, -1.0), self._rules.burst)
@@ -744,33 +750,3 @@ def _rewrite(fd: int, data: bytes) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     write_all(fd, data)
     os.ftruncate(fd, len(data))
-
-
-def _parse_state(raw: bytes) -> _State | None:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # empty, torn, foreign or absurdly nested: start afresh
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        paused = data["paused_until"]
-        consecutive = data["consecutive_429"]
-        if not isinstance(consecutive, int) or isinstance(consecutive, bool) or consecutive < 0:
-            return None
-        return _State(
-            tokens=_finite(data["tokens"]),
-            updated=_finite(data["updated"]),
-            rate=_finite(data["rate"]),
-            quiet_since=_finite(data["quiet_since"]),
-            paused_until=None if paused is None else _finite(paused),
-            consecutive_429=consecutive,
-        )
-    except (KeyError, TypeError):
-        return None
-
-
-def _finite(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError("not a finite number")
-    return float(value)

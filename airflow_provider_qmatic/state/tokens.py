@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import secrets
 import threading
@@ -35,7 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
@@ -58,14 +59,21 @@ class CachedToken:
 
     ``expires_at`` is epoch seconds from :func:`time.time`, so processes can compare it. The token
     itself is left out of ``repr`` (and so of ``str``), which keeps it out of logs and tracebacks.
+    Files and Redis entries hold it as JSON (:data:`_STORED`), read strictly: a stored value that
+    is not a non-empty token and a finite expiry (torn, foreign, absurdly nested) is a miss.
     """
 
-    access_token: str = field(repr=False)
+    __pydantic_config__ = ConfigDict(strict=True, allow_inf_nan=False)
+
+    access_token: Annotated[str, Field(min_length=1)] = field(repr=False)
     expires_at: float
 
     def ttl(self, now: float | None = None) -> float:
         """Seconds left before expiry at ``now`` (default: the current time); negative once expired."""
         return self.expires_at - (time.time() if now is None else now)
+
+
+_STORED = TypeAdapter(CachedToken)
 
 
 class TokenCache(Protocol):
@@ -246,7 +254,7 @@ class FileTokenCache:
 
     def _write(self, dir_fd: int, key: str, token: CachedToken) -> None:
         """Store the token atomically; a failure costs a later refetch, never this call's token."""
-        data = _token_json(token)
+        data = _STORED.dump_json(token)
         temp = f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             fd = self._dir.open_file(dir_fd, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -410,7 +418,7 @@ class RedisTokenCache:
 
     def _seal(self, entry: str, token: CachedToken) -> bytes:
         nonce = secrets.token_bytes(12)
-        plain = _token_json(token)
+        plain = _STORED.dump_json(token)
         sealed = self._aead.encrypt(nonce, plain, _SEAL_VERSION + entry.encode())
         return _SEAL_VERSION + base64.b64encode(nonce + sealed)
 
@@ -431,26 +439,8 @@ class RedisTokenCache:
 _SEAL_VERSION = b"qm2:"
 
 
-def _token_json(token: CachedToken) -> bytes:
-    """How a file or a Redis entry stores a token (sealed first in Redis)."""
-    return json.dumps({"access_token": token.access_token, "expires_at": token.expires_at}).encode()
-
-
 def _parse_token(raw: bytes) -> CachedToken | None:
-    """What :func:`_token_json` wrote, or None for anything else (torn, foreign, absurdly nested)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
+        return _STORED.validate_json(raw)
+    except ValidationError:
         return None
-    if not isinstance(data, dict):
-        return None
-    token, expires_at = data.get("access_token"), data.get("expires_at")
-    if (
-        not isinstance(token, str)
-        or not token
-        or not isinstance(expires_at, (int, float))
-        or isinstance(expires_at, bool)
-        or not math.isfinite(expires_at)
-    ):
-        return None
-    return CachedToken(access_token=token, expires_at=float(expires_at))
