@@ -13,6 +13,7 @@ reads the journal too. Nothing above this package knows which.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -27,15 +28,28 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.state.tokens import TokenCache
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 def _home(config: ClientConfig) -> tuple[Path | None, RedisLink | None]:
-    """Where the connection keeps its shared state: a host directory, Redis, or (neither) this process."""
+    """Where the connection keeps its shared state: a host directory, Redis, or (neither) this
+    process, as with ``file`` where ``flock`` does not exist (Windows)."""
+    from airflow_provider_qmatic.state._files import flock_available
+
     if config.credential_cache == "redis":
         from airflow_provider_qmatic.state._redis import redis_for
 
         return None, redis_for(config.redis_conn_id)
-    return (shared_dir(config) if config.credential_cache == "file" else None), None
+    if config.credential_cache != "file":
+        return None, None
+    if not flock_available():
+        log.warning(
+            "file locks (fcntl.flock) are unavailable on this system: Qmatic tokens and pacing are "
+            "kept per process, in memory, not shared through %s",
+            shared_dir(config),
+        )
+        return None, None
+    return shared_dir(config), None
 
 
 def shared_dir(config: ClientConfig) -> Path:

@@ -17,7 +17,7 @@ A leading ``~`` in the directory is the user's home, wherever the path comes fro
 extra, an environment variable, an operator argument).
 
 Locking is ``fcntl.flock`` on an open descriptor. It exists only on POSIX systems, so ``fcntl`` is
-imported lazily and :func:`flock_available` lets callers fall back to process-local state.
+imported lazily and :func:`flock_available` lets the state factory fall back to process-local state.
 """
 
 from __future__ import annotations

@@ -86,7 +86,6 @@ from airflow_provider_qmatic.exceptions import QmaticCoordinationError
 from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
-    flock_available,
     lock_exclusive,
     write_all,
 )
@@ -369,7 +368,7 @@ class _LocalBucket:
         self._rng = rng
         self._lock = threading.Lock()
         self._state = self._fresh(clock())  # in shared mode unused: the file holds the state
-        self._shared = _shared_directory(shared_dir, "request pacing")
+        self._shared = _shared_directory(shared_dir)
 
     def __repr__(self) -> str:
         return "in this process" if self._shared is None else f"shared through {self._shared.path}"
@@ -650,7 +649,7 @@ class _LocalMoments:
         self._clock = clock
         self._lock = threading.Lock()
         self._next_at = 0.0
-        self._shared = _shared_directory(shared_dir, "token request spacing")
+        self._shared = _shared_directory(shared_dir)
 
     def __repr__(self) -> str:
         return "in this process" if self._shared is None else f"shared through {self._shared.path}"
@@ -728,17 +727,9 @@ class _RedisMoments:
             return float(self._script(keys=[self._key], args=[kind, seconds]))
 
 
-def _shared_directory(shared_dir: str | os.PathLike[str] | None, what: str) -> PrivateDirectory | None:
+def _shared_directory(shared_dir: str | os.PathLike[str] | None) -> PrivateDirectory | None:
     """The checked directory to share state through, or None (state in this process)."""
     if shared_dir is None:
-        return None
-    if not flock_available():
-        log.warning(
-            "file locks (fcntl.flock) are unavailable on this system: Qmatic %s is per process, not "
-            "shared through %s",
-            what,
-            shared_dir,
-        )
         return None
     shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
     with shared.opened():  # fail now, before any request, if it is unusable

@@ -42,7 +42,6 @@ from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
     default_cache_dir,
-    flock_available,
     lock_exclusive,
     write_all,
 )
@@ -173,8 +172,6 @@ class FileTokenCache:
     anything else raises :class:`~airflow_provider_qmatic.exceptions.QmaticConfigError`. An
     unreadable or corrupt token file is a miss and is overwritten.
 
-    Where ``flock`` does not exist (Windows) this cache warns once and keeps tokens in memory.
-
     :param directory: where to keep tokens; default :func:`default_cache_dir`.
     """
 
@@ -183,15 +180,6 @@ class FileTokenCache:
             default_cache_dir() if directory is None else directory, purpose="cached OAuth2 tokens"
         )
         self._key_lock = _KeyLocks()
-        self._memory: MemoryTokenCache | None = None
-        if not flock_available():
-            log.warning(
-                "file locks (fcntl.flock) are unavailable on this system: Qmatic tokens are cached in "
-                "memory per process instead of in %s",
-                self._dir.path,
-            )
-            self._memory = MemoryTokenCache()
-            return
         with self._dir.opened():  # fail at construction, before any request, if it is unusable
             pass
 
@@ -204,8 +192,6 @@ class FileTokenCache:
         self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
     ) -> tuple[CachedToken, bool]:
         """See :meth:`TokenCache.get_or_fetch`."""
-        if self._memory is not None:
-            return self._memory.get_or_fetch(key, fetch, min_ttl=min_ttl)
         with self._locked(key) as dir_fd:
             cached = self._read(dir_fd, key)
             if cached is not None and cached.ttl() > min_ttl:
@@ -216,9 +202,6 @@ class FileTokenCache:
 
     def invalidate(self, key: str, access_token: str) -> None:
         """See :meth:`TokenCache.invalidate`."""
-        if self._memory is not None:
-            self._memory.invalidate(key, access_token)
-            return
         with self._locked(key) as dir_fd:
             cached = self._read(dir_fd, key)
             if cached is not None and cached.access_token == access_token:

@@ -18,7 +18,7 @@ import pytest
 from airflow_provider_qmatic import state
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.state import budget as ratelimit
+from airflow_provider_qmatic.state import _files
 from airflow_provider_qmatic.state.budget import MAX_PAUSE_S, RateLimiter, Spacing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -402,9 +402,15 @@ def test_shared_dir_with_loose_permissions_is_refused(tmp_path: Path) -> None:
 def test_without_flock_the_limiter_warns_and_stays_local(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(ratelimit, "flock_available", lambda: False)
-    fake = FakeTime()
-    rl = limiter(fake, 100, shared_dir=tmp_path / "never")
+    monkeypatch.setattr(_files, "flock_available", lambda: False)
+    config = ClientConfig.from_values(
+        client_id="c",
+        client_secret="s",
+        tenant="t",
+        region="eu-west-1",
+        credential_cache_dir=str(tmp_path / "never"),
+    )
+    rl = state.request_budget(config)
     assert "per process" in caplog.text
     rl.acquire()
     assert not (tmp_path / "never").exists()

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
+from airflow_provider_qmatic.state import _files
 from airflow_provider_qmatic.state import tokens as token_cache
 from airflow_provider_qmatic.state._files import default_cache_dir
 from airflow_provider_qmatic.state.tokens import (
@@ -502,8 +505,15 @@ def test_default_cache_dir_uses_a_private_runtime_dir(
 def test_without_flock_the_file_cache_warns_and_keeps_tokens_in_memory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(token_cache, "flock_available", lambda: False)
-    cache = FileTokenCache(tmp_path / "never")
+    monkeypatch.setattr(_files, "flock_available", lambda: False)
+    config = ClientConfig.from_values(
+        client_id="c",
+        client_secret="s",
+        tenant="t",
+        region="eu-west-1",
+        credential_cache_dir=str(tmp_path / "never"),
+    )
+    cache = state.token_cache(config)
     assert "in memory" in caplog.text
     fetch = CountingFetch()
     token, _ = cache.get_or_fetch(KEY, fetch, min_ttl=60)
