@@ -78,7 +78,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
@@ -110,26 +110,6 @@ BUCKET_IDLE_TTL_S = 86400
 # Redis until it has not been seen for this long.
 DECLARED_LIMIT_TTL_S = 600
 
-_T = TypeVar("_T")
-
-
-class Limiter(Protocol):
-    """What the client needs from a request budget (:class:`RateLimiter`, or a test's stand-in)."""
-
-    @property
-    def limit(self) -> float: ...
-
-    @property
-    def current_rate(self) -> float: ...
-
-    def acquire(self, n: float = 1.0) -> float: ...
-
-    def on_rate_limited(self, retry_after: float | None = None) -> None: ...
-
-    def on_success(self) -> None: ...
-
-    def stats(self) -> dict[str, float]: ...
-
 
 @dataclass(frozen=True)
 class _Rules:
@@ -150,12 +130,6 @@ class _Seen:
     wait: float
     rate: float
     limit: float
-
-
-class _Bucket(Protocol):
-    """Where the bucket lives; ``op`` is ``take`` (``n`` requests), ``429``, ``ok`` or ``rate``."""
-
-    def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen: ...
 
 
 class RateLimiter:
@@ -215,7 +189,7 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         rng = rng or random.Random()
-        self._bucket: _Bucket = (
+        self._bucket: _LocalBucket | _RedisBucket = (
             _LocalBucket(self._rules, key, shared_dir, clock, rng)
             if redis is None
             else _RedisBucket(self._rules, key, redis, rng)
@@ -332,6 +306,10 @@ class RateLimiter:
             self._apply(op, retry_after=retry_after)
         except QmaticCoordinationError as exc:
             log.warning("Qmatic request budget: %s", exc.message)
+
+
+#: What the client, the hook and the progress reports hold: the request budget.
+Limiter = RateLimiter
 
 
 class _State(BaseModel):
