@@ -116,23 +116,16 @@ class _DeadlineResponse(http.client.HTTPResponse):
             plain.close()
 
 
-class _DeadlineHTTPConnection(HTTPConnection):
-    response_class = _DeadlineResponse
+def _deadline_pool(pool: type[HTTPConnectionPool], connection: type[HTTPConnection]) -> type[Any]:
+    """``pool`` whose connections read their answers through :class:`_DeadlineResponse`."""
+    reading = type(f"_Deadline{connection.__name__}", (connection,), {"response_class": _DeadlineResponse})
+    return type(f"_Deadline{pool.__name__}", (pool,), {"ConnectionCls": reading})
 
 
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    response_class = _DeadlineResponse
-
-
-class _DeadlineHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+_POOLS = {
+    "http": _deadline_pool(HTTPConnectionPool, HTTPConnection),
+    "https": _deadline_pool(HTTPSConnectionPool, HTTPSConnection),
+}
 
 
 def _capped_stream(stream: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
