@@ -63,11 +63,6 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def usable_until(issued_at: float, expires_in: float) -> float:
-    """When to stop using a token: 5 minutes before expiry, or half-way for short-lived tokens."""
-    return issued_at + expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
-
-
 def _lifetime(value: object) -> float:
     """``expires_in`` as seconds to cache for: a finite positive number (JSON number or numeric
     text), capped at :data:`MAX_TOKEN_LIFETIME_S`; anything else is a QmaticAuthError."""
@@ -274,7 +269,8 @@ class TokenProvider:
             )
         expires_in = _lifetime(payload.get("expires_in", 3600))
         self.last_expires_in = expires_in
-        return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
+        usable = expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
+        return CachedToken(access_token=token, expires_at=self._clock() + usable)
 
     def auth_failure(self, scopes: frozenset[Scope]) -> QmaticAuthError:
         """The error for an API call refused twice with 401, naming tenant and region, no secret."""
