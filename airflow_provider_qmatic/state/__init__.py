@@ -168,7 +168,7 @@ def task_journal(
     _, redis = _home(config)
     if redis is not None:
         return RedisJournal(redis, name)
-    directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
+    directory = Path(journal_dir) if journal_dir else default_journal_dir(shared_dir(config))
     return FileJournal(directory / name)
 
 

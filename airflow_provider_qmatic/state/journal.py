@@ -74,7 +74,6 @@ from airflow_provider_qmatic.exceptions import (
 )
 from airflow_provider_qmatic.state._files import (
     PrivateDirectory,
-    default_cache_dir,
     flock_available,
     write_all,
 )
@@ -147,13 +146,10 @@ def key_id(key: bytes) -> str:
     return hmac.digest(key, b"qmatic-bulk-journal-key-id", "sha256").hex()[:16]
 
 
-def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
-    """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
+def default_journal_dir(state_dir: Path) -> Path:
+    """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the connection's state directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
-    return base / "bulk-journals"
+    return Path(configured).expanduser() if configured else state_dir / "bulk-journals"
 
 
 @dataclass
