@@ -78,18 +78,6 @@ def _is_private_dir(path: str) -> bool:
     )
 
 
-def lock_exclusive(fd: int) -> None:
-    """Block until this open file description holds the exclusive ``flock`` on ``fd``.
-
-    The lock is released when the descriptor is closed, so a crashed holder never leaves it stuck.
-    Separate ``os.open`` calls (even by two threads of one process) get separate file descriptions,
-    which ``flock`` treats as competitors: it serialises threads as well as processes.
-    """
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` at the descriptor's current offset (``os.write`` may be short)."""
     view = memoryview(data)
@@ -167,6 +155,24 @@ class PrivateDirectory:
             os.close(fd)
             raise
         return fd
+
+    @contextmanager
+    def locked(self, dir_fd: int, name: str) -> Iterator[int]:
+        """``name`` inside the directory, opened (created 0600 if missing) and held under an
+        exclusive ``flock`` until the block ends.
+
+        Closing releases the lock, so a crashed holder never leaves it stuck. Separate ``os.open``
+        calls (even by two threads of one process) get separate file descriptions, which ``flock``
+        treats as competitors: it serialises threads as well as processes.
+        """
+        import fcntl
+
+        fd = self.open_file(dir_fd, name, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
 
     def _create_if_missing(self) -> None:
         if os.path.lexists(self.path):

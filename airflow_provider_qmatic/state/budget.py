@@ -86,7 +86,6 @@ from airflow_provider_qmatic.exceptions import QmaticCoordinationError
 from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
-    lock_exclusive,
     write_all,
 )
 
@@ -356,17 +355,12 @@ class _LocalBucket:
         with self._lock:
             if self._shared is None:
                 return self._step(self._state, self._clock(), op, n, retry_after)
-            with self._shared.opened() as dir_fd:
-                fd = self._shared.open_file(dir_fd, f"{self._key}.bucket", os.O_RDWR | os.O_CREAT)
-                try:
-                    lock_exclusive(fd)
-                    now = self._clock()  # read under the lock, so time order matches state order
-                    state = self._load(fd, now)
-                    seen = self._step(state, now, op, n, retry_after)
-                    _rewrite(fd, state.model_dump_json().encode())
-                    return seen
-                finally:
-                    os.close(fd)
+            with self._shared.opened() as dir_fd, self._shared.locked(dir_fd, f"{self._key}.bucket") as fd:
+                now = self._clock()  # read under the lock, so time order matches state order
+                state = self._load(fd, now)
+                seen = self._step(state, now, op, n, retry_after)
+                _rewrite(fd, state.model_dump_json().encode())
+                return seen
 
     def _step(self, state: _State, now: float, op: str, n: float, retry_after: float | None) -> _Seen:
         wait = 0.0
@@ -640,22 +634,17 @@ class _LocalMoments:
                 now = self._clock()
                 start, self._next_at = _book(kind, seconds, now, self._next_at)
                 return start - now
-            with self._shared.opened() as dir_fd:
-                fd = self._shared.open_file(dir_fd, f"{self._key}.next", os.O_RDWR | os.O_CREAT)
+            with self._shared.opened() as dir_fd, self._shared.locked(dir_fd, f"{self._key}.next") as fd:
+                now = self._clock()
                 try:
-                    lock_exclusive(fd)
-                    now = self._clock()
-                    try:
-                        next_at = float(os.pread(fd, 64, 0).decode() or 0.0)
-                    except ValueError:  # torn or foreign content: no booking to respect
-                        next_at = 0.0
-                    if not math.isfinite(next_at) or next_at > now + MAX_PAUSE_S:  # from before a reboot
-                        next_at = 0.0
-                    start, next_at = _book(kind, seconds, now, next_at)
-                    _rewrite(fd, repr(next_at).encode())
-                    return start - now
-                finally:
-                    os.close(fd)
+                    next_at = float(os.pread(fd, 64, 0).decode() or 0.0)
+                except ValueError:  # torn or foreign content: no booking to respect
+                    next_at = 0.0
+                if not math.isfinite(next_at) or next_at > now + MAX_PAUSE_S:  # from before a reboot
+                    next_at = 0.0
+                start, next_at = _book(kind, seconds, now, next_at)
+                _rewrite(fd, repr(next_at).encode())
+                return start - now
 
 
 def _book(kind: str, seconds: float, now: float, next_at: float) -> tuple[float, float]:

@@ -42,7 +42,6 @@ from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
     default_cache_dir,
-    lock_exclusive,
     write_all,
 )
 from airflow_provider_qmatic.state._redis import RELEASE, RedisLink
@@ -214,13 +213,8 @@ class FileTokenCache:
             raise ValueError(
                 "token cache keys must be 1-128 letters, digits, '_' or '-'; use make_cache_key()"
             )
-        with self._key_lock(key), self._dir.opened() as dir_fd:
-            lock_fd = self._dir.open_file(dir_fd, f"{key}.lock", os.O_RDWR | os.O_CREAT)
-            try:
-                lock_exclusive(lock_fd)
-                yield dir_fd
-            finally:
-                os.close(lock_fd)
+        with self._key_lock(key), self._dir.opened() as dir_fd, self._dir.locked(dir_fd, f"{key}.lock"):
+            yield dir_fd
 
     def _read(self, dir_fd: int, key: str) -> CachedToken | None:
         try:
