@@ -363,60 +363,44 @@ class _LocalBucket:
                 return seen
 
     def _step(self, state: _State, now: float, op: str, n: float, retry_after: float | None) -> _Seen:
-        wait = 0.0
-        self._refill(state, now)
-        if op == "take":
-            wait = self._take(state, now, n)
-        elif op == "429":
-            self._record_429(state, now, retry_after)
-        elif op == "ok":
-            self._record_success(state, now)
-        return _Seen(wait, state.rate, self._rules.limit)
-
-    def _fresh(self, now: float) -> _State:
-        return _State(tokens=self._rules.burst, updated=now, rate=self._rules.limit, quiet_since=now)
-
-    def _refill(self, state: _State, now: float) -> None:
+        """Refill ``state`` up to ``now``, then run ``op``: the rules :data:`_BUCKET` runs in Redis."""
+        rules, wait = self._rules, 0.0
+        per_second = state.rate * self._paced_fraction / 60.0
         # No tokens accrue during a pause: the server wants silence, not a burst when it ends.
         start = state.updated if state.paused_until is None else max(state.updated, state.paused_until)
         if now > start:
-            per_second = state.rate * self._paced_fraction / 60.0
-            state.tokens = min(self._rules.burst, state.tokens + (now - start) * per_second)
+            state.tokens = min(rules.burst, state.tokens + (now - start) * per_second)
         state.updated = max(state.updated, now)
+        if op == "take":  # take n tokens, or say how long to wait before asking again
+            if state.paused_until is not None and state.paused_until - now > _EARLY_S:
+                wait = state.paused_until - now
+            else:
+                wait = max(0.0, n + rules.reserve - state.tokens) / per_second
+                if wait <= _EARLY_S:
+                    wait = 0.0
+                    state.tokens -= n  # a rounding shortfall stays as a tiny debt instead of being forgiven
+        elif op == "429":
+            if state.paused_until is None or now >= state.paused_until:
+                state.consecutive_429 += 1
+                state.rate = max(self._floor, state.rate * DECREASE_FACTOR)
+            if retry_after is None:
+                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(state.consecutive_429 - 1, 32))
+                delay = self._rng.uniform(0.0, ceiling)
+            else:
+                delay = min(max(0.0, retry_after), MAX_PAUSE_S)
+            state.tokens = 0.0
+            state.quiet_since = now
+            state.paused_until = max(now + delay, state.paused_until or now)
+        elif op == "ok":
+            state.consecutive_429 = 0
+            periods = math.floor((now - state.quiet_since) / rules.recovery_after)
+            if state.rate < rules.limit and periods >= 1:
+                state.rate = min(rules.limit, state.rate + periods * rules.recovery_step * rules.limit)
+                state.quiet_since += periods * rules.recovery_after
+        return _Seen(wait, state.rate, rules.limit)
 
-    def _take(self, state: _State, now: float, n: float) -> float:
-        """Take n tokens and return 0, or return how long to wait before trying again."""
-        if state.paused_until is not None and state.paused_until - now > _EARLY_S:
-            return state.paused_until - now
-        short = n + self._rules.reserve - state.tokens
-        wait = max(0.0, short) / (state.rate * self._paced_fraction / 60.0)
-        if wait > _EARLY_S:
-            return wait
-        state.tokens -= n  # a rounding shortfall stays as a tiny debt instead of being forgiven
-        return 0.0
-
-    def _record_429(self, state: _State, now: float, retry_after: float | None) -> None:
-        if state.paused_until is None or now >= state.paused_until:
-            state.consecutive_429 += 1
-            state.rate = max(self._floor, state.rate * DECREASE_FACTOR)
-        if retry_after is None:
-            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(state.consecutive_429 - 1, 32))
-            delay = self._rng.uniform(0.0, ceiling)
-        else:
-            delay = min(max(0.0, retry_after), MAX_PAUSE_S)
-        state.tokens = 0.0
-        state.quiet_since = now
-        state.paused_until = max(now + delay, state.paused_until or now)
-
-    def _record_success(self, state: _State, now: float) -> None:
-        state.consecutive_429 = 0
-        if state.rate >= self._rules.limit:
-            return
-        periods = math.floor((now - state.quiet_since) / self._rules.recovery_after)
-        if periods >= 1:
-            step = self._rules.recovery_step * self._rules.limit
-            state.rate = min(self._rules.limit, state.rate + periods * step)
-            state.quiet_since += periods * self._rules.recovery_after
+    def _fresh(self, now: float) -> _State:
+        return _State(tokens=self._rules.burst, updated=now, rate=self._rules.limit, quiet_since=now)
 
     def _load(self, fd: int, now: float) -> _State:
         """The shared state, or a fresh bucket if the file is new, corrupt or from before a reboot."""
