@@ -426,15 +426,12 @@ class Probe:
             row.note = "the answer's shape differs from Part B: " + report.detail()
         else:
             row.verdict = "confirmed"
-            notes = []
-            if not report.items:
-                notes.append("no items, so no fields to check")
+            row.note = "" if report.items else "no items, so no fields to check"
             if report.unexpected:
-                notes.append(
+                row.add(
                     "fields Part B does not name (harmless, the client ignores them): "
                     + ", ".join(report.unexpected)
                 )
-            row.note = "; ".join(notes)
 
     def _listing(self, name: str, **kwargs: Any) -> list[Any]:
         row = self._row(name)

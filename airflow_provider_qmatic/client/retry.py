@@ -59,9 +59,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     A value that is not a wait (NaN, infinite, negative) counts as absent, so the backoff applies:
     NaN would otherwise reach ``time.sleep`` and crash the retry loop. A date in the past is 0.
     """
-    if value is None or not value.strip():
+    text = (value or "").strip()
+    if not text:
         return None
-    text = value.strip()
     try:
         seconds = float(text)
         if not math.isfinite(seconds) or seconds < 0:

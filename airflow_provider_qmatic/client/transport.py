@@ -50,14 +50,10 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 def answer_too_large(exc: BaseException) -> bool:
     """True if ``exc`` (as ``requests`` wraps it) was raised because the answer was cut off."""
-    seen: list[BaseException] = [exc]
-    while seen:
-        current = seen.pop()
-        if isinstance(current, AnswerTooLarge):
-            return True
-        seen.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        seen.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return False
+    if isinstance(exc, AnswerTooLarge):
+        return True
+    linked = [*exc.args, exc.__cause__, exc.__context__]
+    return any(answer_too_large(e) for e in linked if isinstance(e, BaseException))
 
 
 def failure_kind(exc: BaseException) -> str:

@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Protocol
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -178,14 +177,10 @@ class FileTokenCache:
         self._dir = PrivateDirectory(
             default_cache_dir() if directory is None else directory, purpose="cached OAuth2 tokens"
         )
+        self.directory = self._dir.path
         self._key_lock = _KeyLocks()
         with self._dir.opened():  # fail at construction, before any request, if it is unusable
             pass
-
-    @property
-    def directory(self) -> Path:
-        """The directory holding the token files."""
-        return self._dir.path
 
     def get_or_fetch(
         self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
