@@ -2,20 +2,12 @@
 
 Qmatic's token endpoint takes one request per second per client, and a token lives an hour. An
 Airflow worker may start dozens of task processes for one connection at the same moment; without a
-shared cache each would fetch its own token and most would be refused with 429. So:
+shared cache each would fetch its own token and most would be refused with 429. So one process
+fetches while the others wait for what it stores: the threads of a process
+(:class:`MemoryTokenCache`), every process of the user on the host (:class:`FileTokenCache`, the
+default) or every process of the cluster (:class:`RedisTokenCache`, sealed so that Redis read
+access yields no token); :func:`airflow_provider_qmatic.state.token_cache` picks one.
 
-- :class:`MemoryTokenCache` shares tokens between the threads of one process (``credential_cache:
-  memory``); each task process still fetches its own token.
-- :class:`FileTokenCache` shares tokens between all processes of one user on one host
-  (``credential_cache: file``, the default): a per-key ``flock`` makes exactly one of them fetch while the
-  others wait and then read what it stored.
-- :class:`RedisTokenCache` shares them between every process on every host of a cluster
-  (``credential_cache: redis``): the first process to miss takes a lock (``SET NX PX``), fetches
-  and stores; the others poll until the token appears. The entry's TTL is the token's usable life,
-  so it disappears before the token dies; its value is sealed with a key derived from the client
-  secret, so Redis read access yields no token.
-
-All implement :class:`TokenCache`; :func:`airflow_provider_qmatic.state.token_cache` picks one.
 Tokens are never logged and never appear in ``repr`` or in error messages. Keys come from
 :func:`make_cache_key`, a hash, so file names reveal nothing.
 """
