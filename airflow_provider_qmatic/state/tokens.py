@@ -262,6 +262,9 @@ return 0
 class RedisTokenCache:
     """Tokens shared by every process on every host (``credential_cache: redis``), sealed.
 
+    The first process to miss takes a lock (``SET NX PX``), fetches and stores; the others poll
+    until the token appears. The entry lives as long as the token is usable, so it goes first.
+
     An entry holds the token encrypted with AES-GCM under a key derived (HKDF-SHA256) from the
     client secret (:meth:`~airflow_provider_qmatic.config.ClientConfig.derived_key`), with the
     entry's name (the cache key: a hash of Qmatic host, tenant, client id, scopes and secret
