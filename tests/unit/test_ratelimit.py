@@ -18,7 +18,6 @@ import pytest
 from airflow_provider_qmatic import state
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.state import _files
 from airflow_provider_qmatic.state.budget import MAX_PAUSE_S, RateLimiter, Spacing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -397,23 +396,6 @@ def test_shared_dir_with_loose_permissions_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ok" / "tenant.bucket").chmod(0o644)
     with pytest.raises(QmaticConfigError, match=r"tenant\.bucket"):
         rl.acquire()
-
-
-def test_without_flock_the_limiter_warns_and_stays_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(_files, "flock_available", lambda: False)
-    config = ClientConfig.from_values(
-        client_id="c",
-        client_secret="s",
-        tenant="t",
-        region="eu-west-1",
-        credential_cache_dir=str(tmp_path / "never"),
-    )
-    rl = state.request_budget(config)
-    assert "per process" in caplog.text
-    rl.acquire()
-    assert not (tmp_path / "never").exists()
 
 
 _CHILD = """

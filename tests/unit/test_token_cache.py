@@ -502,7 +502,7 @@ def test_default_cache_dir_uses_a_private_runtime_dir(
     assert default_cache_dir() == fallback
 
 
-def test_without_flock_the_file_cache_warns_and_keeps_tokens_in_memory(
+def test_without_flock_the_file_cache_and_the_budget_warn_and_stay_in_the_process(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(_files, "flock_available", lambda: False)
@@ -514,10 +514,12 @@ def test_without_flock_the_file_cache_warns_and_keeps_tokens_in_memory(
         credential_cache_dir=str(tmp_path / "never"),
     )
     cache = state.token_cache(config)
-    assert "in memory" in caplog.text
+    assert "per process, in memory" in caplog.text
     fetch = CountingFetch()
     token, _ = cache.get_or_fetch(KEY, fetch, min_ttl=60)
     assert cache.get_or_fetch(KEY, fetch, min_ttl=60) == (token, False)
     cache.invalidate(KEY, token.access_token)
     assert cache.get_or_fetch(KEY, fetch, min_ttl=60)[1]
+    state.request_budget(config).acquire()
+    state.token_spacing(config, 0.01).wait()
     assert not (tmp_path / "never").exists()
