@@ -8,19 +8,15 @@ provider's error. The token cache (:mod:`.tokens`), the request budget and the t
 spacing (:mod:`.budget`) and the journals (:mod:`.journal`) each keep their Redis backend beside
 their other backends, and build their keys with :meth:`RedisLink.key`.
 
-Faults: Redis unreachable when a client is built raises
-:class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the address;
-there is no fallback to host-local state, which would overshoot the tenant's limit. The database is
-the one the connection names (URL path or extra ``db``). Each Redis command has a deadline of
-:data:`SOCKET_TIMEOUT_S` for all its reads, however slowly they trickle, and one immediate
-reconnect. Redis lost later raises
-:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is sent: a
-refused connection (Redis restarting) is repeated with the client's backoff, a Redis that did not
-answer in time (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationTimeout`) is not, so
-the task fails retryably within seconds. Reports after an answer arrived (success, 429) never turn
-that answer into an error. State that cannot be read (a damaged budget, a key of the wrong type, a
-token entry that does not open, a lock without expiry) is rebuilt or removed with a warning, never
-trusted and never fatal.
+Faults: a Redis that does not answer when the link is built raises
+:class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the
+address; there is no fallback to host-local state, which would overshoot the tenant's limit. Lost
+later, it raises :class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a
+request is sent (which of those the client repeats: :mod:`airflow_provider_qmatic.client.retry`);
+each command has a deadline however slowly its answer trickles (:func:`_bound`). Reports after an
+answer arrived (success, 429) never turn that answer into an error. State that cannot be read (a
+damaged budget, a key of the wrong type, a token entry that does not open, a lock without expiry)
+is rebuilt or removed with a warning, never trusted and never fatal.
 """
 
 from __future__ import annotations
