@@ -417,7 +417,6 @@ class RedisJournal(Journal):
         self._lease_ms = int(lease_s * 1000)
         self._lost = False  # the lease was found taken or gone: write nothing more
         self._link = link
-        self._redis = link.client
         self._list = link.key("journal", digest(name))
         self._lease = f"{self._list}:lease"
         self._owner = secrets.token_hex(16)
@@ -435,12 +434,12 @@ class RedisJournal(Journal):
     def open(self) -> JournalState:
         """Take the lease and read what earlier attempts wrote."""
         with self._link.call("opening the bulk journal"):
-            if not self._redis.set(self._lease, self._owner, nx=True, px=self._lease_ms):
+            if not self._link.client.set(self._lease, self._owner, nx=True, px=self._lease_ms):
                 raise QmaticJournalBusyError(
                     f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
                     f"is still running (its lease ends within {self._lease_ms / 1000:g} s of its death)"
                 )
-            lines = self._redis.lrange(self._list, 0, -1)
+            lines = self._link.client.lrange(self._list, 0, -1)
         self._open = True
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="qmatic-journal-lease", daemon=True)

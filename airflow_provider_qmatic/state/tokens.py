@@ -287,8 +287,6 @@ class RedisTokenCache:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._link = link
-        self._redis = link.client
-        self._address = link.address
         self._sleep = sleep
         self._aead = AESGCM(key)
         self._release = link.script(RELEASE)
@@ -314,38 +312,36 @@ class RedisTokenCache:
         owner = secrets.token_hex(16)
         with self._key_lock(key), self._link.call("the token cache look-up"):
             deadline = time.monotonic() + TOKEN_LOCK_S
-            locked = False
-            while True:
-                cached, _ = self._load(entry)
-                if cached is not None and cached.ttl() > min_ttl:
-                    return cached, False
-                if self._redis.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
-                    locked = True
-                    break
-                if self._clear_immortal(keys=[lock]):
-                    log.warning(
-                        "removed a Qmatic token lock in Redis at %s that had no expiry (not set by this "
-                        "provider); fetching the token",
-                        self._address,
-                    )
-                    continue
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "waited %.0f s for another process's Qmatic token fetch (its lock in Redis at %s); "
-                        "fetching without it",
-                        TOKEN_LOCK_S,
-                        self._address,
-                    )
-                    break
-                self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
+            locked = done_waiting = False
             try:
-                cached, _ = self._load(entry)  # stored between our miss and our lock
-                if cached is not None and cached.ttl() > min_ttl:
-                    return cached, False
-                token = fetch()  # spaced cluster-wide by the token provider's RedisSpacing
+                while True:
+                    cached, _ = self._load(entry)  # once more after the wait: stored in the meantime?
+                    if cached is not None and cached.ttl() > min_ttl:
+                        return cached, False
+                    if done_waiting:
+                        break
+                    if self._link.client.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
+                        locked = done_waiting = True
+                    elif self._clear_immortal(keys=[lock]):
+                        log.warning(
+                            "removed a Qmatic token lock in Redis at %s that had no expiry (not set by "
+                            "this provider); fetching the token",
+                            self._link.address,
+                        )
+                    elif time.monotonic() >= deadline:
+                        log.warning(
+                            "waited %.0f s for another process's Qmatic token fetch (its lock in Redis at "
+                            "%s); fetching without it",
+                            TOKEN_LOCK_S,
+                            self._link.address,
+                        )
+                        done_waiting = True
+                    else:
+                        self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
+                token = fetch()  # spaced cluster-wide by the token endpoint's Spacing in Redis
                 ttl_ms = int(token.ttl() * 1000)
                 if ttl_ms > 0:
-                    self._redis.set(entry, self._seal(entry, token), px=ttl_ms)
+                    self._link.client.set(entry, self._seal(entry, token), px=ttl_ms)
                 return token, True
             finally:
                 if locked:
@@ -365,11 +361,13 @@ class RedisTokenCache:
         from redis.exceptions import ResponseError
 
         try:
-            raw = self._redis.get(entry)
+            raw = self._link.client.get(entry)
         except ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-            log.warning("ignoring a Qmatic token entry in Redis at %s that is not a string", self._address)
+            log.warning(
+                "ignoring a Qmatic token entry in Redis at %s that is not a string", self._link.address
+            )
             return None, None
         if raw is None:
             return None, None
@@ -379,7 +377,7 @@ class RedisTokenCache:
             log.warning(
                 "ignoring a Qmatic token entry in Redis at %s that this connection cannot open (damaged, "
                 "planted, or sealed for another identity); fetching a new token",
-                self._address,
+                self._link.address,
             )
         return token, data
 
