@@ -187,12 +187,8 @@ def prepare_session(session: requests.Session, *, pool_size: int) -> None:
     adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.get_redirect_target = _no_redirect_target  # type: ignore[method-assign,assignment]
+    session.get_redirect_target = lambda response: None  # type: ignore[method-assign,assignment]
     session.auth = _OwnAuthorization()
-
-
-def _no_redirect_target(response: requests.Response) -> None:
-    return None
 
 
 def send(

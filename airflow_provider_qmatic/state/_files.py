@@ -128,13 +128,9 @@ class PrivateDirectory:
             os.close(fd)
 
     def open_file(self, dir_fd: int, name: str, flags: int) -> int:
-        """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked.
-
-        Raises :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given.
-        ``O_NONBLOCK`` makes opening a FIFO return at once (a FIFO opened for reading would otherwise
-        wait for a writer forever); the type check then refuses it. On the regular file it is
-        cleared again, though it changes nothing for regular files on POSIX systems.
-        """
+        """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked;
+        :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given. ``O_NONBLOCK``
+        (see the module documentation) is cleared again on the regular file."""
         try:
             fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, PRIVATE_FILE_MODE, dir_fd=dir_fd)
         except OSError as exc:

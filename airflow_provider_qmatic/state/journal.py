@@ -233,20 +233,17 @@ class Journal(ABC):
         """Append one event and store it for good (``fsync``, or Redis's answer) before returning."""
         if event not in EVENTS:
             raise ValueError(f"unknown journal event {event!r}")
-        entry: dict[str, Any] = {"e": event, "fp": fingerprint, "row": row, "t": round(time.time(), 3)}
-        if reservation_id is not None:
-            entry["res"] = reservation_id
-        if appointment_id is not None:
-            entry["appt"] = appointment_id
-        self._append(entry)
+        self._write(e=event, fp=fingerprint, row=row, res=reservation_id, appt=appointment_id)
 
     def record_attempt(self, attempt: int, *, key: bytes | None = None) -> None:
         """Note that this attempt (the task's try number) runs with the journal, before any request,
         and with which fingerprint ``key`` (its :func:`key_id`), when its rows have fingerprints."""
-        entry: dict[str, Any] = {"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)}
-        if key is not None:
-            entry["k"] = key_id(key)
-        self._append(entry)
+        self._write(e=ATTEMPT, n=int(attempt), k=None if key is None else key_id(key))
+
+    def _write(self, **fields: object) -> None:
+        """Append an entry of the fields given (not None) and the time."""
+        entry = {name: value for name, value in fields.items() if value is not None}
+        self._append({**entry, "t": round(time.time(), 3)})
 
     def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
         """What the numbered lines say, wherever they are kept."""
