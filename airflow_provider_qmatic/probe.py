@@ -387,34 +387,27 @@ class Probe:
     def _refused(self, row: Row, answer: Answer, *, path_must_exist: bool) -> None:
         """Judge an answer that was an error. A 404 where the path must exist, or a 405, means the
         path (or its method) is not the tenant's: the row differs and names the override."""
-        error = answer.error
-        assert error is not None
         status = answer.status
         op = self.operations[row.operation]
         if status == 405 or (status == 404 and path_must_exist):
             row.verdict = "differs"
-            what = "method" if status == 405 else "path"
-            row.note = f"{_status_text(answer)}: the tenant does not serve this {what}"
+            said = f"the tenant does not serve this {'method' if status == 405 else 'path'}"
             if row.operation == "timeslots" and status == 404:
-                row.note += " (or does not know the branch and service the services listing gave)"
+                said += " (or does not know the branch and service the services listing gave)"
             if status == 405:
-                row.note += f" with {op.method} (the method is fixed in the contract: report it)"
+                said += f" with {op.method} (the method is fixed in the contract: report it)"
             row.fix = _path_fix(op, OPERATIONS[row.operation])
-        elif isinstance(error, QmaticRedirectError):
+        elif isinstance(answer.error, QmaticRedirectError):
             row.verdict = "differs"
-            row.note = f"{_status_text(answer)}: a redirect, never followed; check base_url or region"
+            said = "a redirect, never followed; check base_url or region"
         elif status == 403:
-            row.note = (
-                f"{_status_text(answer)}: the token's scope may not call it (Part B's scopes are a guess)"
-            )
+            said = "the token's scope may not call it (Part B's scopes are a guess)"
         elif status is None or status >= 500 or status in (408, 429):
-            row.note = (
-                f"{_status_text(answer)}: no clear answer after the client's retries; run the probe "
-                "again later"
-            )
+            said = "no clear answer after the client's retries; run the probe again later"
         else:
             row.verdict = "differs"
-            row.note = f"{_status_text(answer)}: Part B does not expect this answer here"
+            said = "Part B does not expect this answer here"
+        row.note = f"{_status_text(answer)}: {said}"
 
     def _judge_answer(
         self, row: Row, answer: Answer, shape_name: str, *, many: bool, single_allowed: bool = False
