@@ -160,13 +160,11 @@ def _database(conn: Any, conn_id: str) -> int:
     RedisHook reads only the extra, so ``redis://host:6379/1`` alone would write to database 0,
     beside whatever else lives there. Two different databases named at once is an error.
     """
-    named: dict[str, object] = {}
-    schema = (conn.schema or "").strip().strip("/")
-    if schema:
-        named["the URL path (schema)"] = schema
-    extra_db = conn.extra_dejson.get("db")
-    if extra_db is not None and str(extra_db).strip() != "":
-        named["the extra `db`"] = extra_db
+    given = {
+        "the URL path (schema)": (conn.schema or "").strip("/ "),
+        "the extra `db`": conn.extra_dejson.get("db"),
+    }
+    named = {where: value for where, value in given.items() if value is not None and str(value).strip()}
     values: set[int] = set()
     for where, value in named.items():
         text = str(value).strip()
