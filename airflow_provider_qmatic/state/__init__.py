@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from airflow_provider_qmatic.state._files import default_cache_dir, flock_available
+
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.state._redis import RedisLink
@@ -34,8 +36,6 @@ log = logging.getLogger(__name__)
 def _home(config: ClientConfig) -> tuple[Path | None, RedisLink | None]:
     """Where the connection keeps its shared state: a host directory, Redis, or (neither) this
     process, as with ``file`` where ``flock`` does not exist (Windows)."""
-    from airflow_provider_qmatic.state._files import flock_available
-
     if config.credential_cache == "redis":
         from airflow_provider_qmatic.state._redis import redis_for
 
@@ -54,8 +54,6 @@ def _home(config: ClientConfig) -> tuple[Path | None, RedisLink | None]:
 
 def shared_dir(config: ClientConfig) -> Path:
     """The host directory of the connection's files: ``credential_cache_dir``, or the default."""
-    from airflow_provider_qmatic.state._files import default_cache_dir
-
     chosen = config.credential_cache_dir
     return Path(chosen).expanduser() if chosen else default_cache_dir()
 
@@ -72,7 +70,7 @@ def token_cache(config: ClientConfig) -> TokenCache:
 
 def token_spacing(config: ClientConfig, interval: float) -> Spacing:
     """The token endpoint's one request per ``interval``, per Qmatic host (it counts per client
-    address, not per tenant): for every client of this process (one :class:`Spacing` each), and
+    address, not per tenant): for every client of this process (one :class:`Spacing` for all), and
     every process of the host (``file``) or of the cluster (``redis``)."""
     from airflow_provider_qmatic.state.budget import Spacing
 

@@ -17,7 +17,6 @@ import pytest
 from airflow_provider_qmatic import state
 from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.state import _files
 from airflow_provider_qmatic.state import tokens as token_cache
 from airflow_provider_qmatic.state._files import default_cache_dir
 from airflow_provider_qmatic.state.tokens import (
@@ -505,7 +504,7 @@ def test_default_cache_dir_uses_a_private_runtime_dir(
 def test_without_flock_the_file_cache_and_the_budget_warn_and_stay_in_the_process(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_files, "flock_available", lambda: False)
+    monkeypatch.setattr(state, "flock_available", lambda: False)
     config = ClientConfig.from_values(
         client_id="c",
         client_secret="s",
