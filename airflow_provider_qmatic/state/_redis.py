@@ -39,7 +39,6 @@ from airflow_provider_qmatic.exceptions import (
 
 if TYPE_CHECKING:
     from redis import Redis
-    from redis.commands.core import Script
 
 PREFIX = "qmatic"
 # Bounded waits on Redis itself, so a partitioned Redis fails a call instead of hanging a task: the
@@ -88,9 +87,6 @@ class RedisLink:
                 f"({type(exc).__name__}); nothing was sent to Qmatic, the task may be retried once "
                 "Redis is back"
             ) from None
-
-    def script(self, source: str) -> Script:
-        return self.client.register_script(source)
 
     @staticmethod
     def key(kind: str, name: str) -> str:

@@ -522,7 +522,7 @@ class _RedisBucket:
         self._rules = rules
         self._redis = redis
         self._key = redis.key("budget", key)
-        self._script = redis.script(_BUCKET)
+        self._script = redis.client.register_script(_BUCKET)
         self._rng = rng
 
     def __repr__(self) -> str:
@@ -668,7 +668,7 @@ class _RedisMoments:
     def __init__(self, key: str, redis: RedisLink) -> None:
         self._redis = redis
         self._key = redis.key("tokspace", key)
-        self._script = redis.script(_SPACE)
+        self._script = redis.client.register_script(_SPACE)
 
     def __repr__(self) -> str:
         return f"in Redis at {self._redis.address}"

@@ -417,9 +417,9 @@ class RedisJournal(Journal):
         self._list = link.key("journal", digest(name))
         self._lease = f"{self._list}:lease"
         self._owner = secrets.token_hex(16)
-        self._append_script = link.script(_APPEND)
-        self._renew_script = link.script(_RENEW)
-        self._release_script = link.script(RELEASE)
+        self._append_script = link.client.register_script(_APPEND)
+        self._renew_script = link.client.register_script(_RENEW)
+        self._release_script = link.client.register_script(RELEASE)
         self._open = False
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -289,9 +289,9 @@ class RedisTokenCache:
         self._link = link
         self._sleep = sleep
         self._aead = AESGCM(key)
-        self._release = link.script(RELEASE)
-        self._delete_if = link.script(_DELETE_IF)
-        self._clear_immortal = link.script(_CLEAR_IMMORTAL)
+        self._release = link.client.register_script(RELEASE)
+        self._delete_if = link.client.register_script(_DELETE_IF)
+        self._clear_immortal = link.client.register_script(_CLEAR_IMMORTAL)
         # Threads of this process queue here instead of all polling Redis.
         self._key_lock = _KeyLocks()
 
