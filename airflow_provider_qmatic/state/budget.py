@@ -131,6 +131,39 @@ class _Seen:
     limit: float
 
 
+class _Local:
+    """State kept in this process, or with ``shared_dir`` in a file there read and rewritten under
+    an exclusive ``flock`` (the directory is checked now: unusable, it fails before any request)."""
+
+    def __init__(
+        self, key: str, shared_dir: str | os.PathLike[str] | None, clock: Callable[[], float]
+    ) -> None:
+        self._key = key
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._shared = None
+        if shared_dir is not None:
+            self._shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
+            with self._shared.opened():
+                pass
+
+    def __repr__(self) -> str:
+        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
+
+
+class _InRedis:
+    """State in Redis under ``qmatic:<kind>:{<key>}``, changed only by its Lua ``script``, with
+    Redis's own clock, for every host."""
+
+    def __init__(self, redis: RedisLink, kind: str, key: str, script: str) -> None:
+        self._redis = redis
+        self._key = redis.key(kind, key)
+        self._script = redis.client.register_script(script)
+
+    def __repr__(self) -> str:
+        return f"in Redis at {self._redis.address}"
+
+
 class RateLimiter:
     """Token bucket at ``requests_per_minute``, shared by threads, and with ``shared_dir`` by the
     processes of a host, or with ``redis`` by every process of the cluster. See the module
@@ -325,9 +358,8 @@ class _State(BaseModel):
     consecutive_429: NonNegativeInt = 0
 
 
-class _LocalBucket:
-    """The bucket in this process, or with ``shared_dir`` in ``<shared_dir>/<key>.bucket``, read and
-    rewritten under an exclusive ``flock``."""
+class _LocalBucket(_Local):
+    """The bucket in this process, or with ``shared_dir`` in ``<shared_dir>/<key>.bucket``."""
 
     def __init__(
         self,
@@ -337,18 +369,12 @@ class _LocalBucket:
         clock: Callable[[], float],
         rng: random.Random,
     ) -> None:
+        super().__init__(key, shared_dir, clock)
         self._rules = rules
         self._paced_fraction = max(rules.limit - rules.burst, rules.limit / 2) / rules.limit
         self._floor = rules.min_fraction * rules.limit
-        self._key = key
-        self._clock = clock
         self._rng = rng
-        self._lock = threading.Lock()
         self._state = self._fresh(clock())  # in shared mode unused: the file holds the state
-        self._shared = _shared_directory(shared_dir)
-
-    def __repr__(self) -> str:
-        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
 
     def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen:
         """Run ``op`` on the state at the current time, atomically for threads (and processes)."""
@@ -513,20 +539,15 @@ return {{tostring(wait), tostring(level * limit), tostring(limit), rebuilt}}
 """
 
 
-class _RedisBucket:
+class _RedisBucket(_InRedis):
     """The tenant's bucket in Redis, one hash per tenant, run by :data:`_BUCKET` (see the module
     documentation). A budget that cannot be read (a field changed by hand, a key of another type) is
     rebuilt empty, with a warning, never trusted and never fatal."""
 
     def __init__(self, rules: _Rules, key: str, redis: RedisLink, rng: random.Random) -> None:
+        super().__init__(redis, "budget", key, _BUCKET)
         self._rules = rules
-        self._redis = redis
-        self._key = redis.key("budget", key)
-        self._script = redis.client.register_script(_BUCKET)
         self._rng = rng
-
-    def __repr__(self) -> str:
-        return f"in Redis at {self._redis.address}"
 
     def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen:
         rules = self._rules
@@ -595,20 +616,10 @@ class Spacing:
             log.warning("Qmatic token endpoint spacing: %s", exc.message)
 
 
-class _LocalMoments:
-    """The next free moment in this process, or in ``<shared_dir>/<key>.next`` under ``flock``."""
+class _LocalMoments(_Local):
+    """The next free moment in this process, or in ``<shared_dir>/<key>.next``."""
 
-    def __init__(
-        self, key: str, shared_dir: str | os.PathLike[str] | None, clock: Callable[[], float]
-    ) -> None:
-        self._key = key
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next_at = 0.0
-        self._shared = _shared_directory(shared_dir)
-
-    def __repr__(self) -> str:
-        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
+    _next_at = 0.0  # in this process; shared, the file holds it
 
     def book(self, kind: str, seconds: float) -> float:
         """``wait``: take the next free moment, the one after it ``seconds`` later; ``hold``: nobody
@@ -662,30 +673,15 @@ return tostring(start - now)
 """
 
 
-class _RedisMoments:
-    """The next free moment in Redis, for every host (Redis's ``TIME``, so clocks never matter)."""
+class _RedisMoments(_InRedis):
+    """The next free moment in Redis (:data:`_SPACE`)."""
 
     def __init__(self, key: str, redis: RedisLink) -> None:
-        self._redis = redis
-        self._key = redis.key("tokspace", key)
-        self._script = redis.client.register_script(_SPACE)
-
-    def __repr__(self) -> str:
-        return f"in Redis at {self._redis.address}"
+        super().__init__(redis, "tokspace", key, _SPACE)
 
     def book(self, kind: str, seconds: float) -> float:
         with self._redis.call("the token endpoint's spacing"):
             return float(self._script(keys=[self._key], args=[kind, seconds]))
-
-
-def _shared_directory(shared_dir: str | os.PathLike[str] | None) -> PrivateDirectory | None:
-    """The checked directory to share state through, or None (state in this process)."""
-    if shared_dir is None:
-        return None
-    shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
-    with shared.opened():  # fail now, before any request, if it is unusable
-        pass
-    return shared
 
 
 def _rewrite(fd: int, data: bytes) -> None:
