@@ -138,6 +138,8 @@ class _Local:
     def __init__(
         self, key: str, shared_dir: str | os.PathLike[str] | None, clock: Callable[[], float]
     ) -> None:
+        if not SAFE_NAME.fullmatch(key):  # it names a file
+            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self._key = key
         self._clock = clock
         self._lock = threading.Lock()
@@ -215,8 +217,6 @@ class RateLimiter:
             raise ValueError("min_fraction must be greater than 0 and at most 1")
         if recovery_after <= 0 or recovery_step <= 0:
             raise ValueError("recovery_after and recovery_step must be positive")
-        if not SAFE_NAME.fullmatch(key):
-            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self._rules = _Rules(limit, capacity, float(reserve), min_fraction, recovery_after, recovery_step)
         self._clock = clock
         self._sleep = sleep
@@ -591,8 +591,6 @@ class Spacing:
         redis: RedisLink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not SAFE_NAME.fullmatch(key):
-            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self.interval = interval
         self._moments = _LocalMoments(key, shared_dir, clock) if redis is None else _RedisMoments(key, redis)
 
