@@ -45,8 +45,7 @@ SecretSink = Callable[[str], None]
 # as the sandbox's test tokens are).
 REFRESH_MARGIN_S = 300.0
 # Qmatic allows one token request per second; a little margin keeps two requests in a row from
-# landing inside one second at the server. Spaced per Qmatic host for every client of the process
-# and, with the file credential cache, every process of this user on this machine.
+# landing inside one second at the server (spaced as state.token_spacing says).
 TOKEN_ENDPOINT_INTERVAL_S = 1.1
 TOKEN_ATTEMPTS = 6
 # Qmatic's tokens live 60 minutes. A longer lifetime is believed up to a day, never more: a
@@ -100,8 +99,6 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        # The token endpoint's one request a second, for every client of the process and every
-        # process of the host (credential_cache "file") or of the cluster ("redis").
         self._spacing = state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
         self.token_requests = 0
         self.last_expires_in: float | None = None
