@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow_provider_qmatic.exceptions import QmaticConfigError
@@ -33,14 +33,23 @@ MAX_TIMEOUT_S = 350.0
 # tiny value such as 1e-300 would wait forever); above a million the limiter is no limit at all.
 MIN_REQUESTS_PER_MINUTE = 1.0
 MAX_REQUESTS_PER_MINUTE = 1_000_000.0
-_USER_AGENT_PATTERN = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")
+# What a value must match, and how a message says it. A user agent is a header value: printable
+# ASCII on one line, or the request could not be sent at all.
+_USER_AGENT = (
+    re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$"),
+    "printable ASCII on one line, at most 200 characters",
+)
+_SYSTEM_ID = (
+    re.compile(r"^[A-Za-z0-9._-]{1,128}$"),
+    "the tenant's system id as Qmatic gave it (letters, digits, '.', '_', '-')",
+)
 
 # The salt of every key derived from the client secret (first that of the Redis token cache's seal,
 # kept so that tokens sealed before still open).
 _KEY_SALT = b"airflow-provider-qmatic/redis-token-cache/v2"
 
 _TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_SYSTEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_D = TypeVar("_D", str, None)
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,7 @@ class ClientConfig:
             tenant=norm_tenant,
             base_url=url,
             region=checked_region,
-            system_id=_check_system_id(system_id),
+            system_id=_matching("system_id", system_id, _SYSTEM_ID, None),
             language=_check_choice("language", language, LANGUAGES, DEFAULT_LANGUAGE),
             connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout),
             read_timeout=read_timeout,
@@ -169,8 +178,10 @@ class ClientConfig:
                 "credential_cache", credential_cache, CREDENTIAL_CACHES, "file", fold_case=True
             ),
             credential_cache_dir=(str(credential_cache_dir) if credential_cache_dir else None),
-            redis_conn_id=_optional_text("redis_conn_id", redis_conn_id, DEFAULT_REDIS_CONN_ID),
-            user_agent=_check_user_agent(user_agent),
+            redis_conn_id=DEFAULT_REDIS_CONN_ID
+            if _blank(redis_conn_id)
+            else _required_text("redis_conn_id", redis_conn_id, "the `redis_conn_id` extra"),
+            user_agent=_matching("user_agent", user_agent, _USER_AGENT, "airflow-provider-qmatic"),
             endpoints=check_endpoints(endpoints),
         )
 
@@ -281,12 +292,6 @@ def _required_text(name: str, value: Any, where: str) -> str:
     return text
 
 
-def _optional_text(name: str, value: Any, default: str) -> str:
-    if _blank(value):
-        return default
-    return _required_text(name, value, f"the `{name}` extra")
-
-
 def _required_secret(value: Any) -> str:
     # The secret is never quoted, and its only check is that Basic auth can carry it.
     where = "the Connection's Password (Client Secret)"
@@ -303,19 +308,6 @@ def _required_secret(value: Any) -> str:
     return value.strip()
 
 
-def _check_system_id(value: Any) -> str | None:
-    if _blank(value):
-        return None
-    text = str(value).strip()
-    if not _SYSTEM_ID_PATTERN.fullmatch(text):
-        raise QmaticConfigError(
-            "system_id must be the tenant's system id as Qmatic gave it (letters, digits, '.', '_', "
-            "'-'): fix the `system_id` extra",
-            field="system_id",
-        )
-    return text
-
-
 def _check_choice(
     name: str, value: Any, choices: tuple[str, ...], default: str, *, fold_case: bool = False, hint: str = ""
 ) -> str:
@@ -329,16 +321,15 @@ def _check_choice(
     return text
 
 
-def _check_user_agent(value: Any) -> str:
-    # A header value: printable ASCII on one line, or the request could not be sent at all.
+def _matching(name: str, value: Any, rule: tuple[re.Pattern[str], str], default: _D) -> str | _D:
+    """``value`` stripped, if the rule's pattern matches all of it; ``default`` when it is not given."""
     if _blank(value):
-        return "airflow-provider-qmatic"
-    if not isinstance(value, str) or not _USER_AGENT_PATTERN.fullmatch(value.strip()):
-        raise QmaticConfigError(
-            "user_agent must be printable ASCII on one line, at most 200 characters: fix the user_agent",
-            field="user_agent",
-        )
-    return value.strip()
+        return default
+    text = str(value).strip()
+    pattern, rule_text = rule
+    if not pattern.fullmatch(text):
+        raise QmaticConfigError(f"{name} must be {rule_text}: fix the `{name}` extra", field=name)
+    return text
 
 
 def _bounded_number(name: str, value: Any, default: float, *, minimum: float, maximum: float) -> float:

@@ -48,15 +48,10 @@ class QmaticError(Exception):
         self.retry_after = retry_after
 
     def __str__(self) -> str:
-        parts = [self.message]
         detail = ", ".join(
-            f"{name}={value}"
-            for name, value in (("status", self.status), ("code", self.code))
-            if value is not None
+            f"{n}={v}" for n, v in (("status", self.status), ("code", self.code)) if v is not None
         )
-        if detail:
-            parts.append(f"({detail})")
-        return " ".join(parts)
+        return f"{self.message} ({detail})" if detail else self.message
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r}, code={self.code!r})"

@@ -274,6 +274,10 @@ class Row:
     def source_label(self) -> str:
         return f"{self.source}, endpoints" if self.overridden else self.source
 
+    def add(self, note: str, *, first: bool = False) -> None:
+        """Add ``note`` after the row's note (``first``: before it), joined by "; "."""
+        self.note = "; ".join(filter(None, (note, self.note) if first else (self.note, note)))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
@@ -305,16 +309,12 @@ def _path_fix(op: Operation, default: Operation) -> str:
     return text
 
 
-def _safe_code(error: QmaticError) -> str:
-    code = error.code or ""
-    return code if _PLAIN_CODE.fullmatch(code) else ""
-
-
 def _status_text(answer: Answer) -> str:
+    """The status and, if it is a plain code, the error code: the server's words go no further."""
     if answer.status is None:
         return "no answer"
-    code = _safe_code(answer.error) if answer.error is not None else ""
-    return f"HTTP {answer.status}" + (f" {code}" if code else "")
+    code = (answer.error.code or "") if answer.error is not None else ""
+    return f"HTTP {answer.status} {code}" if _PLAIN_CODE.fullmatch(code) else f"HTTP {answer.status}"
 
 
 class Probe:
@@ -352,19 +352,16 @@ class Probe:
         Raises the token error when no scope is granted for another reason than the scope (bad
         credentials, unknown tenant, an unreachable host): the connection is unusable.
         """
-        last: QmaticError | None = None
         for scopes in (BOOK_SCOPES, RESCHEDULE_SCOPES, CANCEL_SCOPES):
             try:
                 self.client.tokens.token(scopes)
             except QmaticError as exc:
-                if exc.code not in ("invalid_scope", "insufficient_scope", "unauthorized_client"):
-                    raise
-                last = exc
-                continue
+                refused = exc.code in ("invalid_scope", "insufficient_scope", "unauthorized_client")
+                if refused and scopes is not CANCEL_SCOPES:
+                    continue  # the last one's refusal is raised
+                raise
             self.scopes = scopes
             return
-        assert last is not None
-        raise last
 
     def _row(self, name: str) -> Row:
         op = self.operations[name]
@@ -390,34 +387,27 @@ class Probe:
     def _refused(self, row: Row, answer: Answer, *, path_must_exist: bool) -> None:
         """Judge an answer that was an error. A 404 where the path must exist, or a 405, means the
         path (or its method) is not the tenant's: the row differs and names the override."""
-        error = answer.error
-        assert error is not None
         status = answer.status
         op = self.operations[row.operation]
         if status == 405 or (status == 404 and path_must_exist):
             row.verdict = "differs"
-            what = "method" if status == 405 else "path"
-            row.note = f"{_status_text(answer)}: the tenant does not serve this {what}"
+            said = f"the tenant does not serve this {'method' if status == 405 else 'path'}"
             if row.operation == "timeslots" and status == 404:
-                row.note += " (or does not know the branch and service the services listing gave)"
+                said += " (or does not know the branch and service the services listing gave)"
             if status == 405:
-                row.note += f" with {op.method} (the method is fixed in the contract: report it)"
+                said += f" with {op.method} (the method is fixed in the contract: report it)"
             row.fix = _path_fix(op, OPERATIONS[row.operation])
-        elif isinstance(error, QmaticRedirectError):
+        elif isinstance(answer.error, QmaticRedirectError):
             row.verdict = "differs"
-            row.note = f"{_status_text(answer)}: a redirect, never followed; check base_url or region"
+            said = "a redirect, never followed; check base_url or region"
         elif status == 403:
-            row.note = (
-                f"{_status_text(answer)}: the token's scope may not call it (Part B's scopes are a guess)"
-            )
+            said = "the token's scope may not call it (Part B's scopes are a guess)"
         elif status is None or status >= 500 or status in (408, 429):
-            row.note = (
-                f"{_status_text(answer)}: no clear answer after the client's retries; run the probe "
-                "again later"
-            )
+            said = "no clear answer after the client's retries; run the probe again later"
         else:
             row.verdict = "differs"
-            row.note = f"{_status_text(answer)}: Part B does not expect this answer here"
+            said = "Part B does not expect this answer here"
+        row.note = f"{_status_text(answer)}: {said}"
 
     def _judge_answer(
         self, row: Row, answer: Answer, shape_name: str, *, many: bool, single_allowed: bool = False
@@ -429,15 +419,12 @@ class Probe:
             row.note = "the answer's shape differs from Part B: " + report.detail()
         else:
             row.verdict = "confirmed"
-            notes = []
-            if not report.items:
-                notes.append("no items, so no fields to check")
+            row.note = "" if report.items else "no items, so no fields to check"
             if report.unexpected:
-                notes.append(
+                row.add(
                     "fields Part B does not name (harmless, the client ignores them): "
                     + ", ".join(report.unexpected)
                 )
-            row.note = "; ".join(notes)
 
     def _listing(self, name: str, **kwargs: Any) -> list[Any]:
         row = self._row(name)
@@ -482,19 +469,22 @@ class Probe:
             row.note = "not called: the services step gave no service with its branch id to ask for"
             return None
         branch_id, service_id = pair
-        last_day = self.today + timedelta(days=self.days - 1)
-        slots = self._listing(
-            "timeslots",
-            path_params={"branch_id": branch_id, "service_id": service_id},
-            params={"from": self.today.isoformat(), "to": last_day.isoformat()},
+        slots = self._slots(
+            "timeslots", "of the first service", {"branch_id": branch_id, "service_id": service_id}
         )
         row = self.rows[-1]
-        if row.verdict == "confirmed":
-            extra = f"{len(slots)} slots of the first service in {self.days} days"
-            row.note = f"{row.note}; {extra}" if row.note else extra
-        elif row.status == 400:
+        if row.status == 400:
             row.note += f" (the from/to query, {self.today.isoformat()} style dates, may be what differs)"
         return branch_id, service_id, slots
+
+    def _slots(self, name: str, what: str, path_params: dict[str, str], **params: Any) -> list[Any]:
+        """A time-slot listing of the next ``days`` days; a confirmed row says how many came."""
+        last_day = self.today + timedelta(days=self.days - 1)
+        params.update({"from": self.today.isoformat(), "to": last_day.isoformat()})
+        slots = self._listing(name, path_params=path_params, params=params)
+        if self.rows[-1].verdict == "confirmed":
+            self.rows[-1].add(f"{len(slots)} slots {what} in {self.days} days")
+        return slots
 
     def get_unknown(self) -> None:
         """A get of a random GUID: Part B answers 404 for an appointment that does not exist."""
@@ -503,9 +493,9 @@ class Probe:
         if answer.error is None:
             self._judge_answer(row, answer, "get", many=False)
             row.verdict = "differs"
-            row.note = f"a random id answered {_status_text(answer)}, not 404" + (
-                f"; shape: {row.shape.detail()}" if row.shape and row.shape.detail() else ""
-            )
+            row.note = f"a random id answered {_status_text(answer)}, not 404"
+            if row.shape and row.shape.detail():
+                row.add(f"shape: {row.shape.detail()}")
         elif answer.status == 404:
             row.verdict = "confirmed"
             row.note = "404 for a random id, as Part B says (a moved path would answer 404 too)"
@@ -534,9 +524,7 @@ class Probe:
             return
         self._judge_answer(row, answer, "search", many=True, single_allowed=True)
         found = row.shape.items if row.shape else 0
-        row.note = f"{found} appointment(s) found for a random identifier (nothing of them printed)" + (
-            f"; {row.note}" if row.note else ""
-        )
+        row.add(f"{found} appointment(s) found for a random identifier (nothing of them printed)", first=True)
 
     def service_combinations(self) -> list[Any]:
         """The combinations of every branch: a read that also says whether the tenant has
@@ -550,8 +538,7 @@ class Probe:
             if row.verdict == "confirmed":
                 self.combinations_on = True
                 configured = sum(1 for b in data if isinstance(b, dict) and b.get("serviceCombinations"))
-                found = f"combinations switched on; {configured} branch(es) configured"
-                row.note = f"{found}; {row.note}" if row.note else found
+                row.add(f"combinations switched on; {configured} branch(es) configured", first=True)
             return data
         if answer.status in (400, 409):
             self.combinations_on = False
@@ -593,21 +580,13 @@ class Probe:
             self._row("combination_timeslots").note = "not called: no branch lists two combinable services"
             return
         branch_id, service_ids = pick
-        last_day = self.today + timedelta(days=self.days - 1)
-        slots = self._listing(
+        self._slots(
             "combination_timeslots",
-            path_params={"branch_id": branch_id},
-            params={
-                "serviceId": service_ids,
-                "numberOfReservations": str(len(service_ids)),
-                "from": self.today.isoformat(),
-                "to": last_day.isoformat(),
-            },
+            "for two combinable services",
+            {"branch_id": branch_id},
+            serviceId=service_ids,
+            numberOfReservations=str(len(service_ids)),
         )
-        row = self.rows[-1]
-        if row.verdict == "confirmed":
-            extra = f"{len(slots)} slots for two combinable services in {self.days} days"
-            row.note = f"{row.note}; {extra}" if row.note else extra
 
     def write_check(self, found: tuple[str, str, list[Any]] | None, *, warn: IO[str] | None) -> None:
         """Reserve one free slot of the timeslot step and release it at once; never confirm."""
@@ -657,13 +636,9 @@ class Probe:
             release.note = "not called: the reserve answer carries no appointmentId to release"
         self._judge_answer(reserve, answer, "reserve", many=False)
         if answer.status is not None and answer.status != OPERATIONS["reserve"].success:
-            reserve.note = f"answered {answer.status}, Part B says {OPERATIONS['reserve'].success}" + (
-                f"; {reserve.note}" if reserve.note else ""
-            )
+            reserve.add(f"answered {answer.status}, Part B says {OPERATIONS['reserve'].success}", first=True)
         if self.hold_unknown and not self.held_reservation:
-            reserve.note = (
-                f"the reservation may stay held for up to {HOLD_MINUTES} minutes; " + reserve.note
-            ).rstrip("; ")
+            reserve.add(f"the reservation may stay held for up to {HOLD_MINUTES} minutes", first=True)
 
     def _book_granted(self) -> bool:
         try:
@@ -679,7 +654,7 @@ class Probe:
             row.verdict = "confirmed"
             row.note = "released at once"
             if answer.status is not None and answer.status != OPERATIONS["release"].success:
-                row.note += f"; answered {answer.status}, Part B says {OPERATIONS['release'].success}"
+                row.add(f"answered {answer.status}, Part B says {OPERATIONS['release'].success}")
             return
         self._refused(row, answer, path_must_exist=True)
         row.note = f"RELEASE FAILED, reservation {reservation_id} is held: {row.note}"

@@ -49,9 +49,11 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
 _PERCENT_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
 
 # Escapes a server may have applied to a value it quotes: runs of percent-escapes (one UTF-8
-# character may take several), runs of JSON \u escapes (a surrogate pair takes two), HTML entities.
-_ESCAPE = re.compile(
-    r"(?:%[0-9A-Fa-f]{2})+|(?:\\u[0-9A-Fa-f]{4})+|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&[A-Za-z][A-Za-z0-9]{1,31};"
+# character may take several), runs of JSON \u escapes (a surrogate pair takes two), HTML entities;
+# else one character.
+_PIECE = re.compile(
+    r"(?:%[0-9A-Fa-f]{2})+|(?:\\u[0-9A-Fa-f]{4})+|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&[A-Za-z][A-Za-z0-9]{1,31};|.",
+    re.DOTALL,
 )
 # Between two letters or digits of a personal value, the quote may hold this much punctuation or
 # spacing ("+46 (70) 123-45 67"); more and the letters are taken to belong to other words.
@@ -165,20 +167,10 @@ def _decoded_view(text: str) -> tuple[str, list[tuple[int, int]]]:
     stretch ``(start, end)`` of ``text`` it came from (an escape's characters all share its stretch)."""
     view: list[str] = []
     origins: list[tuple[int, int]] = []
-
-    def emit(decoded: str, start: int, end: int) -> None:
-        for ch in decoded.lower():
+    for piece in _PIECE.finditer(text):
+        for ch in (piece[0] if len(piece[0]) == 1 else _unescape(piece[0])).lower():
             view.append(ch)
-            origins.append((start, end))
-
-    position = 0
-    for match in _ESCAPE.finditer(text):
-        for index in range(position, match.start()):
-            emit(text[index], index, index + 1)
-        emit(_unescape(match[0]), match.start(), match.end())
-        position = match.end()
-    for index in range(position, len(text)):
-        emit(text[index], index, index + 1)
+            origins.append(piece.span())
     return "".join(view), origins
 
 

@@ -45,8 +45,7 @@ SecretSink = Callable[[str], None]
 # as the sandbox's test tokens are).
 REFRESH_MARGIN_S = 300.0
 # Qmatic allows one token request per second; a little margin keeps two requests in a row from
-# landing inside one second at the server. Spaced per Qmatic host for every client of the process
-# and, with the file credential cache, every process of this user on this machine.
+# landing inside one second at the server (spaced as state.token_spacing says).
 TOKEN_ENDPOINT_INTERVAL_S = 1.1
 TOKEN_ATTEMPTS = 6
 # Qmatic's tokens live 60 minutes. A longer lifetime is believed up to a day, never more: a
@@ -61,11 +60,6 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     """``base64(id:secret)`` as one line: Qmatic's page warns about the newline ``base64`` inserts."""
     raw = f"{client_id}:{client_secret}".encode()
     return base64.b64encode(raw).decode("ascii")
-
-
-def usable_until(issued_at: float, expires_in: float) -> float:
-    """When to stop using a token: 5 minutes before expiry, or half-way for short-lived tokens."""
-    return issued_at + expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
 
 
 def _lifetime(value: object) -> float:
@@ -105,8 +99,6 @@ class TokenProvider:
         self._clock = clock
         self._sleep = sleep
         self._local: dict[frozenset[Scope], CachedToken] = {}
-        # The token endpoint's one request a second, for every client of the process and every
-        # process of the host (credential_cache "file") or of the cluster ("redis").
         self._spacing = state.token_spacing(config, TOKEN_ENDPOINT_INTERVAL_S)
         self.token_requests = 0
         self.last_expires_in: float | None = None
@@ -274,7 +266,8 @@ class TokenProvider:
             )
         expires_in = _lifetime(payload.get("expires_in", 3600))
         self.last_expires_in = expires_in
-        return CachedToken(access_token=token, expires_at=usable_until(self._clock(), expires_in))
+        usable = expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
+        return CachedToken(access_token=token, expires_at=self._clock() + usable)
 
     def auth_failure(self, scopes: frozenset[Scope]) -> QmaticAuthError:
         """The error for an API call refused twice with 401, naming tenant and region, no secret."""

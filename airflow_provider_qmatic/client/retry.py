@@ -59,9 +59,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     A value that is not a wait (NaN, infinite, negative) counts as absent, so the backoff applies:
     NaN would otherwise reach ``time.sleep`` and crash the retry loop. A date in the past is 0.
     """
-    if value is None or not value.strip():
+    text = (value or "").strip()
+    if not text:
         return None
-    text = value.strip()
     try:
         seconds = float(text)
         if not math.isfinite(seconds) or seconds < 0:
@@ -84,10 +84,8 @@ def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BA
 
 def delay_before_retry(exc: BaseException | None, attempt: int, *, minimum: float = 0.0) -> float:
     """How long to sleep before the next attempt: the server's Retry-After if it gave one."""
-    retry_after = getattr(exc, "retry_after", None) if isinstance(exc, QmaticError) else None
-    if retry_after is not None:
-        return max(float(retry_after), minimum)
-    return max(backoff_delay(attempt), minimum)
+    retry_after = exc.retry_after if isinstance(exc, QmaticError) else None
+    return max(backoff_delay(attempt) if retry_after is None else float(retry_after), minimum)
 
 
 def retrying(
@@ -102,9 +100,6 @@ def retrying(
     :func:`delay_before_retry` waits (the server's Retry-After first), and each retry is logged with
     the error's message, which never holds a secret. The last error is re-raised as it is.
     """
-
-    def retry_if(exc: BaseException) -> bool:
-        return is_retryable(exc, idempotent=idempotent)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -123,7 +118,7 @@ def retrying(
         )
 
     return Retrying(
-        retry=retry_if_exception(retry_if),
+        retry=retry_if_exception(lambda exc: is_retryable(exc, idempotent=idempotent)),
         stop=stop_after_attempt(max(1, attempts)),
         wait=wait,
         sleep=sleep,

@@ -50,14 +50,10 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 def answer_too_large(exc: BaseException) -> bool:
     """True if ``exc`` (as ``requests`` wraps it) was raised because the answer was cut off."""
-    seen: list[BaseException] = [exc]
-    while seen:
-        current = seen.pop()
-        if isinstance(current, AnswerTooLarge):
-            return True
-        seen.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        seen.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return False
+    if isinstance(exc, AnswerTooLarge):
+        return True
+    linked = [*exc.args, exc.__cause__, exc.__context__]
+    return any(answer_too_large(e) for e in linked if isinstance(e, BaseException))
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -116,23 +112,16 @@ class _DeadlineResponse(http.client.HTTPResponse):
             plain.close()
 
 
-class _DeadlineHTTPConnection(HTTPConnection):
-    response_class = _DeadlineResponse
+def _deadline_pool(pool: type[HTTPConnectionPool], connection: type[HTTPConnection]) -> type[Any]:
+    """``pool`` whose connections read their answers through :class:`_DeadlineResponse`."""
+    reading = type(f"_Deadline{connection.__name__}", (connection,), {"response_class": _DeadlineResponse})
+    return type(f"_Deadline{pool.__name__}", (pool,), {"ConnectionCls": reading})
 
 
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    response_class = _DeadlineResponse
-
-
-class _DeadlineHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+_POOLS = {
+    "http": _deadline_pool(HTTPConnectionPool, HTTPConnection),
+    "https": _deadline_pool(HTTPSConnectionPool, HTTPSConnection),
+}
 
 
 def _capped_stream(stream: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
@@ -198,12 +187,8 @@ def prepare_session(session: requests.Session, *, pool_size: int) -> None:
     adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.get_redirect_target = _no_redirect_target  # type: ignore[method-assign,assignment]
+    session.get_redirect_target = lambda response: None  # type: ignore[method-assign,assignment]
     session.auth = _OwnAuthorization()
-
-
-def _no_redirect_target(response: requests.Response) -> None:
-    return None
 
 
 def send(

@@ -13,10 +13,14 @@ reads the journal too. Nothing above this package knows which.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from airflow_provider_qmatic.state._files import default_cache_dir, flock_available
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
@@ -25,29 +29,31 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.state.journal import Journal
     from airflow_provider_qmatic.state.tokens import TokenCache
 
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
-def _home(config: ClientConfig) -> RedisLink | Path | None:
-    """Where the connection keeps its shared state: Redis, a host directory, or this process (None)."""
+
+def _home(config: ClientConfig) -> tuple[Path | None, RedisLink | None]:
+    """Where the connection keeps its shared state: a host directory, Redis, or (neither) this
+    process, as with ``file`` where ``flock`` does not exist (Windows)."""
     if config.credential_cache == "redis":
         from airflow_provider_qmatic.state._redis import redis_for
 
-        return redis_for(config.redis_conn_id)
-    if config.credential_cache == "file":
-        return shared_dir(config)
-    return None
-
-
-def _split(home: RedisLink | Path | None) -> tuple[Path | None, RedisLink | None]:
-    """:func:`_home`'s answer as (host directory, Redis link), for backends that take either."""
-    if isinstance(home, Path) or home is None:
-        return home, None
-    return None, home
+        return None, redis_for(config.redis_conn_id)
+    if config.credential_cache != "file":
+        return None, None
+    if not flock_available():
+        log.warning(
+            "file locks (fcntl.flock) are unavailable on this system: Qmatic tokens and pacing are "
+            "kept per process, in memory, not shared through %s",
+            shared_dir(config),
+        )
+        return None, None
+    return shared_dir(config), None
 
 
 def shared_dir(config: ClientConfig) -> Path:
     """The host directory of the connection's files: ``credential_cache_dir``, or the default."""
-    from airflow_provider_qmatic.state._files import default_cache_dir
-
     chosen = config.credential_cache_dir
     return Path(chosen).expanduser() if chosen else default_cache_dir()
 
@@ -56,25 +62,24 @@ def token_cache(config: ClientConfig) -> TokenCache:
     """The token cache the connection's ``credential_cache`` names: memory, host files or Redis."""
     from airflow_provider_qmatic.state.tokens import FileTokenCache, MemoryTokenCache, RedisTokenCache
 
-    home = _home(config)
-    if isinstance(home, Path):
-        return FileTokenCache(home)
-    if home is None:
-        return MemoryTokenCache()
-    return RedisTokenCache(home, key=config.derived_key("token-cache"))
+    directory, redis = _home(config)
+    if redis is not None:
+        return RedisTokenCache(redis, key=config.derived_key("token-cache"))
+    return MemoryTokenCache() if directory is None else FileTokenCache(directory)
 
 
 def token_spacing(config: ClientConfig, interval: float) -> Spacing:
     """The token endpoint's one request per ``interval``, per Qmatic host (it counts per client
-    address, not per tenant): for every client of this process, and every process of the host
-    (``file``) or of the cluster (``redis``)."""
-    from airflow_provider_qmatic.state.budget import Spacing, spacing
+    address, not per tenant): for every client of this process (one :class:`Spacing` for all), and
+    every process of the host (``file``) or of the cluster (``redis``)."""
+    from airflow_provider_qmatic.state.budget import Spacing
 
     key = "token-" + _digest(config.base_url)
-    directory, redis = _split(_home(config))
-    if redis is None:
-        return spacing(interval, key=key, shared_dir=directory)
-    return Spacing(interval, key=key, redis=redis)
+    directory, redis = _home(config)
+    return _one_per_process(
+        ("spacing", key, interval, directory, redis),
+        lambda: Spacing(interval, key=key, shared_dir=directory, redis=redis),
+    )
 
 
 def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
@@ -96,7 +101,7 @@ def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
     # under 3) that would leave nothing, and a single booking would queue behind every bulk thread
     # (minutes, at 30 a minute): there bulk leaves one request, or all the burst holds beyond one.
     reserve = max(burst - 2.0, min(burst - 1.0, 1.0)) if bulk else 0.0
-    directory, redis = _split(_home(config))
+    directory, redis = _home(config)
     return RateLimiter(
         config.requests_per_minute,
         burst=burst,
@@ -109,8 +114,6 @@ def request_budget(config: ClientConfig, *, bulk: bool = False) -> RateLimiter:
 
 #: The part of the tenant's requests per minute that waiting sensors and triggers may spend together.
 WAITING_SHARE = 0.5
-_waiting: dict[tuple[str, float, str], RateLimiter] = {}
-_waiting_lock = threading.Lock()
 
 
 def waiting_budget(config: ClientConfig, share: float = WAITING_SHARE) -> RateLimiter:
@@ -130,16 +133,13 @@ def waiting_budget(config: ClientConfig, share: float = WAITING_SHARE) -> RateLi
         raise ValueError(f"share must be above 0 and at most 1, got {share}")
     # One bucket per tenant, whatever share each waiter was given: their sum must stay bounded.
     key = "wait-" + _digest(f"{config.base_url}|{config.tenant}")
-    where = f"{config.credential_cache}|{config.credential_cache_dir}|{config.redis_conn_id}"
     rate = config.requests_per_minute * share
-    with _waiting_lock:
-        found = _waiting.get((key, rate, where))
-        if found is None:
-            directory, redis = _split(_home(config))
-            found = _waiting[(key, rate, where)] = RateLimiter(
-                rate, key=key, shared_dir=directory, redis=redis
-            )
-        return found
+    directory, redis = _home(config)
+    where = (config.credential_cache, config.credential_cache_dir, config.redis_conn_id)
+    return _one_per_process(
+        ("waiting", key, rate, *where),
+        lambda: RateLimiter(rate, key=key, shared_dir=directory, redis=redis),
+    )
 
 
 def task_journal(
@@ -163,11 +163,23 @@ def task_journal(
     )
 
     name = journal_name(config, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
-    _, redis = _split(_home(config))
+    _, redis = _home(config)
     if redis is not None:
         return RedisJournal(redis, name)
-    directory = Path(journal_dir) if journal_dir else default_journal_dir(config.credential_cache_dir)
+    directory = Path(journal_dir) if journal_dir else default_journal_dir(shared_dir(config))
     return FileJournal(directory / name)
+
+
+_built: dict[tuple[object, ...], Any] = {}
+_built_lock = threading.Lock()
+
+
+def _one_per_process(key: tuple[object, ...], build: Callable[[], _T]) -> _T:
+    """The process's one object for ``key``, built on first use."""
+    with _built_lock:
+        if key not in _built:
+            _built[key] = build()
+        return cast(_T, _built[key])
 
 
 def _digest(text: str) -> str:

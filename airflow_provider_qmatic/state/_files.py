@@ -17,7 +17,7 @@ A leading ``~`` in the directory is the user's home, wherever the path comes fro
 extra, an environment variable, an operator argument).
 
 Locking is ``fcntl.flock`` on an open descriptor. It exists only on POSIX systems, so ``fcntl`` is
-imported lazily and :func:`flock_available` lets callers fall back to process-local state.
+imported lazily and :func:`flock_available` lets the state factory fall back to process-local state.
 """
 
 from __future__ import annotations
@@ -78,18 +78,6 @@ def _is_private_dir(path: str) -> bool:
     )
 
 
-def lock_exclusive(fd: int) -> None:
-    """Block until this open file description holds the exclusive ``flock`` on ``fd``.
-
-    The lock is released when the descriptor is closed, so a crashed holder never leaves it stuck.
-    Separate ``os.open`` calls (even by two threads of one process) get separate file descriptions,
-    which ``flock`` treats as competitors: it serialises threads as well as processes.
-    """
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` at the descriptor's current offset (``os.write`` may be short)."""
     view = memoryview(data)
@@ -140,13 +128,9 @@ class PrivateDirectory:
             os.close(fd)
 
     def open_file(self, dir_fd: int, name: str, flags: int) -> int:
-        """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked.
-
-        Raises :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given.
-        ``O_NONBLOCK`` makes opening a FIFO return at once (a FIFO opened for reading would otherwise
-        wait for a writer forever); the type check then refuses it. On the regular file it is
-        cleared again, though it changes nothing for regular files on POSIX systems.
-        """
+        """Open ``name`` inside the directory (creating it 0600 if ``flags`` has ``O_CREAT``), checked;
+        :class:`FileNotFoundError` when it does not exist and ``O_CREAT`` is not given. ``O_NONBLOCK``
+        (see the module documentation) is cleared again on the regular file."""
         try:
             fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, PRIVATE_FILE_MODE, dir_fd=dir_fd)
         except OSError as exc:
@@ -167,6 +151,24 @@ class PrivateDirectory:
             os.close(fd)
             raise
         return fd
+
+    @contextmanager
+    def locked(self, dir_fd: int, name: str) -> Iterator[int]:
+        """``name`` inside the directory, opened (created 0600 if missing) and held under an
+        exclusive ``flock`` until the block ends.
+
+        Closing releases the lock, so a crashed holder never leaves it stuck. Separate ``os.open``
+        calls (even by two threads of one process) get separate file descriptions, which ``flock``
+        treats as competitors: it serialises threads as well as processes.
+        """
+        import fcntl
+
+        fd = self.open_file(dir_fd, name, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
 
     def _create_if_missing(self) -> None:
         if os.path.lexists(self.path):

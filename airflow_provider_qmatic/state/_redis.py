@@ -8,19 +8,15 @@ provider's error. The token cache (:mod:`.tokens`), the request budget and the t
 spacing (:mod:`.budget`) and the journals (:mod:`.journal`) each keep their Redis backend beside
 their other backends, and build their keys with :meth:`RedisLink.key`.
 
-Faults: Redis unreachable when a client is built raises
-:class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the address;
-there is no fallback to host-local state, which would overshoot the tenant's limit. The database is
-the one the connection names (URL path or extra ``db``). Each Redis command has a deadline of
-:data:`SOCKET_TIMEOUT_S` for all its reads, however slowly they trickle, and one immediate
-reconnect. Redis lost later raises
-:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a request is sent: a
-refused connection (Redis restarting) is repeated with the client's backoff, a Redis that did not
-answer in time (:class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationTimeout`) is not, so
-the task fails retryably within seconds. Reports after an answer arrived (success, 429) never turn
-that answer into an error. State that cannot be read (a damaged budget, a key of the wrong type, a
-token entry that does not open, a lock without expiry) is rebuilt or removed with a warning, never
-trusted and never fatal.
+Faults: a Redis that does not answer when the link is built raises
+:class:`~airflow_provider_qmatic.exceptions.QmaticConfigError` naming ``redis_conn_id`` and the
+address; there is no fallback to host-local state, which would overshoot the tenant's limit. Lost
+later, it raises :class:`~airflow_provider_qmatic.exceptions.QmaticCoordinationError` before a
+request is sent (which of those the client repeats: :mod:`airflow_provider_qmatic.client.retry`);
+each command has a deadline however slowly its answer trickles (:func:`_bound`). Reports after an
+answer arrived (success, 429) never turn that answer into an error. State that cannot be read (a
+damaged budget, a key of the wrong type, a token entry that does not open, a lock without expiry)
+is rebuilt or removed with a warning, never trusted and never fatal.
 """
 
 from __future__ import annotations
@@ -43,7 +39,6 @@ from airflow_provider_qmatic.exceptions import (
 
 if TYPE_CHECKING:
     from redis import Redis
-    from redis.commands.core import Script
 
 PREFIX = "qmatic"
 # Bounded waits on Redis itself, so a partitioned Redis fails a call instead of hanging a task: the
@@ -92,9 +87,6 @@ class RedisLink:
                 f"({type(exc).__name__}); nothing was sent to Qmatic, the task may be retried once "
                 "Redis is back"
             ) from None
-
-    def script(self, source: str) -> Script:
-        return self.client.register_script(source)
 
     @staticmethod
     def key(kind: str, name: str) -> str:
@@ -164,13 +156,11 @@ def _database(conn: Any, conn_id: str) -> int:
     RedisHook reads only the extra, so ``redis://host:6379/1`` alone would write to database 0,
     beside whatever else lives there. Two different databases named at once is an error.
     """
-    named: dict[str, object] = {}
-    schema = (conn.schema or "").strip().strip("/")
-    if schema:
-        named["the URL path (schema)"] = schema
-    extra_db = conn.extra_dejson.get("db")
-    if extra_db is not None and str(extra_db).strip() != "":
-        named["the extra `db`"] = extra_db
+    given = {
+        "the URL path (schema)": (conn.schema or "").strip("/ "),
+        "the extra `db`": conn.extra_dejson.get("db"),
+    }
+    named = {where: value for where, value in given.items() if value is not None and str(value).strip()}
     values: set[int] = set()
     for where, value in named.items():
         text = str(value).strip()

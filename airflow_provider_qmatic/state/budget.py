@@ -59,18 +59,17 @@ A state file whose stamps lie in the future (left over from before a reboot) is 
 Spacing
 -------
 The token endpoint takes one request per second, and a bucket is the wrong tool for that: it must
-never admit two requests inside one second, whichever clients send them. :func:`spacing` hands out
-one :class:`Spacing` per key for the whole process (two clients of one task, a book and a
-reschedule scope, share it) and, with ``shared_dir``, keeps its one number, the earliest moment
-of the next request, in ``<shared_dir>/<key>.next`` under ``flock``, so the task processes of the
-host share it too, or, with ``redis``, in Redis for the whole cluster. Each caller books its moment
-and sleeps once until it comes.
+never admit two requests inside one second, whichever clients send them. One :class:`Spacing` per
+key serves the whole process (two clients of one task, a book and a reschedule scope, share it:
+:func:`airflow_provider_qmatic.state.token_spacing`) and, with ``shared_dir``, keeps its one number,
+the earliest moment of the next request, in ``<shared_dir>/<key>.next`` under ``flock``, so the
+task processes of the host share it too, or, with ``redis``, in Redis for the whole cluster. Each
+caller books its moment and sleeps once until it comes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -78,15 +77,15 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from airflow_provider_qmatic.exceptions import QmaticCoordinationError
 from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
-    flock_available,
-    lock_exclusive,
     write_all,
 )
 
@@ -110,26 +109,6 @@ BUCKET_IDLE_TTL_S = 86400
 # Redis until it has not been seen for this long.
 DECLARED_LIMIT_TTL_S = 600
 
-_T = TypeVar("_T")
-
-
-class Limiter(Protocol):
-    """What the client needs from a request budget (:class:`RateLimiter`, or a test's stand-in)."""
-
-    @property
-    def limit(self) -> float: ...
-
-    @property
-    def current_rate(self) -> float: ...
-
-    def acquire(self, n: float = 1.0) -> float: ...
-
-    def on_rate_limited(self, retry_after: float | None = None) -> None: ...
-
-    def on_success(self) -> None: ...
-
-    def stats(self) -> dict[str, float]: ...
-
 
 @dataclass(frozen=True)
 class _Rules:
@@ -152,10 +131,39 @@ class _Seen:
     limit: float
 
 
-class _Bucket(Protocol):
-    """Where the bucket lives; ``op`` is ``take`` (``n`` requests), ``429``, ``ok`` or ``rate``."""
+class _Local:
+    """State kept in this process, or with ``shared_dir`` in a file there read and rewritten under
+    an exclusive ``flock`` (the directory is checked now: unusable, it fails before any request)."""
 
-    def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen: ...
+    def __init__(
+        self, key: str, shared_dir: str | os.PathLike[str] | None, clock: Callable[[], float]
+    ) -> None:
+        if not SAFE_NAME.fullmatch(key):  # it names a file
+            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
+        self._key = key
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._shared = None
+        if shared_dir is not None:
+            self._shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
+            with self._shared.opened():
+                pass
+
+    def __repr__(self) -> str:
+        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
+
+
+class _InRedis:
+    """State in Redis under ``qmatic:<kind>:{<key>}``, changed only by its Lua ``script``, with
+    Redis's own clock, for every host."""
+
+    def __init__(self, redis: RedisLink, kind: str, key: str, script: str) -> None:
+        self._redis = redis
+        self._key = redis.key(kind, key)
+        self._script = redis.client.register_script(script)
+
+    def __repr__(self) -> str:
+        return f"in Redis at {self._redis.address}"
 
 
 class RateLimiter:
@@ -209,13 +217,11 @@ class RateLimiter:
             raise ValueError("min_fraction must be greater than 0 and at most 1")
         if recovery_after <= 0 or recovery_step <= 0:
             raise ValueError("recovery_after and recovery_step must be positive")
-        if not SAFE_NAME.fullmatch(key):
-            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self._rules = _Rules(limit, capacity, float(reserve), min_fraction, recovery_after, recovery_step)
         self._clock = clock
         self._sleep = sleep
         rng = rng or random.Random()
-        self._bucket: _Bucket = (
+        self._bucket: _LocalBucket | _RedisBucket = (
             _LocalBucket(self._rules, key, shared_dir, clock, rng)
             if redis is None
             else _RedisBucket(self._rules, key, redis, rng)
@@ -334,21 +340,26 @@ class RateLimiter:
             log.warning("Qmatic request budget: %s", exc.message)
 
 
-@dataclass
-class _State:
-    """A host-local bucket's whole state; in shared mode, the content of the ``.bucket`` file."""
+#: What the client, the hook and the progress reports hold: the request budget.
+Limiter = RateLimiter
+
+
+class _State(BaseModel):
+    """A host-local bucket's whole state; in shared mode, the content of the ``.bucket`` file, read
+    strictly: finite numbers, a whole count (anything else is torn or foreign, and starts afresh)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     tokens: float
     updated: float  # clock time up to which tokens were refilled
     rate: float  # nominal requests per minute now in force
     quiet_since: float  # last 429 or last rate increase: the start of the current quiet period
     paused_until: float | None = None
-    consecutive_429: int = 0
+    consecutive_429: NonNegativeInt = 0
 
 
-class _LocalBucket:
-    """The bucket in this process, or with ``shared_dir`` in ``<shared_dir>/<key>.bucket``, read and
-    rewritten under an exclusive ``flock``."""
+class _LocalBucket(_Local):
+    """The bucket in this process, or with ``shared_dir`` in ``<shared_dir>/<key>.bucket``."""
 
     def __init__(
         self,
@@ -358,96 +369,72 @@ class _LocalBucket:
         clock: Callable[[], float],
         rng: random.Random,
     ) -> None:
+        super().__init__(key, shared_dir, clock)
         self._rules = rules
         self._paced_fraction = max(rules.limit - rules.burst, rules.limit / 2) / rules.limit
         self._floor = rules.min_fraction * rules.limit
-        self._key = key
-        self._clock = clock
         self._rng = rng
-        self._lock = threading.Lock()
         self._state = self._fresh(clock())  # in shared mode unused: the file holds the state
-        self._shared = _shared_directory(shared_dir, "request pacing")
-
-    def __repr__(self) -> str:
-        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
 
     def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen:
         """Run ``op`` on the state at the current time, atomically for threads (and processes)."""
         with self._lock:
             if self._shared is None:
                 return self._step(self._state, self._clock(), op, n, retry_after)
-            with self._shared.opened() as dir_fd:
-                fd = self._shared.open_file(dir_fd, f"{self._key}.bucket", os.O_RDWR | os.O_CREAT)
-                try:
-                    lock_exclusive(fd)
-                    now = self._clock()  # read under the lock, so time order matches state order
-                    state = self._load(fd, now)
-                    seen = self._step(state, now, op, n, retry_after)
-                    _rewrite(fd, json.dumps(asdict(state)).encode())
-                    return seen
-                finally:
-                    os.close(fd)
+            with self._shared.opened() as dir_fd, self._shared.locked(dir_fd, f"{self._key}.bucket") as fd:
+                now = self._clock()  # read under the lock, so time order matches state order
+                state = self._load(fd, now)
+                seen = self._step(state, now, op, n, retry_after)
+                _rewrite(fd, state.model_dump_json().encode())
+                return seen
 
     def _step(self, state: _State, now: float, op: str, n: float, retry_after: float | None) -> _Seen:
-        wait = 0.0
-        self._refill(state, now)
-        if op == "take":
-            wait = self._take(state, now, n)
+        """Refill ``state`` up to ``now``, then run ``op``: the rules :data:`_BUCKET` runs in Redis."""
+        rules, wait = self._rules, 0.0
+        per_second = state.rate * self._paced_fraction / 60.0
+        # No tokens accrue during a pause: the server wants silence, not a burst when it ends.
+        start = state.updated if state.paused_until is None else max(state.updated, state.paused_until)
+        if now > start:
+            state.tokens = min(rules.burst, state.tokens + (now - start) * per_second)
+        state.updated = max(state.updated, now)
+        if op == "take":  # take n tokens, or say how long to wait before asking again
+            if state.paused_until is not None and state.paused_until - now > _EARLY_S:
+                wait = state.paused_until - now
+            else:
+                wait = max(0.0, n + rules.reserve - state.tokens) / per_second
+                if wait <= _EARLY_S:
+                    wait = 0.0
+                    state.tokens -= n  # a rounding shortfall stays as a tiny debt instead of being forgiven
         elif op == "429":
-            self._record_429(state, now, retry_after)
+            if state.paused_until is None or now >= state.paused_until:
+                state.consecutive_429 += 1
+                state.rate = max(self._floor, state.rate * DECREASE_FACTOR)
+            if retry_after is None:
+                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(state.consecutive_429 - 1, 32))
+                delay = self._rng.uniform(0.0, ceiling)
+            else:
+                delay = min(max(0.0, retry_after), MAX_PAUSE_S)
+            state.tokens = 0.0
+            state.quiet_since = now
+            state.paused_until = max(now + delay, state.paused_until or now)
         elif op == "ok":
-            self._record_success(state, now)
-        return _Seen(wait, state.rate, self._rules.limit)
+            state.consecutive_429 = 0
+            periods = math.floor((now - state.quiet_since) / rules.recovery_after)
+            if state.rate < rules.limit and periods >= 1:
+                state.rate = min(rules.limit, state.rate + periods * rules.recovery_step * rules.limit)
+                state.quiet_since += periods * rules.recovery_after
+        return _Seen(wait, state.rate, rules.limit)
 
     def _fresh(self, now: float) -> _State:
         return _State(tokens=self._rules.burst, updated=now, rate=self._rules.limit, quiet_since=now)
 
-    def _refill(self, state: _State, now: float) -> None:
-        # No tokens accrue during a pause: the server wants silence, not a burst when it ends.
-        start = state.updated if state.paused_until is None else max(state.updated, state.paused_until)
-        if now > start:
-            per_second = state.rate * self._paced_fraction / 60.0
-            state.tokens = min(self._rules.burst, state.tokens + (now - start) * per_second)
-        state.updated = max(state.updated, now)
-
-    def _take(self, state: _State, now: float, n: float) -> float:
-        """Take n tokens and return 0, or return how long to wait before trying again."""
-        if state.paused_until is not None and state.paused_until - now > _EARLY_S:
-            return state.paused_until - now
-        short = n + self._rules.reserve - state.tokens
-        wait = max(0.0, short) / (state.rate * self._paced_fraction / 60.0)
-        if wait > _EARLY_S:
-            return wait
-        state.tokens -= n  # a rounding shortfall stays as a tiny debt instead of being forgiven
-        return 0.0
-
-    def _record_429(self, state: _State, now: float, retry_after: float | None) -> None:
-        if state.paused_until is None or now >= state.paused_until:
-            state.consecutive_429 += 1
-            state.rate = max(self._floor, state.rate * DECREASE_FACTOR)
-        if retry_after is None:
-            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(state.consecutive_429 - 1, 32))
-            delay = self._rng.uniform(0.0, ceiling)
-        else:
-            delay = min(max(0.0, retry_after), MAX_PAUSE_S)
-        state.tokens = 0.0
-        state.quiet_since = now
-        state.paused_until = max(now + delay, state.paused_until or now)
-
-    def _record_success(self, state: _State, now: float) -> None:
-        state.consecutive_429 = 0
-        if state.rate >= self._rules.limit:
-            return
-        periods = math.floor((now - state.quiet_since) / self._rules.recovery_after)
-        if periods >= 1:
-            step = self._rules.recovery_step * self._rules.limit
-            state.rate = min(self._rules.limit, state.rate + periods * step)
-            state.quiet_since += periods * self._rules.recovery_after
-
     def _load(self, fd: int, now: float) -> _State:
         """The shared state, or a fresh bucket if the file is new, corrupt or from before a reboot."""
-        state = _parse_state(os.pread(fd, _MAX_STATE_BYTES, 0))
-        if state is None or state.updated > now + 1.0 or state.quiet_since > now + 1.0:
+        try:
+            state = _State.model_validate_json(os.pread(fd, _MAX_STATE_BYTES, 0))
+        except ValidationError:  # empty, torn, foreign or absurdly nested
+            return self._fresh(now)
+        if state.updated > now + 1.0 or state.quiet_since > now + 1.0:
             return self._fresh(now)
         # Processes may be configured differently; each keeps the shared values inside its own bounds.
         state.tokens = min(max(state.tokens, -1.0), self._rules.burst)
@@ -552,20 +539,15 @@ return {{tostring(wait), tostring(level * limit), tostring(limit), rebuilt}}
 """
 
 
-class _RedisBucket:
+class _RedisBucket(_InRedis):
     """The tenant's bucket in Redis, one hash per tenant, run by :data:`_BUCKET` (see the module
     documentation). A budget that cannot be read (a field changed by hand, a key of another type) is
     rebuilt empty, with a warning, never trusted and never fatal."""
 
     def __init__(self, rules: _Rules, key: str, redis: RedisLink, rng: random.Random) -> None:
+        super().__init__(redis, "budget", key, _BUCKET)
         self._rules = rules
-        self._redis = redis
-        self._key = redis.key("budget", key)
-        self._script = redis.script(_BUCKET)
         self._rng = rng
-
-    def __repr__(self) -> str:
-        return f"in Redis at {self._redis.address}"
 
     def apply(self, op: str, *, n: float = 1.0, retry_after: float | None = None) -> _Seen:
         rules = self._rules
@@ -598,7 +580,7 @@ class _RedisBucket:
 class Spacing:
     """At most one event per ``interval`` seconds for a key, across threads and, with ``shared_dir``,
     across the processes of this user on this host, or with ``redis`` across every host. Build the
-    host-local one with :func:`spacing` (one per key in a process)."""
+    one a process shares with :func:`airflow_provider_qmatic.state.token_spacing`."""
 
     def __init__(
         self,
@@ -609,8 +591,6 @@ class Spacing:
         redis: RedisLink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not SAFE_NAME.fullmatch(key):
-            raise ValueError("key must be 1-128 letters, digits, '_' or '-'")
         self.interval = interval
         self._moments = _LocalMoments(key, shared_dir, clock) if redis is None else _RedisMoments(key, redis)
 
@@ -634,20 +614,10 @@ class Spacing:
             log.warning("Qmatic token endpoint spacing: %s", exc.message)
 
 
-class _LocalMoments:
-    """The next free moment in this process, or in ``<shared_dir>/<key>.next`` under ``flock``."""
+class _LocalMoments(_Local):
+    """The next free moment in this process, or in ``<shared_dir>/<key>.next``."""
 
-    def __init__(
-        self, key: str, shared_dir: str | os.PathLike[str] | None, clock: Callable[[], float]
-    ) -> None:
-        self._key = key
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next_at = 0.0
-        self._shared = _shared_directory(shared_dir, "token request spacing")
-
-    def __repr__(self) -> str:
-        return "in this process" if self._shared is None else f"shared through {self._shared.path}"
+    _next_at = 0.0  # in this process; shared, the file holds it
 
     def book(self, kind: str, seconds: float) -> float:
         """``wait``: take the next free moment, the one after it ``seconds`` later; ``hold``: nobody
@@ -657,22 +627,17 @@ class _LocalMoments:
                 now = self._clock()
                 start, self._next_at = _book(kind, seconds, now, self._next_at)
                 return start - now
-            with self._shared.opened() as dir_fd:
-                fd = self._shared.open_file(dir_fd, f"{self._key}.next", os.O_RDWR | os.O_CREAT)
+            with self._shared.opened() as dir_fd, self._shared.locked(dir_fd, f"{self._key}.next") as fd:
+                now = self._clock()
                 try:
-                    lock_exclusive(fd)
-                    now = self._clock()
-                    try:
-                        next_at = float(os.pread(fd, 64, 0).decode() or 0.0)
-                    except ValueError:  # torn or foreign content: no booking to respect
-                        next_at = 0.0
-                    if not math.isfinite(next_at) or next_at > now + MAX_PAUSE_S:  # from before a reboot
-                        next_at = 0.0
-                    start, next_at = _book(kind, seconds, now, next_at)
-                    _rewrite(fd, repr(next_at).encode())
-                    return start - now
-                finally:
-                    os.close(fd)
+                    next_at = float(os.pread(fd, 64, 0).decode() or 0.0)
+                except ValueError:  # torn or foreign content: no booking to respect
+                    next_at = 0.0
+                if not math.isfinite(next_at) or next_at > now + MAX_PAUSE_S:  # from before a reboot
+                    next_at = 0.0
+                start, next_at = _book(kind, seconds, now, next_at)
+                _rewrite(fd, repr(next_at).encode())
+                return start - now
 
 
 def _book(kind: str, seconds: float, now: float, next_at: float) -> tuple[float, float]:
@@ -706,85 +671,18 @@ return tostring(start - now)
 """
 
 
-class _RedisMoments:
-    """The next free moment in Redis, for every host (Redis's ``TIME``, so clocks never matter)."""
+class _RedisMoments(_InRedis):
+    """The next free moment in Redis (:data:`_SPACE`)."""
 
     def __init__(self, key: str, redis: RedisLink) -> None:
-        self._redis = redis
-        self._key = redis.key("tokspace", key)
-        self._script = redis.script(_SPACE)
-
-    def __repr__(self) -> str:
-        return f"in Redis at {self._redis.address}"
+        super().__init__(redis, "tokspace", key, _SPACE)
 
     def book(self, kind: str, seconds: float) -> float:
         with self._redis.call("the token endpoint's spacing"):
             return float(self._script(keys=[self._key], args=[kind, seconds]))
 
 
-_spacings: dict[tuple[str, str | None], Spacing] = {}
-_spacings_lock = threading.Lock()
-
-
-def spacing(interval: float, *, key: str, shared_dir: str | os.PathLike[str] | None = None) -> Spacing:
-    """The process's one host-local :class:`Spacing` for ``key`` (and ``shared_dir``)."""
-    where = None if shared_dir is None else os.fspath(shared_dir)
-    with _spacings_lock:
-        found = _spacings.get((key, where))
-        if found is None:
-            found = _spacings[(key, where)] = Spacing(interval, key=key, shared_dir=shared_dir)
-        return found
-
-
-def _shared_directory(shared_dir: str | os.PathLike[str] | None, what: str) -> PrivateDirectory | None:
-    """The checked directory to share state through, or None (state in this process)."""
-    if shared_dir is None:
-        return None
-    if not flock_available():
-        log.warning(
-            "file locks (fcntl.flock) are unavailable on this system: Qmatic %s is per process, not "
-            "shared through %s",
-            what,
-            shared_dir,
-        )
-        return None
-    shared = PrivateDirectory(shared_dir, purpose="shared rate-limit state")
-    with shared.opened():  # fail now, before any request, if it is unusable
-        pass
-    return shared
-
-
 def _rewrite(fd: int, data: bytes) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     write_all(fd, data)
     os.ftruncate(fd, len(data))
-
-
-def _parse_state(raw: bytes) -> _State | None:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # empty, torn, foreign or absurdly nested: start afresh
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        paused = data["paused_until"]
-        consecutive = data["consecutive_429"]
-        if not isinstance(consecutive, int) or isinstance(consecutive, bool) or consecutive < 0:
-            return None
-        return _State(
-            tokens=_finite(data["tokens"]),
-            updated=_finite(data["updated"]),
-            rate=_finite(data["rate"]),
-            quiet_since=_finite(data["quiet_since"]),
-            paused_until=None if paused is None else _finite(paused),
-            consecutive_429=consecutive,
-        )
-    except (KeyError, TypeError):
-        return None
-
-
-def _finite(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError("not a finite number")
-    return float(value)

@@ -61,7 +61,7 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,7 +74,6 @@ from airflow_provider_qmatic.exceptions import (
 )
 from airflow_provider_qmatic.state._files import (
     PrivateDirectory,
-    default_cache_dir,
     flock_available,
     write_all,
 )
@@ -91,7 +90,6 @@ _SUFFIX = ".jsonl"
 # What journal_name() makes; with the marker line, how clean-up knows a file is the runner's.
 _NAME = re.compile(r"[0-9a-f]{40}\.jsonl")
 MARKER = b'{"qmatic_bulk_journal":1}\n'
-_CHUNK = 1 << 20
 
 # The events a flow reports (flows.FlowEvents): a reserve is about to be sent, its answer was lost, a
 # reservation was made, the row ended done, a reservation was released, a cancel is about to be sent.
@@ -148,13 +146,10 @@ def key_id(key: bytes) -> str:
     return hmac.digest(key, b"qmatic-bulk-journal-key-id", "sha256").hex()[:16]
 
 
-def default_journal_dir(credential_cache_dir: str | None = None) -> Path:
-    """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the token cache directory."""
+def default_journal_dir(state_dir: Path) -> Path:
+    """``$QMATIC_BULK_JOURNAL_DIR``, else ``bulk-journals`` inside the connection's state directory."""
     configured = os.environ.get(JOURNAL_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    base = Path(credential_cache_dir).expanduser() if credential_cache_dir else default_cache_dir()
-    return base / "bulk-journals"
+    return Path(configured).expanduser() if configured else state_dir / "bulk-journals"
 
 
 @dataclass
@@ -200,6 +195,8 @@ class Journal(ABC):
     (:class:`FileJournal`) or a list in Redis (:class:`RedisJournal`).
     """
 
+    name: str  # in messages
+
     @abstractmethod
     def open(self) -> JournalState:
         """Take the journal for this attempt (or raise QmaticJournalBusyError) and read it."""
@@ -217,10 +214,6 @@ class Journal(ABC):
     @abstractmethod
     def _append(self, entry: dict[str, Any]) -> None:
         """Store one entry for good before returning."""
-
-    @abstractmethod
-    def _label(self) -> str:
-        """The journal's name in messages."""
 
     def __enter__(self) -> JournalState:
         return self.open()
@@ -240,20 +233,17 @@ class Journal(ABC):
         """Append one event and store it for good (``fsync``, or Redis's answer) before returning."""
         if event not in EVENTS:
             raise ValueError(f"unknown journal event {event!r}")
-        entry: dict[str, Any] = {"e": event, "fp": fingerprint, "row": row, "t": round(time.time(), 3)}
-        if reservation_id is not None:
-            entry["res"] = reservation_id
-        if appointment_id is not None:
-            entry["appt"] = appointment_id
-        self._append(entry)
+        self._write(e=event, fp=fingerprint, row=row, res=reservation_id, appt=appointment_id)
 
     def record_attempt(self, attempt: int, *, key: bytes | None = None) -> None:
         """Note that this attempt (the task's try number) runs with the journal, before any request,
         and with which fingerprint ``key`` (its :func:`key_id`), when its rows have fingerprints."""
-        entry: dict[str, Any] = {"e": ATTEMPT, "n": int(attempt), "t": round(time.time(), 3)}
-        if key is not None:
-            entry["k"] = key_id(key)
-        self._append(entry)
+        self._write(e=ATTEMPT, n=int(attempt), k=None if key is None else key_id(key))
+
+    def _write(self, **fields: object) -> None:
+        """Append an entry of the fields given (not None) and the time."""
+        entry = {name: value for name, value in fields.items() if value is not None}
+        self._append({**entry, "t": round(time.time(), 3)})
 
     def _state(self, lines: Iterable[tuple[int, bytes | str]]) -> JournalState:
         """What the numbered lines say, wherever they are kept."""
@@ -264,7 +254,7 @@ class Journal(ABC):
                 log.warning(
                     "Qmatic bulk journal %s: line %d is not a journal entry (torn by a kill, or foreign "
                     "content); skipped",
-                    self._label(),
+                    self.name,
                     number,
                 )
                 continue
@@ -314,6 +304,7 @@ class FileJournal(Journal):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
+        self.name = self.path.name
         self._dir = PrivateDirectory(self.path.parent, purpose="bulk job journals")
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -329,13 +320,13 @@ class FileJournal(Journal):
 
         with self._dir.opened() as dir_fd:
             self._remove_expired(dir_fd)
-            fd = self._dir.open_file(dir_fd, self.path.name, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            fd = self._dir.open_file(dir_fd, self.name, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise QmaticJournalBusyError(
-                f"the bulk journal {self.path.name} is locked by another attempt of this task that is "
+                f"the bulk journal {self.name} is locked by another attempt of this task that is "
                 "still running on this host; wait for it to end"
             ) from None
         self._fd = fd
@@ -358,24 +349,36 @@ class FileJournal(Journal):
             write_all(self._fd, data)
             os.fsync(self._fd)
 
-    # -- internals -----------------------------------------------------------------------------
-
     def _read(self, fd: int) -> JournalState:
-        return self._state(
-            (number, line) for number, line in _lines(fd) if not (number == 1 and line + b"\n" == MARKER)
-        )
-
-    def _label(self) -> str:
-        return self.path.name
+        # Line by line (memory holds a line, not the file), through a duplicate that closing leaves
+        # the journal's descriptor open; appends go to the end whatever the offset.
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            handle.seek(0)
+            return self._state(
+                (n, line) for n, line in enumerate(handle, 1) if not (n == 1 and line == MARKER)
+            )
 
     def _remove_expired(self, dir_fd: int) -> None:
-        """Delete the runner's own journals older than the retention; nothing else, ever."""
+        """Delete the runner's own journals older than the retention; nothing else, ever: only a
+        regular file named like :func:`journal_name`, starting with the marker and not locked by a
+        running attempt (a ``BlockingIOError``), opened without following links or waiting on a FIFO."""
+        import fcntl
+
         cutoff = time.time() - RETENTION_DAYS * 86400
         with contextlib.suppress(OSError):
             for name in os.listdir(dir_fd):
-                if name != self.path.name and _NAME.fullmatch(name):
-                    with contextlib.suppress(OSError):
-                        _remove_if_expired_journal(dir_fd, name, cutoff)
+                if name == self.name or not _NAME.fullmatch(name):
+                    continue
+                with contextlib.suppress(OSError):
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+                    try:
+                        info = os.fstat(fd)
+                        old = stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff
+                        if old and os.pread(fd, len(MARKER), 0) == MARKER:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            os.unlink(name, dir_fd=dir_fd)
+                    finally:
+                        os.close(fd)
 
 
 # KEYS[1] lease, KEYS[2] list; ARGV[1] owner, ARGV[2] line, ARGV[3] list TTL (ms). Appends only while
@@ -411,13 +414,12 @@ class RedisJournal(Journal):
         self._lease_ms = int(lease_s * 1000)
         self._lost = False  # the lease was found taken or gone: write nothing more
         self._link = link
-        self._redis = link.client
         self._list = link.key("journal", digest(name))
         self._lease = f"{self._list}:lease"
         self._owner = secrets.token_hex(16)
-        self._append_script = link.script(_APPEND)
-        self._renew_script = link.script(_RENEW)
-        self._release_script = link.script(RELEASE)
+        self._append_script = link.client.register_script(_APPEND)
+        self._renew_script = link.client.register_script(_RENEW)
+        self._release_script = link.client.register_script(RELEASE)
         self._open = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -429,12 +431,12 @@ class RedisJournal(Journal):
     def open(self) -> JournalState:
         """Take the lease and read what earlier attempts wrote."""
         with self._link.call("opening the bulk journal"):
-            if not self._redis.set(self._lease, self._owner, nx=True, px=self._lease_ms):
+            if not self._link.client.set(self._lease, self._owner, nx=True, px=self._lease_ms):
                 raise QmaticJournalBusyError(
                     f"the bulk journal {self.name} in Redis is held by another attempt of this task that "
                     f"is still running (its lease ends within {self._lease_ms / 1000:g} s of its death)"
                 )
-            lines = self._redis.lrange(self._list, 0, -1)
+            lines = self._link.client.lrange(self._list, 0, -1)
         self._open = True
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="qmatic-journal-lease", daemon=True)
@@ -454,9 +456,6 @@ class RedisJournal(Journal):
                 self._release_script(keys=[self._lease], args=[self._owner])
         except QmaticCoordinationError as exc:  # the lease then runs out by itself
             log.warning("Qmatic bulk journal: %s", exc.message)
-
-    def _label(self) -> str:
-        return self.name
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, separators=(",", ":"))
@@ -478,59 +477,17 @@ class RedisJournal(Journal):
         proves nothing: True then, unless the lease was already found lost."""
         if not self._lost:
             try:
-                self._lost = not self._renew_once()
-            except QmaticCoordinationError as exc:
+                with self._link.call("renewing the bulk journal lease"):
+                    self._lost = not self._renew_script(
+                        keys=[self._lease], args=[self._owner, self._lease_ms]
+                    )
+            except QmaticCoordinationError as exc:  # an append reports it if it lasts
                 log.warning("Qmatic bulk journal: %s", exc.message)
         return not self._lost
 
-    def _renew_once(self) -> bool:
-        with self._link.call("renewing the bulk journal lease"):
-            return bool(self._renew_script(keys=[self._lease], args=[self._owner, self._lease_ms]))
-
     def _renew(self) -> None:
-        while not self._lost and not self._stop.wait(self._lease_ms / 3000):
-            try:
-                self._lost = not self._renew_once()
-            except QmaticCoordinationError as exc:  # the next append reports it
-                log.warning("Qmatic bulk journal: %s", exc.message)
-
-
-def _remove_if_expired_journal(dir_fd: int, name: str, cutoff: float) -> None:
-    """Unlink ``name`` if it is a regular file, older than ``cutoff``, starts with the marker and is
-    not locked by a running attempt. Opened without following links or waiting on a FIFO."""
-    import fcntl
-
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
-            return
-        if os.pread(fd, len(MARKER), 0) != MARKER:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # an attempt is still using it
-        os.unlink(name, dir_fd=dir_fd)
-    finally:
-        os.close(fd)
-
-
-def _lines(fd: int) -> Iterator[tuple[int, bytes]]:
-    """The file's lines, numbered from 1, read in chunks: memory holds one chunk, not the file."""
-    offset, number, rest = 0, 0, b""
-    while True:
-        chunk = os.pread(fd, _CHUNK, offset)
-        if not chunk:
-            break
-        offset += len(chunk)
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            number += 1
-            yield number, line
-    if rest:
-        yield number + 1, rest
+        while not self._stop.wait(self._lease_ms / 3000) and self.held():
+            pass
 
 
 def _parse(line: bytes | str) -> dict[str, Any] | None:

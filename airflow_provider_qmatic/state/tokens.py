@@ -2,20 +2,12 @@
 
 Qmatic's token endpoint takes one request per second per client, and a token lives an hour. An
 Airflow worker may start dozens of task processes for one connection at the same moment; without a
-shared cache each would fetch its own token and most would be refused with 429. So:
+shared cache each would fetch its own token and most would be refused with 429. So one process
+fetches while the others wait for what it stores: the threads of a process
+(:class:`MemoryTokenCache`), every process of the user on the host (:class:`FileTokenCache`, the
+default) or every process of the cluster (:class:`RedisTokenCache`, sealed so that Redis read
+access yields no token); :func:`airflow_provider_qmatic.state.token_cache` picks one.
 
-- :class:`MemoryTokenCache` shares tokens between the threads of one process (``credential_cache:
-  memory``); each task process still fetches its own token.
-- :class:`FileTokenCache` shares tokens between all processes of one user on one host
-  (``credential_cache: file``, the default): a per-key ``flock`` makes exactly one of them fetch while the
-  others wait and then read what it stored.
-- :class:`RedisTokenCache` shares them between every process on every host of a cluster
-  (``credential_cache: redis``): the first process to miss takes a lock (``SET NX PX``), fetches
-  and stores; the others poll until the token appears. The entry's TTL is the token's usable life,
-  so it disappears before the token dies; its value is sealed with a key derived from the client
-  secret, so Redis read access yields no token.
-
-All implement :class:`TokenCache`; :func:`airflow_provider_qmatic.state.token_cache` picks one.
 Tokens are never logged and never appear in ``repr`` or in error messages. Keys come from
 :func:`make_cache_key`, a hash, so file names reveal nothing.
 """
@@ -27,22 +19,20 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from airflow_provider_qmatic.state._files import (
     SAFE_NAME,
     PrivateDirectory,
     default_cache_dir,
-    flock_available,
-    lock_exclusive,
     write_all,
 )
 from airflow_provider_qmatic.state._redis import RELEASE, RedisLink
@@ -58,14 +48,21 @@ class CachedToken:
 
     ``expires_at`` is epoch seconds from :func:`time.time`, so processes can compare it. The token
     itself is left out of ``repr`` (and so of ``str``), which keeps it out of logs and tracebacks.
+    Files and Redis entries hold it as JSON (:data:`_STORED`), read strictly: a stored value that
+    is not a non-empty token and a finite expiry (torn, foreign, absurdly nested) is a miss.
     """
 
-    access_token: str = field(repr=False)
+    __pydantic_config__ = ConfigDict(strict=True, allow_inf_nan=False)
+
+    access_token: Annotated[str, Field(min_length=1)] = field(repr=False)
     expires_at: float
 
     def ttl(self, now: float | None = None) -> float:
         """Seconds left before expiry at ``now`` (default: the current time); negative once expired."""
         return self.expires_at - (time.time() if now is None else now)
+
+
+_STORED = TypeAdapter(CachedToken)
 
 
 class TokenCache(Protocol):
@@ -165,8 +162,6 @@ class FileTokenCache:
     anything else raises :class:`~airflow_provider_qmatic.exceptions.QmaticConfigError`. An
     unreadable or corrupt token file is a miss and is overwritten.
 
-    Where ``flock`` does not exist (Windows) this cache warns once and keeps tokens in memory.
-
     :param directory: where to keep tokens; default :func:`default_cache_dir`.
     """
 
@@ -174,30 +169,15 @@ class FileTokenCache:
         self._dir = PrivateDirectory(
             default_cache_dir() if directory is None else directory, purpose="cached OAuth2 tokens"
         )
+        self.directory = self._dir.path
         self._key_lock = _KeyLocks()
-        self._memory: MemoryTokenCache | None = None
-        if not flock_available():
-            log.warning(
-                "file locks (fcntl.flock) are unavailable on this system: Qmatic tokens are cached in "
-                "memory per process instead of in %s",
-                self._dir.path,
-            )
-            self._memory = MemoryTokenCache()
-            return
         with self._dir.opened():  # fail at construction, before any request, if it is unusable
             pass
-
-    @property
-    def directory(self) -> Path:
-        """The directory holding the token files."""
-        return self._dir.path
 
     def get_or_fetch(
         self, key: str, fetch: Callable[[], CachedToken], *, min_ttl: float
     ) -> tuple[CachedToken, bool]:
         """See :meth:`TokenCache.get_or_fetch`."""
-        if self._memory is not None:
-            return self._memory.get_or_fetch(key, fetch, min_ttl=min_ttl)
         with self._locked(key) as dir_fd:
             cached = self._read(dir_fd, key)
             if cached is not None and cached.ttl() > min_ttl:
@@ -208,9 +188,6 @@ class FileTokenCache:
 
     def invalidate(self, key: str, access_token: str) -> None:
         """See :meth:`TokenCache.invalidate`."""
-        if self._memory is not None:
-            self._memory.invalidate(key, access_token)
-            return
         with self._locked(key) as dir_fd:
             cached = self._read(dir_fd, key)
             if cached is not None and cached.access_token == access_token:
@@ -223,13 +200,8 @@ class FileTokenCache:
             raise ValueError(
                 "token cache keys must be 1-128 letters, digits, '_' or '-'; use make_cache_key()"
             )
-        with self._key_lock(key), self._dir.opened() as dir_fd:
-            lock_fd = self._dir.open_file(dir_fd, f"{key}.lock", os.O_RDWR | os.O_CREAT)
-            try:
-                lock_exclusive(lock_fd)
-                yield dir_fd
-            finally:
-                os.close(lock_fd)
+        with self._key_lock(key), self._dir.opened() as dir_fd, self._dir.locked(dir_fd, f"{key}.lock"):
+            yield dir_fd
 
     def _read(self, dir_fd: int, key: str) -> CachedToken | None:
         try:
@@ -246,7 +218,7 @@ class FileTokenCache:
 
     def _write(self, dir_fd: int, key: str, token: CachedToken) -> None:
         """Store the token atomically; a failure costs a later refetch, never this call's token."""
-        data = _token_json(token)
+        data = _STORED.dump_json(token)
         temp = f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             fd = self._dir.open_file(dir_fd, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -290,6 +262,9 @@ return 0
 class RedisTokenCache:
     """Tokens shared by every process on every host (``credential_cache: redis``), sealed.
 
+    The first process to miss takes a lock (``SET NX PX``), fetches and stores; the others poll
+    until the token appears. The entry lives as long as the token is usable, so it goes first.
+
     An entry holds the token encrypted with AES-GCM under a key derived (HKDF-SHA256) from the
     client secret (:meth:`~airflow_provider_qmatic.config.ClientConfig.derived_key`), with the
     entry's name (the cache key: a hash of Qmatic host, tenant, client id, scopes and secret
@@ -312,13 +287,11 @@ class RedisTokenCache:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._link = link
-        self._redis = link.client
-        self._address = link.address
         self._sleep = sleep
         self._aead = AESGCM(key)
-        self._release = link.script(RELEASE)
-        self._delete_if = link.script(_DELETE_IF)
-        self._clear_immortal = link.script(_CLEAR_IMMORTAL)
+        self._release = link.client.register_script(RELEASE)
+        self._delete_if = link.client.register_script(_DELETE_IF)
+        self._clear_immortal = link.client.register_script(_CLEAR_IMMORTAL)
         # Threads of this process queue here instead of all polling Redis.
         self._key_lock = _KeyLocks()
 
@@ -339,38 +312,36 @@ class RedisTokenCache:
         owner = secrets.token_hex(16)
         with self._key_lock(key), self._link.call("the token cache look-up"):
             deadline = time.monotonic() + TOKEN_LOCK_S
-            locked = False
-            while True:
-                cached, _ = self._load(entry)
-                if cached is not None and cached.ttl() > min_ttl:
-                    return cached, False
-                if self._redis.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
-                    locked = True
-                    break
-                if self._clear_immortal(keys=[lock]):
-                    log.warning(
-                        "removed a Qmatic token lock in Redis at %s that had no expiry (not set by this "
-                        "provider); fetching the token",
-                        self._address,
-                    )
-                    continue
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "waited %.0f s for another process's Qmatic token fetch (its lock in Redis at %s); "
-                        "fetching without it",
-                        TOKEN_LOCK_S,
-                        self._address,
-                    )
-                    break
-                self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
+            locked = done_waiting = False
             try:
-                cached, _ = self._load(entry)  # stored between our miss and our lock
-                if cached is not None and cached.ttl() > min_ttl:
-                    return cached, False
-                token = fetch()  # spaced cluster-wide by the token provider's RedisSpacing
+                while True:
+                    cached, _ = self._load(entry)  # once more after the wait: stored in the meantime?
+                    if cached is not None and cached.ttl() > min_ttl:
+                        return cached, False
+                    if done_waiting:
+                        break
+                    if self._link.client.set(lock, owner, nx=True, px=int(TOKEN_LOCK_S * 1000)):
+                        locked = done_waiting = True
+                    elif self._clear_immortal(keys=[lock]):
+                        log.warning(
+                            "removed a Qmatic token lock in Redis at %s that had no expiry (not set by "
+                            "this provider); fetching the token",
+                            self._link.address,
+                        )
+                    elif time.monotonic() >= deadline:
+                        log.warning(
+                            "waited %.0f s for another process's Qmatic token fetch (its lock in Redis at "
+                            "%s); fetching without it",
+                            TOKEN_LOCK_S,
+                            self._link.address,
+                        )
+                        done_waiting = True
+                    else:
+                        self._sleep(TOKEN_POLL_S)  # another process is fetching: wait for what it stores
+                token = fetch()  # spaced cluster-wide by the token endpoint's Spacing in Redis
                 ttl_ms = int(token.ttl() * 1000)
                 if ttl_ms > 0:
-                    self._redis.set(entry, self._seal(entry, token), px=ttl_ms)
+                    self._link.client.set(entry, self._seal(entry, token), px=ttl_ms)
                 return token, True
             finally:
                 if locked:
@@ -390,11 +361,13 @@ class RedisTokenCache:
         from redis.exceptions import ResponseError
 
         try:
-            raw = self._redis.get(entry)
+            raw = self._link.client.get(entry)
         except ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-            log.warning("ignoring a Qmatic token entry in Redis at %s that is not a string", self._address)
+            log.warning(
+                "ignoring a Qmatic token entry in Redis at %s that is not a string", self._link.address
+            )
             return None, None
         if raw is None:
             return None, None
@@ -404,13 +377,13 @@ class RedisTokenCache:
             log.warning(
                 "ignoring a Qmatic token entry in Redis at %s that this connection cannot open (damaged, "
                 "planted, or sealed for another identity); fetching a new token",
-                self._address,
+                self._link.address,
             )
         return token, data
 
     def _seal(self, entry: str, token: CachedToken) -> bytes:
         nonce = secrets.token_bytes(12)
-        plain = _token_json(token)
+        plain = _STORED.dump_json(token)
         sealed = self._aead.encrypt(nonce, plain, _SEAL_VERSION + entry.encode())
         return _SEAL_VERSION + base64.b64encode(nonce + sealed)
 
@@ -431,26 +404,8 @@ class RedisTokenCache:
 _SEAL_VERSION = b"qm2:"
 
 
-def _token_json(token: CachedToken) -> bytes:
-    """How a file or a Redis entry stores a token (sealed first in Redis)."""
-    return json.dumps({"access_token": token.access_token, "expires_at": token.expires_at}).encode()
-
-
 def _parse_token(raw: bytes) -> CachedToken | None:
-    """What :func:`_token_json` wrote, or None for anything else (torn, foreign, absurdly nested)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
+        return _STORED.validate_json(raw)
+    except ValidationError:
         return None
-    if not isinstance(data, dict):
-        return None
-    token, expires_at = data.get("access_token"), data.get("expires_at")
-    if (
-        not isinstance(token, str)
-        or not token
-        or not isinstance(expires_at, (int, float))
-        or isinstance(expires_at, bool)
-        or not math.isfinite(expires_at)
-    ):
-        return None
-    return CachedToken(access_token=token, expires_at=float(expires_at))

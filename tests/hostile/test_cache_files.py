@@ -148,7 +148,7 @@ def test_tilde_in_the_journal_dir_is_the_home_directory(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", "~/journals")
-    assert default_journal_dir() == home / "journals"
+    assert default_journal_dir(tmp_path) == home / "journals"
     journal = FileJournal("~/journals/" + "c" * 40 + ".jsonl")
     with journal:
         pass

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
-from airflow_provider_qmatic.state import budget as ratelimit
-from airflow_provider_qmatic.state.budget import MAX_PAUSE_S, RateLimiter, Spacing, spacing
+from airflow_provider_qmatic.state.budget import MAX_PAUSE_S, RateLimiter, Spacing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -397,17 +398,6 @@ def test_shared_dir_with_loose_permissions_is_refused(tmp_path: Path) -> None:
         rl.acquire()
 
 
-def test_without_flock_the_limiter_warns_and_stays_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(ratelimit, "flock_available", lambda: False)
-    fake = FakeTime()
-    rl = limiter(fake, 100, shared_dir=tmp_path / "never")
-    assert "per process" in caplog.text
-    rl.acquire()
-    assert not (tmp_path / "never").exists()
-
-
 _CHILD = """
 import json, sys, time
 from pathlib import Path
@@ -512,6 +502,16 @@ def test_spacing_is_shared_through_the_directory(tmp_path: Path) -> None:
     assert first.wait(lambda _s: None) == 0.0
 
 
-def test_spacing_is_one_per_key_in_a_process(tmp_path: Path) -> None:
-    assert spacing(1.1, key="token-z") is spacing(1.1, key="token-z")
-    assert spacing(1.1, key="token-z") is not spacing(1.1, key="token-z", shared_dir=tmp_path)
+def test_spacing_is_one_per_qmatic_host_in_a_process(tmp_path: Path) -> None:
+    def config(**extra: str) -> ClientConfig:
+        values = {"tenant": "t", "credential_cache": "memory", **extra}
+        return ClientConfig.from_values(
+            client_id="c", client_secret="s", base_url="http://127.0.0.1:1", **values
+        )
+
+    spacing = state.token_spacing(config(), 1.1)
+    assert state.token_spacing(config(tenant="other"), 1.1) is spacing  # counted per host, not tenant
+    assert (
+        state.token_spacing(config(credential_cache="file", credential_cache_dir=str(tmp_path)), 1.1)
+        is not spacing
+    )

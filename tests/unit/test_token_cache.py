@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_qmatic import state
+from airflow_provider_qmatic.config import ClientConfig
 from airflow_provider_qmatic.exceptions import QmaticConfigError
 from airflow_provider_qmatic.state import tokens as token_cache
 from airflow_provider_qmatic.state._files import default_cache_dir
@@ -499,15 +501,24 @@ def test_default_cache_dir_uses_a_private_runtime_dir(
     assert default_cache_dir() == fallback
 
 
-def test_without_flock_the_file_cache_warns_and_keeps_tokens_in_memory(
+def test_without_flock_the_file_cache_and_the_budget_warn_and_stay_in_the_process(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(token_cache, "flock_available", lambda: False)
-    cache = FileTokenCache(tmp_path / "never")
-    assert "in memory" in caplog.text
+    monkeypatch.setattr(state, "flock_available", lambda: False)
+    config = ClientConfig.from_values(
+        client_id="c",
+        client_secret="s",
+        tenant="t",
+        region="eu-west-1",
+        credential_cache_dir=str(tmp_path / "never"),
+    )
+    cache = state.token_cache(config)
+    assert "per process, in memory" in caplog.text
     fetch = CountingFetch()
     token, _ = cache.get_or_fetch(KEY, fetch, min_ttl=60)
     assert cache.get_or_fetch(KEY, fetch, min_ttl=60) == (token, False)
     cache.invalidate(KEY, token.access_token)
     assert cache.get_or_fetch(KEY, fetch, min_ttl=60)[1]
+    state.request_budget(config).acquire()
+    state.token_spacing(config, 0.01).wait()
     assert not (tmp_path / "never").exists()
