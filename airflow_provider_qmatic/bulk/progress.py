@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_provider_qmatic.state.budget import Limiter
+    from airflow_provider_qmatic.state.budget import RateLimiter
 
 EVERY_FRACTION = 0.05
 EVERY_SECONDS = 30.0
@@ -84,7 +84,7 @@ class ProgressReporter:
         action: str,
         total: int,
         requests: Callable[[], int],
-        limiter: Limiter | None,
+        limiter: RateLimiter | None,
         logger: logging.Logger,
         every_fraction: float = EVERY_FRACTION,
         every_seconds: float = EVERY_SECONDS,

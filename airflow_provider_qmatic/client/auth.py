@@ -37,7 +37,7 @@ from airflow_provider_qmatic.state.tokens import CachedToken, TokenCache, make_c
 
 if TYPE_CHECKING:
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.state.budget import Limiter
+    from airflow_provider_qmatic.state.budget import RateLimiter
 
 SecretSink = Callable[[str], None]
 
@@ -86,7 +86,7 @@ class TokenProvider:
         session: requests.Session,
         *,
         cache: TokenCache,
-        limiter: Limiter | None = None,
+        limiter: RateLimiter | None = None,
         on_secret: SecretSink | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,

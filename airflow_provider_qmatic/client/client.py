@@ -58,7 +58,7 @@ if TYPE_CHECKING:
         Slot,
     )
     from airflow_provider_qmatic.config import ClientConfig
-    from airflow_provider_qmatic.state.budget import Limiter
+    from airflow_provider_qmatic.state.budget import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def build_client(
     config: ClientConfig,
     *,
     on_secret: SecretSink | None = None,
-    limiter: Limiter | None = None,
+    limiter: RateLimiter | None = None,
     **kwargs: Any,
 ) -> QmaticClient:
     """The one way the provider builds a client: the connection's token cache, the tenant's shared
@@ -119,7 +119,7 @@ class QmaticClient:
         *,
         session: requests.Session | None = None,
         token_cache: TokenCache | None = None,
-        limiter: Limiter | None = None,
+        limiter: RateLimiter | None = None,
         on_secret: SecretSink | None = None,
         on_metric: MetricSink | None = None,
         max_attempts: int = DEFAULT_ATTEMPTS,

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from airflow_provider_qmatic.client.client import QmaticClient
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.flows import FlowResult, Flows
-    from airflow_provider_qmatic.state.budget import Limiter
+    from airflow_provider_qmatic.state.budget import RateLimiter
 
 # What Airflow's API sends in place of a stored secret it will not show. The Test button of a saved
 # connection passes it on as the secret in Airflow 3.0.x and 3.1.0-3.1.6 (which never reuse the stored
@@ -91,7 +91,7 @@ class QmaticHook(BaseHook):  # type: ignore[misc]
         self,
         qmatic_conn_id: str = default_conn_name,
         *,
-        limiter: Limiter | None = None,
+        limiter: RateLimiter | None = None,
         bulk: bool = False,
         **kwargs: Any,
     ) -> None:

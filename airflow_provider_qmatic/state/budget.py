@@ -340,10 +340,6 @@ class RateLimiter:
             log.warning("Qmatic request budget: %s", exc.message)
 
 
-#: What the client, the hook and the progress reports hold: the request budget.
-Limiter = RateLimiter
-
-
 class _State(BaseModel):
     """A host-local bucket's whole state; in shared mode, the content of the ``.bucket`` file, read
     strictly: finite numbers, a whole count (anything else is torn or foreign, and starts afresh)."""

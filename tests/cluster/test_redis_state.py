@@ -32,7 +32,7 @@ from airflow_provider_qmatic.exceptions import (
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
 from airflow_provider_qmatic.state._redis import redis_for
-from airflow_provider_qmatic.state.budget import Limiter, RateLimiter, Spacing
+from airflow_provider_qmatic.state.budget import RateLimiter, Spacing
 from airflow_provider_qmatic.state.journal import DONE, RESERVED, RedisJournal
 from airflow_provider_qmatic.state.tokens import make_cache_key
 from benchmarks.cluster import RedisServer, free_port
@@ -294,7 +294,7 @@ def test_single_calls_go_first_at_a_low_limit_too(
 
 
 def _three_single_requests_among_bulk(
-    bulk: Limiter, single: Limiter, *, threads: int, warm_up_s: float
+    bulk: RateLimiter, single: RateLimiter, *, threads: int, warm_up_s: float
 ) -> tuple[int, float]:
     """``threads`` threads take requests from ``bulk`` without pause; after ``warm_up_s`` three
     are taken from ``single``. Returns the bulk requests taken by then and the seconds the three
