@@ -3,10 +3,13 @@ service combinations), in real task runs against a sandbox with combinations on 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from airflow_provider_qmatic.hooks.qmatic import QmaticHook
 from airflow_provider_qmatic.operators.appointments import (
     QmaticBookAppointmentOperator,
     QmaticFindTimeslotsOperator,
@@ -23,6 +26,7 @@ from tests.operators.conftest import (
     state_of,
     xcom_of,
 )
+from tests.operators.test_book import kill_first_try
 
 pytestmark = pytest.mark.airflow
 
@@ -103,3 +107,39 @@ def test_bad_service_arguments_fail_the_task_before_any_reserve(sandbox: Sandbox
     assert sandbox.requests("combination_reserve") == 0
     assert sandbox.requests("reserve") == 0
     assert sandbox.appointments() == []
+
+
+def test_retry_after_a_try_killed_before_its_confirm_releases_its_hold_and_books_once(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single-service guarantee for two services: SIGKILL between the combination reserve and
+    its confirm; the retry releases the journaled hold and books the customer once."""
+    monkeypatch.setenv("QMATIC_BULK_JOURNAL_DIR", str(tmp_path / "journals"))
+    day = date.today() + timedelta(days=1)
+    slot = QmaticHook().find_combination_timeslots(
+        STOCKHOLM, [PASSPORT, PICK_UP], day, day + timedelta(days=13)
+    )[0]
+    who = customer("killed-combo")
+    arguments = {
+        "branch_id": STOCKHOLM,
+        "service_ids": [PASSPORT, PICK_UP],
+        "start_time": slot.start_time.isoformat(),
+        "customer": who,
+    }
+    ti = {"dag_id": "combination_killed", "task_id": "book", "run_id": "manual__1", "map_index": -1}
+    kill_first_try(tmp_path, "QmaticBookAppointmentOperator", arguments, ti, "confirm")
+    assert sandbox.of_customer(who["personal_identifier"]) == []
+    assert len(sandbox.appointments("RESERVED")) == 1  # the killed try's hold
+
+    booked = QmaticBookAppointmentOperator(task_id="book", **arguments).execute(
+        {"ti": SimpleNamespace(try_number=2, **ti)}
+    )
+
+    (stored,) = sandbox.of_customer(who["personal_identifier"])
+    assert stored["status"] == "CONFIRMED"
+    assert [s["id"] for s in stored["services"]] == [PASSPORT, PICK_UP]
+    assert booked["appointment_id"] == stored["appointmentId"]
+    assert sandbox.appointments("RESERVED") == []  # released by the retry, not left to expire
+    assert sandbox.stats()["requests"]["release"] == {"204": 1}
+    assert sandbox.requests("combination_reserve") == 2
+    assert sandbox.requests("combination_confirm") == 1
