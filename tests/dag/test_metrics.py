@@ -130,12 +130,15 @@ def test_a_bulk_run_counts_requests_429s_tokens_and_rows(
 def test_single_operators_and_the_hook_count_their_requests(
     make_qmatic_sandbox: Callable[..., SandboxServer], airflow_db: Path, statsd: StatsdListener
 ) -> None:
-    """The book example: the hook in a TaskFlow task, then the find-slots and book operators."""
+    """The book example as a user runs it (``airflow dags test``, no config): the hook in a TaskFlow
+    task, then the find-slots and book operators."""
     server = make_qmatic_sandbox(SandboxSettings(requests_per_minute=0), set_env=False)
 
     dags_test_with_statsd("example_qmatic_book", server, statsd)
 
-    assert len(server.appointments("CONFIRMED")) == 1
+    (booked,) = server.appointments("CONFIRMED")
+    assert booked["customer"]["personalIdentifier"] == "19800430ADA01"  # the example's own customer
+    assert (booked["branch"]["id"], booked["service"]["id"]) == (STOCKHOLM, PASSPORT)
     counted = counted_by_the_sandbox(server)
     assert counted["airflow.qmatic.api.requests"] >= 4  # search, slots, reserve, confirm
     assert statsd.qmatic() == counted

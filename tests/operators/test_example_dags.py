@@ -1,8 +1,7 @@
 """The example DAGs (example_dags/): every file loads; each runs green as-is
 (no config) against a fresh seed-0 sandbox, twice, without booking anyone twice (``dag.test()``,
-what ``airflow dags test`` runs; the book and update-customers examples also through the real CLI,
-and every example through the CLI in tests/leaks); the single-appointment ones run end to end with
-a config."""
+what ``airflow dags test`` runs; the update-customers example also through the real CLI, the book
+example in tests/dag/test_metrics.py); the single-appointment ones run end to end with a config."""
 
 from __future__ import annotations
 
@@ -223,14 +222,6 @@ def _active_by_customer(sandbox: Sandbox) -> Counter[str]:
     return Counter(
         a["customer"]["personalIdentifier"] for status in ACTIVE for a in sandbox.appointments(status)
     )
-
-
-def test_book_example_runs_as_is_with_airflow_dags_test(sandbox: Sandbox) -> None:
-    """The first example as a user runs it: ``airflow dags test`` with no config."""
-    _dags_test(sandbox, "example_qmatic_book")
-    (booked,) = sandbox.appointments("CONFIRMED")
-    assert booked["customer"]["personalIdentifier"] == "19800430ADA01"
-    assert (booked["branch"]["id"], booked["service"]["id"]) == (STOCKHOLM, PASSPORT)
 
 
 def test_update_customers_example_runs_as_is(sandbox: Sandbox) -> None:
