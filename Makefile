@@ -64,7 +64,10 @@ PYTEST_PARALLEL ?= -n 2 --dist loadfile
 pytest: setup redis-server
 	$(PY) -m pytest --ignore=tests/ui $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Lint and the type check run beside the suite (they take seconds of CPU, the suite leaves some
+# idle); -Oline keeps each line of their output whole.
+test: setup
+	$(MAKE) --no-print-directory -j3 -Oline lint typecheck pytest
 
 # On Airflow 2.11, the tests marked `airflow` (those that run Airflow or read its connections; the
 # rest never import Airflow and the two venvs share their dependencies' versions, so they would

@@ -20,7 +20,7 @@ import requests
 
 from airflow_provider_qmatic.api import contract
 from airflow_provider_qmatic.api.contract import ALL_SCOPES, Scope
-from airflow_provider_qmatic.sandbox.cli import parse_client
+from airflow_provider_qmatic.sandbox.cli import main, parse_client
 from airflow_provider_qmatic.sandbox.settings import derive_system_id
 
 SCRIPT = Path(sys.executable).with_name("qmatic-sandbox")
@@ -177,29 +177,27 @@ def test_clients_system_ids_and_flags(cli: list[Running]) -> None:
     assert running.process.wait(15) == 0
 
 
-def test_remote_host_needs_allow_remote() -> None:
-    result = subprocess.run(
-        [*command(), "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "--allow-remote" in result.stderr
-    assert "loopback" in result.stderr
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """The exit code and stderr of the command refusing ``argv`` before it serves anything: its
+    ``main`` in this process (the tests above start the script itself; an interpreter start per
+    refusal would prove nothing more)."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--port", "0"])
+    code = exited.value.code
+    return code if isinstance(code, int) else 1, capsys.readouterr().err
 
 
-def test_bad_values_exit_2() -> None:
-    result = subprocess.run(
-        [*command(), "--fail-rate", "2", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "fail_rate" in result.stderr
+def test_remote_host_needs_allow_remote(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stderr = refused(capsys, "--host", "0.0.0.0")
+    assert code == 2
+    assert "--allow-remote" in stderr
+    assert "loopback" in stderr
+
+
+def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stderr = refused(capsys, "--fail-rate", "2")
+    assert code == 2
+    assert "fail_rate" in stderr
 
 
 def test_catalogue_prints_the_ids_the_examples_use(qmatic_sandbox: object) -> None:
@@ -319,18 +317,20 @@ def test_client_secrets_from_a_variable_and_a_file_stay_off_ps_and_the_banner(
     ],
     ids=["unset", "empty", "no-file", "unprintable", "malformed"],
 )
-def test_client_secret_sources_fail_clearly(args: list[str], env: dict[str, str], expected: str) -> None:
-    result = subprocess.run(
-        [*command(), "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **env},
-    )
-    assert result.returncode == 2
-    assert expected in result.stderr
-    assert "secret-9f3k" not in result.stderr
+def test_client_secret_sources_fail_clearly(
+    args: list[str],
+    env: dict[str, str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("QMATIC_UNSET_SECRET", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, stderr = refused(capsys, *args)
+    assert code == 2
+    assert expected in stderr
+    assert "secret-9f3k" not in stderr
 
 
 def test_allow_host_is_answered_and_other_names_are_not(cli: list[Running]) -> None:
@@ -466,9 +466,9 @@ def test_answer_path_and_tenant_flags(cli: list[Running]) -> None:
         (["--service-group", "Ghost=No such service"], "no seeded service"),
     ],
 )
-def test_second_edition_flags_fail_clearly(args: list[str], expected: str) -> None:
-    result = subprocess.run(
-        [*command(), *args, "--port", "0"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode in (1, 2), result.stderr
-    assert expected in result.stderr
+def test_second_edition_flags_fail_clearly(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, stderr = refused(capsys, *args)
+    assert code in (1, 2), stderr
+    assert expected in stderr
