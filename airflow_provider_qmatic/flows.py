@@ -57,6 +57,7 @@ from airflow_provider_qmatic.exceptions import (
     QmaticConflictError,
     QmaticError,
     QmaticNotFoundError,
+    QmaticNotSentError,
     QmaticOwnHoldsError,
     QmaticServerError,
     QmaticTenantRequiresFieldError,
@@ -691,8 +692,11 @@ class Flows:
                 events.step = commit_step
                 appointment = commit(reservation_id)
             except (QmaticServerError, QmaticConflictError) as exc:
-                # The answer is unclear (5xx, lost) or a 409 may answer our own repeat: read.
-                done = resolve(reservation_id)
+                # The answer is unclear (5xx, lost) or a 409 may answer our own repeat: read. A
+                # commit none of whose attempts left this machine cannot have taken effect: reading
+                # would only wait on the same lost Redis (or unreachable Qmatic) once more.
+                never_sent = isinstance(exc, QmaticNotSentError) and not exc.after_unclear_attempt
+                done = None if never_sent else resolve(reservation_id)
                 if done is not None:
                     events.emit(DONE, reservation_id=reservation_id, appointment_id=done.appointment_id)
                     return done

@@ -127,11 +127,8 @@ class RedisServer:
 # -- hosts --------------------------------------------------------------------------------------
 
 
-def worker_main() -> None:
-    """A host: build the bulk client (Redis checked here), say ready, wait for go, book, report."""
-    args = json.loads(sys.stdin.readline())
-    os.environ.update(args["env"])
-    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+def build_host(args: dict[str, Any]) -> tuple[Any, Any]:
+    """A host's bulk client (Redis checked here) and its task instance's journal, if ``args`` name one."""
     from airflow_provider_qmatic.client.client import build_client
     from airflow_provider_qmatic.config import ClientConfig
     from airflow_provider_qmatic.state import request_budget
@@ -139,32 +136,54 @@ def worker_main() -> None:
     config = ClientConfig.from_values(**args["config"])
     # The bulk operators' budget (QmaticHook(bulk=True)); reserve=False drops its reserve for single
     # calls (the fairness baseline).
-    client = build_client(config, limiter=request_budget(config, bulk=args["reserve"]))
+    client = build_client(config, limiter=request_budget(config, bulk=args.get("reserve", True)))
     journal = None
     if args.get("journal"):  # a task instance's journal in Redis (the tests kill this host mid-run)
         from airflow_provider_qmatic.state import task_journal
 
         journal = task_journal(config, dag_id="cluster", run_id=args["journal"], task_id="book")
-    print("ready", flush=True)
-    sys.stdin.readline()
+    return client, journal
+
+
+def run_host(client: Any, journal: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """Book ``args["rows"]`` as a bulk task's attempt ``args["attempt"]`` would; the host's report."""
+    from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
+
     started = time.time()
-    runner = BulkRunner(client, progress_every_seconds=3600, attempt=args["attempt"], journal_path=journal)
+    runner = BulkRunner(
+        client, progress_every_seconds=3600, attempt=args.get("attempt", 1), journal_path=journal
+    )
     result = runner.book(args["rows"])
     ended = time.time()
     client.close()
-    print(
-        json.dumps(
-            {
-                "started": started,
-                "ended": ended,
-                "succeeded": sum(1 for o in result.outcomes if o.status == SUCCEEDED),
-                "failed": result.summary.failed,
-                "api_requests": result.summary.api_requests,
-                "token_requests": result.summary.token_requests,
-            }
-        ),
-        flush=True,
-    )
+    return {
+        "started": started,
+        "ended": ended,
+        "succeeded": sum(1 for o in result.outcomes if o.status == SUCCEEDED),
+        "failed": result.summary.failed,
+        "api_requests": result.summary.api_requests,
+        "token_requests": result.summary.token_requests,
+    }
+
+
+def worker_main() -> None:
+    """A host process: build the bulk client, say ready, wait for go, book, report."""
+    args = json.loads(sys.stdin.readline())
+    os.environ.update(args["env"])
+    client, journal = build_host(args)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(run_host(client, journal, args)), flush=True)
+
+
+def book_here(
+    config: dict[str, Any], rows: list[dict[str, Any]], *, attempt: int = 1, journal: str | None = None
+) -> dict[str, Any]:
+    """One more host, in this process (its own credential cache directory from ``config``): a
+    retry that needs no process of its own, and no second interpreter start."""
+    args = {"config": config, "rows": rows, "attempt": attempt, "journal": journal}
+    client, task_journal = build_host(args)
+    return run_host(client, task_journal, args)
 
 
 def start_hosts(

@@ -230,8 +230,9 @@ class QmaticClient:
         except TokenRequestFailed as failure:
             # The token provider has already waited and retried as the token endpoint allows;
             # repeating that here would multiply the attempts.
+            failure.error.after_unclear_attempt = unclear
             raise failure.error from None
-        except (QmaticConflictError, QmaticNotFoundError) as exc:
+        except (QmaticConflictError, QmaticNotFoundError, QmaticNotSentError) as exc:
             exc.after_unclear_attempt = unclear
             raise
         raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover

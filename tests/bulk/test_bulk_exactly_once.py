@@ -202,10 +202,10 @@ def test_sigkill_mid_run_then_retry_books_every_row_once(
 def test_tokens_expiring_mid_run(sandbox: SandboxServer, tmp_path: Path) -> None:
     rows = booking_rows(sandbox, 60)
     sandbox.configure(token_lifetime=2)  # the client renews after half of it, every second
-    client = make_client(sandbox, tmp_path, rpm=1200)  # ~6 s of requests
+    client = make_client(sandbox, tmp_path, rpm=2400)  # at least 3 s of requests (120 at 40 a second)
     # Halfway, every issued token dies on the server while the client still trusts its copy: the
     # 401 makes it drop the token and fetch a new one.
-    timer = threading.Timer(3.0, lambda: sandbox.advance_clock(60))
+    timer = threading.Timer(1.5, lambda: sandbox.advance_clock(60))
     timer.start()
     try:
         result = BulkRunner(client).book(rows)

@@ -24,10 +24,11 @@ from airflow_provider_qmatic.bulk.runner import (
     _instant,
 )
 from airflow_provider_qmatic.client.client import QmaticClient
-from airflow_provider_qmatic.exceptions import QmaticOwnHoldsError, QmaticServerError
+from airflow_provider_qmatic.exceptions import QmaticCoordinationError, QmaticOwnHoldsError, QmaticServerError
 from airflow_provider_qmatic.flows import RESERVE_BUDGET, FlowEvents, Flows
 from airflow_provider_qmatic.sandbox import SandboxServer
 from airflow_provider_qmatic.state import request_budget
+from airflow_provider_qmatic.state.budget import RateLimiter
 from airflow_provider_qmatic.state.journal import DONE, FINGERPRINTS, RESERVING, FileJournal
 
 from .conftest import booking_rows, make_client, make_config, requests_to, statuses
@@ -295,3 +296,53 @@ def test_a_retry_looks_up_only_the_rows_that_were_in_flight(
     assert [o.status for o in retry.outcomes] == [SKIPPED_EXISTING] + [SUCCEEDED] * 5
     assert requests_to(sandbox, "search") == (1 if journal_complete else 5)
     assert requests_to(sandbox, "reserve") == 6
+
+
+# -- (e) a confirm that never left is not looked up ------------------------------------------------
+
+
+class _LostBudget(RateLimiter):
+    """A budget whose Redis is lost for the acquisitions numbered in ``lost`` (1 is the first)."""
+
+    def __init__(self, lost: set[int]) -> None:
+        super().__init__(60_000, burst=5)
+        self.lost = lost
+        self.calls = 0
+
+    def acquire(self, n: float = 1.0) -> float:
+        self.calls += 1
+        if self.calls in self.lost:
+            raise QmaticCoordinationError("Redis of connection 'r' lost during the request budget")
+        return super().acquire(n)
+
+
+@pytest.mark.parametrize("unclear_first", [False, True], ids=["never-sent", "sent-then-not"])
+def test_a_confirm_never_sent_is_released_without_a_read_but_an_unclear_one_is_read(
+    unclear_first: bool, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Redis lost at the confirm: no attempt of it left, so it cannot have taken effect; the flow
+    releases the reservation at once instead of waiting on the lost Redis for a read. If an earlier
+    attempt did leave (stored, its answer a 500), the read still settles it: booked, not released."""
+    sandbox.configure(token_requests_per_second=0)
+    if unclear_first:
+        sandbox.configure(commit_then_fail_rate=1.0, fault_endpoints=["confirm"])
+    config = make_config(sandbox, tmp_path / "tokens")
+    # Acquisitions: the token, the reserve, then the confirm's two attempts (the first one sent
+    # when unclear_first), then a read or the release.
+    budget = _LostBudget({4} if unclear_first else {3, 4})
+    client = QmaticClient(config, limiter=budget, max_attempts=2, sleep=lambda _s: None)
+    flows = Flows(client, sleep=lambda _s: None)
+    [row] = booking_rows(sandbox, 1)
+    if unclear_first:
+        assert flows.book(_booking(row)).appointment_id
+        assert requests_to(sandbox, "get") == 1
+        assert len(sandbox.appointments(status="CONFIRMED")) == 1
+        assert requests_to(sandbox, "release") == 0
+    else:
+        with pytest.raises(QmaticCoordinationError):
+            flows.book(_booking(row))
+        assert requests_to(sandbox, "confirm") == 0
+        assert requests_to(sandbox, "get") == 0
+        assert sandbox.stats()["requests"]["release"] == {"204": 1}
+        assert sandbox.appointments(status="CONFIRMED") == []
+    assert sandbox.appointments(status="RESERVED") == []

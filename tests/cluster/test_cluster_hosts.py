@@ -3,6 +3,9 @@ bulk jobs against the sandbox at Qmatic's limit shape scaled to 600 requests a m
 budget, one token and the bulk journals through a real Redis; and Redis restarted or lost mid-run.
 
 The sandbox's bucket holds only 8 requests, so any overshoot of the shared budget shows as a 429.
+A retry after a lost Redis or a killed host runs in the test's own process: another host all the
+same (its own credential cache directory, nothing of the first host's but what Redis holds), without
+a second interpreter start.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 import redis
 
 from airflow_provider_qmatic.sandbox import SandboxServer
-from benchmarks.cluster import RedisServer, finish, go, start_hosts
+from benchmarks.cluster import RedisServer, book_here, finish, go, start_hosts
 from tests.bulk.conftest import booking_rows, confirmed_by_customer, statuses
 
 from .conftest import config_values, redis_config
@@ -79,12 +82,12 @@ def test_three_hosts_share_one_budget_and_one_token(
 def test_redis_restarted_empty_mid_run_the_budget_restarts_conservatively(
     sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    rows = booking_rows(sandbox, 80)
+    rows = booking_rows(sandbox, 50)
     hosts = start_hosts(
         _hosts(sandbox, tmp_path, redis_server, 2, "host"), [rows[0::2], rows[1::2]], redis_server.env
     )
     go(hosts)
-    _wait_for(lambda: _confirmed(sandbox) >= 20, hosts, "20 bookings")
+    _wait_for(lambda: _confirmed(sandbox) >= 12, hosts, "12 bookings")
     redis_server.stop()  # every key lost: budget, token, pause
     time.sleep(0.3)
     redis_server.start()
@@ -99,12 +102,12 @@ def test_redis_restarted_empty_mid_run_the_budget_restarts_conservatively(
 def test_redis_lost_mid_run_fails_retryably_then_a_retry_elsewhere_books_each_once(
     sandbox: SandboxServer, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    rows = booking_rows(sandbox, 60)
+    rows = booking_rows(sandbox, 40)
     [host] = start_hosts(
         _hosts(sandbox, tmp_path, redis_server, 1, "first"), [rows], redis_server.env, journal="job-lost"
     )
     go([host])
-    _wait_for(lambda: _confirmed(sandbox) >= 15, [host], "15 bookings")
+    _wait_for(lambda: _confirmed(sandbox) >= 10, [host], "10 bookings")
     redis_server.stop()
     [report] = finish([host])
     assert "returncode" not in report, report  # the job ends with failed rows, not a crash
@@ -114,16 +117,8 @@ def test_redis_lost_mid_run_fails_retryably_then_a_retry_elsewhere_books_each_on
     assert sandbox.stats()["rate_limited"] == {"api": 0, "token": 0}
 
     redis_server.start()  # back, but empty: no journal, no budget, no token
-    [retry] = start_hosts(
-        _hosts(sandbox, tmp_path, redis_server, 1, "second"),
-        [rows],
-        redis_server.env,
-        attempt=2,
-        journal="job-lost",
-    )
-    go([retry])
-    [report] = finish([retry])
-    assert "returncode" not in report, report
+    [second] = _hosts(sandbox, tmp_path, redis_server, 1, "second")
+    report = book_here(second, rows, attempt=2, journal="job-lost")  # this process: another host
     assert report["failed"] == 0
     assert sandbox.stats()["rate_limited"] == {"api": 0, "token": 0}
     _each_once(sandbox, rows)
@@ -155,16 +150,8 @@ def test_killed_host_retry_on_another_host_resumes_from_the_redis_journal(
     assert 0 < raw.pttl(lease) <= 30_000
     raw.delete(lease)
 
-    [retry] = start_hosts(
-        _hosts(sandbox, tmp_path, redis_server, 1, "second"),
-        [rows],
-        redis_server.env,
-        attempt=2,
-        journal="job-kill",
-    )
-    go([retry])
-    [report] = finish([retry])
-    assert "returncode" not in report, report
+    [second] = _hosts(sandbox, tmp_path, redis_server, 1, "second")
+    report = book_here(second, rows, attempt=2, journal="job-kill")  # this process: another host
     assert report["failed"] == 0
     assert report["succeeded"] <= len(rows) - done_first  # the rows done before the kill are not redone
     _each_once(sandbox, rows)

@@ -5,14 +5,18 @@ confirms nothing; the command runs as a real process with the connection in the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import pytest
 
 from airflow_provider_qmatic.sandbox import SandboxServer, SandboxSettings
-from tests.probe.conftest import conn_json, run_command, run_probe
+from tests.probe.conftest import Run, conn_json, run_command, run_probe
 
-pytestmark = pytest.mark.airflow
+# The sandbox's limit is off and the connections pace at FAST: the probe's pacing is not what these
+# tests prove (each probe run is a dozen requests, five seconds at Qmatic's 100 a minute).
+pytestmark = [pytest.mark.airflow, pytest.mark.qmatic_sandbox(requests_per_minute=0)]
+FAST = 6000
 
 READS = ["branches", "services", "service_groups", "timeslots", "get", "search", "service_combinations"]
 # The probe's rows: the reads, and the combination slots (called only when combinations are on).
@@ -21,6 +25,14 @@ ROWS = [*READS, "combination_timeslots"]
 VERDICTS = dict.fromkeys(ROWS, "confirmed")
 MOVED_SERVICES = "/services"  # where the public page writes it: the most likely real correction
 MOVED_RELEASE = "/external/v1/reservations/{appointment_id}"
+
+
+def probe(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, conn: str | None = None
+) -> Run:
+    """``run_probe`` with the connection given (or the one in the environment) paced at FAST."""
+    given = conn if conn is not None else os.environ["AIRFLOW_CONN_QMATIC_DEFAULT"]
+    return run_probe(capsys, monkeypatch, *args, conn=conn_json(given, requests_per_minute=FAST))
 
 
 def api_counts(sandbox: SandboxServer) -> dict[str, int]:
@@ -41,9 +53,9 @@ def test_public_shape_confirms_every_read(
 ) -> None:
     # A private sandbox: the session's one may still take a late request of an earlier test, and
     # this test counts every request. Its tenant has service combinations switched off.
-    qmatic_sandbox = make_qmatic_sandbox(service_combinations=False)
+    qmatic_sandbox = make_qmatic_sandbox(service_combinations=False, requests_per_minute=0)
     assert qmatic_sandbox.settings.answer_shape == "public"
-    run = run_probe(capsys, monkeypatch, "--json")
+    run = probe(capsys, monkeypatch, "--json")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
     assert list(rows) == ROWS
@@ -84,10 +96,10 @@ def test_a_tenant_with_combinations_is_said_to_have_them_and_their_slots_are_rea
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox = make_qmatic_sandbox()  # combinations on, as by default
+    sandbox = make_qmatic_sandbox(requests_per_minute=0)  # combinations on, as by default
     branch = sandbox.seed()["branches"][0]
     sandbox.configure(combination_branches={branch["id"]: [s["id"] for s in branch["services"][:2]]})
-    run = run_probe(capsys, monkeypatch, "--json")
+    run = probe(capsys, monkeypatch, "--json")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
     assert list(rows) == ROWS
@@ -101,14 +113,14 @@ def test_a_tenant_with_combinations_is_said_to_have_them_and_their_slots_are_rea
     assert run.report()["service_combinations"] is True
     assert api_counts(sandbox)["combination_timeslots"] == 1
     assert sandbox.appointments() == []  # still nothing written
-    table = run_probe(capsys, monkeypatch)
+    table = probe(capsys, monkeypatch)
     assert "Service combinations: switched on" in table.out
 
 
 def test_table_output_lists_path_status_shape_source_verdict(
     qmatic_sandbox: SandboxServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = run_probe(capsys, monkeypatch)
+    run = probe(capsys, monkeypatch)
     assert run.code == 0, run.text[-3000:]
     lines = run.out.splitlines()
     header = next(line for line in lines if line.startswith("operation"))
@@ -131,10 +143,12 @@ def test_moved_path_differs_names_the_override_and_the_override_fixes_it(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox = make_qmatic_sandbox(SandboxSettings(moved_paths={"services": MOVED_SERVICES}))
+    sandbox = make_qmatic_sandbox(
+        SandboxSettings(moved_paths={"services": MOVED_SERVICES}, requests_per_minute=0)
+    )
     unaware = sandbox.connection_env(endpoints={})["AIRFLOW_CONN_QMATIC_DEFAULT"]
 
-    run = run_probe(capsys, monkeypatch, conn=unaware)
+    run = probe(capsys, monkeypatch, conn=unaware)
     assert run.code == 1, run.text[-3000:]
     services = next(line for line in run.out.splitlines() if line.startswith("services "))
     assert services.split()[2:4] == ["/external/v1/services", "404"]
@@ -144,7 +158,7 @@ def test_moved_path_differs_names_the_override_and_the_override_fixes_it(
     assert f'try "{MOVED_SERVICES}"' in fix
     assert '"endpoints": {' in run.out
 
-    run = run_probe(capsys, monkeypatch, "--json")
+    run = probe(capsys, monkeypatch, "--json")
     assert run.code == 1
     rows = run.rows()
     assert rows["services"]["verdict"] == "differs"
@@ -158,14 +172,14 @@ def test_moved_path_differs_names_the_override_and_the_override_fixes_it(
     )
 
     fixed = conn_json(unaware, endpoints={"services": MOVED_SERVICES})
-    run = run_probe(capsys, monkeypatch, "--json", conn=fixed)
+    run = probe(capsys, monkeypatch, "--json", conn=fixed)
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
     assert rows["services"]["path"] == MOVED_SERVICES
     assert rows["services"]["overridden"] is True
     assert {op: row["verdict"] for op, row in rows.items()} == VERDICTS
 
-    run = run_probe(capsys, monkeypatch, conn=fixed)
+    run = probe(capsys, monkeypatch, conn=fixed)
     services = next(line for line in run.out.splitlines() if line.startswith("services "))
     assert services.split()[2] == MOVED_SERVICES
     assert "page, endpoints" in services
@@ -174,7 +188,7 @@ def test_moved_path_differs_names_the_override_and_the_override_fixes_it(
 def test_write_check_reserves_and_releases_and_confirms_nothing(
     qmatic_sandbox: SandboxServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = run_probe(capsys, monkeypatch, "--json", "--write-check")
+    run = probe(capsys, monkeypatch, "--json", "--write-check")
     assert run.code == 0, run.text[-3000:]
     assert "15 minutes" in run.err
     assert "never confirms" in run.err
@@ -203,9 +217,11 @@ def test_a_failed_release_is_loud_and_names_the_held_reservation(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox = make_qmatic_sandbox(SandboxSettings(moved_paths={"release": MOVED_RELEASE}))
+    sandbox = make_qmatic_sandbox(
+        SandboxSettings(moved_paths={"release": MOVED_RELEASE}, requests_per_minute=0)
+    )
     unaware = sandbox.connection_env(endpoints={})["AIRFLOW_CONN_QMATIC_DEFAULT"]
-    run = run_probe(capsys, monkeypatch, "--json", "--write-check", conn=unaware)
+    run = probe(capsys, monkeypatch, "--json", "--write-check", conn=unaware)
     assert run.code == 1, run.text[-3000:]
     held = sandbox.appointments(status="RESERVED")
     assert len(held) == 1
@@ -222,7 +238,7 @@ def test_a_failed_release_is_loud_and_names_the_held_reservation(
 
     # With the release path corrected, the next check holds nothing new.
     fixed = conn_json(unaware, endpoints={"release": MOVED_RELEASE})
-    run = run_probe(capsys, monkeypatch, "--json", "--write-check", conn=fixed)
+    run = probe(capsys, monkeypatch, "--json", "--write-check", conn=fixed)
     assert run.code == 0, run.text[-3000:]
     assert [a["appointmentId"] for a in sandbox.appointments(status="RESERVED")] == [rid]
     assert sandbox.appointments(status="CONFIRMED") == []
@@ -231,7 +247,9 @@ def test_a_failed_release_is_loud_and_names_the_held_reservation(
 def test_command_runs_as_a_process_with_the_connection_in_the_environment(
     qmatic_sandbox: SandboxServer,
 ) -> None:
-    run = run_command("--json", env={"AIRFLOW_CONN_QMATIC_DEFAULT": qmatic_sandbox.conn_uri})
+    run = run_command(
+        "--json", env={"AIRFLOW_CONN_QMATIC_DEFAULT": f"{qmatic_sandbox.conn_uri}&requests_per_minute={FAST}"}
+    )
     assert run.code == 0, run.text[-3000:]
     report = json.loads(run.out)  # stdout is the JSON document alone, whatever Airflow logs
     assert report["connection"] == "qmatic_default"
@@ -245,7 +263,7 @@ def test_a_bad_endpoints_extra_exits_2_naming_the_field(
 ) -> None:
     """In this process (the command's own process start is tested above)."""
     bad = conn_json(qmatic_sandbox.conn_json, endpoints={"timeslots": "/external/v1/timeslots/{branch_id}"})
-    run = run_probe(capsys, monkeypatch, conn=bad)
+    run = probe(capsys, monkeypatch, conn=bad)
     assert run.code == 2, run.text[-3000:]
     assert run.out == ""
     assert "endpoints.timeslots" in run.err
@@ -259,7 +277,7 @@ def test_rich_shape_is_confirmed_too(
     """The richer answers (status, expiresAt, durations, time zones) contradict nothing; the two
     fields Part B's Appointment does not name are listed as extra, and still confirmed."""
     qmatic_sandbox.configure(answer_shape="rich")
-    run = run_probe(capsys, monkeypatch, "--json", "--write-check")
+    run = probe(capsys, monkeypatch, "--json", "--write-check")
     assert run.code == 0, run.text[-3000:]
     rows = run.rows()
     assert {op: row["verdict"] for op, row in rows.items()} == {
