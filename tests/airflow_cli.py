@@ -14,13 +14,19 @@ no secrets already known to the masker, no ``Stats`` client, no provider caches,
 OpenLineage client, no logging set up by a test; and whatever the command changes dies with the
 child. The zygote is single-threaded, so forking it is safe (the test process runs the sandbox in a
 thread). Exit codes are the process's: ``SystemExit`` as Python maps it, an uncaught exception's
-traceback on stderr and 1, atexit handlers run.
+traceback on stderr and 1; the interpreter's exit is replayed in its order (non-daemon threads
+joined, then atexit functions), and what the import printed opens the command's output.
 
-A command whose environment changes where Airflow finds its configuration or database
-(``AIRFLOW_HOME``, ``AIRFLOW_CONFIG``, read once when ``airflow.configuration`` is imported) runs as a
-real process. So does every command when ``QMATIC_TEST_AIRFLOW_PROCESS=1`` is set: ``make
-test-lines`` sets it (scripts/test_lines.py), so the console script itself, interpreter start and
-all, is still run on every supported Airflow line.
+A command whose environment changes what Airflow reads while it is imported runs as a real process:
+where it finds its configuration and database (``AIRFLOW_HOME``, ``AIRFLOW_CONFIG``; the suite's
+``db migrate`` of its template home), and ``[metrics]`` (the StatsD tests), whose backend both lines
+choose at import (2.11 when ``airflow.stats`` is imported, 3.2+ when ``airflow.sdk.serde`` is), so a
+child would need each line's private hooks re-run to honour it. So does every command when
+``QMATIC_TEST_AIRFLOW_PROCESS=1`` is set: ``make test-lines`` sets it (scripts/test_lines.py), so the
+console script itself, interpreter start and all, is still run on every supported Airflow line.
+
+A command that outlives its ``timeout`` has its threads' stacks dumped into its stderr (faulthandler
+on SIGUSR1), printed with its output, then is killed: a hang shows where it hung.
 """
 
 from __future__ import annotations
@@ -36,17 +42,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 REAL_PROCESS = "QMATIC_TEST_AIRFLOW_PROCESS"
-# Read when airflow.configuration is imported, so a child of the zygote could not honour a change.
-READ_AT_IMPORT = ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
+# Environment that Airflow reads while it is imported, so a child of the zygote could not honour a
+# change: where the configuration and database are (airflow.configuration), and [metrics], whose
+# backend is chosen when airflow.stats (2.11) or airflow.sdk.serde (3.2+) is imported.
+READ_AT_IMPORT = ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRFLOW__METRICS__")
 
 
 def airflow_bin() -> str:
     """The ``airflow`` console script of the interpreter running the tests."""
     return str(Path(sys.executable).with_name("airflow"))
+
+
+def _read_at_import(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name.startswith(READ_AT_IMPORT)}
 
 
 class Zygote:
@@ -55,7 +68,7 @@ class Zygote:
     def __init__(self) -> None:
         self._process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
-        self.imported_with: dict[str, str | None] = {}
+        self.imported_with: dict[str, str] = {}
 
     def _started(self) -> subprocess.Popen[str]:
         if self._process is None or self._process.poll() is not None:
@@ -66,14 +79,13 @@ class Zygote:
                 text=True,
                 env=dict(os.environ),
             )
-            self.imported_with = {name: os.environ.get(name) for name in READ_AT_IMPORT}
+            self.imported_with = _read_at_import(os.environ)
             atexit.register(self.close)
         return self._process
 
     def can_run(self, env: dict[str, str]) -> bool:
-        """Whether a child of the zygote would read its configuration where ``env`` says."""
-        expected = self.imported_with if self._process else os.environ
-        return all(env.get(name) == expected.get(name) for name in READ_AT_IMPORT)
+        """Whether a child of the zygote would see ``env`` as Airflow's import did."""
+        return _read_at_import(env) == (self.imported_with if self._process else _read_at_import(os.environ))
 
     def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
         with self._lock, tempfile.TemporaryDirectory(prefix="airflow-cli-") as tmp:
@@ -161,9 +173,6 @@ def _child(request: dict[str, Any], import_output: dict[int, bytes]) -> int:
         if hasattr(settings, "_configure_secrets_masker"):
             settings._configure_secrets_masker()
         settings.configure_orm()
-        serde = sys.modules.get("airflow.sdk.serde")
-        if serde is not None:  # Airflow 3.2+ picks the task SDK's Stats backend ([metrics]) here
-            serde._register()
 
         from airflow.__main__ import main
 
