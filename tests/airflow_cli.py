@@ -202,6 +202,12 @@ def _child(request: dict[str, Any], import_output: dict[int, bytes]) -> int:
 def _serve() -> None:
     """Import Airflow as the console script does (what that prints kept for each child's output),
     then fork one child per request line on stdin; answers on stdout."""
+    home = os.environ.get("AIRFLOW_HOME", "~/airflow")
+    if not Path(os.environ.get("AIRFLOW_CONFIG", f"{home}/airflow.cfg")).expanduser().exists():
+        # A first command writes the default config (a new fernet key among it) and later processes
+        # read it at import; so the zygote imports after that has happened, as a later process would.
+        config_get = [airflow_bin(), "config", "get-value", "core", "executor"]
+        subprocess.run(config_get, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     answers = os.fdopen(os.dup(1), "w")
     saved_stderr = os.dup(2)
     import_output = {}
