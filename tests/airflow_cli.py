@@ -101,14 +101,19 @@ class Zygote:
 
             def kill() -> None:  # its threads' stacks first (faulthandler, see _child), then gone
                 timed_out.set()
-                os.kill(child, signal.SIGUSR1)
+                _kill(child, signal.SIGUSR1)
                 time.sleep(1)
-                os.kill(child, signal.SIGKILL)
+                _kill(child)
 
             timer = threading.Timer(timeout, kill)
             timer.start()
             try:
                 answer = process.stdout.readline()
+            except BaseException:  # pytest-timeout, Ctrl-C: no child or answer left for the next run
+                _kill(child)
+                process.kill()
+                process.wait()
+                raise
             finally:
                 timer.cancel()
             if not answer:
@@ -128,6 +133,11 @@ class Zygote:
             assert self._process.stdin is not None
             self._process.stdin.close()  # the zygote exits at end of input
             self._process.wait(timeout=30)
+
+
+def _kill(pid: int, signum: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 _zygote = Zygote()
