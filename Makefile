@@ -78,7 +78,9 @@ test-compat: setup-compat redis-server
 # Every supported Airflow line (2.11, 3.0, 3.1, 3.2, 3.3; Python 3.10 to 3.13), one venv each:
 # install under the line's constraints with the connection check (scripts/airflow_line.py),
 # provider registration, the CLI connection test and `airflow dags test` of an example
-# against the sandbox, metrics included (the tests marked `lines`; about 5 minutes on 2 cores).
+# against the sandbox, metrics included (the tests marked `lines`; about 5 minutes on 2 cores),
+# each `airflow` command a real console-script process (make test forks them from one import:
+# tests/airflow_cli.py).
 # QMATIC_LINES="3.2.2=3.12" runs a subset.
 test-lines: setup
 	$(PY) scripts/test_lines.py $(PYTEST_ARGS)

@@ -6,7 +6,9 @@ connection (``scripts/airflow_line.py``, which names the line and the file to pi
 dependency release breaks it), then ``pytest -m lines``: the provider as Airflow registers it (in-process and through
 ``airflow providers``), every example DAG file parsed, ``airflow connections test`` and
 ``airflow dags test`` of the Asset-triggered bulk example against the sandbox, with its metrics
-received over StatsD. Runs two lines at a time, prints each line's output when it ends and how long
+received over StatsD, each ``airflow`` command a real console-script process (``make test`` forks
+them from a process that imported Airflow once; see tests/airflow_cli.py). Runs two lines at a
+time, prints each line's output when it ends and how long
 each took, and exits non-zero if any line failed, after trying them all.
 
 Airflow's constraints files live on GitHub, which CI cannot reach; the lines resolve from PyPI
@@ -87,6 +89,9 @@ def run_line(uv: str, airflow: str, minor: str, log: Path) -> tuple[bool, float,
             check=False,
             stdout=output,
             stderr=subprocess.STDOUT,
+            # The `airflow` commands of these tests as real console-script processes, not forks of
+            # a process that imported Airflow once as in `make test` (tests/airflow_cli.py).
+            env={**os.environ, "QMATIC_TEST_AIRFLOW_PROCESS": "1"},
         )
     return smoke.returncode == 0, installed - started, time.monotonic() - installed
 

@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.airflow_cli import run_airflow
 
 REPO = Path(__file__).resolve().parent.parent
 HOMES = REPO / ".airflow-home" / Path(sys.prefix).name
@@ -36,22 +37,6 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 # Each test run gets its own token cache directory, so runs never share tokens.
 os.environ["QMATIC_TOKEN_CACHE_DIR"] = str(AIRFLOW_HOME / "token-cache")
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-
-
-def airflow_bin() -> str:
-    """The ``airflow`` console script of the interpreter running the tests."""
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def run_airflow(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """Run the real Airflow CLI with the test environment (plus ``env``)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [airflow_bin(), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
-    )
 
 
 @pytest.fixture(scope="session")
