@@ -18,8 +18,10 @@ JSON and in pickles alike.
 from __future__ import annotations
 
 import base64
+import contextlib
 import pickle
 import sqlite3
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ def text_of(value: Any) -> str:
 def dag_run_state(dag_id: str, marker: str) -> str:
     """State of the newest run of ``dag_id`` whose conf holds ``marker`` (other tests may use the
     same database and DAG ids), read from the SQLite file as the scan reads it."""
-    with sqlite3.connect(AIRFLOW_HOME / "airflow.db", timeout=30) as db:
+    with contextlib.closing(sqlite3.connect(AIRFLOW_HOME / "airflow.db", timeout=30)) as db:
         rows = db.execute(
             "SELECT state, conf FROM dag_run WHERE dag_id = ? ORDER BY id DESC", (dag_id,)
         ).fetchall()
@@ -72,6 +74,13 @@ def dag_run_state(dag_id: str, marker: str) -> str:
         if marker in text_of(conf):
             return str(state)
     return "missing"
+
+
+def _raw_bytes(path: Path) -> bytes:
+    """The file's bytes, read by a child process: closing a descriptor of a database file in this
+    process would drop the POSIX locks this process's SQLite connections hold on it, which SQLite's
+    "How To Corrupt An SQLite Database File" (section 2.2) names as a way to corrupt it."""
+    return subprocess.run(["cat", str(path)], capture_output=True, check=True).stdout
 
 
 def collect(outputs: Mapping[str, str], since: float, files: Iterable[tuple[Path, str]]) -> Corpus:
@@ -84,7 +93,7 @@ def collect(outputs: Mapping[str, str], since: float, files: Iterable[tuple[Path
         if path.is_file() and path.stat().st_mtime >= since:
             corpus.add(f"log:{path.relative_to(AIRFLOW_HOME)}", path.read_text(errors="replace"))
     db_path = AIRFLOW_HOME / "airflow.db"
-    with sqlite3.connect(db_path, timeout=30) as db:
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
         for (value,) in db.execute("SELECT value FROM xcom"):
             corpus.add("db:xcom", text_of(value) + "\n")
         for (value,) in db.execute("SELECT rendered_fields FROM rendered_task_instance_fields"):
@@ -98,7 +107,7 @@ def collect(outputs: Mapping[str, str], since: float, files: Iterable[tuple[Path
     for suffix in ("", "-wal", "-journal"):
         raw = Path(f"{db_path}{suffix}")
         if raw.exists():
-            corpus.add(f"db:raw-file:{raw.name}", raw.read_bytes().decode("latin-1"))
+            corpus.add(f"db:raw-file:{raw.name}", _raw_bytes(raw).decode("latin-1"))
     for directory, kind in files:
         for path in sorted(directory.rglob("*")) if directory.exists() else []:
             if path.is_file():
