@@ -62,6 +62,7 @@ class Sandbox:
 
     server: SandboxServer
     env: dict[str, str]
+    clients: tuple[SandboxClient, ...] = CLIENTS
     _client: Any = None
 
     def stats(self) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class Sandbox:
 
     def secrets(self) -> list[str]:
         """Every client secret and every token issued so far: none may reach XCom or a log."""
-        return [c.client_secret for c in CLIENTS] + [t["access_token"] for t in self.server.tokens()]
+        return [c.client_secret for c in self.clients] + [t["access_token"] for t in self.server.tokens()]
 
     def book_directly(self, customer: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
         """Book outside Airflow (setting up a test), as a plain client of the all-scopes connection."""
@@ -113,7 +114,7 @@ class Sandbox:
             from airflow_provider_qmatic.client.client import QmaticClient
             from airflow_provider_qmatic.config import ClientConfig
 
-            who = CLIENTS[0]
+            who = self.clients[0]
             config = ClientConfig.from_values(
                 client_id=who.client_id,
                 client_secret=who.client_secret,
@@ -132,16 +133,24 @@ FAST_EXTRA = {"requests_per_minute": 600000}
 
 
 @pytest.fixture
+def sandbox_clients() -> tuple[SandboxClient, ...]:
+    """The sandbox's clients, the first one behind ``qmatic_default``: the ones above, unless a
+    module overrides this fixture (the example DAG tests give ``qmatic_default`` a random secret)."""
+    return CLIENTS
+
+
+@pytest.fixture
 def sandbox(
     make_qmatic_sandbox: Callable[..., SandboxServer],
     monkeypatch: pytest.MonkeyPatch,
     airflow_db: Any,
     qmatic_answer_shape: str | None,
+    sandbox_clients: tuple[SandboxClient, ...],
 ) -> Iterator[Sandbox]:
     """A fresh sandbox (seed 0) with the clients above and their connections in the environment;
     in the public answer shape unless a test parametrizes ``qmatic_answer_shape``."""
     settings = SandboxSettings(
-        clients=CLIENTS,
+        clients=sandbox_clients,
         requests_per_minute=0,
         answer_shape=qmatic_answer_shape or "public",
         # A tenant with service combinations (every single-service test runs on one too).
@@ -150,14 +159,14 @@ def sandbox(
     )
     server = make_qmatic_sandbox(settings, set_env=False)
     env: dict[str, str] = {}
-    for client in CLIENTS:
-        env.update(_fast(server.connection_env(CONN_BY_CLIENT[client.client_id], client=client)))
+    for client, conn_id in zip(sandbox_clients, CONN_BY_CLIENT.values(), strict=True):
+        env.update(_fast(server.connection_env(conn_id, client=client)))
     wrong = json.loads(server.conn_json)
     wrong["extra"].update(FAST_EXTRA, system_id=derive_system_id("some-other-tenant"))
     env[f"AIRFLOW_CONN_{WRONG_TENANT_CONN.upper()}"] = json.dumps(wrong)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    box = Sandbox(server, env)
+    box = Sandbox(server, env, sandbox_clients)
     yield box
     if box._client is not None:
         box._client.close()
