@@ -17,6 +17,11 @@ CLUSTER_PY := $(CLUSTER_VENV)/bin/python
 
 CHROMIUM ?= /usr/bin/chromium
 
+# Every Python process of the suites (each Airflow command, sandbox, host and child process) would
+# otherwise compile the repository's own modules again where the environment sets this, as many CI
+# and container images do; the venvs' packages are compiled at install (scripts/airflow_line.py).
+unexport PYTHONDONTWRITEBYTECODE
+
 # Every venv installs Airflow through scripts/airflow_line.py: the line's constraints/airflow-X.Y.txt
 # (upper bounds on dependencies whose new releases broke it), then a check that Airflow reads a
 # connection from an AIRFLOW_CONN_* variable, which fails loudly, naming the line and the file to
