@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.operators.conftest import Sandbox, customer, sandbox  # noqa: F401  (the fixture)
+from tests.operators.conftest import Sandbox, customer, sandbox, sandbox_clients  # noqa: F401  (the fixtures)
 
 
 @dataclass
