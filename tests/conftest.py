@@ -156,9 +156,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Long files first: those that declare a longer pytest-timeout, then those with more ``slow``
     tests (a stable sort: the order within a file is kept).
 
-    ``make test`` hands whole files to two processes in collection order; a long file that came
-    last (the leak scan runs every example through the CLI) would leave one process idle while the
-    other finishes it.
+    ``make test`` hands whole files to its processes in collection order; a long file that came
+    last (the example DAG tests run every example, then scan their runs for secrets) would leave the
+    other processes idle while one finishes it.
     """
     weight: dict[str, tuple[float, int]] = {}
     for item in items:
