@@ -21,9 +21,10 @@ class QmaticError(Exception):
 
     ``after_unclear_attempt`` is True when the client's own earlier attempt of the same call was
     sent and got no clear answer: a 409 or a 404 may then answer that attempt's effect (Part B: "a
-    client that retried its own cancel treats either as done"), and a call whose last attempt was
-    never sent may still have taken effect. The client sets it on 404, 409, errors of a call never
-    sent (:class:`QmaticNotSentError`) and a failed token request.
+    client that retried its own cancel treats either as done"). On an error of a call whose last
+    attempt never left (:class:`QmaticNotSentError`, a failed token request) it says whether an
+    earlier attempt did, so whether the call may have taken effect. The client sets it on those and
+    on 404 and 409.
     """
 
     after_unclear_attempt: bool = False

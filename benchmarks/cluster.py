@@ -136,7 +136,7 @@ def build_host(args: dict[str, Any]) -> tuple[Any, Any]:
     config = ClientConfig.from_values(**args["config"])
     # The bulk operators' budget (QmaticHook(bulk=True)); reserve=False drops its reserve for single
     # calls (the fairness baseline).
-    client = build_client(config, limiter=request_budget(config, bulk=args.get("reserve", True)))
+    client = build_client(config, limiter=request_budget(config, bulk=args["reserve"]))
     journal = None
     if args.get("journal"):  # a task instance's journal in Redis (the tests kill this host mid-run)
         from airflow_provider_qmatic.state import task_journal
@@ -150,9 +150,7 @@ def run_host(client: Any, journal: Any, args: dict[str, Any]) -> dict[str, Any]:
     from airflow_provider_qmatic.bulk.runner import SUCCEEDED, BulkRunner
 
     started = time.time()
-    runner = BulkRunner(
-        client, progress_every_seconds=3600, attempt=args.get("attempt", 1), journal_path=journal
-    )
+    runner = BulkRunner(client, progress_every_seconds=3600, attempt=args["attempt"], journal_path=journal)
     result = runner.book(args["rows"])
     ended = time.time()
     client.close()
@@ -181,7 +179,7 @@ def book_here(
 ) -> dict[str, Any]:
     """One more host, in this process (its own credential cache directory from ``config``): a
     retry that needs no process of its own, and no second interpreter start."""
-    args = {"config": config, "rows": rows, "attempt": attempt, "journal": journal}
+    args = {"config": config, "rows": rows, "reserve": True, "attempt": attempt, "journal": journal}
     client, task_journal = build_host(args)
     return run_host(client, task_journal, args)
 

@@ -8,8 +8,8 @@ dependency release breaks it), then ``pytest -m lines``: the provider as Airflow
 ``airflow dags test`` of the Asset-triggered bulk example against the sandbox, with its metrics
 received over StatsD, each ``airflow`` command a real console-script process (``make test`` forks
 them from a process that imported Airflow once; see tests/airflow_cli.py). Runs two lines at a
-time, prints each line's output when it ends and how long
-each took, and exits non-zero if any line failed, after trying them all.
+time, prints each line's output when it ends and how long each took, and exits non-zero if any line
+failed, after trying them all.
 
 Airflow's constraints files live on GitHub, which CI cannot reach; the lines resolve from PyPI
 alone, and a dependency that breaks a line is bounded in the line's file under ``constraints/``.

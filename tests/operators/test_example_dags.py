@@ -132,7 +132,7 @@ class Kept:
         return dag_run
 
     def cli(self, name: str, *args: str, env: dict[str, str]) -> Any:
-        """The real ``airflow`` CLI; its stdout and stderr kept under ``name``."""
+        """``airflow *args`` (tests/airflow_cli.py); its stdout and stderr kept under ``name``."""
         result = run_airflow(*args, env=env)
         self.outputs[name] = result.stdout + "\n" + result.stderr
         return result
