@@ -106,7 +106,16 @@ def _answer_waiting(dag_id: str, choice: str) -> list[str]:
         ).all()
         for ti in waiting:
             detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-            if detail is None or detail.response_received:
+            if detail is None:
+                continue
+            if detail.response_received:
+                # Answered, yet still parked: the answer landed within milliseconds of the request,
+                # while the task was still committing its deferral, which then wrote over the resume
+                # (seen on 3.3; a person never answers that fast). Resume it again.
+                if hasattr(detail, "as_resume_event_payload"):
+                    handle_event_submit(
+                        TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                    )
                 continue
             detail.responded_by = {"id": "approver", "name": "Approver"}
             detail.responded_at = datetime.now(timezone.utc)
