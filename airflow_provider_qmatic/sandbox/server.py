@@ -43,6 +43,9 @@ class SandboxAdmin:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.trust_env = False  # never send loopback admin calls through a proxy
+        # A connection per call: a kept-alive one that sat idle as long as the server's keep-alive
+        # timeout is closed by the server just as it is reused, and the call is lost unanswered.
+        self._session.headers["Connection"] = "close"
 
     @property
     def session(self) -> requests.Session:
